@@ -1,0 +1,7 @@
+"""Allow ``python -m smtp_probe``."""
+
+import sys
+
+from smtp_probe.cli import main
+
+sys.exit(main())

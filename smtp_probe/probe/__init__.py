@@ -1,0 +1,1 @@
+"""The run engine: one probe run, from SMTP submission to IMAP confirmation."""

@@ -1,0 +1,99 @@
+"""The probe message and its token: unique per run, signed so a forgery never counts.
+
+A token looks like ``1764322545123-9f2c4e1ab07d5c33-<32 hex>``: send time in
+milliseconds, a random run id, and an HMAC-SHA256 (truncated to 128 bits)
+over both and the probe name. It uses only digits, letters and ``-`` so it
+survives IMAP SEARCH and Subject folding everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import format_datetime, localtime, make_msgid
+from typing import Final
+
+PROBE_HEADER: Final = "X-Smtp-Probe"
+_SIG_HEX: Final = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A parsed token: when it was made, which run, and its signature."""
+
+    sent_ms: int
+    run_id: str
+    signature: str
+
+    def __str__(self) -> str:
+        return f"{self.sent_ms}-{self.run_id}-{self.signature}"
+
+
+class TokenSigner:
+    """Make and check run tokens with one HMAC key.
+
+    With no key given a random one is made, so tokens verify only within this
+    process: a restarted daemon then cannot claim (or delete) messages of its
+    previous life. Configure ``token_secret_file`` to keep them verifiable.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key if key else secrets.token_bytes(32)
+
+    def __repr__(self) -> str:
+        return "TokenSigner(<secret>)"
+
+    def new(self, probe: str, *, now: float | None = None) -> Token:
+        """Return a fresh signed token for one run of ``probe``."""
+        sent_ms = int((time.time() if now is None else now) * 1000)
+        run_id = secrets.token_hex(8)
+        return Token(sent_ms, run_id, self._sign(probe, sent_ms, run_id))
+
+    def verify(self, probe: str, text: str) -> Token | None:
+        """Return the token if ``text`` is a token this key signed for ``probe``, else ``None``."""
+        parts = text.strip().split("-")
+        if len(parts) != 3 or not parts[0].isdigit():
+            return None
+        sent_ms, run_id, signature = int(parts[0]), parts[1], parts[2]
+        if len(signature) != _SIG_HEX or len(run_id) != 16:
+            return None
+        expected = self._sign(probe, sent_ms, run_id)
+        if not hmac.compare_digest(expected, signature.lower()):
+            return None
+        return Token(sent_ms, run_id, signature.lower())
+
+    def _sign(self, probe: str, sent_ms: int, run_id: str) -> str:
+        payload = f"smtp-probe/1\0{probe}\0{sent_ms}\0{run_id}".encode()
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()[:_SIG_HEX]
+
+
+def build_message(*, token: Token, probe: str, mail_from: str, rcpt_to: str) -> EmailMessage:
+    """Build the probe message: RFC 5322 headers, the token in a header and the Subject.
+
+    ``Auto-Submitted`` and ``X-Auto-Response-Suppress`` keep vacation and
+    out-of-office robots from answering; the body is short but not empty,
+    because empty mails get quarantined by some gateways.
+    """
+    domain = mail_from.rpartition("@")[2] or "smtp-probe.invalid"
+    message = EmailMessage()
+    message["From"] = mail_from
+    message["To"] = rcpt_to
+    message["Date"] = format_datetime(localtime())
+    # Always pass a domain: the default is a slow getfqdn() that leaks our hostname.
+    message["Message-ID"] = make_msgid(idstring=token.run_id, domain=domain)
+    message["Subject"] = f"smtp-probe {probe} {token}"
+    message[PROBE_HEADER] = str(token)
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(
+        "This is an automated delivery test sent by smtp-probe.\n"
+        f"Probe: {probe}\nToken: {token}\n"
+        "It is deleted automatically once it arrives; no action is needed.\n"
+    )
+    return message

@@ -1,0 +1,126 @@
+"""Plain, frozen values describing how a run went: outcome, stage, timings, replies."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+
+from smtp_probe.probe.transcript import Transcript
+
+
+class Outcome(enum.StrEnum):
+    """How a run ended (a public contract: metric label values and JSON)."""
+
+    DELIVERED = "delivered"
+    JUNK = "junk"
+    SENT = "sent"
+    """Accepted by SMTP; delivery not checked (``check`` without ``--imap``)."""
+    SEND_FAILED = "send_failed"
+    NOT_DELIVERED = "not_delivered"
+    BOUNCED = "bounced"
+    ERROR = "error"
+
+
+class Stage(enum.StrEnum):
+    """Where a run was when it ended; mirrors swaks' exit-code stages (a contract)."""
+
+    DNS = "dns"
+    CONNECT = "connect"
+    BANNER = "banner"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL_FROM = "mail_from"
+    RCPT_TO = "rcpt_to"
+    DATA = "data"
+    IMAP_CONNECT = "imap_connect"
+    IMAP_STARTTLS = "imap_starttls"
+    IMAP_LOGIN = "imap_login"
+    IMAP_SELECT = "imap_select"
+    DELIVERY = "delivery"
+    CLEANUP = "cleanup"
+
+
+SMTP_STAGES: tuple[Stage, ...] = (
+    Stage.DNS,
+    Stage.CONNECT,
+    Stage.BANNER,
+    Stage.EHLO,
+    Stage.STARTTLS,
+    Stage.AUTH,
+    Stage.MAIL_FROM,
+    Stage.RCPT_TO,
+    Stage.DATA,
+)
+IMAP_STAGES: tuple[Stage, ...] = (
+    Stage.IMAP_CONNECT,
+    Stage.IMAP_STARTTLS,
+    Stage.IMAP_LOGIN,
+    Stage.IMAP_SELECT,
+)
+
+
+def _frozen_timings(timings: Mapping[Stage, float] | None) -> Mapping[Stage, float]:
+    return MappingProxyType(dict(timings or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpReport:
+    """What the SMTP leg saw: the last reply, the queue id, and seconds per stage."""
+
+    reply_code: int | None = None
+    reply: str = ""
+    queue_id: str | None = None
+    stage_seconds: Mapping[Stage, float] = field(default_factory=lambda: _frozen_timings(None))
+    tls_version: str | None = None
+    accepted_at: float | None = None
+    """Monotonic time of the ``250`` that accepted DATA; the start of delivery."""
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """The probe message as found in the mailbox."""
+
+    uid: int
+    folder: str
+    seen_at: float
+    """Monotonic time at which the watcher saw the message."""
+    internaldate: datetime | None = None
+    received: tuple[str, ...] = ()
+    """``Received:`` headers, newest first, for per-hop diagnosis."""
+    junk: bool = False
+    """Found in a junk folder rather than the watched one."""
+    deleted: bool = False
+    cleanup_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """The whole story of one run; ``run_probe`` always returns one, never raises."""
+
+    probe: str
+    run_id: str
+    outcome: Outcome
+    stage: Stage | None
+    """Where a failed run stopped; ``None`` when it succeeded."""
+    error: str
+    """One human line about the failure (empty on success). Never holds secrets."""
+    started_at: datetime
+    duration_seconds: float
+    smtp: SmtpReport
+    transcript: Transcript
+    delivery_seconds: float | None = None
+    arrival: Arrival | None = None
+
+    @property
+    def success(self) -> bool:
+        """True when the mail went where it should (or was accepted, for SMTP-only checks)."""
+        return self.outcome in (Outcome.DELIVERED, Outcome.SENT)
+
+    @property
+    def folder(self) -> str | None:
+        """The folder the message was found in, if it arrived."""
+        return self.arrival.folder if self.arrival else None

@@ -1,0 +1,377 @@
+"""The SMTP leg: submit the probe message with aiosmtplib, stage by stage.
+
+Each stage of the telnet session (resolve, connect, banner, EHLO, STARTTLS,
+AUTH, MAIL FROM, RCPT TO, DATA) is timed and written to the transcript, and
+any failure becomes one :class:`SmtpSendError` naming the stage. This module
+is the only place that knows aiosmtplib's exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from typing import Any, Final
+
+import aiosmtplib
+
+from smtp_probe.probe.result import SmtpReport, Stage
+from smtp_probe.probe.spec import SmtpServer, TlsMode
+from smtp_probe.probe.tls import client_context, describe_verify_error
+from smtp_probe.probe.transcript import Transcript
+
+_QUEUE_ID: Final = (
+    re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+?)>?(?:\s|$)", re.IGNORECASE),
+    re.compile(r"\bid=([A-Za-z0-9._-]+)"),
+)
+_AUTH_PREFERENCE: Final = ("plain", "login", "cram-md5")
+_QUIT_TIMEOUT: Final = 2.0
+
+
+class SmtpSendError(Exception):
+    """The SMTP leg failed at ``stage``; ``report`` holds what was seen until then."""
+
+    def __init__(self, stage: Stage, reason: str, report: SmtpReport) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+        self.report = report
+
+
+def parse_queue_id(reply: str) -> str | None:
+    """Pull the queue id out of the final ``250`` (Postfix, Exim and friends)."""
+    for pattern in _QUEUE_ID:
+        match = pattern.search(reply)
+        if match is not None:
+            return match.group(1)
+    return None
+
+
+def default_helo() -> str:
+    """The name we greet with when none is configured: this host's name, without DNS."""
+    name = socket.gethostname()
+    return name if name else "localhost"
+
+
+@dataclass
+class _Session:
+    """Mutable bookkeeping of one submission; turned into a frozen report at the end."""
+
+    server: SmtpServer
+    transcript: Transcript
+    deadline: float
+    stage: Stage = Stage.DNS
+    stage_started: float = field(default_factory=time.monotonic)
+    timings: dict[Stage, float] = field(default_factory=dict)
+    reply_code: int | None = None
+    reply: str = ""
+    queue_id: str | None = None
+    tls_version: str | None = None
+    accepted_at: float | None = None
+    in_tls: bool = False
+
+    def enter(self, stage: Stage) -> None:
+        """Close the timing of the current stage and start ``stage``."""
+        self.finish_stage()
+        self.stage = stage
+        self.stage_started = time.monotonic()
+
+    def finish_stage(self) -> None:
+        elapsed = time.monotonic() - self.stage_started
+        self.timings[self.stage] = self.timings.get(self.stage, 0.0) + elapsed
+        self.stage_started = time.monotonic()
+
+    def op_timeout(self) -> float:
+        """The per-command timeout: the server's limit, never past the run deadline."""
+        return max(0.001, min(self.server.timeout, self.deadline - time.monotonic()))
+
+    def sent(self, text: str) -> None:
+        self.transcript.sent(text, tls=self.in_tls)
+
+    def received(self, code: int, message: str) -> None:
+        self.reply_code, self.reply = code, message
+        lines = message.splitlines() or [""]
+        for index, line in enumerate(lines):
+            sep = "-" if index < len(lines) - 1 else " "
+            self.transcript.received(f"{code}{sep}{line}", tls=self.in_tls)
+
+    def report(self) -> SmtpReport:
+        return SmtpReport(
+            reply_code=self.reply_code,
+            reply=self.reply,
+            queue_id=self.queue_id,
+            stage_seconds=dict(self.timings),
+            tls_version=self.tls_version,
+            accepted_at=self.accepted_at,
+        )
+
+    def fail(self, reason: str, stage: Stage | None = None) -> SmtpSendError:
+        self.finish_stage()
+        failed_at = stage or self.stage
+        self.transcript.note(f"FAILED at {failed_at}: {reason}")
+        return SmtpSendError(failed_at, reason, self.report())
+
+
+async def send_message(
+    server: SmtpServer,
+    message: EmailMessage,
+    *,
+    mail_from: str,
+    rcpt_to: str,
+    transcript: Transcript,
+    deadline: float,
+) -> SmtpReport:
+    """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
+
+    Returns the report of a message accepted by the final ``250``; its
+    ``accepted_at`` is when delivery time starts counting.
+
+    Raises:
+        SmtpSendError: the submission failed; it names the stage, the reason and
+            carries the reply code and timings seen so far.
+    """
+    session = _Session(server, transcript, deadline)
+    transcript.mask(server.password.reveal() if server.password else None)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
+            client = await _open(session)
+            try:
+                await _converse(session, client, message, mail_from, rcpt_to)
+            finally:
+                await _quit(session, client)
+    except SmtpSendError:
+        raise
+    except TimeoutError:
+        raise session.fail("no answer before the run deadline") from None
+    except ssl.SSLError as exc:
+        stage = Stage.STARTTLS if session.stage is Stage.STARTTLS else Stage.CONNECT
+        raise session.fail(describe_verify_error(exc), stage) from None
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        raise session.fail(f"server closed the connection ({exc.message})") from None
+    except aiosmtplib.SMTPTimeoutError:
+        raise session.fail(f"no answer within {server.timeout:g}s") from None
+    except aiosmtplib.SMTPException as exc:
+        raise session.fail(_explain(exc)) from None
+    except OSError as exc:
+        raise session.fail(_os_reason(exc)) from None
+    session.finish_stage()
+    return session.report()
+
+
+async def _open(session: _Session) -> aiosmtplib.SMTP:
+    """Resolve, connect and read the banner; implicit TLS is negotiated before the banner."""
+    server = session.server
+    loop = asyncio.get_running_loop()
+    session.transcript.note(f"connecting to {server.address} (tls: {server.tls})")
+    try:
+        addresses = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise session.fail(f"cannot resolve {server.host}: {exc.strerror}") from None
+
+    session.enter(Stage.CONNECT)
+    sock = await _connect_any(session, addresses)
+    session.transcript.note(f"connected to {_peer(sock)}")
+
+    session.enter(Stage.BANNER)
+    use_tls = server.tls is TlsMode.TLS
+    context = client_context(server.tls_settings) if server.tls is not TlsMode.NONE else None
+    client = aiosmtplib.SMTP(
+        hostname=server.host,
+        sock=sock,
+        use_tls=use_tls,
+        start_tls=False,
+        tls_context=context,
+        local_hostname=server.helo or default_helo(),
+        timeout=session.op_timeout(),
+    )
+    try:
+        greeting = await client.connect(timeout=session.op_timeout())
+    except aiosmtplib.SMTPConnectTimeoutError:
+        raise session.fail("no 220 greeting before the timeout") from None
+    except aiosmtplib.SMTPConnectResponseError as exc:
+        session.received(exc.code, exc.message)
+        raise session.fail(f"server greeted with {exc.code} {_first_line(exc.message)}") from None
+    except aiosmtplib.SMTPConnectError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            raise session.fail(describe_verify_error(cause), Stage.CONNECT) from None
+        raise session.fail(f"connection lost before the greeting ({exc.message})") from None
+    if use_tls:
+        session.in_tls = True
+        session.tls_version = _tls_version(client)
+        session.transcript.note(f"TLS established ({session.tls_version})")
+    session.received(greeting.code, greeting.message)
+    return client
+
+
+async def _connect_any(
+    session: _Session, addresses: Sequence[tuple[Any, Any, int, str, Any]]
+) -> socket.socket:
+    """Connect to the first address that answers, like a mail client walking A/AAAA records."""
+    loop = asyncio.get_running_loop()
+    last_error: OSError | None = None
+    for family, kind, proto, _name, address in addresses:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    reason = _os_reason(last_error) if last_error else "no address to connect to"
+    raise session.fail(f"cannot connect to {session.server.address}: {reason}")
+
+
+async def _converse(
+    session: _Session,
+    client: aiosmtplib.SMTP,
+    message: EmailMessage,
+    mail_from: str,
+    rcpt_to: str,
+) -> None:
+    server = session.server
+    helo = server.helo or default_helo()
+    await _ehlo(session, client, helo)
+
+    if server.tls is TlsMode.STARTTLS:
+        session.enter(Stage.STARTTLS)
+        if not client.supports_extension("starttls"):
+            raise session.fail("server does not offer STARTTLS")
+        await _command(
+            session,
+            "STARTTLS",
+            client.starttls(
+                server_hostname=server.host,
+                tls_context=client_context(server.tls_settings),
+                timeout=session.op_timeout(),
+            ),
+        )
+        session.in_tls = True
+        session.tls_version = _tls_version(client)
+        session.transcript.note(f"TLS established ({session.tls_version})")
+        await _ehlo(session, client, helo)
+
+    if server.username:
+        session.enter(Stage.AUTH)
+        await _authenticate(session, client)
+
+    session.enter(Stage.MAIL_FROM)
+    await _command(
+        session, f"MAIL FROM:<{mail_from}>", client.mail(mail_from, timeout=session.op_timeout())
+    )
+
+    session.enter(Stage.RCPT_TO)
+    await _command(
+        session, f"RCPT TO:<{rcpt_to}>", client.rcpt(rcpt_to, timeout=session.op_timeout())
+    )
+
+    session.enter(Stage.DATA)
+    payload = message.as_bytes(policy=SMTP_POLICY)
+    session.sent("DATA")
+    session.sent(f"[message: {len(payload)} bytes, Subject: {message['Subject']}]")
+    reply = await _command(session, ".", client.data(payload, timeout=session.op_timeout()))
+    session.accepted_at = time.monotonic()
+    session.queue_id = parse_queue_id(reply.message)
+
+
+async def _command(
+    session: _Session, text: str, call: Awaitable[aiosmtplib.SMTPResponse]
+) -> aiosmtplib.SMTPResponse:
+    """Send one command (already started as ``call``), record it and its reply.
+
+    Raises:
+        SmtpSendError: the server answered with an error reply.
+    """
+    session.sent(text)
+    try:
+        reply = await call
+    except aiosmtplib.SMTPResponseException as exc:
+        session.received(exc.code, exc.message)
+        raise session.fail(f"server replied {exc.code} {_first_line(exc.message)}") from None
+    session.received(reply.code, reply.message)
+    return reply
+
+
+async def _ehlo(session: _Session, client: aiosmtplib.SMTP, helo: str) -> None:
+    session.enter(Stage.EHLO)
+    await _command(
+        session, f"EHLO {helo}", client.ehlo(hostname=helo, timeout=session.op_timeout())
+    )
+
+
+async def _authenticate(session: _Session, client: aiosmtplib.SMTP) -> None:
+    server = session.server
+    username = server.username or ""
+    password = server.password.reveal() if server.password else ""
+    if not client.supports_extension("auth"):
+        hint = "" if session.in_tls else " (many servers offer AUTH only after STARTTLS)"
+        raise session.fail(f"server offers no AUTH{hint}")
+    offered = [method.lower() for method in client.supported_auth_methods]
+    mechanism = next((m for m in _AUTH_PREFERENCE if m in offered), None)
+    if mechanism is None:
+        raise session.fail(f"no supported AUTH mechanism among {', '.join(offered)}")
+    methods = {
+        "plain": client.auth_plain,
+        "login": client.auth_login,
+        "cram-md5": client.auth_crammd5,
+    }
+    # The transcript shows the mechanism only; redact_command drops the rest.
+    await _command(
+        session,
+        f"AUTH {mechanism.upper()} ********",
+        methods[mechanism](username, password, timeout=session.op_timeout()),
+    )
+
+
+async def _quit(session: _Session, client: aiosmtplib.SMTP) -> None:
+    """Say goodbye politely if the connection is still up; never fail the run over it."""
+    if not client.is_connected or time.monotonic() >= session.deadline:
+        client.close()
+        return
+    try:
+        async with asyncio.timeout(_QUIT_TIMEOUT):
+            session.transcript.sent("QUIT", tls=session.in_tls)
+            reply = await client.quit(timeout=_QUIT_TIMEOUT)
+            session.transcript.received(f"{reply.code} {reply.message}", tls=session.in_tls)
+    except (TimeoutError, aiosmtplib.SMTPException, OSError):
+        session.transcript.note("connection closed without a QUIT reply")
+    finally:
+        client.close()
+
+
+def _tls_version(client: aiosmtplib.SMTP) -> str | None:
+    ssl_object = client.get_transport_info("ssl_object") or client.get_transport_info("sslobject")
+    if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return ssl_object.version()
+    return None
+
+
+def _peer(sock: socket.socket) -> str:
+    host, port = sock.getpeername()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _os_reason(exc: OSError) -> str:
+    # asyncio's sock_connect says "Connect call failed (...)"; the errno says why.
+    return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def _explain(exc: aiosmtplib.SMTPException) -> str:
+    return _first_line(exc.message) or type(exc).__name__

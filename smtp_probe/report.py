@@ -1,0 +1,171 @@
+"""Turn a RunResult into what a person or a monitoring system reads.
+
+Three shapes: the telnet-like text transcript with a verdict line, one JSON
+object, and a Nagios/monitoring-plugin line with performance data. Also the
+monitoring-plugin exit code of a result.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from typing import Any, Final
+
+from smtp_probe.probe.result import Outcome, RunResult
+from smtp_probe.probe.transcript import Direction
+
+
+class ExitCode(enum.IntEnum):
+    """Monitoring-plugin exit codes (a public contract)."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+_COLOURS: Final = {
+    ExitCode.OK: "\x1b[32m",
+    ExitCode.WARNING: "\x1b[33m",
+    ExitCode.CRITICAL: "\x1b[31m",
+    ExitCode.UNKNOWN: "\x1b[35m",
+}
+_DIM: Final = "\x1b[2m"
+_RESET: Final = "\x1b[0m"
+
+
+def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> ExitCode:
+    """OK when delivered (or sent, SMTP-only); WARNING when slow or in junk; else CRITICAL."""
+    if result.outcome is Outcome.JUNK:
+        return ExitCode.WARNING
+    if result.outcome is Outcome.DELIVERED:
+        slow = (
+            warning_seconds is not None
+            and result.delivery_seconds is not None
+            and result.delivery_seconds > warning_seconds
+        )
+        return ExitCode.WARNING if slow else ExitCode.OK
+    if result.outcome is Outcome.SENT:
+        return ExitCode.OK
+    return ExitCode.CRITICAL
+
+
+def verdict(result: RunResult, *, warning_seconds: float | None = None) -> str:
+    """One line saying how the run went, in words an operator can act on."""
+    code = exit_code(result, warning_seconds=warning_seconds)
+    smtp = result.smtp
+    queue = f", queue id {smtp.queue_id}" if smtp.queue_id else ""
+    total = f"run {result.duration_seconds * 1000:.0f} ms"
+    if result.outcome in (Outcome.DELIVERED, Outcome.JUNK) and result.delivery_seconds is not None:
+        where = result.folder or "?"
+        what = "delivered into JUNK folder" if result.outcome is Outcome.JUNK else "delivered to"
+        slow = ""
+        if code is ExitCode.WARNING and result.outcome is Outcome.DELIVERED:
+            slow = f" (slower than {warning_seconds:g}s)"
+        return (
+            f"{code.name}: {what} {where} {_ms(result.delivery_seconds)} after the 250{slow}"
+            f"{queue}; {total}"
+        )
+    if result.outcome is Outcome.SENT:
+        return f"{code.name}: accepted by SMTP ({smtp.reply_code}){queue}; delivery not checked; {total}"
+    reply = f" [{smtp.reply_code}]" if smtp.reply_code and smtp.reply_code >= 400 else ""
+    return f"{code.name}: {result.outcome} at {result.stage}{reply}: {result.error}{queue}; {total}"
+
+
+def render_text(
+    result: RunResult, *, colour: bool, verbose: bool = False, warning_seconds: float | None = None
+) -> str:
+    """The session as a telnet transcript, then the verdict line."""
+    lines: list[str] = []
+    for line in result.transcript.lines:
+        text = line.render()
+        if colour and line.direction is Direction.NOTE:
+            text = f"{_DIM}{text}{_RESET}"
+        lines.append(text)
+    if verbose:
+        lines.extend(_details(result))
+    code = exit_code(result, warning_seconds=warning_seconds)
+    final = verdict(result, warning_seconds=warning_seconds)
+    lines.append(f"{_COLOURS[code]}{final}{_RESET}" if colour else final)
+    return "\n".join(lines)
+
+
+def _details(result: RunResult) -> list[str]:
+    out = ["", "stage timings:"]
+    out.extend(
+        f"  {stage:<10} {_ms(seconds)}" for stage, seconds in result.smtp.stage_seconds.items()
+    )
+    if result.arrival is not None:
+        arrival = result.arrival
+        if arrival.internaldate is not None:
+            out.append(f"INTERNALDATE: {arrival.internaldate.isoformat()}")
+        if arrival.received:
+            out.append("Received (newest first):")
+            out.extend(f"  {header}" for header in arrival.received)
+    out.append("")
+    return out
+
+
+def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[str, Any]:
+    """The JSON shape of ``check --format json`` (a public contract)."""
+    smtp = result.smtp
+    arrival = result.arrival
+    return {
+        "probe": result.probe,
+        "run_id": result.run_id,
+        "outcome": str(result.outcome),
+        "success": result.success,
+        "stage": str(result.stage) if result.stage else None,
+        "error": result.error or None,
+        "exit_code": int(exit_code(result, warning_seconds=warning_seconds)),
+        "started_at": result.started_at.isoformat(),
+        "duration_seconds": round(result.duration_seconds, 6),
+        "smtp": {
+            "reply_code": smtp.reply_code,
+            "reply": smtp.reply,
+            "queue_id": smtp.queue_id,
+            "tls_version": smtp.tls_version,
+            "stage_seconds": {str(k): round(v, 6) for k, v in smtp.stage_seconds.items()},
+        },
+        "delivery_seconds": (
+            round(result.delivery_seconds, 6) if result.delivery_seconds is not None else None
+        ),
+        "folder": result.folder,
+        "imap": None
+        if arrival is None
+        else {
+            "uid": arrival.uid,
+            "internaldate": arrival.internaldate.isoformat() if arrival.internaldate else None,
+            "received": list(arrival.received),
+            "deleted": arrival.deleted,
+        },
+        "transcript": result.transcript.render(),
+    }
+
+
+def render_json(result: RunResult, *, warning_seconds: float | None = None) -> str:
+    """One JSON object, on one line."""
+    return json.dumps(as_dict(result, warning_seconds=warning_seconds), ensure_ascii=False)
+
+
+def render_nagios(
+    result: RunResult, *, verbose: bool = False, warning_seconds: float | None = None
+) -> str:
+    """``SMTP-PROBE OK - … | perfdata``, with the transcript as long output when verbose."""
+    code = exit_code(result, warning_seconds=warning_seconds)
+    message = verdict(result, warning_seconds=warning_seconds).split(": ", 1)[1]
+    perf = [f"duration={result.duration_seconds:.6f}s;;;0"]
+    if result.delivery_seconds is not None:
+        warn = f"{warning_seconds:g}" if warning_seconds is not None else ""
+        perf.insert(0, f"delivery={result.delivery_seconds:.6f}s;{warn};;0")
+    perf.extend(
+        f"{stage}={seconds:.6f}s;;;0" for stage, seconds in result.smtp.stage_seconds.items()
+    )
+    line = f"SMTP-PROBE {code.name} - {message.replace('|', '/')} | {' '.join(perf)}"
+    if verbose:
+        line += "\n" + "\n".join(text.replace("|", "/") for text in result.transcript.render())
+    return line
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
