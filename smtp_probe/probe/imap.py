@@ -42,7 +42,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DELETED, JUNK
 
-from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner
+from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, token_key
 from smtp_probe.probe.result import Arrival, Stage
 from smtp_probe.probe.spec import Mailbox, TlsMode
 from smtp_probe.probe.tls import client_context, describe_verify_error
@@ -75,7 +75,7 @@ class _Expectation:
     """A run waiting for its message; resolved from the watcher thread."""
 
     probe: str
-    token: str
+    token: Token
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Arrival]
     transcript: Transcript
@@ -184,9 +184,9 @@ class MailboxWatcher:
         turned into a success.
         """
         loop = asyncio.get_running_loop()
-        expectation = _Expectation(probe, str(token), loop, loop.create_future(), transcript)
+        expectation = _Expectation(probe, token, loop, loop.create_future(), transcript)
         with self._lock:
-            self._expectations[expectation.token] = expectation
+            self._expectations[token.key] = expectation
         self._wake()
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -195,9 +195,9 @@ class MailboxWatcher:
             return None
         finally:
             with self._lock:
-                self._expectations.pop(expectation.token, None)
+                self._expectations.pop(token.key, None)
                 if not expectation.future.done():
-                    self._expired[expectation.token] = probe
+                    self._expired[token.key] = probe
                     while len(self._expired) > _MAX_EXPIRED:
                         del self._expired[next(iter(self._expired))]
             transcript.note(
@@ -250,7 +250,8 @@ class MailboxWatcher:
                 self._delay = min(self._delay * 2, self.mailbox.poll_interval)
             else:
                 self._delay = self.mailbox.poll_min
-                if self._pause(QUIET_POLL_SECONDS, in_flight=False):
+                # Woken for a new expectation: the in-flight branch polls next.
+                if self._pause(QUIET_POLL_SECONDS, in_flight=False) and not self._in_flight():
                     self._poll()
 
     def _in_flight(self) -> bool:
@@ -348,7 +349,7 @@ class MailboxWatcher:
             except (OSError, IMAPClientError) as exc:
                 raise ImapError(Stage.IMAP_STARTTLS, _reason(exc)) from None
             self._in_tls = True
-            self._received(f"OK {_text(reply)}")
+            self._received(f"OK {_text(reply)}" if reply else "OK")
             transcript.note(f"TLS established ({_tls_version(client)})")
 
         self._sent(f"LOGIN {mailbox.username} {mailbox.password.reveal()}")
@@ -456,16 +457,22 @@ class MailboxWatcher:
         internaldate: datetime | None,
         received: tuple[str, ...],
     ) -> None:
+        key = token_key(value)
         with self._lock:
-            expectation = self._expectations.get(value)
-            late_probe = self._expired.get(value) if expectation is None else None
+            expectation = self._expectations.get(key)
+            late_probe = self._expired.get(key) if expectation is None else None
         probe = expectation.probe if expectation else late_probe
         if probe is None:
             return  # not one of ours in flight: someone else's, or a stranger's
         if self._signer.verify(probe, value) is None:
+            # Our run id with a signature we did not make: a forgery or a
+            # mangled copy. It proves nothing and it is not ours to delete.
             self.counters.forged += 1
             if expectation is not None:
-                expectation.transcript.note(f"imap: UID {uid} has our token but a bad signature")
+                expectation.transcript.note(
+                    f"imap: UID {uid} in {state.name} carries this run's id but a bad "
+                    "signature; ignored, left untouched"
+                )
             return
         transcript = expectation.transcript if expectation else self._transcript
         if expectation is not None:
@@ -484,7 +491,7 @@ class MailboxWatcher:
         if expectation is None:
             self.counters.late += 1
             with self._lock:
-                self._expired.pop(value, None)
+                self._expired.pop(key, None)
             if self._on_late is not None:
                 self._on_late(probe)
             return

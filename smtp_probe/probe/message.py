@@ -30,7 +30,17 @@ class Token:
     signature: str
 
     def __str__(self) -> str:
-        return f"{self.sent_ms}-{self.run_id}-{self.signature}"
+        return f"{self.key}-{self.signature}"
+
+    @property
+    def key(self) -> str:
+        """The token without its signature: what identifies the run."""
+        return f"{self.sent_ms}-{self.run_id}"
+
+
+def token_key(text: str) -> str:
+    """The run-identifying part of a header value (everything before the signature)."""
+    return text.strip().rpartition("-")[0]
 
 
 class TokenSigner:

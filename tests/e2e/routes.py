@@ -1,0 +1,64 @@
+"""Routes through the real stack for end-to-end tests: servers, mailboxes, probes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from mailstack import MailStack
+from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.secret import Secret
+
+SINK = "sink@example.test"
+SENDER = "probe@example.test"
+
+
+def smtp_server(stack: MailStack, kind: str = "submission", **changes: object) -> SmtpServer:
+    """An SmtpServer for one of the stack's SMTP ports: ``mx``, ``submission`` or ``smtps``."""
+    trusted = TlsSettings(ca_file=stack.ca_file)
+    password = Secret(stack.users[SENDER])
+    servers = {
+        "mx": SmtpServer(stack.host, stack.smtp_port, TlsMode.STARTTLS, trusted, timeout=10),
+        "submission": SmtpServer(
+            stack.host,
+            stack.submission_port,
+            TlsMode.STARTTLS,
+            trusted,
+            SENDER,
+            password,
+            timeout=10,
+        ),
+        "smtps": SmtpServer(
+            stack.host, stack.smtps_port, TlsMode.TLS, trusted, SENDER, password, timeout=10
+        ),
+    }
+    return replace(servers[kind], **changes)  # type: ignore[arg-type]
+
+
+def mailbox(stack: MailStack, kind: str = "imaps", **changes: object) -> Mailbox:
+    """A Mailbox for sink over ``imaps`` (implicit TLS) or ``imap`` (STARTTLS)."""
+    trusted = TlsSettings(ca_file=stack.ca_file)
+    port, tls = (
+        (stack.imaps_port, TlsMode.TLS) if kind == "imaps" else (stack.imap_port, TlsMode.STARTTLS)
+    )
+    base = Mailbox(stack.host, port, SINK, Secret(stack.users[SINK]), tls, trusted, timeout=10)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def probe(
+    stack: MailStack,
+    *,
+    smtp: SmtpServer | None = None,
+    box: Mailbox | None = None,
+    to: str = SINK,
+    timeout: float = 15.0,
+    name: str = "e2e",
+) -> ProbeSpec:
+    """A probe from probe@ to ``to`` through ``smtp`` (default submission), watched in ``box``."""
+    return ProbeSpec(
+        name=name,
+        smtp=smtp or smtp_server(stack),
+        mail_from=SENDER,
+        rcpt_to=to,
+        mailbox=box if box is not None else mailbox(stack),
+        timeout=timeout,
+    )
