@@ -1,0 +1,102 @@
+"""`smtp-probe check` as an operator runs it, against real Postfix + Dovecot."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from mailstack import JUNK_ADDRESS, REJECT_550, MailStack
+from routes import SENDER, SINK
+
+
+def check(stack: MailStack, *extra: str, to: str = SINK) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m smtp_probe check`` through submission + IMAPS, passwords via env."""
+    env = dict(
+        os.environ,
+        SMTP_PROBE_SMTP_PASSWORD=stack.users[SENDER],
+        SMTP_PROBE_IMAP_PASSWORD=stack.users[SINK],
+    )
+    argv = [
+        sys.executable, "-m", "smtp_probe", "check",
+        "--smtp", f"{stack.host}:{stack.submission_port}", "--smtp-user", SENDER,
+        "--from", SENDER, "--to", to,
+        "--imap", f"{stack.host}:{stack.imaps_port}", "--imap-user", SINK,
+        "--ca-file", str(stack.ca_file), "--timeout", "20s",
+        *extra,
+    ]  # fmt: skip
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+def assert_no_secret(stack: MailStack, proc: subprocess.CompletedProcess[str]) -> None:
+    for secret in stack.users.values():
+        assert secret not in proc.stdout
+        assert secret not in proc.stderr
+
+
+def test_text_output_reads_like_the_telnet_session(stack: MailStack) -> None:
+    proc = check(stack)
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(line.endswith("<- 220 mx.example.test ESMTP") for line in lines)
+    assert any("-> STARTTLS" in line for line in lines)
+    assert any("~> AUTH PLAIN ********" in line for line in lines)
+    assert any("<~ 250 2.0.0 Ok: queued as" in line for line in lines)
+    assert lines[-1].startswith("OK: delivered to INBOX ")
+    assert "\x1b[" not in proc.stdout, "no colour when stdout is not a terminal"
+    assert proc.stderr == ""
+    assert_no_secret(stack, proc)
+
+
+def test_json_output_has_the_contract_fields(stack: MailStack) -> None:
+    proc = check(stack, "--format", "json")
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["outcome"] == "delivered"
+    assert result["success"] is True
+    assert result["stage"] is None
+    assert result["smtp"]["reply_code"] == 250
+    assert result["smtp"]["queue_id"]
+    assert set(result["smtp"]["stage_seconds"]) >= {"connect", "ehlo", "starttls", "auth", "data"}
+    assert 0 < result["delivery_seconds"] < result["duration_seconds"]
+    assert result["folder"] == "INBOX"
+    assert any("RCPT TO:<sink@example.test>" in line for line in result["transcript"])
+    assert_no_secret(stack, proc)
+
+
+def test_rejected_recipient_is_critical_with_stage_and_code(stack: MailStack) -> None:
+    proc = check(stack, "--format", "nagios", to=REJECT_550)
+
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("SMTP-PROBE CRITICAL - send_failed at rcpt_to [550]")
+
+
+def test_junk_placement_is_a_warning(stack: MailStack) -> None:
+    proc = check(stack, to=JUNK_ADDRESS)
+
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stdout.splitlines()[-1].startswith("WARNING: delivered into JUNK folder Junk")
+
+
+def test_without_imap_check_stops_after_smtp(stack: MailStack) -> None:
+    env = dict(os.environ, SMTP_PROBE_SMTP_PASSWORD=stack.users[SENDER])
+    argv = [
+        sys.executable, "-m", "smtp_probe", "check",
+        "--smtp", f"{stack.host}:{stack.smtps_port}", "--smtp-tls", "tls", "--smtp-user", SENDER,
+        "--from", SENDER, "--to", "probe@example.test", "--ca-file", str(stack.ca_file),
+    ]  # fmt: skip
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "delivery not checked" in proc.stdout.splitlines()[-1]
+        assert "imap" not in proc.stdout
+    finally:
+        # Not our mailbox under watch: remove what the SMTP-only check delivered to probe@.
+        for folder in ("new", "cur"):
+            path = stack.maildir_path(SENDER) / folder
+            for file in path.iterdir() if path.exists() else ():
+                if b"X-Smtp-Probe:" in file.read_bytes():
+                    file.unlink()
