@@ -71,7 +71,9 @@ async def run_probe(
         return run.finish(Outcome.ERROR, run.stage, f"internal error: {exc!r}", run.smtp)
     finally:
         if own_watcher and watcher is not None:
-            await watcher.close()
+            # Logging out takes milliseconds; a hung server must not hold the
+            # caller much past the run deadline (the thread is a daemon).
+            await watcher.close(timeout=min(2.0, max(0.2, deadline - time.monotonic())))
 
 
 class _Run:

@@ -193,6 +193,24 @@ def test_imap_certificate_from_unknown_ca_fails_at_imap_connect(
     assert "certificate verification failed" in result.error
 
 
+def test_imap_starttls_with_unknown_ca_fails_at_imap_starttls(
+    stack: MailStack, stranger_ca: TlsSettings
+) -> None:
+    result = run(probe(stack, box=mailbox(stack, "imap", tls_settings=stranger_ca)))
+
+    assert result.outcome is Outcome.ERROR
+    assert result.stage is Stage.IMAP_STARTTLS
+    assert "certificate verification failed" in result.error
+
+
+def test_missing_folder_fails_at_imap_select(stack: MailStack) -> None:
+    result = run(probe(stack, box=mailbox(stack, folder="No-Such-Folder")))
+
+    assert result.outcome is Outcome.ERROR
+    assert result.stage is Stage.IMAP_SELECT
+    assert result.smtp.reply_code is None
+
+
 def test_imap_down_fails_at_imap_connect_before_any_mail_is_sent(stack: MailStack) -> None:
     queued_before = len(stack.queue())
     stack.stop_dovecot()
