@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from typing import Final
 
@@ -27,8 +29,8 @@ def parse_duration(text: str) -> float:
                 f"invalid duration {text!r}: expected a number with a unit, like 500ms, 30s, 5m or 1h"
             ) from None
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be greater than zero")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be greater than zero and finite")
     return seconds
 
 
@@ -51,10 +53,19 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
             port_text = rest[1:]
     elif text.count(":") == 1:
         host, port_text = text.split(":")
+        if not port_text:
+            raise ValueError(f"invalid address {text!r}: empty port after ':'")
+    elif ":" in text:
+        try:
+            ipaddress.IPv6Address(text)
+        except ValueError:
+            raise ValueError(
+                f"invalid address {text!r}: write IPv6 addresses as [addr]:port"
+            ) from None
     if not host:
         raise ValueError(f"invalid address {text!r}: empty host")
     if not port_text:
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"invalid port {port_text!r} in {text!r}: expected 1-65535")
     return host, int(port_text)

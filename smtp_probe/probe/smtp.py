@@ -175,14 +175,19 @@ async def _open(session: _Session) -> aiosmtplib.SMTP:
         addresses = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise session.fail(f"cannot resolve {server.host}: {exc.strerror}") from None
+    except UnicodeError:
+        # The idna codec rejects empty or over-long labels before any lookup.
+        raise session.fail(f"cannot resolve {server.host}: not a valid host name") from None
+
+    # Built before connecting so that a bad CA file cannot leak a socket.
+    use_tls = server.tls is TlsMode.TLS
+    context = client_context(server.tls_settings) if server.tls is not TlsMode.NONE else None
 
     session.enter(Stage.CONNECT)
     sock = await _connect_any(session, addresses)
     session.transcript.note(f"connected to {_peer(sock)}")
 
     session.enter(Stage.BANNER)
-    use_tls = server.tls is TlsMode.TLS
-    context = client_context(server.tls_settings) if server.tls is not TlsMode.NONE else None
     client = aiosmtplib.SMTP(
         hostname=server.host,
         sock=sock,

@@ -40,8 +40,6 @@ def describe_verify_error(exc: BaseException) -> str:
     """A one-line reason for a failed handshake, saying plainly when verification failed."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verification failed: {exc.verify_message or exc.reason}"
-    if isinstance(exc, ssl.CertificateError):
-        return f"certificate verification failed: {exc}"
     if isinstance(exc, ssl.SSLError):
         return f"TLS handshake failed: {exc.reason or exc}"
     return str(exc)

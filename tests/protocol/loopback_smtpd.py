@@ -1,0 +1,164 @@
+"""Real SMTP servers on 127.0.0.1 for protocol tests: aiosmtpd with per-test behaviour.
+
+Each test chooses how the server answers (EHLO, MAIL FROM, RCPT TO, DATA,
+AUTH, STARTTLS) through a :class:`Behaviour` handler; the server itself is
+a real aiosmtpd instance in a thread, on a port the kernel picked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass
+class Behaviour:
+    """An aiosmtpd handler whose replies a test chooses; it records what it accepted.
+
+    A reply left at ``None`` means "accept as a normal server would".
+    """
+
+    ehlo_reply: str | None = None
+    mail_reply: str | None = None
+    rcpt_reply: str | None = None
+    data_reply: str = "250 2.0.0 Ok: queued as ABC123"
+    mail_from: list[str] = field(default_factory=list)
+    rcpt_to: list[str] = field(default_factory=list)
+    messages: list[bytes] = field(default_factory=list)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        if self.ehlo_reply is not None:
+            return [self.ehlo_reply]
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.mail_reply is not None:
+            return self.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        self.mail_from.append(address)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if self.rcpt_reply is not None:
+            return self.rcpt_reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        self.rcpt_to.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        self.messages.append(content if isinstance(content, bytes) else content.encode())
+        return self.data_reply
+
+
+@dataclass
+class Authenticator:
+    """An aiosmtpd authenticator that knows one user; it records every login attempt."""
+
+    username: str
+    password: str
+    attempts: list[tuple[str, str]] = field(default_factory=list)
+
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        self.attempts.append((login, password))
+        ok = (login, password) == (self.username, self.password)
+        return AuthResult(success=ok, handled=False)
+
+
+class _LoopbackController(Controller):
+    """aiosmtpd's threaded controller, bound to an ephemeral port on 127.0.0.1."""
+
+    def __init__(self, handler: Behaviour, **smtp_kwargs: Any) -> None:
+        super().__init__(handler, hostname=LOOPBACK, port=0, **smtp_kwargs)
+
+    def _trigger_server(self) -> None:
+        # aiosmtpd 1.4 connects to self.port to check readiness; learn the real port first.
+        assert isinstance(self.server, asyncio.Server)
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()  # type: ignore[no-untyped-call]  # aiosmtpd leaves it unannotated
+
+
+@contextmanager
+def smtpd(handler: Behaviour, **smtp_kwargs: Any) -> Iterator[int]:
+    """Run aiosmtpd with ``handler`` (and aiosmtpd.smtp.SMTP options); yield its port."""
+    smtp_kwargs.setdefault("server_hostname", "mx.test")
+    controller = _LoopbackController(handler, **smtp_kwargs)
+    controller.start()
+    try:
+        yield controller.port
+    finally:
+        controller.stop()
+
+
+@contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port that completes the TCP handshake and then never says a word.
+
+    The kernel accepts connections into the listen backlog on our behalf, so
+    the client is connected but no ``220`` ever comes.
+    """
+    with socket.create_server((LOOPBACK, 0), backlog=8) as listener:
+        yield listener.getsockname()[1]
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A port bound but not listening: connecting to it is refused, and nobody can take it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        yield sock.getsockname()[1]
+
+
+@asynccontextmanager
+async def greeting_server(greeting: str) -> AsyncIterator[int]:
+    """A server (in the test's own event loop) that greets with ``greeting`` and hangs up."""
+
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(greeting.encode() + b"\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(greet, LOOPBACK, 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,81 @@
+"""``smtp-probe check`` end to end against aiosmtpd on 127.0.0.1: output formats and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from loopback_smtpd import LOOPBACK, Behaviour, smtpd
+
+from smtp_probe.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+ADDRESSES = ["--from", "probe@sender.test", "--to", "sink@rcpt.test"]
+
+
+def check_args(port: int, *extra: str) -> list[str]:
+    return [
+        "check",
+        "--smtp",
+        f"{LOOPBACK}:{port}",
+        "--smtp-tls",
+        "none",
+        *ADDRESSES,
+        "--timeout",
+        "5s",
+        *extra,
+    ]
+
+
+def test_check_in_a_real_process_prints_one_json_object_and_exits_0_when_sent() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_PROBE_")}
+    with smtpd(Behaviour(data_reply="250 2.0.0 Ok: queued as Q1W2E3")) as port:
+        done = subprocess.run(
+            [sys.executable, "-m", "smtp_probe", *check_args(port, "--format", "json")],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    data = json.loads(done.stdout)
+    assert data["outcome"] == "sent"
+    assert data["success"] is True
+    assert data["stage"] is None
+    assert data["smtp"]["reply_code"] == 250
+    assert data["smtp"]["queue_id"] == "Q1W2E3"
+    assert any("MAIL FROM:<probe@sender.test>" in line for line in data["transcript"])
+
+
+def test_check_with_a_rejected_message_prints_nagios_critical_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with smtpd(Behaviour(data_reply="554 5.7.1 Rejected by policy")) as port:
+        code = main(check_args(port, "--format", "nagios"))
+
+    out = capsys.readouterr().out
+    assert code == 2
+    assert out.startswith("SMTP-PROBE CRITICAL - send_failed at data [554]")
+    assert " | " in out
+
+
+def test_check_text_output_is_the_transcript_then_the_verdict(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with smtpd(Behaviour()) as port:
+        code = main(check_args(port, "--format", "text"))
+
+    lines = capsys.readouterr().out.rstrip("\n").split("\n")
+    assert code == 0
+    assert any(line.endswith("ms  -> MAIL FROM:<probe@sender.test>") for line in lines)
+    assert any(line.endswith("ms  <- 250 2.0.0 Ok: queued as ABC123") for line in lines)
+    assert lines[-1].startswith("OK: accepted by SMTP (250), queue id ABC123")
+    assert "\x1b" not in "\n".join(lines)
