@@ -54,6 +54,9 @@ IDLE_BETWEEN_POLLS: Final = 0.25
 """In flight, wait in IDLE rather than silently when the next poll is this far off."""
 QUIET_POLL_SECONDS: Final = 60.0
 """Without IDLE and nothing in flight, look for late arrivals this often."""
+RECONNECT_MIN: Final = 0.5
+RECONNECT_MAX: Final = 30.0
+"""A persistent watcher retries a lost mailbox from 0.5 s, doubling to 30 s."""
 _MAX_EXPIRED: Final = 10_000
 """How many timed-out tokens we remember to recognise their late arrival."""
 _FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
@@ -115,10 +118,25 @@ class MailboxWatcher:
         signer: TokenSigner,
         *,
         on_late: Callable[[str], None] | None = None,
+        persistent: bool = False,
+        probe_names: Iterable[str] = (),
     ) -> None:
+        """Prepare a watcher; nothing connects before :meth:`start`.
+
+        ``persistent`` watchers (the daemon's) reconnect with backoff forever,
+        sweep the folder for leftover probe messages when they first connect,
+        and delete any message whose token verifies for one of
+        ``probe_names``; one-shot watchers (``check``) give up on the first
+        failure.
+        """
         self.mailbox = mailbox
         self._signer = signer
         self._on_late = on_late
+        self._persistent = persistent
+        self._probe_names: frozenset[str] = frozenset(probe_names)
+        self._up = False
+        self._down_stage = Stage.IMAP_CONNECT
+        self._down_reason = "not connected yet"
         self._lock = threading.Lock()
         self._expectations: dict[str, _Expectation] = {}
         self._expired: dict[str, str] = {}
@@ -134,6 +152,8 @@ class MailboxWatcher:
         self._idle_capable = False
         self._uidplus = False
         self._transcript: Transcript = Transcript()
+        self.connect_transcript: Transcript = self._transcript
+        """The session of the latest (re)connection, for the status page."""
         self._deadline = 0.0
         self._delay = mailbox.poll_min
         self.counters = _Counters()
@@ -146,12 +166,34 @@ class MailboxWatcher:
         return self._idle_capable and self.mailbox.idle
 
     @property
+    def is_up(self) -> bool:
+        """True while connected, logged in and watching the folder."""
+        return self._up
+
+    def require_up(self) -> None:
+        """Fail fast when the mailbox is unreachable, so no unconfirmable mail is sent.
+
+        Raises:
+            ImapError: at the stage of the last failure, with its reason.
+        """
+        if not self._up:
+            raise ImapError(self._down_stage, f"mailbox unreachable: {self._down_reason}")
+
+    def set_probe_names(self, names: Iterable[str]) -> None:
+        """Say which probes deliver here, so their leftovers can be recognised and removed."""
+        with self._lock:
+            self._probe_names = frozenset(names)
+
+    @property
     def junk_folders(self) -> tuple[str, ...]:
         """The folders whose arrivals count as junk placement."""
         return tuple(state.name for state in self._junk)
 
     async def start(self, transcript: Transcript, deadline: float) -> None:
         """Connect, log in and select the folder, before ``deadline`` (monotonic).
+
+        A persistent watcher keeps retrying in the background after a failed
+        first attempt; the error is still raised so the caller can report it.
 
         Raises:
             ImapError: at ``imap_connect``, ``imap_starttls``, ``imap_login`` or
@@ -192,6 +234,11 @@ class MailboxWatcher:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 return await asyncio.shield(expectation.future)
         except TimeoutError:
+            if not self._up:
+                # Not a delivery problem we can vouch for: we could not look.
+                raise ImapError(
+                    self._down_stage, f"mailbox unreachable: {self._down_reason}"
+                ) from None
             return None
         finally:
             with self._lock:
@@ -223,24 +270,54 @@ class MailboxWatcher:
     # ----------------------------------------------------------------- watcher thread
 
     def _run(self) -> None:
-        try:
-            self._connect()
-        except ImapError as exc:
-            self._transcript.note(f"FAILED at {exc.stage}: {exc.reason}")
-            self._ready.set_exception(exc)
-            self._shutdown_client()
-            return
-        except BaseException as exc:  # noqa: BLE001 - reported to the awaiting run
-            self._ready.set_exception(ImapError(Stage.IMAP_CONNECT, f"internal error: {exc!r}"))
-            self._shutdown_client()
-            return
-        self._ready.set_result(None)
-        try:
-            self._watch()
-        except (OSError, IMAPClientError) as exc:
-            self._fail_all(f"IMAP connection lost: {_reason(exc)}")
-        finally:
-            self._logout()
+        backoff = RECONNECT_MIN
+        transcript = self._transcript
+        while not self._stopping.is_set():
+            try:
+                self._connect(transcript)
+            except ImapError as exc:
+                transcript.note(f"FAILED at {exc.stage}: {exc.reason}")
+                self._mark_down(exc.stage, exc.reason)
+                self._shutdown_client()
+                if not self._ready.done():
+                    self._ready.set_exception(exc)
+                if not self._persistent:
+                    return
+                self._wait_readable([], backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX)
+                transcript = Transcript()
+                continue
+            except BaseException as exc:  # noqa: BLE001 - reported to the awaiting run
+                error = ImapError(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
+                self._mark_down(error.stage, error.reason)
+                self._shutdown_client()
+                if not self._ready.done():
+                    self._ready.set_exception(error)
+                return
+            self._up, backoff = True, RECONNECT_MIN
+            self.connect_transcript = transcript
+            if not self._ready.done():
+                self._ready.set_result(None)
+            try:
+                if self._persistent:
+                    self._poll()  # sweep: leftovers of earlier runs, late arrivals
+                self._watch()
+            except (OSError, IMAPClientError) as exc:
+                self._mark_down(Stage.IMAP_CONNECT, f"connection lost: {_reason(exc)}")
+                self._shutdown_client()
+                if not self._persistent:
+                    self._fail_all(f"IMAP connection lost: {_reason(exc)}")
+                    return
+                self.counters.reconnects += 1
+                transcript = Transcript()
+                continue
+            break
+        self._up = False
+        self._logout()
+
+    def _mark_down(self, stage: Stage, reason: str) -> None:
+        self._up = False
+        self._down_stage, self._down_reason = stage, reason
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
@@ -315,9 +392,8 @@ class MailboxWatcher:
 
     # ----------------------------------------------------------------- connect
 
-    def _connect(self) -> None:
+    def _connect(self, transcript: Transcript) -> None:
         mailbox = self.mailbox
-        transcript = self._transcript
         timeout = max(0.5, min(mailbox.timeout, self._deadline - time.monotonic()))
         transcript.note(f"imap: connecting to {mailbox.address} (tls: {mailbox.tls})")
         context = client_context(mailbox.tls_settings) if mailbox.tls is not TlsMode.NONE else None
@@ -338,10 +414,10 @@ class MailboxWatcher:
         self._in_tls = mailbox.tls is TlsMode.TLS
         if self._in_tls:
             transcript.note(f"TLS established ({_tls_version(client)})")
-        self._received(_text(client.welcome))
+        self._received(_text(client.welcome), transcript)
 
         if mailbox.tls is TlsMode.STARTTLS:
-            self._sent("STARTTLS")
+            self._sent("STARTTLS", transcript)
             try:
                 reply = client.starttls(context)
             except (ssl.SSLError, ssl.CertificateError) as exc:
@@ -349,47 +425,54 @@ class MailboxWatcher:
             except (OSError, IMAPClientError) as exc:
                 raise ImapError(Stage.IMAP_STARTTLS, _reason(exc)) from None
             self._in_tls = True
-            self._received(f"OK {_text(reply)}" if reply else "OK")
+            self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
             transcript.note(f"TLS established ({_tls_version(client)})")
 
-        self._sent(f"LOGIN {mailbox.username} {mailbox.password.reveal()}")
+        self._sent(f"LOGIN {mailbox.username} {mailbox.password.reveal()}", transcript)
         try:
             reply = client.login(mailbox.username, mailbox.password.reveal())
         except LoginError as exc:
-            self._received(f"NO {_reason(exc)}")
+            self._received(f"NO {_reason(exc)}", transcript)
             raise ImapError(Stage.IMAP_LOGIN, f"login refused: {_reason(exc)}") from None
         except (OSError, IMAPClientError) as exc:
             raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
-        self._received(f"OK {_text(reply)}")
+        self._received(f"OK {_text(reply)}", transcript)
 
         try:
             capabilities = {_text(c).upper() for c in client.capabilities()}
             self._idle_capable = "IDLE" in capabilities
             self._uidplus = "UIDPLUS" in capabilities
-            self._select(self._folder, transcript_it=True)
-            self._junk = [_FolderState(name) for name in self._find_junk_folders()]
+            self._select(self._folder, transcript)
+            known = {state.name: state for state in self._junk}
+            self._junk = [known.get(name, _FolderState(name)) for name in self._find_junk_folders()]
             for state in self._junk:
                 status = client.folder_status(state.name, [b"UIDNEXT", b"UIDVALIDITY"])
-                state.next_uid = int(status[b"UIDNEXT"])
-                state.uidvalidity = int(status[b"UIDVALIDITY"])
+                if int(status[b"UIDVALIDITY"]) != state.uidvalidity:
+                    state.uidvalidity = int(status[b"UIDVALIDITY"])
+                    # A persistent watcher sweeps from the start; a one-shot one from now.
+                    state.next_uid = 1 if self._persistent else int(status[b"UIDNEXT"])
         except (OSError, IMAPClientError) as exc:
             raise ImapError(Stage.IMAP_SELECT, _reason(exc)) from None
         mode = "IDLE + polling" if self.uses_idle else "polling (no IDLE)"
         junk = ", ".join(self.junk_folders) or "none"
         transcript.note(f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}")
 
-    def _select(self, state: _FolderState, *, transcript_it: bool = False) -> None:
-        if transcript_it:
-            self._sent(f"SELECT {state.name}")
+    def _select(self, state: _FolderState, transcript: Transcript | None = None) -> None:
+        if transcript is not None:
+            self._sent(f"SELECT {state.name}", transcript)
         info = self._client.select_folder(state.name)
         uidvalidity = int(info.get(b"UIDVALIDITY", 0))
         uidnext = int(info.get(b"UIDNEXT", 0))
         if uidvalidity != state.uidvalidity:
-            # First selection, or the server renumbered the folder: start from here.
-            state.uidvalidity, state.next_uid = uidvalidity, uidnext
-        if transcript_it:
+            # First selection, or the server renumbered the folder: a persistent
+            # watcher sweeps it from the start, a one-shot one starts from here.
+            state.uidvalidity = uidvalidity
+            state.next_uid = 1 if self._persistent else uidnext
+        if transcript is not None:
             exists = info.get(b"EXISTS", "?")
-            self._received(f"OK {exists} EXISTS, UIDNEXT {uidnext}, UIDVALIDITY {uidvalidity}")
+            self._received(
+                f"OK {exists} EXISTS, UIDNEXT {uidnext}, UIDVALIDITY {uidvalidity}", transcript
+            )
 
     def _find_junk_folders(self) -> list[str]:
         configured = self.mailbox.junk_folders
@@ -461,9 +544,14 @@ class MailboxWatcher:
         with self._lock:
             expectation = self._expectations.get(key)
             late_probe = self._expired.get(key) if expectation is None else None
+            names = self._probe_names
         probe = expectation.probe if expectation else late_probe
         if probe is None:
-            return  # not one of ours in flight: someone else's, or a stranger's
+            # A leftover of an earlier run (or an earlier life of this daemon with
+            # the same token secret)? Only if it verifies for a probe of ours.
+            probe = next((n for n in sorted(names) if self._signer.verify(n, value)), None)
+        if probe is None:
+            return  # someone else's, or a stranger's: never touched
         if self._signer.verify(probe, value) is None:
             # Our run id with a signature we did not make: a forgery or a
             # mangled copy. It proves nothing and it is not ours to delete.
@@ -474,7 +562,8 @@ class MailboxWatcher:
                     "signature; ignored, left untouched"
                 )
             return
-        transcript = expectation.transcript if expectation else self._transcript
+        # Leftovers and late arrivals belong to no run: their lines are not kept.
+        transcript = expectation.transcript if expectation else Transcript()
         if expectation is not None:
             transcript.note(f"imap: found UID {uid} in {state.name}; token signature verified")
         deleted, cleanup_error = self._delete(uid, state, transcript)

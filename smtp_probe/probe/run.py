@@ -42,6 +42,8 @@ async def run_probe(
     try:
         if watcher is not None and own_watcher:
             await watcher.start(transcript, deadline)
+        elif watcher is not None:
+            watcher.require_up()
         message = build_message(
             token=token, probe=spec.name, mail_from=spec.mail_from, rcpt_to=spec.rcpt_to
         )
