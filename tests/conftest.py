@@ -1,16 +1,43 @@
-"""Fixtures for end-to-end runs against the real Postfix + Dovecot stack."""
+"""Root test configuration: the session-wide real Postfix + Dovecot stack.
+
+The ``mailstack`` fixture starts one private :class:`mailstack.MailStack`
+(real servers on free 127.0.0.1 ports, everything in a temp dir) the first
+time a test asks for it, and stops it when the session ends.  A test session
+that never requests it starts no servers.  A missing Postfix/Dovecot is an
+error, never a skip: CI must fail loudly on a broken machine.
+"""
 
 from __future__ import annotations
 
 import email
 import email.policy
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from mailstack import MailStack
-from routes import SINK
-from smtp_probe.probe.message import PROBE_HEADER
+# ``mailstack`` lives beside this file; make it importable whatever pytest's
+# import mode (prepend adds this directory already, importlib does not).
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from mailstack import MailStack  # noqa: E402
+from routes import SINK  # noqa: E402
+from smtp_probe.probe.message import PROBE_HEADER  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mailstack() -> Iterator[MailStack]:
+    """A started private mail stack, shared by the whole session."""
+    stack = MailStack()
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
 
 BYSTANDER_SUBJECT = "a user's own mail: the probe must never touch this"
 

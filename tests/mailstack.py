@@ -1,0 +1,1207 @@
+r"""A private, real Postfix + Dovecot mail stack on loopback, for end-to-end tests.
+
+What: :class:`MailStack` starts Debian's own ``postfix`` and ``dovecot`` binaries
+with configuration, queue, mail storage, sockets and logs that all live in one
+fresh temporary directory, listening only on free ``127.0.0.1`` ports.  It gives
+the tests an MX-style SMTP port, a submission port (STARTTLS + AUTH), an
+implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, two virtual users,
+a ``\Junk`` folder reachable by address (``sink+Junk@example.test``) and a few
+fault-injection recipients.
+
+Why: the probe under test measures a real SMTP -> queue -> LMTP -> Maildir ->
+IMAP round trip.  Mocks cannot reproduce the queueing, TLS, SASL, special-use
+folders or the timing of a real MTA/IMAP pair, so the end-to-end tests run
+against the real servers - but never against the machine's own mail system.
+
+Isolation rules this module keeps:
+
+* nothing under ``/etc/postfix``, ``/etc/dovecot``, ``/var/spool/postfix``,
+  ``/run/dovecot`` or ``/var/lib/{postfix,dovecot}`` is read for state or
+  written; Postfix runs as ``postfix -c <tmp>/postfix`` (its own ``main.cf``,
+  ``master.cf``, queue and data directory) and Dovecot as
+  ``dovecot -F -c <tmp>/dovecot/dovecot.conf`` (own ``base_dir``,
+  ``state_dir``, logs and mail);
+* every listener is on ``127.0.0.1`` and on a port chosen by the kernel
+  (bind to port 0), never 25/465/587/143/993;
+* mail can never leave the machine: only ``example.test`` is deliverable and
+  every other destination resolves to Postfix's ``error`` transport;
+* logs go to files in the temporary directory (no syslog is needed).
+
+It must run as root (Postfix's ``master`` and Dovecot's master process need
+it, exactly as on a real server).  The Debian packages create the system users
+it relies on (``postfix``, ``postdrop``, ``dovecot``, ``dovenull``); mail is
+stored as the pre-existing unprivileged ``nobody``/``nogroup``, so no user is
+created.  Dovecot 2.3 (Debian 12) and 2.4 (Debian 13) are both supported: the
+config template is picked from ``dovecot --version``.
+
+Behaviour worth knowing when writing tests against it:
+
+* failed logins never slow the next one down: Dovecot's per-IP auth penalty
+  is off and ``auth_failure_delay = 0``.  The failed attempt itself is
+  answered at once on 2.4 but after up to 0.5 s on 2.3 (2.3 flushes delayed
+  failures on a fixed 500 ms timer);
+* Dovecot counts 127.0.0.1 as secure, so plaintext IMAP LOGIN works on
+  ``imap_port`` without STARTTLS;
+* IMAP IDLE reports new mail ~0.5 s late (Dovecot's fixed notify delay);
+  NOOP + SEARCH sees it ~10 ms after Postfix's 250;
+* Maildir files hold bare-LF line endings, whatever came over the wire;
+* while Dovecot is stopped, connections to the submission/smtps ports are
+  dropped (Postfix's smtpd exits without its SASL backend); the MX port
+  still queues mail, which is deferred until Dovecot is back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import grp
+import imaplib
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BOUNCE",
+    "DEFER_450",
+    "DISCARD",
+    "DOMAIN",
+    "HOLD",
+    "JUNK_ADDRESS",
+    "OUTAGE",
+    "REJECT_550",
+    "USERS",
+    "MailStack",
+    "MailStackError",
+]
+
+#: The only mail domain the stack accepts and delivers.
+DOMAIN = "example.test"
+
+#: Virtual users (address -> password); Dovecot authenticates these for IMAP
+#: and, through Postfix's Dovecot SASL, for SMTP AUTH.
+USERS: Mapping[str, str] = {
+    "probe@example.test": "probe-secret",
+    "sink@example.test": "sink-secret",
+}
+
+#: Address whose mail lands in sink's ``Junk`` folder (LMTP detail mailbox).
+JUNK_ADDRESS = "sink+Junk@example.test"
+
+#: Rejected at RCPT with ``550 5.1.1`` (access(5) table).
+REJECT_550 = "reject550@example.test"
+#: Rejected at RCPT with ``450 4.2.0`` (access(5) table).
+DEFER_450 = "defer450@example.test"
+#: Accepted with 250, then parked in Postfix's hold queue; never delivered.
+HOLD = "hold@example.test"
+#: Accepted with 250, then bounced by Dovecot's LMTP (unknown user there):
+#: a DSN goes back to the envelope sender.
+BOUNCE = "bounce@example.test"
+#: Accepted with 250, then deferred forever (next hop refuses connections).
+OUTAGE = "outage@example.test"
+#: Accepted with 250, then silently discarded by Postfix.
+DISCARD = "discard@example.test"
+
+_HOST = "127.0.0.1"
+_TMP_PREFIX = "mailstack-"
+_MAIL_USER = "nobody"
+_MAIL_GROUP = "nogroup"
+_SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin")
+_PACKAGES_HINT = (
+    "install them with: DEBIAN_FRONTEND=noninteractive apt-get install -y "
+    "postfix dovecot-imapd dovecot-lmtpd"
+)
+# grace period after SIGTERM before SIGKILL (test servers: nothing to save)
+_TERM_WAIT = 1.0
+
+
+class MailStackError(RuntimeError):
+    """The mail stack could not be started or a server command failed."""
+
+
+# --------------------------------------------------------------------------
+# Configuration templates.  ``@name@`` placeholders are filled by _render();
+# everything else (Postfix's ``$name``, Dovecot's ``%{...}`` and braces) is
+# literal text.
+# --------------------------------------------------------------------------
+
+_POSTFIX_MAIN_CF = """\
+# Private loopback-only Postfix for tests (written by tests/mailstack.py).
+compatibility_level = 3.6
+queue_directory = @queue_dir@
+data_directory = @data_dir@
+# Logging without syslog: postlogd writes this file.  The path must start
+# with one of maillog_file_prefixes (default /var, /dev/stdout).
+maillog_file = @postfix_log@
+maillog_file_prefixes = @root@
+syslog_name = postfix-mailstack
+
+myhostname = mx.example.test
+mydomain = example.test
+myorigin = $mydomain
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+alias_maps =
+alias_database =
+biff = no
+append_dot_mydomain = no
+smtpd_banner = $myhostname ESMTP
+# no reverse DNS for the (loopback) client: no DNS is needed or wanted
+smtpd_peername_lookup = no
+smtpd_error_sleep_time = 0s
+
+# The only deliverable domain; everything else goes to the error transport so
+# that no mail can ever leave this machine.
+virtual_mailbox_domains = example.test
+virtual_mailbox_maps = texthash:@conf_dir@/vmailbox
+virtual_transport = lmtp:unix:private/dovecot-lmtp
+# One LMTP session per delivery: a cached idle session would keep Dovecot's
+# lmtp process (and so stop_dovecot()) waiting for Postfix to hang up.
+lmtp_connection_cache_on_demand = no
+default_transport = error:5.7.1 mailstack delivers to example.test only
+relay_transport = error:5.7.1 mailstack delivers to example.test only
+transport_maps = texthash:@conf_dir@/transport
+# sink+Junk@example.test -> user sink, detail "Junk" (Dovecot files it there)
+recipient_delimiter = +
+
+smtpd_tls_cert_file = @cert_file@
+smtpd_tls_key_file = @key_file@
+smtpd_tls_security_level = may
+smtpd_tls_loglevel = 1
+smtpd_tls_received_header = yes
+
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpd_sasl_auth_enable = no
+
+# No permit_mynetworks: nothing is relayed, loopback clients included.
+smtpd_relay_restrictions = reject_unauth_destination
+smtpd_recipient_restrictions = check_recipient_access texthash:@conf_dir@/recipient_access
+
+# A smtpd with SASL enabled exits at connect while Dovecot's auth socket is
+# down (stop_dovecot()); master then pauses the service for
+# service_throttle_time (default 60s).  Recover within a second instead.
+service_throttle_time = 1s
+
+# quick retries so that "deferred, then delivered" tests do not wait long
+queue_run_delay = 5s
+minimal_backoff_time = 5s
+maximal_backoff_time = 10s
+"""
+
+_POSTFIX_MASTER_CF = """\
+# service type  private unpriv  chroot  wakeup  maxproc command + args
+127.0.0.1:@smtp_port@ inet n - n - - smtpd
+127.0.0.1:@submission_port@ inet n - n - - smtpd
+  -o syslog_name=postfix-mailstack/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+127.0.0.1:@smtps_port@ inet n - n - - smtpd
+  -o syslog_name=postfix-mailstack/smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+_POSTFIX_VMAILBOX = """\
+# virtual_mailbox_maps: recipients Postfix accepts (others: 550 at RCPT)
+probe@example.test      OK
+sink@example.test       OK
+reject550@example.test  OK
+defer450@example.test   OK
+hold@example.test       OK
+bounce@example.test     OK
+outage@example.test     OK
+discard@example.test    OK
+"""
+
+_POSTFIX_RECIPIENT_ACCESS = """\
+# access(5), checked at RCPT time on every smtpd port
+reject550@example.test  550 5.1.1 mailstack: simulated permanent failure
+defer450@example.test   450 4.2.0 mailstack: simulated temporary failure
+hold@example.test       HOLD mailstack: simulated stuck message
+"""
+
+_POSTFIX_TRANSPORT = """\
+# transport(5) faults that happen after the 250 (error:/retry: here would
+# make smtpd reject at RCPT time instead, so they are not used)
+outage@example.test     lmtp:inet:127.0.0.1:9
+discard@example.test    discard:mailstack simulated silent loss
+"""
+
+# Settings shared by both Dovecot templates (same names in 2.3 and 2.4).
+_DOVECOT_COMMON = """\
+base_dir = @dovecot_run@
+state_dir = @dovecot_state@
+instance_name = mailstack
+protocols = imap lmtp
+listen = 127.0.0.1
+log_path = @dovecot_log@
+log_timestamp = "%Y-%m-%d %H:%M:%S "
+login_greeting = mailstack IMAP ready
+# used in Received: headers and LMTP replies (default: the machine's name)
+hostname = mx.example.test
+
+auth_mechanisms = plain login
+# Tests log in with wrong passwords on purpose: answer failures at once ...
+auth_failure_delay = 0
+# ... and switch off the per-IP anvil auth penalty (2 s .. 15 s before every
+# later login from 127.0.0.1), which would make the *next* login slow.
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
+}
+
+recipient_delimiter = +
+# sink+Junk@example.test is delivered to sink's "Junk" folder
+lmtp_save_to_detail_mailbox = yes
+postmaster_address = postmaster@example.test
+
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Junk {
+    special_use = \\Junk
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+}
+
+service imap-login {
+  inet_listener imap {
+    port = @imap_port@
+  }
+  inet_listener imaps {
+    port = @imaps_port@
+    ssl = yes
+  }
+}
+service lmtp {
+  unix_listener @queue_dir@/private/dovecot-lmtp {
+    mode = 0600
+    user = postfix
+    group = postfix
+  }
+}
+service auth {
+  unix_listener @queue_dir@/private/auth {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+"""
+
+_DOVECOT_23 = """\
+# Private Dovecot 2.3 for tests (written by tests/mailstack.py).
+ssl = yes
+ssl_cert = <@cert_file@
+ssl_key = <@key_file@
+ssl_min_protocol = TLSv1.2
+mail_location = maildir:~/Maildir
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Lu @users_file@
+}
+userdb {
+  driver = static
+  args = uid=@mail_user@ gid=@mail_group@ home=@vmail_dir@/%Ld/%Ln
+}
+"""
+
+_DOVECOT_24 = """\
+# Private Dovecot 2.4 for tests (written by tests/mailstack.py).
+# Must come first; 2.4.0 is accepted by every 2.4.x (see research NOTES.md).
+dovecot_config_version = 2.4.0
+dovecot_storage_version = 2.4.0
+ssl = yes
+ssl_server_cert_file = @cert_file@
+ssl_server_key_file = @key_file@
+ssl_min_protocol = TLSv1.2
+mail_driver = maildir
+mail_path = ~/Maildir
+passdb passwd-file {
+  passwd_file_path = @users_file@
+  default_password_scheme = PLAIN
+}
+userdb static {
+  fields {
+    uid = @mail_user@
+    gid = @mail_group@
+    home = @vmail_dir@/%{user | domain | lower}/%{user | username | lower}
+  }
+}
+"""
+
+
+def _render(template: str, values: Mapping[str, object]) -> str:
+    """Fill ``@name@`` placeholders; an unknown name is a programming error."""
+
+    def sub(match: re.Match[str]) -> str:
+        return str(values[match.group(1)])
+
+    return re.sub(r"@([a-z_0-9]+)@", sub, template)
+
+
+def _find_binary(name: str) -> str:
+    """Locate a server binary in PATH or the sbin directories (root's PATH may lack them)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in _SEARCH_PATH:
+        candidate = Path(directory, name)
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise MailStackError(
+        f"MailStack needs the '{name}' binary, which was not found in PATH or "
+        f"{', '.join(_SEARCH_PATH)}; {_PACKAGES_HINT}"
+    )
+
+
+def _free_ports(count: int) -> list[int]:
+    """Let the kernel pick ``count`` distinct free TCP ports on 127.0.0.1.
+
+    All sockets stay bound until every port is chosen, so the ports differ.
+    There is a small window between closing them and the servers binding;
+    start-up reports a clear error if another process wins that race.
+    """
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((_HOST, 0))
+            sockets.append(sock)
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _probe_greeting(port: int, protocol: str, tls: ssl.SSLContext | None) -> str | None:
+    """Connect (with TLS if ``tls``), check the server greeting, say goodbye.
+
+    Returns None when the port serves ``protocol`` ("smtp" expects ``220``,
+    "imap" ``* OK``), else a short reason.  Doing the TLS handshake proves
+    the certificate loads and verifies against our CA - and, unlike a bare
+    connect, leaves no "SSL_accept error" noise in the servers' logs.
+    """
+    expected, goodbye = (b"220", b"QUIT\r\n") if protocol == "smtp" else (b"* OK", b"a LOGOUT\r\n")
+    try:
+        with socket.create_connection((_HOST, port), timeout=2) as raw:
+            sock = tls.wrap_socket(raw, server_hostname=_HOST) if tls else raw
+            with sock:
+                greeting = sock.recv(512)
+                sock.sendall(goodbye)
+    except (OSError, ssl.SSLError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if not greeting.startswith(expected):
+        return f"unexpected greeting {greeting[:80]!r}"
+    return None
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of a text file, or a note that it is missing."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        return f"<{path}: {exc.strerror}>"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (zombies count as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def _read_pid(path: Path) -> int | None:
+    """The integer in a pid file, or None if absent/garbled."""
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live (non-zombie) processes in process group ``pgid``."""
+    members: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        # after the command name: state, ppid, pgrp, ...
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _stop_group(leader: int, timeout: float = _TERM_WAIT) -> None:
+    """SIGTERM a server master we started and its whole process group; wait.
+
+    Postfix's master (``postfix start`` runs it under setsid) and Dovecot's
+    (spawned with ``start_new_session``) each lead a process group that all
+    their children inherit.  Signalling the master alone is not enough:
+    Dovecot's master takes over a second to exit and its log, stats and auth
+    children outlive it (the auth one would keep answering Postfix's SASL
+    requests after :meth:`MailStack.stop_dovecot`).  Signalling the group
+    stops everything in ~0.1 s.  Stragglers get SIGKILL after ``timeout``:
+    an lmtp process caught mid-delivery waits ~5 s for the auth process that
+    the same signal just ended.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(leader, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    killed = False
+    while members := _group_members(leader):
+        if time.monotonic() > deadline:
+            if killed:
+                return
+            for pid in members:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            killed, deadline = True, time.monotonic() + 1.0
+        time.sleep(0.01)
+
+
+def _proc_matches(pid: int, exe_name: str, marker: str) -> bool:
+    """True if ``pid`` runs a binary named ``exe_name`` and mentions ``marker``.
+
+    Used before killing a left-over server of a crashed earlier session, so
+    that a recycled pid of some unrelated process is never signalled: the
+    marker (the stack's temp dir) must appear in its command line,
+    environment or working directory.
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        if Path(os.readlink(proc / "exe")).name != exe_name:
+            return False
+    except OSError:
+        return False
+    needle = marker.encode()
+    for name in ("cmdline", "environ"):
+        with contextlib.suppress(OSError):
+            if needle in (proc / name).read_bytes():
+                return True
+    with contextlib.suppress(OSError):
+        if os.readlink(proc / "cwd").startswith(marker):
+            return True
+    return False
+
+
+def _temp_base() -> Path:
+    """Where stack directories go: ``tempfile.gettempdir()`` if usable, else /tmp.
+
+    Two constraints: the postfix, dovecot and nobody users must be able to
+    traverse every parent directory, and unix socket paths (up to ~45
+    characters below the stack directory) must stay under the 108-byte
+    limit.  A ``TMPDIR`` inside root's home, or a deep pytest tmp dir,
+    fails one of them.
+    """
+    base = Path(tempfile.gettempdir()).resolve()
+    usable = len(str(base)) <= 40 and all(
+        (parent.stat().st_mode & 0o001) for parent in (base, *base.parents)
+    )
+    return base if usable else Path("/tmp")
+
+
+def _reap_stale_stacks() -> None:
+    """Stop servers and remove temp dirs left behind by crashed sessions.
+
+    ``atexit`` does not run when the Python process is killed (SIGKILL, a CI
+    timeout), so every start first looks for ``mailstack-*`` directories
+    whose owner process is gone and cleans them up.
+    """
+    for root in _temp_base().glob(_TMP_PREFIX + "*"):
+        owner = _read_pid(root / "owner.pid")
+        if owner is None or _pid_alive(owner):
+            continue
+        _kill_stack_processes(root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_stack_processes(root: Path) -> None:
+    """Stop the Postfix and Dovecot process groups whose state lives under ``root``.
+
+    A master is only signalled if it is verifiably this stack's
+    (:func:`_proc_matches`).  If the master is already gone, children still in
+    its process group are orphans of this stack: Linux never hands out a pid
+    equal to a live process group's id, so that group cannot be anyone else's.
+    """
+    marker = str(root)
+    for pid_file, exe_name in (
+        (root / "spool" / "pid" / "master.pid", "master"),
+        (root / "dovecot" / "run" / "master.pid", "dovecot"),
+    ):
+        leader = _read_pid(pid_file)
+        if leader is None:
+            continue
+        if _proc_matches(leader, exe_name, marker):
+            _stop_group(leader)
+        elif not _pid_alive(leader):
+            for pid in _group_members(leader):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Every path and port of one started stack."""
+
+    root: Path
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    smtp_port: int
+    submission_port: int
+    smtps_port: int
+    imap_port: int
+    imaps_port: int
+
+    @property
+    def postfix_conf(self) -> Path:
+        """Postfix ``config_directory`` (main.cf, master.cf, tables)."""
+        return self.root / "postfix"
+
+    @property
+    def queue_dir(self) -> Path:
+        """Postfix ``queue_directory``; also holds the LMTP/auth sockets."""
+        return self.root / "spool"
+
+    @property
+    def data_dir(self) -> Path:
+        """Postfix ``data_directory`` (master.lock, caches)."""
+        return self.root / "postfix-data"
+
+    @property
+    def log_dir(self) -> Path:
+        """Directory of both servers' log files."""
+        return self.root / "log"
+
+    @property
+    def postfix_log(self) -> Path:
+        """Postfix's ``maillog_file``."""
+        return self.log_dir / "postfix.log"
+
+    @property
+    def dovecot_log(self) -> Path:
+        """Dovecot's ``log_path``."""
+        return self.log_dir / "dovecot.log"
+
+    @property
+    def dovecot_stderr(self) -> Path:
+        """Dovecot's stderr: config errors before logging is set up land here."""
+        return self.log_dir / "dovecot.stderr"
+
+    @property
+    def dovecot_dir(self) -> Path:
+        """Dovecot config directory."""
+        return self.root / "dovecot"
+
+    @property
+    def dovecot_conf(self) -> Path:
+        """The standalone dovecot.conf (no conf.d, no Debian includes)."""
+        return self.dovecot_dir / "dovecot.conf"
+
+    @property
+    def dovecot_run(self) -> Path:
+        """Dovecot ``base_dir`` (its sockets and master.pid)."""
+        return self.dovecot_dir / "run"
+
+    @property
+    def vmail_dir(self) -> Path:
+        """Mail storage root: ``<vmail>/<domain>/<localpart>/Maildir``."""
+        return self.root / "vmail"
+
+
+class MailStack:
+    """A private Postfix + Dovecot pair on 127.0.0.1 (see the module docstring).
+
+    Use as ``stack = MailStack(); stack.start(); ...; stack.stop()`` or as a
+    context manager.  Connection facts (``host``, the ``*_port`` attributes,
+    ``ca_file``, ``users``) are valid once :meth:`start` returned.
+    """
+
+    host: str = _HOST
+    domain: str = DOMAIN
+
+    def __init__(self, *, start_timeout: float = 20.0) -> None:
+        """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up."""
+        self.start_timeout = start_timeout
+        self.users: dict[str, str] = dict(USERS)
+        self.dovecot_version = ""
+        self.postfix_version = ""
+        #: seconds the last :meth:`start` took
+        self.start_seconds = 0.0
+        self._layout: _Layout | None = None
+        self._dovecot: subprocess.Popen[bytes] | None = None
+        self._bins: dict[str, str] = {}
+        self._atexit_registered = False
+
+    # ------------------------------------------------------------ attributes
+
+    @property
+    def layout(self) -> _Layout:
+        """Paths and ports of the running stack; raises if not started."""
+        if self._layout is None:
+            raise MailStackError("MailStack is not started")
+        return self._layout
+
+    @property
+    def root(self) -> Path:
+        """The stack's private temporary directory."""
+        return self.layout.root
+
+    @property
+    def ca_file(self) -> Path:
+        """PEM file of the throwaway CA that signed both servers' certificate."""
+        return self.layout.ca_file
+
+    @property
+    def smtp_port(self) -> int:
+        """MX-style SMTP: no AUTH, STARTTLS offered, mail for example.test only."""
+        return self.layout.smtp_port
+
+    @property
+    def submission_port(self) -> int:
+        """Submission: STARTTLS required, then SASL AUTH (via Dovecot) required."""
+        return self.layout.submission_port
+
+    @property
+    def smtps_port(self) -> int:
+        """Implicit-TLS submission (smtpd_tls_wrappermode), SASL AUTH required."""
+        return self.layout.smtps_port
+
+    @property
+    def imap_port(self) -> int:
+        """IMAP with STARTTLS offered."""
+        return self.layout.imap_port
+
+    @property
+    def imaps_port(self) -> int:
+        """IMAP over implicit TLS."""
+        return self.layout.imaps_port
+
+    @property
+    def running(self) -> bool:
+        """True between a successful :meth:`start` and :meth:`stop`."""
+        return self._layout is not None
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts only the stack's CA (hostname checks on)."""
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def __enter__(self) -> MailStack:
+        """Start the stack (if needed) for a ``with`` block."""
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Stop the stack at the end of a ``with`` block."""
+        self.stop()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Create the temp dir, certificates and configs, start both servers.
+
+        Returns when every port greets (TLS ports after a verified
+        handshake) and the LMTP and auth sockets exist.  Raises
+        :class:`MailStackError` (a RuntimeError) with the tail of the logs if
+        that does not happen within ``start_timeout`` seconds, or if a binary
+        is missing or we are not root - it never skips, so a broken CI
+        machine fails loudly.
+        """
+        if self._layout is not None:
+            raise MailStackError("MailStack is already started")
+        began = time.monotonic()
+        self._check_environment()
+        _reap_stale_stacks()
+        root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_temp_base()))
+        # postfix/dovecot/nobody must traverse it (mkdtemp makes it 0700)
+        root.chmod(0o755)
+        (root / "owner.pid").write_text(f"{os.getpid()}\n")
+        if not self._atexit_registered:
+            atexit.register(self.stop)
+            self._atexit_registered = True
+        try:
+            ports = _free_ports(5)
+            layout = _Layout(
+                root=root,
+                ca_file=root / "tls" / "ca.pem",
+                cert_file=root / "tls" / "server-chain.pem",
+                key_file=root / "tls" / "server-key.pem",
+                smtp_port=ports[0],
+                submission_port=ports[1],
+                smtps_port=ports[2],
+                imap_port=ports[3],
+                imaps_port=ports[4],
+            )
+            self._layout = layout
+            self._write_certificates(layout)
+            self._write_postfix_config(layout)
+            self._write_dovecot_config(layout)
+            # Dovecot first: Postfix's submission/smtps smtpd processes die
+            # at connect time while the SASL socket is missing (and master
+            # then throttles the service), so the auth socket must exist
+            # before Postfix takes connections.
+            self._spawn_dovecot(layout)
+            self._wait_ready(
+                [(layout.imap_port, "imap", False), (layout.imaps_port, "imap", True)],
+                [
+                    layout.queue_dir / "private" / "dovecot-lmtp",
+                    layout.queue_dir / "private" / "auth",
+                ],
+                began + self.start_timeout,
+            )
+            self._start_postfix(layout)
+            self._wait_ready(
+                [
+                    (layout.smtp_port, "smtp", False),
+                    (layout.submission_port, "smtp", False),
+                    (layout.smtps_port, "smtp", True),
+                ],
+                [],
+                began + self.start_timeout,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - began
+
+    def stop(self) -> None:
+        """Stop both servers and delete the temp dir.  Safe to call repeatedly."""
+        layout = self._layout
+        if layout is None:
+            return
+        try:
+            self._stop_dovecot_process()
+            self._stop_postfix(layout)
+            # anything still running from this tree (e.g. a master whose
+            # Popen handle we never had) is found via its pid file
+            _kill_stack_processes(layout.root)
+        finally:
+            self._layout = None
+            shutil.rmtree(layout.root, ignore_errors=True)
+
+    def stop_dovecot(self) -> None:
+        """Stop Dovecot only: IMAP refuses connections, LMTP delivery defers.
+
+        Takes ~0.1 s.  A delivery in flight at that moment is cut off (its
+        lmtp process gets SIGKILL after 1 s if it hangs on the vanished auth
+        service), so Postfix retries it later; stop Dovecot after the mail
+        you care about has arrived if duplicates would confuse the test.
+        """
+        self.layout  # noqa: B018 - raises if not started
+        self._stop_dovecot_process()
+
+    def start_dovecot(self) -> None:
+        """Start Dovecot again after :meth:`stop_dovecot`; wait until all ports serve.
+
+        While Dovecot was down, connections to the submission/smtps ports made
+        Postfix's smtpd exit (no SASL socket) and master throttle those
+        services (for ``service_throttle_time`` = 1 s here), so this also
+        waits until they greet again.
+        """
+        layout = self.layout
+        if self._dovecot is not None and self._dovecot.poll() is None:
+            return
+        deadline = time.monotonic() + self.start_timeout
+        self._spawn_dovecot(layout)
+        self._wait_ready(
+            [(layout.imap_port, "imap", False), (layout.imaps_port, "imap", True)],
+            [layout.queue_dir / "private" / "dovecot-lmtp", layout.queue_dir / "private" / "auth"],
+            deadline,
+        )
+        self._wait_ready(
+            [(layout.submission_port, "smtp", False), (layout.smtps_port, "smtp", True)],
+            [],
+            deadline,
+        )
+
+    # --------------------------------------------------------- postfix queue
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Postfix's queue as parsed ``postqueue -j`` records (one per message).
+
+        Each dict has at least ``queue_name`` (``incoming``/``active``/
+        ``deferred``/``hold``), ``queue_id``, ``sender`` and ``recipients``
+        (a list of dicts with ``address`` and, when deferred,
+        ``delay_reason``).
+        """
+        out = self._run_postfix_cmd("postqueue", "-j")
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def delete_queued(self, queue_id: str = "ALL") -> None:
+        """Delete one queued message (or ``ALL``) with ``postsuper -d``."""
+        self._run_postfix_cmd("postsuper", "-d", queue_id)
+
+    def flush(self) -> None:
+        """Ask Postfix to retry deferred mail now (``postqueue -f``)."""
+        self._run_postfix_cmd("postqueue", "-f")
+
+    # -------------------------------------------------------------- mailboxes
+
+    def maildir_path(self, user: str, folder: str = "INBOX") -> Path:
+        """Maildir directory of ``folder`` for ``user`` (Maildir++ layout)."""
+        address = self._address(user)
+        local, _, domain = address.partition("@")
+        base = self.layout.vmail_dir / domain / local / "Maildir"
+        if folder.upper() == "INBOX":
+            return base
+        return base / ("." + folder.replace("/", "."))
+
+    def maildir_messages(self, user: str, folder: str = "INBOX") -> list[bytes]:
+        """Raw messages in ``folder``, read straight from Maildir ``new/`` and ``cur/``.
+
+        Bypasses IMAP on purpose: tests can check what was really delivered
+        without going through the code under test.  Ordered by file name
+        (which starts with the delivery time).  Dovecot stores messages with
+        bare LF line endings, so CRLF from the wire comes back as LF.
+        """
+        path = self.maildir_path(user, folder)
+        for _ in range(5):
+            files: list[Path] = []
+            for sub in ("new", "cur"):
+                with contextlib.suppress(FileNotFoundError):
+                    files.extend(p for p in (path / sub).iterdir() if p.is_file())
+            try:
+                return [file.read_bytes() for file in sorted(files, key=lambda p: p.name)]
+            except FileNotFoundError:
+                # Dovecot renamed (new/ -> cur/, flag change) or expunged a
+                # file between listing and reading: take a fresh snapshot
+                continue
+        raise MailStackError(f"Maildir {path} kept changing while being read")
+
+    def append(self, user: str, folder: str, raw: bytes) -> int | None:
+        """Plant a raw message in ``folder`` via IMAP APPEND over IMAPS.
+
+        Returns the new message's UID (from Dovecot's APPENDUID) or None.
+        Lines are sent with CRLF endings, as IMAP requires.  ``folder`` must
+        be ASCII.
+        """
+        address = self._address(user)
+        quoted = '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        with imaplib.IMAP4_SSL(
+            self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=10
+        ) as imap:
+            imap.login(address, self.users[address])
+            typ, data = imap.append(quoted, "", imaplib.Time2Internaldate(time.time()), raw)
+            if typ != "OK":
+                raise MailStackError(f"APPEND to {folder!r} failed: {typ} {data!r}")
+            imap.logout()
+        text = b" ".join(d for d in data if isinstance(d, bytes)).decode(errors="replace")
+        match = re.search(r"APPENDUID \d+ (\d+)", text)
+        return int(match.group(1)) if match else None
+
+    # ------------------------------------------------------------------- logs
+
+    def postfix_log(self) -> str:
+        """Postfix's log so far (``maillog_file``)."""
+        return self._read_log(self.layout.postfix_log)
+
+    def dovecot_log(self) -> str:
+        """Dovecot's log so far (``log_path``, plus anything it wrote to stderr)."""
+        layout = self.layout
+        return self._read_log(layout.dovecot_stderr) + self._read_log(layout.dovecot_log)
+
+    # -------------------------------------------------------------- internals
+
+    @staticmethod
+    def _read_log(path: Path) -> str:
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _address(self, user: str) -> str:
+        """Accept ``sink`` or ``sink@example.test``; must be a known user."""
+        address = user if "@" in user else f"{user}@{DOMAIN}"
+        address = address.lower()
+        if address not in self.users:
+            raise KeyError(f"unknown mailstack user {user!r}; known: {sorted(self.users)}")
+        return address
+
+    def _check_environment(self) -> None:
+        """Fail early and clearly: root, binaries, the users the packages create."""
+        if os.geteuid() != 0:
+            raise MailStackError(
+                "MailStack must run as root: Postfix's master and Dovecot need it (CI runs as root)"
+            )
+        for name in ("postfix", "postconf", "postqueue", "postsuper", "dovecot"):
+            self._bins[name] = _find_binary(name)
+        for user in ("postfix", "dovecot", "dovenull", _MAIL_USER):
+            try:
+                pwd.getpwnam(user)
+            except KeyError:
+                raise MailStackError(f"system user {user!r} is missing; {_PACKAGES_HINT}") from None
+        for group in ("postdrop", _MAIL_GROUP):
+            try:
+                grp.getgrnam(group)
+            except KeyError:
+                raise MailStackError(
+                    f"system group {group!r} is missing; {_PACKAGES_HINT}"
+                ) from None
+        out = self._run([self._bins["dovecot"], "--version"]).strip()
+        self.dovecot_version = out.split()[0] if out else ""
+        match = re.match(r"(\d+)\.(\d+)", self.dovecot_version)
+        if match is None or (int(match.group(1)), int(match.group(2))) < (2, 3):
+            raise MailStackError(f"unsupported Dovecot version {out!r} (need 2.3 or 2.4)")
+        self.postfix_version = self._run(
+            [self._bins["postconf"], "-d", "-h", "mail_version"]
+        ).strip()
+
+    def _dovecot_is_24(self) -> bool:
+        match = re.match(r"(\d+)\.(\d+)", self.dovecot_version)
+        return match is not None and (int(match.group(1)), int(match.group(2))) >= (2, 4)
+
+    @staticmethod
+    def _write_certificates(layout: _Layout) -> None:
+        """A throwaway CA and a server cert for localhost/mx.example.test/127.0.0.1."""
+        import trustme  # test dependency; imported late so the module imports without it
+
+        tls_dir = layout.ca_file.parent
+        tls_dir.mkdir(mode=0o755)
+        ca = trustme.CA(organization_name="mailstack test CA")
+        leaf = ca.issue_cert("localhost", "mx.example.test", _HOST, common_name="mx.example.test")
+        ca.cert_pem.write_to_path(str(layout.ca_file))
+        layout.cert_file.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        # private key: root only (both servers load it before dropping privileges)
+        fd = os.open(layout.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(leaf.private_key_pem.bytes())
+        layout.ca_file.chmod(0o644)
+        layout.cert_file.chmod(0o644)
+
+    @staticmethod
+    def _write_postfix_config(layout: _Layout) -> None:
+        """main.cf/master.cf/tables; queue + data dirs are made by ``postfix check``."""
+        conf = layout.postfix_conf
+        conf.mkdir(mode=0o755)
+        layout.queue_dir.mkdir(mode=0o755)
+        postfix = pwd.getpwnam("postfix")
+        # private/ now, not at "postfix start": Dovecot starts first and puts
+        # its LMTP and auth sockets there (owner/mode as post-install sets).
+        (layout.queue_dir / "private").mkdir(mode=0o700)
+        os.chown(layout.queue_dir / "private", postfix.pw_uid, 0)
+        layout.data_dir.mkdir(mode=0o700)
+        os.chown(layout.data_dir, postfix.pw_uid, postfix.pw_gid)
+        layout.log_dir.mkdir(mode=0o755)
+        values: dict[str, object] = {
+            "root": layout.root,
+            "queue_dir": layout.queue_dir,
+            "data_dir": layout.data_dir,
+            "conf_dir": conf,
+            "postfix_log": layout.postfix_log,
+            "cert_file": layout.cert_file,
+            "key_file": layout.key_file,
+            "smtp_port": layout.smtp_port,
+            "submission_port": layout.submission_port,
+            "smtps_port": layout.smtps_port,
+        }
+        for name, template in (
+            ("main.cf", _POSTFIX_MAIN_CF),
+            ("master.cf", _POSTFIX_MASTER_CF),
+            ("vmailbox", _POSTFIX_VMAILBOX),
+            ("recipient_access", _POSTFIX_RECIPIENT_ACCESS),
+            ("transport", _POSTFIX_TRANSPORT),
+        ):
+            path = conf / name
+            path.write_text(_render(template, values))
+            # Postfix re-reads a config file or texthash table until its
+            # mtime is in the past (it guards against half-written files):
+            # a file written "now" costs ~2 s of 300 ms sleeps per command.
+            past = time.time() - 60
+            os.utime(path, (past, past))
+
+    def _write_dovecot_config(self, layout: _Layout) -> None:
+        """dovecot.conf (2.3 or 2.4 syntax), passwd-file and mail root."""
+        layout.dovecot_dir.mkdir(mode=0o755)
+        (layout.dovecot_dir / "state").mkdir(mode=0o755)
+        layout.vmail_dir.mkdir(mode=0o755)
+        mail_user = pwd.getpwnam(_MAIL_USER)
+        mail_group = grp.getgrnam(_MAIL_GROUP)
+        os.chown(layout.vmail_dir, mail_user.pw_uid, mail_group.gr_gid)
+        users_file = layout.dovecot_dir / "users"
+        # throwaway test credentials; the auth process (user dovecot) reads it
+        users_file.write_text(
+            "".join(f"{user}:{{PLAIN}}{password}\n" for user, password in self.users.items())
+        )
+        users_file.chmod(0o644)
+        values: dict[str, object] = {
+            "dovecot_run": layout.dovecot_run,
+            "dovecot_state": layout.dovecot_dir / "state",
+            "dovecot_log": layout.dovecot_log,
+            "cert_file": layout.cert_file,
+            "key_file": layout.key_file,
+            "users_file": users_file,
+            "mail_user": _MAIL_USER,
+            "mail_group": _MAIL_GROUP,
+            "vmail_dir": layout.vmail_dir,
+            "imap_port": layout.imap_port,
+            "imaps_port": layout.imaps_port,
+            "queue_dir": layout.queue_dir,
+        }
+        version_part = _DOVECOT_24 if self._dovecot_is_24() else _DOVECOT_23
+        layout.dovecot_conf.write_text(
+            _render(version_part, values) + "\n" + _render(_DOVECOT_COMMON, values)
+        )
+
+    def _start_postfix(self, layout: _Layout) -> None:
+        """``postfix -c DIR start``: creates the queue dirs, checks, daemonizes."""
+        self._run([self._bins["postfix"], "-c", str(layout.postfix_conf), "start"])
+
+    def _stop_postfix(self, layout: _Layout) -> None:
+        """Stop Postfix's master and every child (its process group), via its pid file."""
+        pid = _read_pid(layout.queue_dir / "pid" / "master.pid")
+        if pid is not None and _proc_matches(pid, "master", str(layout.root)):
+            _stop_group(pid)
+
+    def _spawn_dovecot(self, layout: _Layout) -> None:
+        """Run ``dovecot -F -c FILE`` as our child; stderr goes to a log file."""
+        with open(layout.dovecot_stderr, "ab") as err:
+            self._dovecot = subprocess.Popen(
+                [self._bins["dovecot"], "-F", "-c", str(layout.dovecot_conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,  # a terminal's ^C goes to pytest only
+            )
+
+    def _stop_dovecot_process(self) -> None:
+        """Stop Dovecot's master and all its children (its process group), reap it."""
+        proc = self._dovecot
+        self._dovecot = None
+        if proc is None:
+            return
+        _stop_group(proc.pid)
+        try:
+            proc.wait(_TERM_WAIT)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
+            proc.kill()
+            proc.wait()
+
+    def _wait_ready(
+        self,
+        ports: list[tuple[int, str, bool]],
+        sockets: list[Path],
+        deadline: float,
+    ) -> None:
+        """Poll until each (port, protocol, tls) greets and ``sockets`` exist, or raise."""
+        tls = self.ssl_context()
+        pending = {port: (protocol, use_tls) for port, protocol, use_tls in ports}
+        reasons: dict[int, str] = {}
+        pending_sockets = list(sockets)
+        while True:
+            if self._dovecot is not None and self._dovecot.poll() is not None:
+                self._fail(f"dovecot exited with status {self._dovecot.returncode}")
+            for port, (protocol, use_tls) in list(pending.items()):
+                reason = _probe_greeting(port, protocol, tls if use_tls else None)
+                if reason is None:
+                    del pending[port]
+                else:
+                    reasons[port] = reason
+            pending_sockets = [s for s in pending_sockets if not s.exists()]
+            if not pending and not pending_sockets:
+                return
+            if time.monotonic() > deadline:
+                self._fail(
+                    f"not ready after {self.start_timeout:.0f}s: ports not serving "
+                    f"{ {port: reasons.get(port) for port in pending} }, sockets missing "
+                    f"{[str(s) for s in pending_sockets]}"
+                )
+            time.sleep(0.02)
+
+    def _fail(self, reason: str) -> None:
+        """Raise MailStackError with ``reason`` and the tail of both logs."""
+        layout = self.layout
+        raise MailStackError(
+            f"mail stack failed: {reason}\n"
+            f"--- {layout.dovecot_stderr} (tail) ---\n{_tail(layout.dovecot_stderr)}\n"
+            f"--- {layout.dovecot_log} (tail) ---\n{_tail(layout.dovecot_log)}\n"
+            f"--- {layout.postfix_log} (tail) ---\n{_tail(layout.postfix_log)}"
+        )
+
+    def _run_postfix_cmd(self, name: str, *args: str) -> str:
+        """Run a Postfix admin command against this instance (``-c DIR``)."""
+        return self._run([self._bins[name], "-c", str(self.layout.postfix_conf), *args])
+
+    def _run(self, argv: list[str]) -> str:
+        """Run a command, return stdout; raise MailStackError with all output on failure."""
+        try:
+            proc = subprocess.run(
+                argv,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise MailStackError(f"{' '.join(argv)}: {exc}") from exc
+        if proc.returncode != 0:
+            detail = (proc.stdout + proc.stderr).decode(errors="replace").strip()
+            logs = ""
+            if self._layout is not None:
+                logs = f"\n--- postfix log (tail) ---\n{_tail(self._layout.postfix_log)}"
+            raise MailStackError(f"{' '.join(argv)} exited with {proc.returncode}: {detail}{logs}")
+        return proc.stdout.decode(errors="replace")
