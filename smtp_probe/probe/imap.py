@@ -74,7 +74,7 @@ class ImapError(Exception):
 
 
 @dataclass(eq=False)
-class _Expectation:
+class Pending:
     """A run waiting for its message; resolved from the watcher thread."""
 
     probe: str
@@ -138,7 +138,7 @@ class MailboxWatcher:
         self._down_stage = Stage.IMAP_CONNECT
         self._down_reason = "not connected yet"
         self._lock = threading.Lock()
-        self._expectations: dict[str, _Expectation] = {}
+        self._expectations: dict[str, Pending] = {}
         self._expired: dict[str, str] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -156,6 +156,7 @@ class MailboxWatcher:
         """The session of the latest (re)connection, for the status page."""
         self._deadline = 0.0
         self._delay = mailbox.poll_min
+        self._restart_polling = False
         self.counters = _Counters()
 
     # ----------------------------------------------------------------- event loop side
@@ -215,24 +216,41 @@ class MailboxWatcher:
             self._stopping.set()
             raise ImapError(Stage.IMAP_CONNECT, "no answer before the run deadline") from None
 
-    async def wait_for(
-        self, probe: str, token: Token, deadline: float, transcript: Transcript
-    ) -> Arrival | None:
-        """Wait until the message carrying ``token`` is seen, or ``deadline`` passes.
+    def expect(self, probe: str, token: Token, transcript: Transcript) -> Pending:
+        """Register a run's token *before* its message is sent.
 
+        From now on the watcher claims a message with this token for the run
+        (so it can never be mistaken for a leftover and swept away), even if
+        it lands before :meth:`wait_for` is called.
+        """
+        loop = asyncio.get_running_loop()
+        pending = Pending(probe, token, loop, loop.create_future(), transcript)
+        with self._lock:
+            self._expectations[token.key] = pending
+        return pending
+
+    def forget(self, pending: Pending) -> None:
+        """Drop a registration whose message was never accepted (the send failed)."""
+        with self._lock:
+            self._expectations.pop(pending.token.key, None)
+
+    async def wait_for(self, pending: Pending, deadline: float) -> Arrival | None:
+        """Wait until the registered message is seen, or ``deadline`` passes.
+
+        Call right after the ``250``: fast polling restarts from ``poll_min``.
         Returns the arrival (already deleted from the mailbox, if that
         worked), or ``None`` when the deadline passed first. A message that
         turns up after that is a *late* arrival: counted, deleted, and never
         turned into a success.
+
+        Raises:
+            ImapError: the deadline passed while the mailbox was unreachable.
         """
-        loop = asyncio.get_running_loop()
-        expectation = _Expectation(probe, token, loop, loop.create_future(), transcript)
-        with self._lock:
-            self._expectations[token.key] = expectation
+        self._restart_polling = True
         self._wake()
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await asyncio.shield(expectation.future)
+                return await asyncio.shield(pending.future)
         except TimeoutError:
             if not self._up:
                 # Not a delivery problem we can vouch for: we could not look.
@@ -241,14 +259,15 @@ class MailboxWatcher:
                 ) from None
             return None
         finally:
+            key = pending.token.key
             with self._lock:
-                self._expectations.pop(token.key, None)
-                if not expectation.future.done():
-                    self._expired[token.key] = probe
+                self._expectations.pop(key, None)
+                if not pending.future.done():
+                    self._expired[key] = pending.probe
                     while len(self._expired) > _MAX_EXPIRED:
                         del self._expired[next(iter(self._expired))]
-            transcript.note(
-                f"imap: {expectation.polls} poll(s) of {self.mailbox.folder}"
+            pending.transcript.note(
+                f"imap: {pending.polls} poll(s) of {self.mailbox.folder}"
                 + (f" and {', '.join(self.junk_folders)}" if self._junk else "")
             )
 
@@ -322,6 +341,8 @@ class MailboxWatcher:
     def _watch(self) -> None:
         while not self._stopping.is_set():
             if self._in_flight():
+                if self._restart_polling:
+                    self._restart_polling, self._delay = False, self.mailbox.poll_min
                 self._poll()
                 self._pause(self._delay, in_flight=True)
                 self._delay = min(self._delay * 2, self.mailbox.poll_interval)

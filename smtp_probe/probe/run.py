@@ -47,18 +47,24 @@ async def run_probe(
         message = build_message(
             token=token, probe=spec.name, mail_from=spec.mail_from, rcpt_to=spec.rcpt_to
         )
-        report = await send_message(
-            spec.smtp,
-            message,
-            mail_from=spec.mail_from,
-            rcpt_to=spec.rcpt_to,
-            transcript=transcript,
-            deadline=deadline,
-        )
-        if watcher is None:
+        pending = watcher.expect(spec.name, token, transcript) if watcher else None
+        try:
+            report = await send_message(
+                spec.smtp,
+                message,
+                mail_from=spec.mail_from,
+                rcpt_to=spec.rcpt_to,
+                transcript=transcript,
+                deadline=deadline,
+            )
+        except BaseException:
+            if watcher is not None and pending is not None:
+                watcher.forget(pending)
+            raise
+        if watcher is None or pending is None:
             transcript.note("no mailbox given: stopping after the SMTP leg")
             return run.finish(Outcome.SENT, None, "", report)
-        arrival = await watcher.wait_for(spec.name, token, deadline, transcript)
+        arrival = await watcher.wait_for(pending, deadline)
         if arrival is None:
             reason = f"not in the mailbox {spec.timeout:g}s after the run started"
             transcript.note(f"FAILED at delivery: {reason}")

@@ -103,9 +103,8 @@ def test_idle_wakes_the_watcher_long_before_the_next_poll(stack: MailStack) -> N
         watcher = MailboxWatcher(box, signer)
         await watcher.start(Transcript(), time.monotonic() + 10)
         try:
-            waiting = asyncio.create_task(
-                watcher.wait_for("idle", token, time.monotonic() + 15, Transcript())
-            )
+            pending = watcher.expect("idle", token, Transcript())
+            waiting = asyncio.create_task(watcher.wait_for(pending, time.monotonic() + 15))
             await asyncio.sleep(1.0)  # past the first fast polls: the watcher is in IDLE now
             appended = time.monotonic()
             await asyncio.to_thread(stack.append, SINK, "INBOX", raw)
