@@ -13,10 +13,12 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import NoReturn
 
-from smtp_probe import __version__
+from smtp_probe import __version__, log
+from smtp_probe.config import ConfigError, ServerSettings, load_config
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
@@ -60,7 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "redacted transcript. Exit codes: 0 OK, 1 WARNING (slow or junk), 2 CRITICAL, 3 UNKNOWN.",
     )
     smtp = check.add_argument_group("SMTP (sending)")
-    smtp.add_argument("--smtp", metavar="HOST[:PORT]", required=True, help="server to submit to")
+    from_config = check.add_argument_group("or run a probe of a config file")
+    from_config.add_argument("--config", metavar="FILE", type=Path, help="the daemon's config")
+    from_config.add_argument("--probe", metavar="NAME", help="the probe of --config to run")
+    smtp.add_argument("--smtp", metavar="HOST[:PORT]", help="server to submit to")
     smtp.add_argument(
         "--smtp-tls",
         choices=[m.value for m in TlsMode],
@@ -75,9 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file holding the SMTP password (or set {SMTP_PASSWORD_ENV})",
     )
     smtp.add_argument(
-        "--from", dest="mail_from", metavar="ADDR", required=True, help="envelope sender"
+        "--from", dest="mail_from", metavar="ADDR", help="envelope sender"
     )
-    smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", required=True, help="recipient")
+    smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="recipient")
     smtp.add_argument(
         "--helo", metavar="NAME", help="name to greet with (default: this host's name)"
     )
@@ -110,9 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common.add_argument(
         "--timeout",
-        default="60s",
         metavar="DURATION",
-        help="deadline for the whole run, e.g. 30s, 2m (default 60s)",
+        help="deadline for the whole run, e.g. 30s, 2m (default 60s, or the probe's own)",
     )
     common.add_argument(
         "--warning",
@@ -123,6 +127,30 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "-v", "--verbose", action="store_true", help="also print timings and headers"
     )
+
+    run = commands.add_parser(
+        "run",
+        help="run the monitoring daemon",
+        description="Run every probe of the config on its schedule and serve /metrics, "
+        "/-/healthy, /-/ready, /-/reload, /probe?name= and a status page. SIGHUP reloads.",
+    )
+    run.add_argument("--config", metavar="FILE", type=Path, required=True)
+    run.add_argument("--listen", metavar="[HOST]:PORT", help="HTTP address (default from config)")
+    run.add_argument("--log-level", choices=log.LEVELS, default="info")
+
+    validate = commands.add_parser(
+        "validate", help="check a config file", description="Exit 0 if valid, 3 with every error."
+    )
+    validate.add_argument("--config", metavar="FILE", type=Path, required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="watch it work against an embedded loopback mail sandbox",
+        description="Start an embedded mail sandbox on 127.0.0.1 and the daemon against it; "
+        "Ctrl-C stops both.",
+    )
+    demo.add_argument("--listen", metavar="[HOST]:PORT", default="127.0.0.1:10587")
+    demo.add_argument("--log-level", choices=log.LEVELS, default="info")
     return parser
 
 
@@ -131,8 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands = {"check": _check, "run": _run, "validate": _validate, "demo": _demo}
     try:
-        return _check(args)
+        return commands[args.command](args)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return ExitCode.UNKNOWN
     except UsageError as exc:
         print(f"smtp-probe {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
@@ -142,9 +174,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    spec = probe_from_args(args, os.environ)
+    signer = TokenSigner()
+    if args.config is not None or args.probe is not None:
+        spec, signer = _probe_from_config(args)
+    else:
+        spec = probe_from_args(args, os.environ)
     warning = _duration(args.warning, "--warning") if args.warning else None
-    result = asyncio.run(run_probe(spec, signer=TokenSigner()))
+    result = asyncio.run(run_probe(spec, signer=signer))
     if args.format == "json":
         print(render_json(result, warning_seconds=warning))
     elif args.format == "nagios":
@@ -155,13 +191,71 @@ def _check(args: argparse.Namespace) -> int:
     return exit_code(result, warning_seconds=warning)
 
 
+def _probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]:
+    if args.config is None or args.probe is None:
+        raise UsageError("--config and --probe go together")
+    route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
+                   "--imap": args.imap, "--smtp-user": args.smtp_user,
+                   "--imap-user": args.imap_user}  # fmt: skip
+    for flag, value in route_flags.items():
+        if value:
+            raise UsageError(f"{flag}: the route comes from --config; drop the flag")
+    config = load_config(args.config)
+    probe = config.probe(args.probe)
+    if probe is None:
+        names = ", ".join(p.spec.name for p in config.probes)
+        raise UsageError(f"--probe: no probe named {args.probe!r} in {args.config} (have: {names})")
+    secret = config.token_secret.reveal().encode() if config.token_secret else None
+    spec = probe.spec
+    if args.timeout:
+        spec = replace(spec, timeout=_duration(args.timeout, "--timeout"))
+    return spec, TokenSigner(secret)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from smtp_probe.app import serve
+
+    log.setup(args.log_level)
+    listen = _listen(args.listen) if args.listen else None
+    config = load_config(args.config)
+    try:
+        return asyncio.run(
+            serve(config, load=lambda: load_config(args.config), listen=listen)
+        )
+    except OSError as exc:
+        print(f"smtp-probe run: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return ExitCode.UNKNOWN
+
+
+def _validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    mailboxes = len(config.mailboxes)
+    print(f"{args.config}: valid: {len(config.probes)} probe(s), {mailboxes} mailbox(es)")
+    return ExitCode.OK
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from smtp_probe.demo import run_demo
+
+    log.setup(args.log_level)
+    return asyncio.run(run_demo(_listen(args.listen)))
+
+
+def _listen(text: str) -> ServerSettings:
+    host, port = _host_port(text if ":" in text else f":{text}", "--listen", 10587)
+    return ServerSettings(host, port)
+
+
 def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ProbeSpec:
     """Build the one-off probe of ``check`` from its flags.
 
     Raises:
         UsageError: a flag is missing, malformed or contradicts another.
     """
-    timeout = _duration(args.timeout, "--timeout")
+    for flag, value in (("--smtp", args.smtp), ("--from", args.mail_from), ("--to", args.rcpt_to)):
+        if not value:
+            raise UsageError(f"{flag}: required (or use --config FILE --probe NAME)")
+    timeout = _duration(args.timeout or "60s", "--timeout")
     tls_settings = TlsSettings(verify=not args.insecure, ca_file=args.ca_file)
     if args.ca_file is not None:
         problem = ca_file_problem(args.ca_file)

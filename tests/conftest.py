@@ -9,8 +9,6 @@ error, never a skip: CI must fail loudly on a broken machine.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,8 +22,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 from mailstack import MailStack  # noqa: E402
-from routes import SINK  # noqa: E402
-from smtp_probe.probe.message import PROBE_HEADER  # noqa: E402
+from routes import BYSTANDER_SUBJECT, SINK, bystanders, probe_messages  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,29 +34,6 @@ def mailstack() -> Iterator[MailStack]:
         yield stack
     finally:
         stack.stop()
-
-
-BYSTANDER_SUBJECT = "a user's own mail: the probe must never touch this"
-
-
-def probe_messages(stack: MailStack, user: str = SINK) -> list[bytes]:
-    """Every message carrying the probe header in ``user``'s INBOX and Junk."""
-    found = []
-    for folder in ("INBOX", "Junk"):
-        for raw in stack.maildir_messages(user, folder):
-            if email.message_from_bytes(raw, policy=email.policy.default)[PROBE_HEADER]:
-                found.append(raw)
-    return found
-
-
-def bystanders(stack: MailStack) -> list[bytes]:
-    """The planted non-probe messages, wherever they are."""
-    return [
-        raw
-        for folder in ("INBOX", "Junk")
-        for raw in stack.maildir_messages(SINK, folder)
-        if BYSTANDER_SUBJECT.encode() in raw
-    ]
 
 
 @pytest.fixture(scope="session")

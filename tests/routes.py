@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 from dataclasses import replace
 
 from mailstack import MailStack
+from smtp_probe.probe.message import PROBE_HEADER
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.secret import Secret
 
@@ -62,3 +65,26 @@ def probe(
         mailbox=box if box is not None else mailbox(stack),
         timeout=timeout,
     )
+
+
+BYSTANDER_SUBJECT = "a user's own mail: the probe must never touch this"
+
+
+def probe_messages(stack: MailStack, user: str = SINK) -> list[bytes]:
+    """Every message carrying the probe header in ``user``'s INBOX and Junk."""
+    found = []
+    for folder in ("INBOX", "Junk"):
+        for raw in stack.maildir_messages(user, folder):
+            if email.message_from_bytes(raw, policy=email.policy.default)[PROBE_HEADER]:
+                found.append(raw)
+    return found
+
+
+def bystanders(stack: MailStack) -> list[bytes]:
+    """The planted non-probe messages, wherever they are."""
+    return [
+        raw
+        for folder in ("INBOX", "Junk")
+        for raw in stack.maildir_messages(SINK, folder)
+        if BYSTANDER_SUBJECT.encode() in raw
+    ]

@@ -1,0 +1,129 @@
+"""One APScheduler job per probe: interval with jitter, first runs spread, never overlapping.
+
+The scheduler knows only names and timing; what a run does is the caller's
+``run`` coroutine, which looks the probe up in the current config when it
+starts, so a reload that changes a route takes effect at the next run
+without touching the schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from smtp_probe import log
+from smtp_probe.config import ScheduledProbe
+
+_LOG: Final = log.get(__name__)
+
+
+def first_run_offset(name: str, interval: float) -> float:
+    """Where in its first interval a probe first runs: a stable fraction of it.
+
+    A hash of the name spreads probes evenly over the interval and keeps
+    each probe's phase the same across restarts, instead of every probe
+    firing at second zero against the same servers.
+    """
+    return (zlib.crc32(name.encode()) / 2**32) * interval
+
+
+class ProbeScheduler:
+    """Keeps exactly one job per configured probe and runs ``run(name)`` on schedule."""
+
+    def __init__(
+        self,
+        run: Callable[[str], Awaitable[None]],
+        *,
+        scheduler: AsyncIOScheduler | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._run = run
+        self._scheduler = scheduler or AsyncIOScheduler(timezone=UTC)
+        self._now = now
+        self._timing: dict[str, tuple[float, float]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+        self.skipped: dict[str, int] = {}
+        """Runs skipped because the previous run of the probe was still going."""
+        self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
+        return bool(self._scheduler.running)
+
+    def start(self) -> None:
+        """Start firing jobs; needs a running event loop."""
+        self._scheduler.start()
+
+    def apply(self, probes: Iterable[ScheduledProbe]) -> None:
+        """Make the jobs match ``probes``: add new ones, reschedule changed, remove gone ones."""
+        wanted = {p.spec.name: (p.interval, p.jitter) for p in probes}
+        for name in self._timing.keys() - wanted.keys():
+            self._scheduler.remove_job(name)
+            del self._timing[name]
+            self.skipped.pop(name, None)
+        for name, timing in wanted.items():
+            if self._timing.get(name) == timing:
+                continue
+            interval, jitter = timing
+            first = self._now() + timedelta(seconds=first_run_offset(name, interval))
+            self._scheduler.add_job(
+                self._job,
+                IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
+                args=[name],
+                id=name,
+                name=f"probe {name}",
+                replace_existing=True,
+                next_run_time=first,
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, int(interval)),
+            )
+            self._timing[name] = timing
+
+    def next_run(self, name: str) -> datetime | None:
+        """When the probe runs next, if it is scheduled."""
+        job = self._scheduler.get_job(name)
+        return job.next_run_time if job is not None else None
+
+    @property
+    def in_flight(self) -> int:
+        """Scheduled runs in progress now."""
+        return len(self._running)
+
+    async def stop(self, grace: float) -> None:
+        """Stop scheduling, let runs in progress finish for up to ``grace`` seconds, then stop.
+
+        APScheduler's own shutdown cancels running coroutine jobs, so the
+        runs are awaited here first.
+        """
+        if self._scheduler.running:
+            self._scheduler.pause()
+        if self._running:
+            _LOG.info("waiting for runs in progress", runs=len(self._running), grace=grace)
+            _done, pending = await asyncio.wait(set(self._running), timeout=grace)
+            for task in pending:
+                task.cancel()
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)
+
+    async def _job(self, name: str) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._running.add(task)
+        try:
+            await self._run(name)
+        finally:
+            if task is not None:
+                self._running.discard(task)
+
+    def _on_skipped(self, event: JobExecutionEvent) -> None:
+        self.skipped[event.job_id] = self.skipped.get(event.job_id, 0) + 1
+        _LOG.warning("run skipped: previous run still in progress", probe=event.job_id)

@@ -1,0 +1,210 @@
+"""The daemon against real Postfix + Dovecot, scraped by a real Prometheus.
+
+Three probes run every two seconds — two healthy routes and one whose
+recipient is refused — and Prometheus' HTTP API must agree with what
+happened: success, failures by stage, the delivery histogram, timestamps;
+then a reload adds and removes a probe, a bad reload changes nothing, and
+SIGTERM leaves no probe message behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from prom import Prometheus, free_port
+
+from mailstack import REJECT_550, MailStack
+from routes import SENDER, SINK, probe_messages
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[bytes]
+    port: int
+    config: Path
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        request = urllib.request.Request(self.url(path), method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=20) as reply:  # noqa: S310
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def config_text(stack: MailStack, secrets: Path, probes: list[str]) -> str:
+    """A daemon config for the stack with the named probes (of the three below)."""
+    available = {
+        "submission": ("submission", "imaps", SINK),
+        "mx": ("mx", "imap", SINK),
+        "refused": ("submission", "imaps", REJECT_550),
+        "added": ("smtps", "imaps", SINK),
+    }
+    lines = [
+        "defaults: {interval: 2s, timeout: 1800ms, jitter: 100ms}",
+        f"token_secret_file: {secrets / 'token'}",
+        "smtp_servers:",
+        f"  submission: {{host: 127.0.0.1, port: {stack.submission_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
+        f"  mx: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}}}",
+        f"  smtps: {{host: 127.0.0.1, port: {stack.smtps_port}, tls: tls,"
+        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
+        "mailboxes:",
+        f"  imaps: {{host: 127.0.0.1, port: {stack.imaps_port}, tls: tls, ca_file: {stack.ca_file},"
+        f" username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
+        f"  imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}, username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
+        "probes:",
+    ]
+    for name in probes:
+        smtp, mailbox, to = available[name]
+        lines.append(
+            f"  - {{name: {name}, smtp: {smtp}, mailbox: {mailbox}, from: {SENDER}, to: {to}}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def daemon(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """The daemon as a real process (``python -m smtp_probe run``) on a free port."""
+    secrets = tmp_path_factory.mktemp("secrets")
+    (secrets / "smtp").write_text(mailstack.users[SENDER] + "\n")
+    (secrets / "token").write_text("a-token-secret-of-enough-length\n")
+    config = secrets / "config.yml"
+    config.write_text(config_text(mailstack, secrets, ["submission", "mx", "refused"]))
+    port = free_port()
+    log = secrets / "daemon.log"
+    env = dict(os.environ, SINK_PASSWORD=mailstack.users[SINK])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smtp_probe", "run", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    running = Daemon(proc, port, config, log)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        try:
+            if running.get("/-/ready")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    yield running
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def prometheus(daemon: Daemon) -> Iterator[Prometheus]:
+    server = Prometheus([f"127.0.0.1:{daemon.port}"])
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_prometheus_sees_healthy_and_broken_routes(daemon: Daemon, prometheus: Prometheus) -> None:
+    runs = prometheus.wait_for(
+        "smtp_probe_runs_total",
+        lambda r: len(r) == 3 and min(r.values()) >= 3,
+        timeout=40,
+    )
+    assert set(runs) == {"submission", "mx", "refused"}
+
+    success = prometheus.query("smtp_probe_success")
+    assert success == {"submission": 1.0, "mx": 1.0, "refused": 0.0}
+    failures = prometheus.query("sum by (probe) (smtp_probe_failures_total)")
+    assert failures["submission"] == 0
+    assert failures["mx"] == 0
+    assert prometheus.query('smtp_probe_failures_total{stage="rcpt_to"}')["refused"] >= 3
+    assert prometheus.query("smtp_probe_smtp_reply_code") == {
+        "submission": 250.0, "mx": 250.0, "refused": 550.0,
+    }  # fmt: skip
+    delivered = prometheus.query("smtp_probe_delivery_duration_seconds_count")
+    assert delivered["submission"] >= 3
+    assert delivered["refused"] == 0
+    mean = prometheus.query(
+        "smtp_probe_delivery_duration_seconds_sum / smtp_probe_delivery_duration_seconds_count"
+    )
+    assert 0 < mean["submission"] < 1.8
+    fresh = prometheus.query("time() - smtp_probe_last_success_timestamp_seconds")
+    assert fresh["submission"] < 10
+    assert prometheus.query("smtp_probe_last_success_timestamp_seconds")["refused"] == 0
+    assert prometheus.query("time() - smtp_probe_last_run_timestamp_seconds")["refused"] < 10
+    assert prometheus.query("smtp_probe_interval_seconds")["mx"] == 2
+    assert prometheus.query('up{job="smtp-probe"}') == {"": 1.0}
+
+
+def test_status_page_and_on_demand_probe(daemon: Daemon) -> None:
+    status, page = daemon.get("/")
+    assert status == 200
+    assert "<table>" in page
+    assert "refused" in page
+    assert "send_failed" in page
+    status, text = daemon.get("/probe?name=submission")
+    assert status == 200
+    assert text.splitlines()[-1].startswith("OK: delivered to INBOX")
+    assert daemon.get("/probe?name=nope")[0] == 404
+    for secret in ("probe-secret", "sink-secret", "a-token-secret"):
+        assert secret not in page
+        assert secret not in text
+
+
+def test_reload_adds_and_removes_probes_and_a_bad_one_changes_nothing(
+    daemon: Daemon, prometheus: Prometheus, mailstack: MailStack
+) -> None:
+    good = daemon.config.read_text()
+    secrets = daemon.config.parent
+    daemon.config.write_text(config_text(mailstack, secrets, ["submission", "refused", "added"]))
+    status, message = daemon.get("/-/reload", method="POST")
+    assert (status, message.strip()) == (200, "reloaded: 3 probe(s)")
+    prometheus.wait_for(
+        "smtp_probe_success", lambda r: set(r) == {"submission", "refused", "added"}, timeout=20
+    )
+    prometheus.wait_for("smtp_probe_runs_total", lambda r: r.get("added", 0) >= 1, timeout=20)
+
+    daemon.config.write_text(good.replace("interval: 2s", "interval: soon"))
+    status, message = daemon.get("/-/reload", method="POST")
+    assert status == 500
+    assert "defaults.interval" in message
+    prometheus.wait_for("smtp_probe_config_last_reload_successful", lambda r: r == {"": 0.0})
+    before = prometheus.query("smtp_probe_runs_total")["added"]
+    prometheus.wait_for(
+        "smtp_probe_runs_total", lambda r: r.get("added", 0) >= before + 2, timeout=20
+    )
+
+    daemon.config.write_text(good)
+    daemon.proc.send_signal(signal.SIGHUP)
+    prometheus.wait_for("smtp_probe_success", lambda r: set(r) == {"submission", "mx", "refused"})
+    prometheus.wait_for("smtp_probe_config_last_reload_successful", lambda r: r == {"": 1.0})
+
+
+def test_sigterm_stops_cleanly_and_leaves_no_probe_message(
+    daemon: Daemon, mailstack: MailStack
+) -> None:
+    time.sleep(1.0)  # let some runs be in flight
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(40) == 0, daemon.log.read_text()[-3000:]
+    assert probe_messages(mailstack) == []
+    log = daemon.log.read_text()
+    assert "daemon stopped" in log
+    assert "Traceback" not in log
+    for secret in ("probe-secret", "sink-secret", "a-token-secret"):
+        assert secret not in log
