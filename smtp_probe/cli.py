@@ -79,9 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"file holding the SMTP password (or set {SMTP_PASSWORD_ENV})",
     )
-    smtp.add_argument(
-        "--from", dest="mail_from", metavar="ADDR", help="envelope sender"
-    )
+    smtp.add_argument("--from", dest="mail_from", metavar="ADDR", help="envelope sender")
     smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="recipient")
     smtp.add_argument(
         "--helo", metavar="NAME", help="name to greet with (default: this host's name)"
@@ -219,9 +217,7 @@ def _run(args: argparse.Namespace) -> int:
     listen = _listen(args.listen) if args.listen else None
     config = load_config(args.config)
     try:
-        return asyncio.run(
-            serve(config, load=lambda: load_config(args.config), listen=listen)
-        )
+        return asyncio.run(serve(config, load=lambda: load_config(args.config), listen=listen))
     except OSError as exc:
         print(f"smtp-probe run: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.UNKNOWN

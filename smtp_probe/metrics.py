@@ -10,6 +10,7 @@ addresses, error text or tokens.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Final
 
@@ -39,9 +40,7 @@ class Metrics:
             "probes), else 0" + _LAST,
             ["probe"], registry=r,
         )  # fmt: skip
-        self.runs = Counter(
-            "smtp_probe_runs", "Scheduled runs finished", ["probe"], registry=r
-        )
+        self.runs = Counter("smtp_probe_runs", "Scheduled runs finished", ["probe"], registry=r)
         self.failures = Counter(
             "smtp_probe_failures",
             "Scheduled runs that failed, by the stage they stopped at",
@@ -193,7 +192,5 @@ class Metrics:
 
 
 def _forget(metric: Gauge | Counter | Histogram, *labels: str) -> None:
-    try:
+    with contextlib.suppress(KeyError):
         metric.remove(*labels)
-    except KeyError:
-        pass

@@ -49,7 +49,7 @@ class HttpServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.host or None, self.settings.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - the only way to learn an ephemeral port
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         port = sockets[0].getsockname()[1] if sockets else self.settings.port
         self.bound = ServerSettings(self.settings.host, port)
@@ -132,10 +132,12 @@ def _render_status(states: list[ProbeState], daemon: Daemon) -> str:
             reply = f" [{last.smtp.reply_code}]" if last.smtp.reply_code else ""
             stage += html.escape(reply) if last.stage else ""
             delivery = (
-                f"{last.delivery_seconds * 1000:.1f} ms" if last.delivery_seconds is not None else ""
+                f"{last.delivery_seconds * 1000:.1f} ms"
+                if last.delivery_seconds is not None
+                else ""
             )
             ran = _ago(now - last.started_at.timestamp())
-            lines = "\n".join(last.transcript.render() + [verdict(last)])
+            lines = "\n".join([*last.transcript.render(), verdict(last)])
             details.append(
                 f"<details><summary>{name}: last transcript</summary>"
                 f"<pre>{html.escape(lines)}</pre></details>"
