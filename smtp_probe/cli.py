@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from smtp_probe import __version__, log
-from smtp_probe.config import ConfigError, ServerSettings, load_config
+from smtp_probe.config import ConfigError, ServerSettings, load_config, parse_listen
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
@@ -238,8 +238,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _listen(text: str) -> ServerSettings:
-    host, port = _host_port(text if ":" in text else f":{text}", "--listen", 10587)
-    return ServerSettings(host, port)
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise UsageError(f"--listen: {exc}") from None
 
 
 def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ProbeSpec:

@@ -33,6 +33,10 @@ the interval and an inherited jitter at half of it, so a probe that only
 sets ``interval: 30s`` is valid. Values written in the probe itself are
 checked instead: a timeout longer than the interval (runs would overlap) or
 a jitter not shorter than it is an error.
+
+YAML details: a key written twice in one mapping is an error (PyYAML would
+silently keep the last); merge keys (``<<: *anchor``) work and may be
+overridden; a section left empty (every entry commented out) reads as empty.
 """
 
 from __future__ import annotations
@@ -111,6 +115,8 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ZERO_DURATION: Final = re.compile(r"\s*0+(?:\.0+)?\s*(?:ms|s|m|h)\s*")
 _MIN_POLL_INTERVAL: Final = 0.01  # Mailbox.poll_min: the poll delay starts there and doubles
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+# A sanity bound: far beyond any useful probe setting, well inside what timers accept.
+_MAX_DURATION: Final = 31 * 24 * 3600.0
 _MAX_NAMES_LISTED: Final = 10
 
 _T = TypeVar("_T")
@@ -211,9 +217,8 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ConfigError(
-            [f"{path}: not UTF-8 text (bad byte at offset {exc.start})"], path
-        ) from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([f"{path}:{line}: not UTF-8 text"], path) from None
     return parse_config(text, source=path, environ=environ)
 
 
@@ -280,6 +285,13 @@ class _Reported(Exception):
     """A value was bad and its error is already recorded; the reader moves on."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Unreadable:
+    """A scalar PyYAML cannot construct, and why."""
+
+    reason: str
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class _Problem:
     line: int
@@ -330,6 +342,11 @@ class _Fields:
     def error(self, key: str, message: str) -> None:
         """Record a problem with ``key`` (at its value, or at the mapping if it is absent)."""
         self.reader.error(self.at(key), self.path(key), message)
+        self.ok = False
+
+    def error_here(self, message: str) -> None:
+        """Record a problem with the mapping as a whole."""
+        self.reader.error(self.node, self.where, message)
         self.ok = False
 
 
@@ -401,12 +418,15 @@ class _Reader:
         )
 
     def _compose(self, text: str) -> Node | None:
-        loader = yaml.SafeLoader(text)
+        """Parse ``text`` into a node tree; any YAML error is one located ConfigError."""
+        loader: yaml.SafeLoader | None = None
         try:
+            loader = yaml.SafeLoader(text)
             return loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             # Only problem and context: str(exc) would quote the offending
             # line, and that line may hold a password.
+            # PyYAML's order: "while parsing X started at L:C: expected Y".
             message = exc.problem or "invalid YAML"
             if exc.context:
                 where = exc.context_mark
@@ -415,14 +435,24 @@ class _Reader:
                     if where is not None and where != exc.problem_mark
                     else ""
                 )
-                message = f"{message} ({exc.context}{started})"
+                message = f"{exc.context}{started}: {message}"
             raise self._whole_file_error(
                 f"invalid YAML: {message}", exc.problem_mark or exc.context_mark
             ) from None
+        except yaml.reader.ReaderError as exc:  # a control character in the text
+            line = text.count("\n", 0, exc.position)
+            column = exc.position - (text.rfind("\n", 0, exc.position) + 1)
+            mark = yaml.Mark(exc.name, exc.position, line, column, None, 0)
+            raise self._whole_file_error(
+                f"invalid YAML: character #x{exc.character:04x} is not allowed", mark
+            ) from None
         except yaml.YAMLError as exc:
-            raise self._whole_file_error(f"invalid YAML: {exc}") from None
+            raise self._whole_file_error(f"invalid YAML: {type(exc).__name__}") from None
+        except RecursionError:
+            raise self._whole_file_error("invalid YAML: nested too deeply") from None
         finally:
-            loader.dispose()
+            if loader is not None:
+                loader.dispose()
 
     def _defaults(self, top: _Fields) -> _Defaults:
         defaults = _Defaults()
@@ -452,14 +482,19 @@ class _Reader:
 
     def _named(
         self, top: _Fields, section: str, build: Callable[[Node, str], _T]
-    ) -> dict[str, tuple[Node, _T | None]]:
-        """Read a section of named definitions; a bad definition maps to ``None``."""
+    ) -> dict[str, tuple[Node, _T | None]] | None:
+        """Read a section of named definitions: name -> (node, value or ``None`` if bad).
+
+        ``None`` when the section itself is malformed: references into it
+        can't be checked then, and reporting each as unknown would only bury
+        the one real error.
+        """
         named: dict[str, tuple[Node, _T | None]] = {}
         if not top.has(section):
             return named
         fields = self.fields(top.at(section), section, None, null_is_empty=True)
         if fields is None:
-            return named
+            return None
         for name, node in fields.nodes.items():
             try:
                 named[name] = (node, build(node, fields.path(name)))
@@ -541,8 +576,7 @@ class _Reader:
         if fields.has("password") and fields.has("password_file"):
             fields.error("password_file", "give either password or password_file, not both")
         if username_required and not has_password:
-            fields.reader.error(fields.node, fields.where, "needs password or password_file")
-            fields.ok = False
+            fields.error_here("needs password or password_file")
         elif not username_required and has_password and not fields.has("username"):
             key = "password" if fields.has("password") else "password_file"
             fields.error(key, "a password needs a username")
@@ -556,8 +590,8 @@ class _Reader:
         self,
         top: _Fields,
         defaults: _Defaults,
-        servers: dict[str, tuple[Node, SmtpServer | None]],
-        mailboxes: dict[str, tuple[Node, Mailbox | None]],
+        servers: dict[str, tuple[Node, SmtpServer | None]] | None,
+        mailboxes: dict[str, tuple[Node, Mailbox | None]] | None,
     ) -> list[ScheduledProbe]:
         if not top.has("probes"):
             return []
@@ -589,8 +623,8 @@ class _Reader:
         node: Node,
         where: str,
         defaults: _Defaults,
-        servers: dict[str, tuple[Node, SmtpServer | None]],
-        mailboxes: dict[str, tuple[Node, Mailbox | None]],
+        servers: dict[str, tuple[Node, SmtpServer | None]] | None,
+        mailboxes: dict[str, tuple[Node, Mailbox | None]] | None,
         names: dict[str, str],
     ) -> tuple[ScheduledProbe | None, str | None]:
         fields = self.fields(node, where, _PROBE_KEYS, required=("name", "smtp", "from", "to"))
@@ -656,12 +690,12 @@ class _Reader:
         fields: _Fields,
         key: str,
         name: str | None,
-        defined: Mapping[str, tuple[Node, _T | None]],
+        defined: Mapping[str, tuple[Node, _T | None]] | None,
         what: str,
         section: str,
     ) -> _T | None:
         """Resolve a probe's reference to a named definition; ``None`` if absent or bad."""
-        if name is None:
+        if name is None or defined is None:
             return None
         if name not in defined:
             known = sorted(defined)
@@ -682,14 +716,14 @@ class _Reader:
     def _check_shared_mailboxes(
         self,
         used: list[tuple[str, Mailbox]],
-        mailboxes: dict[str, tuple[Node, Mailbox | None]],
+        mailboxes: dict[str, tuple[Node, Mailbox | None]] | None,
     ) -> None:
         """Two definitions of one mailbox must agree: probes using it share one watcher."""
         first: dict[tuple[str, int, str, str], tuple[str, Mailbox]] = {}
         reported: set[str] = set()
         for name, mailbox in used:
             other_name, other = first.setdefault(mailbox.key, (name, mailbox))
-            if other_name == name or other == mailbox or name in reported:
+            if other_name == name or other == mailbox or name in reported or mailboxes is None:
                 continue
             reported.add(name)
             self.error(
@@ -821,16 +855,20 @@ class _Reader:
     def value(self, node: ScalarNode, where: str) -> object:
         """The Python value of a scalar, as ``yaml.safe_load`` would give it."""
         value = self._construct(node)
-        if isinstance(value, yaml.MarkedYAMLError):
-            raise self.fail(node, where, value.problem or "cannot read this value")
+        if isinstance(value, _Unreadable):
+            raise self.fail(node, where, value.reason)
         return value
 
     def _construct(self, node: ScalarNode) -> object:
-        """The value of a scalar, or the error constructing it (an unknown ``!tag``)."""
+        """The value of a scalar, or why it has none (an unknown or mismatched ``!tag``)."""
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.MarkedYAMLError as exc:
-            return exc
+            self.loader.recursive_objects.clear()
+            return _Unreadable(exc.problem or f"cannot read this value as {node.tag}")
+        except Exception:  # noqa: BLE001 - PyYAML's constructors raise anything on "!!int x"
+            self.loader.recursive_objects.clear()
+            return _Unreadable(f"cannot read this value as {node.tag}")
 
     def _is_null(self, node: ScalarNode) -> bool:
         return self._construct(node) is None
@@ -842,7 +880,7 @@ class _Reader:
         if isinstance(node, SequenceNode):
             return "a list"
         value = self._construct(node) if isinstance(node, ScalarNode) else None
-        if isinstance(value, yaml.MarkedYAMLError):
+        if isinstance(value, _Unreadable):
             return f"a value tagged {node.tag}"
         kinds: list[tuple[type, str]] = [
             (bool, "a boolean"),
@@ -923,9 +961,16 @@ class _Reader:
                 if allow_zero and _ZERO_DURATION.fullmatch(value):
                     return 0.0
                 try:
-                    return parse_duration(value)
+                    seconds = parse_duration(value)
                 except ValueError as exc:
                     raise self.fail(node, where, str(exc)) from None
+                if seconds > _MAX_DURATION:
+                    raise self.fail(
+                        node,
+                        where,
+                        f"invalid duration {value!r}: at most {_MAX_DURATION / 3600:g}h (31 days)",
+                    )
+                return seconds
         raise self.fail(node, where, f"expected a duration like 30s, got {self.kind(node)}")
 
     def tls_mode(self, node: Node, where: str) -> TlsMode:
@@ -1000,8 +1045,16 @@ class _Reader:
 
     def path(self, node: Node, where: str) -> Path:
         """A file path; relative paths are relative to the config file's directory."""
-        path = Path(self.string(node, where)).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path).absolute()
+        text = self.string(node, where)
+        if "\0" in text:
+            raise self.fail(node, where, "a path cannot contain a NUL character")
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError as exc:  # "~" with no home directory to expand it to
+            raise self.fail(node, where, str(exc)) from None
+        # normpath, not resolve(): keep symlinks (a Kubernetes secret volume
+        # swaps one on rotation) but show "a/../b" as "b" in errors.
+        return Path(os.path.normpath((self.base_dir / path).absolute()))
 
     def ca_file(self, node: Node, where: str) -> Path:
         """A readable PEM file of CA certificates."""
@@ -1016,7 +1069,7 @@ class _Reader:
         value = self.typed(node, where, str, "a string")
         expanded = self._expand(value, node, where)
         if not expanded:
-            raise self.fail(node, where, "is empty")
+            raise self.fail(node, where, "must not be empty")
         return Secret(expanded)
 
     def password_file(self, node: Node, where: str) -> Secret:

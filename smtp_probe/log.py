@@ -48,7 +48,8 @@ def setup(level: str = "info", *, stream: TextIO | None = None, json: bool | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("imapclient", "aiosmtplib", "aiohttp.access"):
+    # Protocol chatter of the libraries (and of the demo sandbox's servers).
+    for noisy in ("imapclient", "aiosmtplib", "aiohttp.access", "mail.log", "pymap"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
     structlog.configure(

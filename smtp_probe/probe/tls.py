@@ -51,8 +51,8 @@ def ca_file_problem(path: Path) -> str | None:
         ssl.create_default_context(cafile=str(path))
     except FileNotFoundError:
         return f"CA file {path} does not exist"
+    except ssl.SSLError:  # a subclass of OSError: test it first
+        return f"CA file {path} holds no PEM certificate"
     except OSError as exc:
         return f"CA file {path} cannot be read: {exc.strerror or exc}"
-    except ssl.SSLError:
-        return f"CA file {path} holds no PEM certificate"
     return None

@@ -1,0 +1,1002 @@
+"""The YAML config: strict, every error at once with its location, secrets never shown.
+
+Each file under ``configs/bad/`` holds one mistake and is mapped below to the
+exact error line(s) it must produce, as blackbox_exporter's config tests do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import FrozenInstanceError, replace
+from pathlib import Path
+
+import pytest
+import trustme
+
+from smtp_probe.config import (
+    Config,
+    ConfigError,
+    ScheduledProbe,
+    ServerSettings,
+    load_config,
+    parse_config,
+    parse_listen,
+)
+from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.probe.tls import ca_file_problem
+from smtp_probe.secret import Secret
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = Path(__file__).resolve().parent / "configs"
+BAD = CONFIGS / "bad"
+# Fake passwords, here to be looked for in everything the loader shows.
+SMTP_PASSWORD = "hunter2-smtp-env"  # noqa: S105
+IMAP_PASSWORD = "hunter2-imap-env"  # noqa: S105
+ENVIRON = {"SMTP_PASSWORD": SMTP_PASSWORD, "IMAP_PASSWORD": IMAP_PASSWORD}
+SECRETS = (
+    SMTP_PASSWORD,
+    IMAP_PASSWORD,
+    "hunter2-from-file",
+    "0123456789abcdef0123456789abcdef",
+)
+
+_ALLOWED_TOP = "defaults, token_secret_file, smtp_servers, mailboxes, probes, server"
+_ALLOWED_SMTP = "host, port, tls, verify, ca_file, username, password, password_file, helo, timeout"
+_ALLOWED_PROBE = "name, smtp, mailbox, from, to, interval, timeout, jitter"
+
+# file stem -> the exact errors, in order. {file} is the config's path, {dir}
+# its directory, {secrets} the shared secrets directory, {not_pem} what
+# tls.ca_file_problem says about a file without certificates.
+BAD_CONFIGS: dict[str, list[str]] = {
+    "yaml_syntax": [
+        "{file}:9:7: invalid YAML: while parsing a flow mapping started at line 8, "
+        "column 10: expected ',' or '}}', but got ':'"
+    ],
+    "empty": ["{file}: the file is empty; it needs at least a 'probes' list"],
+    "not_a_mapping": [f"{{file}}:2:1: expected a mapping of sections ({_ALLOWED_TOP}), got a list"],
+    "unknown_top_key": [
+        f"mailbox: unknown key (did you mean 'mailboxes'?); allowed keys: {_ALLOWED_TOP}"
+    ],
+    "unknown_server_key": [
+        f"smtp_servers.relay.hots: unknown key (did you mean 'host'?); allowed keys: {_ALLOWED_SMTP}",
+        "smtp_servers.relay.host: required key is missing",
+    ],
+    "missing_host": ["smtp_servers.relay.host: required key is missing"],
+    "port_not_a_number": ["smtp_servers.relay.port: expected a port number 1-65535, got a string"],
+    "port_out_of_range": ["mailboxes.inbox.port: port 99300 is outside 1-65535"],
+    "tls_unknown": [
+        "smtp_servers.relay.tls: 'startls' is not one of none, starttls, tls "
+        "(did you mean 'starttls'?)"
+    ],
+    "verify_string": ["smtp_servers.relay.verify: expected true or false, got a string"],
+    "ca_file_missing": ["smtp_servers.relay.ca_file: CA file {dir}/no-such-ca.pem does not exist"],
+    "ca_file_not_pem": ["mailboxes.inbox.ca_file: {not_pem}"],
+    "host_with_port": [
+        "smtp_servers.relay.host: 'smtp.example.com:587': put the port in 'port', not in the host"
+    ],
+    "password_and_password_file": [
+        "smtp_servers.relay.password_file: give either password or password_file, not both"
+    ],
+    "password_without_username": ["smtp_servers.relay.password: a password needs a username"],
+    "username_without_password": [
+        "smtp_servers.relay.username: a username needs password or password_file"
+    ],
+    "password_env_missing": [
+        "mailboxes.inbox.password: environment variable IMAP_PASWORD is not set"
+    ],
+    "password_env_bad_reference": [
+        "mailboxes.inbox.password: unterminated '${{' (write '$${{' for a literal '${{')"
+    ],
+    "password_file_missing": [
+        "smtp_servers.relay.password_file: cannot read {secrets}/no-such-file: "
+        "No such file or directory"
+    ],
+    "password_file_empty": ["mailboxes.inbox.password_file: {secrets}/empty is empty"],
+    "mailbox_missing_username": ["mailboxes.inbox.username: required key is missing"],
+    "mailbox_missing_password": ["mailboxes.inbox: needs password or password_file"],
+    "junk_folders_not_a_list": [
+        "mailboxes.inbox.junk_folders: expected a list of strings, got a string"
+    ],
+    "poll_interval_too_short": ["mailboxes.inbox.poll_interval: must be at least 10ms"],
+    "idle_not_boolean": ["mailboxes.inbox.idle: expected true or false, got an integer"],
+    "duration_without_unit": [
+        "probes[1].interval: invalid duration '30': expected a number with a unit, "
+        "like 500ms, 30s, 5m or 1h"
+    ],
+    "duration_zero": [
+        "probes[0].timeout: invalid duration '0s': must be greater than zero and finite"
+    ],
+    "defaults_unknown_key": [
+        "defaults.intreval: unknown key (did you mean 'interval'?); "
+        "allowed keys: interval, timeout, jitter"
+    ],
+    "defaults_jitter_not_shorter": ["defaults.jitter: 10s is not shorter than the interval 10s"],
+    "section_wrong_type": ["smtp_servers: expected a mapping, got a list"],
+    "duplicate_key": ["probes[0].from: duplicate key"],
+    "probes_missing": ["probes: required key is missing"],
+    "probes_not_a_list": ["probes: expected a list of probes, got a mapping"],
+    "probes_empty": ["probes: no probes are configured; add at least one"],
+    "probe_not_a_mapping": ["probes[1]: expected a mapping, got a string"],
+    "probe_missing_to": ["probes[0].to: required key is missing"],
+    "probe_unknown_key": [
+        "probes[0].intervall: unknown key (did you mean 'interval'?); "
+        f"allowed keys: {_ALLOWED_PROBE}"
+    ],
+    "probe_bad_name": [
+        "probes[0].name: invalid probe name 'relay to inbox': use 1-64 letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit"
+    ],
+    "probe_duplicate_name": [
+        "probes[1].name: duplicate probe name 'relay-to-inbox' (also probes[0])"
+    ],
+    "probe_bad_address": [
+        "probes[0].to: '<probe@example.net>' is not a mail address like probe@example.com"
+    ],
+    "probe_unknown_server": ["probes[0].smtp: unknown server 'relya'; did you mean 'relay'?"],
+    "probe_unknown_mailbox": ["probes[0].mailbox: unknown mailbox 'outbox' (defined: inbox)"],
+    "probe_timeout_longer_than_interval": [
+        "probes[0].timeout: 120s is longer than the interval 60s; runs would overlap"
+    ],
+    "probe_jitter_not_shorter": ["probes[0].jitter: 30s is not shorter than the interval 30s"],
+    "shared_mailbox_conflict": [
+        "mailboxes.inbox-again: watches the same mailbox as mailboxes.inbox "
+        "(probe@example.net in INBOX at imap.example.net:993) with different settings; "
+        "probes watching one mailbox share one connection, so define it once"
+    ],
+    "token_secret_short": [
+        "token_secret_file: {secrets}/short-token holds 9 bytes; at least 16 are needed "
+        "(make one with: openssl rand -hex 32)"
+    ],
+    "token_secret_missing": [
+        "token_secret_file: cannot read {secrets}/no-such-token: No such file or directory"
+    ],
+    "listen_bad": ["server.listen: invalid port 'http' in 'localhost:http': expected 1-65535"],
+    "server_unknown_key": ["server.port: unknown key; allowed keys: listen"],
+}
+
+# A valid base document, for tests that vary one thing.
+BASE = """\
+smtp_servers:
+  relay:
+    host: smtp.example.com
+    username: probe@example.com
+    password: ${SMTP_PASSWORD}
+mailboxes:
+  inbox:
+    host: imap.example.net
+    username: probe@example.net
+    password: ${IMAP_PASSWORD}
+probes:
+  - name: relay-to-inbox
+    smtp: relay
+    mailbox: inbox
+    from: probe@example.com
+    to: probe@example.net
+"""
+
+
+def _errors(
+    text: str, environ: dict[str, str] | None = None, source: Path | None = None
+) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source=source, environ=ENVIRON if environ is None else environ)
+    return list(caught.value.errors)
+
+
+# ------------------------------------------------------------ bad configs
+
+
+def test_every_bad_config_file_has_an_expected_error_and_every_entry_a_file() -> None:
+    assert sorted(p.stem for p in BAD.glob("*.yml")) == sorted(BAD_CONFIGS)
+
+
+@pytest.mark.parametrize("stem", sorted(BAD_CONFIGS))
+def test_bad_config_reports_exactly_its_errors(stem: str) -> None:
+    path = BAD / f"{stem}.yml"
+    placeholders = {
+        "file": str(path),
+        "dir": str(BAD),
+        "secrets": str(CONFIGS / "secrets"),
+        "not_pem": ca_file_problem(BAD / "ca_file_not_pem.yml"),
+    }
+    expected = [line.format(**placeholders) for line in BAD_CONFIGS[stem]]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENVIRON)
+    assert list(caught.value.errors) == expected
+    assert caught.value.source == path
+
+
+def test_a_file_that_is_not_a_ca_bundle_is_refused_as_a_ca_file() -> None:
+    """The ca_file_not_pem case really is a CA problem, whatever words tls.py uses for it."""
+    problem = ca_file_problem(BAD / "ca_file_not_pem.yml")
+    assert problem is not None
+    assert problem.startswith(f"CA file {BAD / 'ca_file_not_pem.yml'}")
+
+
+def test_bad_configs_never_show_a_secret() -> None:
+    for path in sorted(BAD.glob("*.yml")):
+        with pytest.raises(ConfigError) as caught:
+            load_config(path, environ=ENVIRON)
+        shown = str(caught.value) + repr(caught.value) + "".join(caught.value.errors)
+        for secret in SECRETS:
+            assert secret not in shown, path.name
+
+
+# ------------------------------------------------------- all errors at once
+
+
+def test_all_errors_are_reported_at_once_in_document_order() -> None:
+    """Probes come before the servers here: order follows the file, not the validation."""
+    text = """\
+probes:
+  - name: a
+    smtp: relya
+    from: probe@example.com
+    to: not-an-address
+    interval: "30"
+  - name: a
+    smtp: relay
+    from: probe@example.com
+    to: probe@example.net
+    timeout: 2m
+smtp_servers:
+  relay:
+    host: smtp.example.com
+    port: abc
+    tls: startls
+    verify: "yes"
+defaults:
+  jitter: 5
+server:
+  listen: ":0"
+"""
+    assert _errors(text) == [
+        "probes[0].smtp: unknown server 'relya'; did you mean 'relay'?",
+        "probes[0].to: 'not-an-address' is not a mail address like probe@example.com",
+        "probes[0].interval: invalid duration '30': expected a number with a unit, "
+        "like 500ms, 30s, 5m or 1h",
+        "probes[1].name: duplicate probe name 'a' (also probes[0])",
+        "probes[1].timeout: 120s is longer than the interval 60s; runs would overlap",
+        "smtp_servers.relay.port: expected a port number 1-65535, got a string",
+        "smtp_servers.relay.tls: 'startls' is not one of none, starttls, tls "
+        "(did you mean 'starttls'?)",
+        "smtp_servers.relay.verify: expected true or false, got a string",
+        "defaults.jitter: invalid duration '5': expected a number with a unit, "
+        "like 500ms, 30s, 5m or 1h",
+        "server.listen: invalid port '0' in ':0': expected 1-65535",
+    ]
+
+
+def test_errors_within_one_flow_mapping_follow_column_order() -> None:
+    text = BASE.replace(
+        "  relay:\n    host: smtp.example.com\n",
+        "  relay: {verify: 1, host: '', tls: x, port: 0,\n"
+        "          username: probe@example.com, password: p}\n"
+        "  other:\n    host: smtp.example.com\n",
+    ).replace("    username: probe@example.com\n    password: ${SMTP_PASSWORD}\n", "", 1)
+    assert [error.partition(":")[0] for error in _errors(text)] == [
+        "smtp_servers.relay.verify",
+        "smtp_servers.relay.host",
+        "smtp_servers.relay.tls",
+        "smtp_servers.relay.port",
+    ]
+
+
+def test_config_error_str_is_one_readable_report_headed_by_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "probe.yml"
+    path.write_text(BASE.replace("relay-to-inbox", "bad name").replace("smtp: relay", "smtp: x"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENVIRON)
+    assert str(caught.value) == (
+        f"{path}: 2 errors:\n"
+        "  - probes[0].name: invalid probe name 'bad name': use 1-64 letters, digits, "
+        "'.', '_' or '-', starting with a letter or digit\n"
+        "  - probes[0].smtp: unknown server 'x' (defined: relay)"
+    )
+
+
+def test_config_error_str_says_one_error_in_the_singular() -> None:
+    assert str(ConfigError(["probes: required key is missing"])) == (
+        "<config>: 1 error:\n  - probes: required key is missing"
+    )
+
+
+def test_a_missing_config_file_is_one_config_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == (f"{path}: cannot read: No such file or directory",)
+
+
+def test_a_directory_as_config_file_is_one_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert caught.value.errors == (f"{tmp_path}: cannot read: Is a directory",)
+
+
+def test_a_config_file_that_is_not_utf8_is_one_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    path.write_bytes(b"probes: []\n# caf\xe9\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert caught.value.errors == (f"{path}:2: not UTF-8 text",)
+
+
+def test_yaml_syntax_error_without_a_file_is_located_in_config() -> None:
+    assert _errors("probes:\n  - name: a\n\tsmtp: b\n") == [
+        "<config>:3:1: invalid YAML: while scanning for the next token: "
+        "found character '\\t' that cannot start any token"
+    ]
+
+
+def test_a_yaml_syntax_error_does_not_quote_the_line_it_is_on() -> None:
+    """PyYAML's own message quotes the offending line, which may hold a password."""
+    text = 'mailboxes:\n  inbox: {password: "hunter2-typed-in, username: x\n'
+    (error,) = _errors(text)
+    assert "hunter2" not in error
+    assert error == (
+        "<config>:3:1: invalid YAML: while scanning a quoted scalar started at line 2, "
+        "column 21: found unexpected end of stream"
+    )
+
+
+def test_more_than_one_yaml_document_is_an_error() -> None:
+    (error,) = _errors(BASE + "---\n" + BASE)
+    assert error == (
+        "<config>:17:1: invalid YAML: expected a single document in the stream "
+        "started at line 1, column 1: but found another document"
+    )
+
+
+def test_a_control_character_is_a_located_yaml_error() -> None:
+    assert _errors("probes:\n  - a\x00b\n") == [
+        "<config>:2:6: invalid YAML: character #x0000 is not allowed"
+    ]
+
+
+def test_a_document_nested_too_deeply_is_an_error_not_a_crash() -> None:
+    assert _errors("probes: " + "[" * 5000 + "]" * 5000) == [
+        "<config>: invalid YAML: nested too deeply"
+    ]
+
+
+def test_an_explicit_tag_that_does_not_fit_its_value_is_an_error() -> None:
+    assert _errors(BASE + "    interval: !!int x\n") == [
+        "probes[0].interval: cannot read this value as tag:yaml.org,2002:int"
+    ]
+
+
+def test_unknown_yaml_tag_is_an_error_at_its_value() -> None:
+    assert _errors(BASE.replace("password: ${SMTP_PASSWORD}", "password: !env SMTP")) == [
+        "smtp_servers.relay.password: could not determine a constructor for the tag '!env'"
+    ]
+
+
+def test_a_key_that_is_not_a_string_is_an_error() -> None:
+    assert _errors(BASE.replace("smtp_servers:\n", "smtp_servers:\n  25: {host: x}\n")) == [
+        "smtp_servers: keys must be non-empty strings, got an integer"
+    ]
+
+
+def test_a_reference_into_a_malformed_section_is_not_reported_again() -> None:
+    """The one real error (mailboxes is not a mapping) is not buried under unknown references."""
+    text = BASE.replace("mailboxes:\n  inbox:\n", "mailboxes:\n- inbox:\n")
+    assert _errors(text) == ["mailboxes: expected a mapping, got a list"]
+
+
+def test_a_reference_to_a_definition_with_errors_reports_only_the_definition() -> None:
+    assert _errors(BASE.replace("host: smtp.example.com", "host: ''")) == [
+        "smtp_servers.relay.host: must not be empty"
+    ]
+
+
+def test_unknown_reference_without_close_match_lists_the_defined_names() -> None:
+    assert _errors(BASE.replace("smtp: relay", "smtp: zzz")) == [
+        "probes[0].smtp: unknown server 'zzz' (defined: relay)"
+    ]
+
+
+def test_unknown_reference_when_the_section_is_absent_says_so() -> None:
+    text = BASE.replace("mailboxes:\n  inbox:\n", "unused:\n  inbox:\n")
+    assert (
+        _errors(text)[-1] == "probes[0].mailbox: unknown mailbox 'inbox' (mailboxes defines none)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("true", "expected a duration like 30s, got a boolean"),
+        ("[30s]", "expected a duration like 30s, got a list"),
+        ("''", "invalid duration '': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
+        (
+            "30 sec",
+            "invalid duration '30 sec': expected a number with a unit, like 500ms, 30s, 5m or 1h",
+        ),
+        ("-5s", "invalid duration '-5s': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
+        ("1.5", "invalid duration '1.5': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
+        ("0ms", "invalid duration '0ms': must be greater than zero and finite"),
+        ("745h", "invalid duration '745h': at most 744h (31 days)"),
+    ],
+)
+def test_bad_interval_values(value: str, message: str) -> None:
+    assert _errors(BASE + f"    interval: {value}\n") == [f"probes[0].interval: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0", "port 0 is outside 1-65535"),
+        ("65536", "port 65536 is outside 1-65535"),
+        ("true", "expected a port number 1-65535, got a boolean"),
+        ("'587'", "expected a port number 1-65535, got a string"),
+        ("587.0", "expected a port number 1-65535, got a number"),
+    ],
+)
+def test_bad_port_values(value: str, message: str) -> None:
+    text = BASE.replace("host: smtp.example.com", f"host: smtp.example.com\n    port: {value}")
+    assert _errors(text) == [f"smtp_servers.relay.port: {message}"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["probe", "@example.net", "probe@", "a@b@example.net", "probe @example.net", "'a\\r\\n@b'"],
+)
+def test_addresses_must_be_bare_local_at_domain(address: str) -> None:
+    text = BASE.replace("to: probe@example.net", f'to: "{address}"')
+    (error,) = _errors(text)
+    assert error.startswith("probes[0].to: ")
+    assert error.endswith("is not a mail address like probe@example.com")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["-starts-with-dash", ".dot", "has space", "x" * 65, "a/b", "naïve", "trailing\\n"],
+)
+def test_probe_names_must_fit_a_label_and_a_subject(name: str) -> None:
+    (error,) = _errors(BASE.replace("name: relay-to-inbox", f'name: "{name}"'))
+    assert error.startswith("probes[0].name: invalid probe name ")
+
+
+@pytest.mark.parametrize("name", ["a", "A1", "relay_to.inbox-2", "9" * 64])
+def test_probe_names_that_are_allowed(name: str) -> None:
+    config = parse_config(BASE.replace("name: relay-to-inbox", f'name: "{name}"'), environ=ENVIRON)
+    assert config.probes[0].name == name
+
+
+def test_a_probe_name_that_yaml_reads_as_a_number_is_a_type_error() -> None:
+    assert _errors(BASE.replace("name: relay-to-inbox", "name: 2024")) == [
+        "probes[0].name: expected a string, got an integer"
+    ]
+
+
+# ----------------------------------------------------------- good config
+
+
+def _good_expected() -> Config:
+    smtp_password = Secret("hunter2-from-file")
+    imap_password = Secret(IMAP_PASSWORD)
+    relay = SmtpServer(
+        host="smtp.example.com",
+        port=587,
+        tls=TlsMode.STARTTLS,
+        username="probe@example.com",
+        password=smtp_password,
+        helo="probe.example.com",
+        timeout=20.0,
+    )
+    submissions = SmtpServer(
+        host="smtp.example.com",
+        port=465,
+        tls=TlsMode.TLS,
+        username="probe@example.com",
+        password=Secret(f"pre-{SMTP_PASSWORD}-${{literal}}"),
+    )
+    unverified = replace(submissions, tls_settings=TlsSettings(verify=False))
+    mx = SmtpServer(host="2001:db8::25", port=25, tls=TlsMode.NONE)
+    inbox = Mailbox(
+        host="imap.example.net", port=993, username="probe@example.net", password=imap_password
+    )
+    plain = Mailbox(
+        host="imap.example.net",
+        port=143,
+        username="probe@example.net",
+        password=imap_password,
+        tls=TlsMode.STARTTLS,
+        folder="Probes",
+        junk_folders=(),
+        idle=False,
+        poll_interval=0.25,
+        timeout=10.0,
+    )
+    from_, to = "probe@example.com", "probe@example.net"
+    return Config(
+        probes=(
+            ScheduledProbe(ProbeSpec("relay-to-inbox", relay, from_, to, inbox, 90.0), 120.0, 10.0),
+            ScheduledProbe(
+                ProbeSpec("implicit.tls_to-plain", submissions, from_, to, plain, 25.0), 30.0, 10.0
+            ),
+            ScheduledProbe(
+                ProbeSpec("unverified-to-inbox", unverified, from_, to, inbox, 10.0), 10.0, 5.0
+            ),
+            ScheduledProbe(
+                ProbeSpec("mx-submit-only", mx, from_, "postmaster@example.net", None, 300.0),
+                300.0,
+                0.0,
+            ),
+        ),
+        server=ServerSettings("::1", 9100),
+        token_secret=Secret("0123456789abcdef0123456789abcdef"),
+        source=CONFIGS / "good.yml",
+    )
+
+
+def test_good_config_becomes_exactly_the_expected_values() -> None:
+    assert load_config(CONFIGS / "good.yml", environ=ENVIRON) == _good_expected()
+
+
+def test_good_config_loads_the_same_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative secret paths are relative to the config file, not to where the daemon runs."""
+    monkeypatch.chdir(tmp_path)
+    assert load_config(CONFIGS / "good.yml", environ=ENVIRON) == _good_expected()
+
+
+def test_two_loads_of_one_file_are_equal_and_hash_alike() -> None:
+    first = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    second = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    assert first == second
+    assert hash(first) == hash(second)
+
+
+def test_a_changed_password_makes_the_configs_unequal() -> None:
+    first = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    second = load_config(CONFIGS / "good.yml", environ={**ENVIRON, "IMAP_PASSWORD": "rotated"})
+    assert first != second
+
+
+def test_config_is_frozen_all_the_way_down() -> None:
+    config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    assert isinstance(config.probes, tuple)
+    with pytest.raises(FrozenInstanceError):
+        config.probes[0].interval = 1.0  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        config.server = ServerSettings()  # type: ignore[misc]
+
+
+def test_probe_finds_a_probe_by_name() -> None:
+    config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    found = config.probe("mx-submit-only")
+    assert found is not None
+    assert found.spec.smtp.host == "2001:db8::25"
+    assert config.probe("no-such-probe") is None
+
+
+def test_mailboxes_lists_each_watched_mailbox_once_in_order_of_first_use() -> None:
+    config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    assert [m.folder for m in config.mailboxes] == ["INBOX", "Probes"]
+
+
+def test_identical_definitions_of_one_mailbox_are_one_mailbox() -> None:
+    text = BASE.replace(
+        "probes:\n",
+        "  inbox-again:\n    host: imap.example.net\n    username: probe@example.net\n"
+        "    password: ${IMAP_PASSWORD}\nprobes:\n",
+    ) + (
+        "  - name: second\n    smtp: relay\n    mailbox: inbox-again\n"
+        "    from: probe@example.com\n    to: probe@example.net\n"
+    )
+    config = parse_config(text, environ=ENVIRON)
+    assert len(config.probes) == 2
+    assert len(config.mailboxes) == 1
+
+
+def test_built_in_defaults_fit_the_probe() -> None:
+    """60s interval, 5s jitter, and the 120s default timeout capped at the interval."""
+    (probe,) = parse_config(BASE, environ=ENVIRON).probes
+    assert (probe.interval, probe.spec.timeout, probe.jitter) == (60.0, 60.0, 5.0)
+
+
+def test_inherited_timeout_and_jitter_are_capped_by_a_short_interval() -> None:
+    (probe,) = parse_config(BASE + "    interval: 4s\n", environ=ENVIRON).probes
+    assert (probe.interval, probe.spec.timeout, probe.jitter) == (4.0, 4.0, 2.0)
+
+
+def test_a_timeout_equal_to_the_interval_is_allowed() -> None:
+    (probe,) = parse_config(BASE + "    interval: 1m\n    timeout: 60s\n", environ=ENVIRON).probes
+    assert probe.spec.timeout == 60.0
+
+
+def test_defaults_apply_to_probes_without_their_own_values() -> None:
+    text = "defaults: {interval: 10m, timeout: 3m, jitter: 30s}\n" + BASE
+    (probe,) = parse_config(text, environ=ENVIRON).probes
+    assert (probe.interval, probe.spec.timeout, probe.jitter) == (600.0, 180.0, 30.0)
+
+
+def test_empty_sections_read_as_empty() -> None:
+    """A section whose entries are all commented out is empty, not a type error."""
+    text = """\
+defaults:
+mailboxes:
+#  inbox: ...
+server:
+smtp_servers:
+  relay: {host: smtp.example.com}
+probes:
+  - {name: submit-only, smtp: relay, from: probe@example.com, to: probe@example.net}
+"""
+    config = parse_config(text, environ={})
+    assert config.server == ServerSettings("", 10587)
+    assert config.mailboxes == ()
+    assert config.probes[0].interval == 60.0
+
+
+@pytest.mark.parametrize(
+    ("tls", "smtp_port", "imap_port"),
+    [("none", 25, 143), ("starttls", 587, 143), ("tls", 465, 993)],
+)
+def test_ports_default_by_tls_mode(tls: str, smtp_port: int, imap_port: int) -> None:
+    text = BASE.replace("host: smtp.example.com", f"host: smtp.example.com\n    tls: {tls}")
+    text = text.replace("host: imap.example.net", f"host: imap.example.net\n    tls: {tls}")
+    spec = parse_config(text, environ=ENVIRON).probes[0].spec
+    assert spec.mailbox is not None
+    assert (spec.smtp.port, spec.mailbox.port) == (smtp_port, imap_port)
+
+
+def test_absent_junk_folders_means_discover_and_empty_list_means_none() -> None:
+    discover = parse_config(BASE, environ=ENVIRON).mailboxes[0]
+    none = parse_config(
+        BASE.replace("host: imap.example.net", "host: imap.example.net\n    junk_folders: []"),
+        environ=ENVIRON,
+    ).mailboxes[0]
+    assert discover.junk_folders is None
+    assert none.junk_folders == ()
+
+
+def test_an_smtp_server_without_login_has_no_username_and_no_password() -> None:
+    text = BASE.replace("    username: probe@example.com\n    password: ${SMTP_PASSWORD}\n", "")
+    smtp = parse_config(text, environ=ENVIRON).probes[0].spec.smtp
+    assert (smtp.username, smtp.password) == (None, None)
+
+
+def test_verify_is_on_unless_switched_off() -> None:
+    smtp = parse_config(BASE, environ=ENVIRON).probes[0].spec.smtp
+    assert smtp.tls_settings == TlsSettings(verify=True, ca_file=None)
+
+
+def test_yaml_merge_keys_are_honoured_and_may_be_overridden() -> None:
+    text = BASE.replace(
+        "smtp_servers:\n  relay:\n    host: smtp.example.com\n",
+        "smtp_servers:\n"
+        "  base: &base {host: smtp.example.com, port: 2525, tls: none}\n"
+        "  relay:\n"
+        "    <<: *base\n"
+        "    port: 2526\n",
+    )
+    smtp = parse_config(text, environ=ENVIRON).probes[0].spec.smtp
+    assert (smtp.host, smtp.port, smtp.tls) == ("smtp.example.com", 2526, TlsMode.NONE)
+
+
+def test_a_key_written_twice_is_an_error_but_a_merged_key_may_be_overridden() -> None:
+    text = BASE.replace(
+        "smtp_servers:\n  relay:\n    host: smtp.example.com\n",
+        "smtp_servers:\n"
+        "  base: &base {host: smtp.example.com, port: 2525}\n"
+        "  relay:\n"
+        "    <<: *base\n"
+        "    port: 2526\n"
+        "    port: 2527\n",
+    )
+    assert _errors(text) == ["smtp_servers.relay.port: duplicate key"]
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_passwords_are_secrets_and_repr_of_config_shows_none_of_them() -> None:
+    config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    spec = config.probes[0].spec
+    assert isinstance(spec.smtp.password, Secret)
+    assert spec.mailbox is not None
+    assert spec.mailbox.password.reveal() == IMAP_PASSWORD
+    shown = repr(config) + str(config) + repr(config.mailboxes)
+    for secret in SECRETS:
+        assert secret not in shown
+    assert "<secret>" in shown
+
+
+def test_errors_never_show_a_secret_even_when_it_lands_in_the_wrong_place(
+    tmp_path: Path,
+) -> None:
+    """A mis-indented password, a password of the wrong type, bad references around secrets."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text("hunter2-in-a-file\n")
+    text = f"""\
+token_secret_file: {secret_file}
+smtp_servers:
+  relay:
+    host: smtp.example.com
+    username: probe@example.com
+    port: hunter2-as-port
+  password: hunter2-misindented
+mailboxes:
+  inbox:
+    host: imap.example.net
+    username: probe@example.net
+    password: 123456789
+    ca_file: {secret_file}
+  other:
+    host: imap.example.net
+    username: probe@example.net
+    password: "hunter2-${{UNSET}}-hunter2-${{bad name}}"
+  third:
+    host: imap.example.net
+    username: probe@example.net
+    password: [hunter2-in-a-list]
+    password_file: {secret_file}
+probes:
+  - name: x
+    smtp: relay
+    from: a@b
+    to: c@d
+    password: hunter2-in-a-probe
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, environ={})
+    shown = str(caught.value) + repr(caught.value) + "".join(caught.value.errors)
+    for secret in ("hunter2", "123456789"):
+        assert secret not in shown
+    assert len(caught.value.errors) == 10
+
+
+# ------------------------------------------------------ ${VAR} expansion
+
+
+@pytest.mark.parametrize(
+    ("written", "environ", "password"),
+    [
+        ("${A}", {"A": "alpha"}, "alpha"),
+        ("pre${A}post", {"A": "alpha"}, "prealphapost"),
+        ("${A}${B_2}", {"A": "alpha", "B_2": "beta"}, "alphabeta"),
+        ("$${A}", {}, "${A}"),
+        ("a$${b}c", {}, "a${b}c"),
+        ("cost$5", {}, "cost$5"),
+        ("$", {}, "$"),
+        ("{A}", {}, "{A}"),
+        ("${A}", {"A": "${B}"}, "${B}"),
+    ],
+)
+def test_password_expands_environment_variables(
+    written: str, environ: dict[str, str], password: str
+) -> None:
+    text = BASE.replace("password: ${IMAP_PASSWORD}", f'password: "{written}"')
+    mailbox = parse_config(text, environ={"SMTP_PASSWORD": "s", **environ}).mailboxes[0]
+    assert mailbox.password.reveal() == password
+
+
+def test_every_missing_variable_is_reported() -> None:
+    text = BASE.replace("${IMAP_PASSWORD}", '"${ONE}-${TWO}"')
+    assert _errors(text, environ={"SMTP_PASSWORD": "s"}) == [
+        "mailboxes.inbox.password: environment variable ONE is not set",
+        "mailboxes.inbox.password: environment variable TWO is not set",
+    ]
+
+
+def test_a_variable_set_to_empty_gives_an_empty_password_error() -> None:
+    assert _errors(BASE, environ={"SMTP_PASSWORD": "s", "IMAP_PASSWORD": ""}) == [
+        "mailboxes.inbox.password: must not be empty"
+    ]
+
+
+def test_a_reference_that_is_not_a_variable_name_is_an_error() -> None:
+    assert _errors(BASE.replace("${IMAP_PASSWORD}", '"${1X}"')) == [
+        "mailboxes.inbox.password: '${' must be followed by a variable name and '}' "
+        "(write '$${' for a literal '${')"
+    ]
+
+
+def test_expansion_applies_to_passwords_only() -> None:
+    text = BASE.replace("host: imap.example.net", 'host: imap.example.net\n    folder: "${X}"')
+    mailbox = parse_config(text, environ={**ENVIRON, "X": "expanded"}).mailboxes[0]
+    assert mailbox.folder == "${X}"
+
+
+def test_environ_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SMTP_PASSWORD", "from-os-environ")
+    monkeypatch.setenv("IMAP_PASSWORD", "imap")
+    config = parse_config(BASE)
+    password = config.probes[0].spec.smtp.password
+    assert password is not None
+    assert password.reveal() == "from-os-environ"
+
+
+# ------------------------------------------------------- files and paths
+
+
+def _with_smtp_password_file(path: str) -> str:
+    return BASE.replace("password: ${SMTP_PASSWORD}", f"password_file: {path}")
+
+
+@pytest.mark.parametrize(
+    ("content", "password"),
+    [
+        (b"secret\n", "secret"),
+        (b"secret\r\n", "secret"),
+        (b"secret", "secret"),
+        (b"secret\n\n", "secret\n"),
+        (b" spaced secret \n", " spaced secret "),
+    ],
+)
+def test_password_file_loses_exactly_one_trailing_newline(
+    tmp_path: Path, content: bytes, password: str
+) -> None:
+    (tmp_path / "pw").write_bytes(content)
+    config = parse_config(
+        _with_smtp_password_file("pw"), source=tmp_path / "c.yml", environ=ENVIRON
+    )
+    secret = config.probes[0].spec.smtp.password
+    assert secret is not None
+    assert secret.reveal() == password
+
+
+def test_a_password_file_holding_only_a_newline_is_empty(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"\n")
+    assert _errors(_with_smtp_password_file("pw"), source=tmp_path / "c.yml") == [
+        f"smtp_servers.relay.password_file: {tmp_path}/pw is empty"
+    ]
+
+
+def test_a_password_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_bytes(b"\xff\xfe")
+    assert _errors(_with_smtp_password_file("pw"), source=tmp_path / "c.yml") == [
+        f"smtp_servers.relay.password_file: {tmp_path}/pw is not UTF-8 text"
+    ]
+
+
+def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conf_dir = tmp_path / "etc"
+    (conf_dir / "secrets").mkdir(parents=True)
+    (conf_dir / "secrets" / "pw").write_text("from-etc\n")
+    (conf_dir / "token").write_text("t" * 16)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(conf_dir / "ca.pem"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secrets").mkdir()
+    (elsewhere / "secrets" / "pw").write_text("from-cwd\n")
+    monkeypatch.chdir(elsewhere)
+    config_path = conf_dir / "probe.yml"
+    config_path.write_text(
+        "token_secret_file: token\n"
+        + _with_smtp_password_file("secrets/pw").replace(
+            "host: smtp.example.com", "host: smtp.example.com\n    ca_file: ./ca.pem"
+        )
+    )
+    config = load_config(config_path, environ=ENVIRON)
+    smtp = config.probes[0].spec.smtp
+    assert smtp.password is not None
+    assert smtp.password.reveal() == "from-etc"
+    assert smtp.tls_settings.ca_file == conf_dir / "ca.pem"
+    assert config.token_secret == Secret("t" * 16)
+
+
+def test_absolute_and_home_relative_paths_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "pw").write_text("from-home\n")
+    config = parse_config(
+        _with_smtp_password_file("~/pw"), source=Path("/nonexistent/c.yml"), environ=ENVIRON
+    )
+    password = config.probes[0].spec.smtp.password
+    assert password is not None
+    assert password.reveal() == "from-home"
+
+
+def test_without_a_source_relative_paths_are_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pw").write_text("here\n")
+    password = (
+        parse_config(_with_smtp_password_file("pw"), environ=ENVIRON).probes[0].spec.smtp.password
+    )
+    assert password is not None
+    assert password.reveal() == "here"
+
+
+def test_a_good_ca_file_is_kept_with_verification_on(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    text = BASE.replace("host: imap.example.net", "host: imap.example.net\n    ca_file: ca.pem")
+    mailbox = parse_config(text, source=tmp_path / "c.yml", environ=ENVIRON).mailboxes[0]
+    assert mailbox.tls_settings == TlsSettings(verify=True, ca_file=tmp_path / "ca.pem")
+
+
+def test_token_secret_is_stripped_of_surrounding_whitespace(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(b"  \n" + b"k" * 16 + b"\n\n")
+    config = parse_config(
+        "token_secret_file: token\n" + BASE, source=tmp_path / "c.yml", environ=ENVIRON
+    )
+    assert config.token_secret == Secret("k" * 16)
+
+
+def test_token_secret_of_fifteen_bytes_is_too_short(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(b"k" * 15 + b"\n")
+    assert _errors("token_secret_file: token\n" + BASE, source=tmp_path / "c.yml") == [
+        f"token_secret_file: {tmp_path}/token holds 15 bytes; at least 16 are needed "
+        "(make one with: openssl rand -hex 32)"
+    ]
+
+
+def test_token_secret_must_be_text(tmp_path: Path) -> None:
+    (tmp_path / "token").write_bytes(bytes(range(128, 160)))
+    assert _errors("token_secret_file: token\n" + BASE, source=tmp_path / "c.yml") == [
+        f"token_secret_file: {tmp_path}/token is not UTF-8 text "
+        "(make one with: openssl rand -hex 32)"
+    ]
+
+
+def test_without_token_secret_file_there_is_no_token_secret() -> None:
+    assert parse_config(BASE, environ=ENVIRON).token_secret is None
+
+
+# ---------------------------------------------------------------- listen
+
+
+@pytest.mark.parametrize(
+    ("text", "settings"),
+    [
+        (":10587", ServerSettings("", 10587)),
+        ("9100", ServerSettings("", 9100)),
+        ("127.0.0.1:9100", ServerSettings("127.0.0.1", 9100)),
+        ("localhost", ServerSettings("localhost", 10587)),
+        ("[::1]:9100", ServerSettings("::1", 9100)),
+        ("[::]:9100", ServerSettings("::", 9100)),
+    ],
+)
+def test_parse_listen_accepts_host_port_forms(text: str, settings: ServerSettings) -> None:
+    assert parse_listen(text) == settings
+
+
+@pytest.mark.parametrize("text", [":", ":0", ":65536", ":x", "host:", "[::1", "[::1]x", ""])
+def test_parse_listen_refuses_malformed_addresses(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        parse_listen(text)
+
+
+def test_listen_defaults_to_all_interfaces_on_10587() -> None:
+    assert parse_config(BASE, environ=ENVIRON).server == ServerSettings("", 10587)
+
+
+# --------------------------------------------------------------- example
+
+
+def test_example_config_validates(tmp_path: Path) -> None:
+    """config/example.yml, with its /run/secrets files provided here, is a valid config."""
+    example = (REPO / "config" / "example.yml").read_text()
+    assert "/run/secrets/" in example
+    (tmp_path / "smtp-password").write_text("smtp\n")
+    (tmp_path / "probe-token").write_text("0" * 64 + "\n")
+    path = tmp_path / "example.yml"
+    path.write_text(example.replace("/run/secrets/", f"{tmp_path}/"))
+    config = load_config(path, environ={"IMAP_PASSWORD": "imap"})
+    assert [p.name for p in config.probes] == ["relay-to-inbox", "mx-to-inbox"]
+    assert config.server == ServerSettings("", 10587)
+    assert config.token_secret is not None
+    assert len(config.mailboxes) == 1
+
+
+def test_example_config_states_every_key() -> None:
+    """Every key the loader accepts is written (or shown commented out) in the example."""
+    example = (REPO / "config" / "example.yml").read_text()
+    keys = {
+        "defaults", "token_secret_file", "smtp_servers", "mailboxes", "probes", "server",
+        "interval", "timeout", "jitter", "host", "port", "tls", "verify", "ca_file",
+        "username", "password", "password_file", "helo", "folder", "junk_folders",
+        "poll_interval", "idle", "name", "smtp", "mailbox", "from", "to", "listen",
+    }  # fmt: skip
+    missing = {key for key in keys if f"{key}:" not in example}
+    assert missing == set()
