@@ -382,6 +382,12 @@ class MailboxWatcher:
                 if self._wait_readable([sock], remaining):
                     break  # wake-up socket: a new expectation or stop
                 responses = client.idle_check(timeout=0)
+                if not responses:
+                    # Readable but nothing parsed: usually the server closed the
+                    # connection (imapclient swallows the EOF). Leave IDLE; DONE
+                    # then fails and the watcher reconnects, instead of spinning.
+                    news = True
+                    break
                 if any(_is_news(response) for response in responses):
                     self.counters.idle_wakeups += 1
                     news = True

@@ -196,6 +196,29 @@ def test_reload_adds_and_removes_probes_and_a_bad_one_changes_nothing(
     prometheus.wait_for("smtp_probe_config_last_reload_successful", lambda r: r == {"": 1.0})
 
 
+def test_probes_fail_fast_at_imap_connect_while_the_mailbox_is_down_and_recover(
+    daemon: Daemon, prometheus: Prometheus, mailstack: MailStack
+) -> None:
+    before = prometheus.query('smtp_probe_failures_total{stage="imap_connect"}')
+    mailstack.stop_dovecot()
+    try:
+        failed = prometheus.wait_for(
+            'smtp_probe_failures_total{stage="imap_connect"}',
+            lambda r: r.get("submission", 0) > before.get("submission", 0),
+            timeout=20,
+        )
+        assert failed["submission"] >= 1
+        # Failing fast: no run waits out its deadline for a mailbox it cannot see.
+        assert (
+            prometheus.query('smtp_probe_duration_seconds{probe="submission"}')["submission"] < 1.0
+        )
+    finally:
+        mailstack.start_dovecot()
+    prometheus.wait_for(
+        'smtp_probe_success{probe="submission"}', lambda r: r == {"submission": 1.0}, timeout=30
+    )
+
+
 def test_sigterm_stops_cleanly_and_leaves_no_probe_message(
     daemon: Daemon, mailstack: MailStack
 ) -> None:
