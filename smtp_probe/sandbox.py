@@ -20,6 +20,12 @@ pymap does not parse), which is how real servers such as Dovecot mark it.
 
 ``delivery_delay`` holds each accepted message back that many seconds before
 it becomes visible over IMAP, as a real queue would.
+
+A pymap quirk for IMAP clients: a ``FETCH`` of ``BODY.PEEK[HEADER.FIELDS (B A)]``
+is answered under the key ``BODY[HEADER.FIELDS (A B)]`` (field names sorted),
+where Dovecot echoes the order asked for; look the reply up by its prefix.
+Both servers log every SMTP/IMAP line at debug or info level (loggers
+``mail.log`` and ``pymap``); the caller's logging setup decides what shows.
 """
 
 from __future__ import annotations
@@ -241,6 +247,8 @@ class MailSandbox:
             _SmtpHandler(self._accept),
             hostname=SANDBOX_DOMAIN,
             ident=_IDENT,
+            # Nothing to authenticate against: offer no mechanism at all.
+            auth_exclude_mechanism=["LOGIN", "PLAIN"],
             loop=asyncio.get_running_loop(),
         )
         self._smtp_connections.add(protocol)

@@ -60,7 +60,6 @@ RECONNECT_MAX: Final = 30.0
 _MAX_EXPIRED: Final = 10_000
 """How many timed-out tokens we remember to recognise their late arrival."""
 _FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
-_FETCH_KEY: Final = _FETCH_HEADERS.replace(".PEEK", "").encode()
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.default)
 
 
@@ -545,7 +544,7 @@ class MailboxWatcher:
         fetched = client.fetch(uids, ["INTERNALDATE", _FETCH_HEADERS])
         for uid in sorted(fetched):
             data = fetched[uid]
-            headers = _HEADER_PARSER.parsebytes(data.get(_FETCH_KEY, b""))
+            headers = _HEADER_PARSER.parsebytes(_header_block(data))
             value = str(headers.get(PROBE_HEADER, "")).strip()
             received = tuple(" ".join(str(h).split()) for h in headers.get_all("Received", []))
             internaldate = data.get(b"INTERNALDATE")
@@ -681,6 +680,18 @@ def _resolve(future: asyncio.Future[Arrival], arrival: Arrival) -> None:
 def _reject(future: asyncio.Future[Arrival], error: BaseException) -> None:
     if not future.done():
         future.set_exception(error)
+
+
+def _header_block(data: dict[bytes, Any]) -> bytes:
+    """The fetched header fields, whatever order the server names them in.
+
+    Dovecot echoes ``BODY[HEADER.FIELDS (X-SMTP-PROBE RECEIVED)]``; pymap
+    sorts the field names, so the reply is found by prefix.
+    """
+    for key, value in data.items():
+        if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
+            return value
+    return b""
 
 
 def _is_news(response: Any) -> bool:
