@@ -9,107 +9,26 @@ SIGTERM leaves no probe message behind.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from prom import Prometheus, free_port
 
-from mailstack import REJECT_550, MailStack
-from routes import SENDER, SINK, probe_messages
-
-
-@dataclass
-class Daemon:
-    proc: subprocess.Popen[bytes]
-    port: int
-    config: Path
-    log: Path
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
-        request = urllib.request.Request(self.url(path), method=method)  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=20) as reply:  # noqa: S310
-                return reply.status, reply.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-
-
-def config_text(stack: MailStack, secrets: Path, probes: list[str]) -> str:
-    """A daemon config for the stack with the named probes (of the three below)."""
-    available = {
-        "submission": ("submission", "imaps", SINK),
-        "mx": ("mx", "imap", SINK),
-        "refused": ("submission", "imaps", REJECT_550),
-        "added": ("smtps", "imaps", SINK),
-    }
-    lines = [
-        "defaults: {interval: 2s, timeout: 1800ms, jitter: 100ms}",
-        f"token_secret_file: {secrets / 'token'}",
-        "smtp_servers:",
-        f"  submission: {{host: 127.0.0.1, port: {stack.submission_port}, tls: starttls,"
-        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
-        f"  mx: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: starttls,"
-        f" ca_file: {stack.ca_file}}}",
-        f"  smtps: {{host: 127.0.0.1, port: {stack.smtps_port}, tls: tls,"
-        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
-        "mailboxes:",
-        f"  imaps: {{host: 127.0.0.1, port: {stack.imaps_port}, tls: tls, ca_file: {stack.ca_file},"
-        f" username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
-        f"  imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: starttls,"
-        f" ca_file: {stack.ca_file}, username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
-        "probes:",
-    ]
-    for name in probes:
-        smtp, mailbox, to = available[name]
-        lines.append(
-            f"  - {{name: {name}, smtp: {smtp}, mailbox: {mailbox}, from: {SENDER}, to: {to}}}"
-        )
-    return "\n".join(lines) + "\n"
+from daemon_proc import Daemon, config_text, start_daemon, stop_daemon
+from mailstack import MailStack
+from prom import Prometheus
+from routes import probe_messages
 
 
 @pytest.fixture(scope="module")
 def daemon(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The daemon as a real process (``python -m smtp_probe run``) on a free port."""
-    secrets = tmp_path_factory.mktemp("secrets")
-    (secrets / "smtp").write_text(mailstack.users[SENDER] + "\n")
-    (secrets / "token").write_text("a-token-secret-of-enough-length\n")
-    config = secrets / "config.yml"
-    config.write_text(config_text(mailstack, secrets, ["submission", "mx", "refused"]))
-    port = free_port()
-    log = secrets / "daemon.log"
-    env = dict(os.environ, SINK_PASSWORD=mailstack.users[SINK])
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "smtp_probe", "run", "--config", str(config),
-             "--listen", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    running = Daemon(proc, port, config, log)
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        try:
-            if running.get("/-/ready")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.2)
+    """The daemon as a real process on a free port, with three probes."""
+    running = start_daemon(
+        mailstack, tmp_path_factory.mktemp("daemon"), ["submission", "mx", "refused"]
+    )
     yield running
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(10)
+    stop_daemon(running)
 
 
 @pytest.fixture(scope="module")

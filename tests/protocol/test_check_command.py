@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from loopback_smtpd import LOOPBACK, Behaviour, smtpd
 
+from loopback_smtpd import LOOPBACK, Behaviour, smtpd
 from smtp_probe.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

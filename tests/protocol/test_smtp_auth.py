@@ -7,8 +7,8 @@ import base64
 import json
 
 import pytest
-from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 
+from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe

@@ -15,7 +15,6 @@ from loopback_smtpd import (
     silent_listener,
     smtpd,
 )
-
 from smtp_probe.probe.message import PROBE_HEADER, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe

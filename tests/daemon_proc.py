@@ -1,0 +1,115 @@
+"""The daemon as a real process (``python -m smtp_probe run``) against the mail stack.
+
+Shared by the end-to-end tests that need a running exporter: it writes a
+config for the stack's routes, starts the daemon on a free port and waits
+until it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from mailstack import REJECT_550, MailStack
+from prom import free_port
+from routes import SENDER, SINK
+
+
+@dataclass
+class Daemon:
+    """A running daemon process, its port, config file and log file."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    config: Path
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get(self, path: str, method: str = "GET") -> tuple[int, str]:
+        request = urllib.request.Request(self.url(path), method=method)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=20) as reply:  # noqa: S310
+                return reply.status, reply.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+
+def config_text(stack: MailStack, secrets: Path, probes: list[str]) -> str:
+    """A daemon config for the stack with the named probes (of the three below)."""
+    available = {
+        "submission": ("submission", "imaps", SINK),
+        "mx": ("mx", "imap", SINK),
+        "refused": ("submission", "imaps", REJECT_550),
+        "added": ("smtps", "imaps", SINK),
+    }
+    lines = [
+        "defaults: {interval: 2s, timeout: 1800ms, jitter: 100ms}",
+        f"token_secret_file: {secrets / 'token'}",
+        "smtp_servers:",
+        f"  submission: {{host: 127.0.0.1, port: {stack.submission_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
+        f"  mx: {{host: 127.0.0.1, port: {stack.smtp_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}}}",
+        f"  smtps: {{host: 127.0.0.1, port: {stack.smtps_port}, tls: tls,"
+        f" ca_file: {stack.ca_file}, username: {SENDER}, password_file: {secrets / 'smtp'}}}",
+        "mailboxes:",
+        f"  imaps: {{host: 127.0.0.1, port: {stack.imaps_port}, tls: tls, ca_file: {stack.ca_file},"
+        f" username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
+        f"  imap: {{host: 127.0.0.1, port: {stack.imap_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}, username: {SINK}, password: '${{SINK_PASSWORD}}'}}",
+        "probes:",
+    ]
+    for name in probes:
+        smtp, mailbox, to = available[name]
+        lines.append(
+            f"  - {{name: {name}, smtp: {smtp}, mailbox: {mailbox}, from: {SENDER}, to: {to}}}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def start_daemon(stack: MailStack, workdir: Path, probes: list[str]) -> Daemon:
+    """Start ``python -m smtp_probe run`` for ``probes`` (names from :func:`config_text`).
+
+    Raises:
+        AssertionError: the daemon exited or was not ready within 20 s.
+    """
+    secrets = workdir
+    (secrets / "smtp").write_text(stack.users[SENDER] + "\n")
+    (secrets / "token").write_text("a-token-secret-of-enough-length\n")
+    config = secrets / "config.yml"
+    config.write_text(config_text(stack, secrets, probes))
+    port = free_port()
+    log = secrets / "daemon.log"
+    env = dict(os.environ, SINK_PASSWORD=stack.users[SINK])
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "smtp_probe", "run", "--config", str(config),
+             "--listen", f"127.0.0.1:{port}"],
+            stdout=out, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    running = Daemon(proc, port, config, log)
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        try:
+            if running.get("/-/ready")[0] == 200:
+                return running
+        except OSError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    raise AssertionError(f"daemon not ready after 20 s:\n{log.read_text()}")
+
+
+def stop_daemon(daemon: Daemon) -> None:
+    """Kill the daemon if it still runs."""
+    if daemon.proc.poll() is None:
+        daemon.proc.kill()
+        daemon.proc.wait(10)

@@ -1,0 +1,546 @@
+"""The Prometheus metrics contract: series created up front, runs recorded, nothing secret.
+
+Each test builds a fresh :class:`CollectorRegistry` and reads values with
+``get_sample_value``; results are plain :class:`RunResult` values, no run
+is performed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from smtp_probe import __version__
+from smtp_probe.config import Config, parse_config
+from smtp_probe.metrics import Metrics
+from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, SmtpReport, Stage
+from smtp_probe.probe.transcript import Transcript
+
+STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+RUN_SECONDS = 2.5
+FINISHED = STARTED.timestamp() + RUN_SECONDS
+LATER = datetime(2024, 5, 1, 12, 1, 0, tzinfo=UTC)
+
+SMTP_HOST = "relay.corp-mail.test"
+IMAP_HOST = "imap.corp-mail.test"
+SENDER = "sender-box@corp-mail.test"
+RECIPIENT = "rcpt-box@corp-mail.test"
+SMTP_PASSWORD = "smtp-Pa55word-xyzzy"  # noqa: S105 - a made-up secret to look for
+IMAP_PASSWORD = "imap-Pa55word-plugh"  # noqa: S105 - a made-up secret to look for
+TIMED_STAGES = (*SMTP_STAGES, Stage.DELIVERY)
+"""Stages whose seconds are exported per run: the SMTP stages and delivery."""
+SMTP_TIMINGS: Mapping[Stage, float] = {
+    Stage.DNS: 0.001,
+    Stage.CONNECT: 0.002,
+    Stage.BANNER: 0.003,
+    Stage.EHLO: 0.004,
+    Stage.MAIL_FROM: 0.005,
+    Stage.RCPT_TO: 0.006,
+    Stage.DATA: 0.007,
+}
+
+
+def config(*names: str, interval: str = "30s", timeout: str = "20s") -> Config:
+    """A config with one SMTP-only probe per name (no network is touched)."""
+    probes = "".join(
+        f"  - {{name: {name}, smtp: relay, from: {SENDER}, to: {RECIPIENT}, "
+        f"interval: {interval}, timeout: {timeout}}}\n"
+        for name in names
+    )
+    return parse_config(
+        f"smtp_servers:\n  relay: {{host: {SMTP_HOST}, port: 2525, tls: none}}\nprobes:\n{probes}"
+    )
+
+
+def metrics_for(*names: str) -> tuple[Metrics, CollectorRegistry]:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure(config(*names).probes)
+    return metrics, registry
+
+
+def result(
+    probe: str,
+    outcome: Outcome,
+    *,
+    stage: Stage | None = None,
+    reply_code: int | None = 250,
+    delivery: float | None = None,
+    started_at: datetime = STARTED,
+    error: str = "",
+    timings: Mapping[Stage, float] = SMTP_TIMINGS,
+) -> RunResult:
+    return RunResult(
+        probe=probe,
+        run_id="run-1",
+        outcome=outcome,
+        stage=stage,
+        error=error,
+        started_at=started_at,
+        duration_seconds=RUN_SECONDS,
+        smtp=SmtpReport(reply_code=reply_code, stage_seconds=timings, queue_id="Q1"),
+        transcript=Transcript(),
+        delivery_seconds=delivery,
+    )
+
+
+def delivered(probe: str, delivery: float = 1.2) -> RunResult:
+    return result(probe, Outcome.DELIVERED, delivery=delivery)
+
+
+def rejected_at_rcpt(probe: str, started_at: datetime = LATER) -> RunResult:
+    """A run whose RCPT TO got ``550``: send_failed at rcpt_to, no delivery."""
+    timings: dict[Stage, float] = {
+        stage: seconds for stage, seconds in SMTP_TIMINGS.items() if stage != Stage.DATA
+    }
+    return result(
+        probe,
+        Outcome.SEND_FAILED,
+        stage=Stage.RCPT_TO,
+        reply_code=550,
+        started_at=started_at,
+        error="550 5.1.1 user unknown",
+        timings=timings,
+    )
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def exposition(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
+
+
+# ---------------------------------------------------------------- series created up front
+
+
+def test_configure_creates_success_runs_and_timestamps_at_zero_before_any_run() -> None:
+    _, registry = metrics_for("alpha")
+
+    for name in (
+        "smtp_probe_success",
+        "smtp_probe_runs_total",
+        "smtp_probe_last_run_timestamp_seconds",
+        "smtp_probe_last_success_timestamp_seconds",
+        "smtp_probe_duration_seconds",
+        "smtp_probe_smtp_reply_code",
+        "smtp_probe_late_messages_total",
+        "smtp_probe_in_flight",
+    ):
+        assert value(registry, name, probe="alpha") == 0, name
+
+
+def test_configure_creates_a_failure_counter_for_every_stage() -> None:
+    _, registry = metrics_for("alpha")
+
+    for stage in Stage:
+        assert value(registry, "smtp_probe_failures_total", probe="alpha", stage=stage) == 0
+
+
+def test_configure_creates_an_outcome_counter_for_every_outcome() -> None:
+    _, registry = metrics_for("alpha")
+
+    for outcome in Outcome:
+        assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome=outcome) == 0
+
+
+def test_configure_creates_every_delivery_histogram_bucket_from_50ms_to_30min() -> None:
+    _, registry = metrics_for("alpha")
+
+    text = exposition(registry)
+    bounds = re.findall(
+        r'^smtp_probe_delivery_duration_seconds_bucket\{le="([^"]+)",probe="alpha"\} 0\.0$',
+        text,
+        re.MULTILINE,
+    )
+    assert bounds[0] == "0.05"
+    assert bounds[-2:] == ["1800.0", "+Inf"]
+    assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 0
+    assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 0
+
+
+def test_configure_creates_stage_durations_for_smtp_stages_and_delivery() -> None:
+    _, registry = metrics_for("alpha")
+
+    for stage in TIMED_STAGES:
+        assert (
+            value(registry, "smtp_probe_stage_duration_seconds", probe="alpha", stage=stage) == 0
+        ), stage
+
+
+def test_configure_sets_the_configured_interval_and_timeout() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+
+    metrics.configure(config("alpha", interval="5m", timeout="90s").probes)
+
+    assert value(registry, "smtp_probe_interval_seconds", probe="alpha") == 300
+    assert value(registry, "smtp_probe_timeout_seconds", probe="alpha") == 90
+
+
+def test_configure_again_updates_interval_and_keeps_counts_of_a_kept_probe() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure(config("alpha", interval="30s").probes)
+    metrics.record(delivered("alpha"))
+
+    metrics.configure(config("alpha", interval="2m").probes)
+
+    assert value(registry, "smtp_probe_interval_seconds", probe="alpha") == 120
+    assert value(registry, "smtp_probe_runs_total", probe="alpha") == 1
+    assert value(registry, "smtp_probe_success", probe="alpha") == 1
+
+
+def test_configure_without_a_probe_removes_every_series_of_that_probe() -> None:
+    metrics, registry = metrics_for("alpha", "gone")
+    metrics.record(delivered("gone"))
+    metrics.record(rejected_at_rcpt("gone"))
+    metrics.late_message("gone")
+    assert 'probe="gone"' in exposition(registry)
+
+    metrics.configure(config("alpha").probes)
+
+    text = exposition(registry)
+    assert 'probe="gone"' not in text
+    assert 'smtp_probe_success{probe="alpha"} 0.0' in text
+
+
+def test_result_of_a_probe_removed_while_it_ran_does_not_bring_its_series_back() -> None:
+    metrics, registry = metrics_for("alpha", "gone")
+    metrics.configure(config("alpha").probes)
+
+    metrics.record(delivered("gone"))
+    metrics.late_message("gone")
+
+    assert 'probe="gone"' not in exposition(registry)
+
+
+# ---------------------------------------------------------------- a delivered run
+
+
+def test_delivered_run_sets_success_and_counts_one_run_with_its_outcome() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(delivered("alpha"))
+
+    assert value(registry, "smtp_probe_success", probe="alpha") == 1
+    assert value(registry, "smtp_probe_runs_total", probe="alpha") == 1
+    assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome="delivered") == 1
+    assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome="junk") == 0
+    for stage in Stage:
+        assert value(registry, "smtp_probe_failures_total", probe="alpha", stage=stage) == 0
+
+
+def test_delivered_run_observes_its_delivery_seconds_in_the_histogram() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(delivered("alpha", delivery=1.2))
+
+    assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 1
+    assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 1.2
+    bucket = "smtp_probe_delivery_duration_seconds_bucket"
+    assert value(registry, bucket, probe="alpha", le="1.0") == 0
+    assert value(registry, bucket, probe="alpha", le="2.5") == 1
+
+
+def test_delivered_run_sets_each_stage_duration_and_zero_for_stages_not_reached() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(delivered("alpha", delivery=1.2))
+
+    def stage_seconds(stage: Stage) -> float | None:
+        return value(registry, "smtp_probe_stage_duration_seconds", probe="alpha", stage=stage)
+
+    for stage, seconds in SMTP_TIMINGS.items():
+        assert stage_seconds(stage) == seconds, stage
+    assert stage_seconds(Stage.STARTTLS) == 0
+    assert stage_seconds(Stage.AUTH) == 0
+    assert stage_seconds(Stage.DELIVERY) == 1.2
+
+
+def test_delivered_run_sets_reply_code_run_duration_and_both_timestamps() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(delivered("alpha"))
+
+    assert value(registry, "smtp_probe_smtp_reply_code", probe="alpha") == 250
+    assert value(registry, "smtp_probe_duration_seconds", probe="alpha") == RUN_SECONDS
+    assert value(registry, "smtp_probe_last_run_timestamp_seconds", probe="alpha") == FINISHED
+    assert value(registry, "smtp_probe_last_success_timestamp_seconds", probe="alpha") == FINISHED
+
+
+def test_a_run_is_recorded_only_under_its_own_probe() -> None:
+    metrics, registry = metrics_for("alpha", "beta")
+
+    metrics.record(delivered("alpha"))
+
+    assert value(registry, "smtp_probe_runs_total", probe="beta") == 0
+    assert value(registry, "smtp_probe_success", probe="beta") == 0
+
+
+# ---------------------------------------------------------------- a failed run
+
+
+def test_failed_send_after_a_success_resets_success_to_zero() -> None:
+    """The success gauge follows the last run: a send failure must clear an earlier 1."""
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha"))
+    assert value(registry, "smtp_probe_success", probe="alpha") == 1
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert value(registry, "smtp_probe_success", probe="alpha") == 0
+
+
+def test_failed_send_counts_a_failure_at_its_stage_only() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    for stage in Stage:
+        expected = 1 if stage is Stage.RCPT_TO else 0
+        assert (
+            value(registry, "smtp_probe_failures_total", probe="alpha", stage=stage) == expected
+        ), stage
+    assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome="send_failed") == 1
+    assert value(registry, "smtp_probe_runs_total", probe="alpha") == 1
+
+
+def test_failed_send_records_the_failing_reply_code() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha"))
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert value(registry, "smtp_probe_smtp_reply_code", probe="alpha") == 550
+
+
+def test_failed_send_does_not_observe_the_delivery_histogram() -> None:
+    """Failures must not pollute the latency distribution."""
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha", delivery=1.2))
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 1
+    assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 1.2
+
+
+def test_failed_send_keeps_last_success_timestamp_and_moves_last_run_timestamp() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha"))
+
+    metrics.record(rejected_at_rcpt("alpha", started_at=LATER))
+
+    assert value(registry, "smtp_probe_last_success_timestamp_seconds", probe="alpha") == FINISHED
+    assert (
+        value(registry, "smtp_probe_last_run_timestamp_seconds", probe="alpha")
+        == LATER.timestamp() + RUN_SECONDS
+    )
+
+
+def test_failed_send_resets_stage_durations_of_stages_it_did_not_reach() -> None:
+    """Stage gauges describe the last run: DATA and delivery go back to 0 after a RCPT failure."""
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha", delivery=1.2))
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    def stage_seconds(stage: Stage) -> float | None:
+        return value(registry, "smtp_probe_stage_duration_seconds", probe="alpha", stage=stage)
+
+    assert stage_seconds(Stage.RCPT_TO) == SMTP_TIMINGS[Stage.RCPT_TO]
+    assert stage_seconds(Stage.DATA) == 0
+    assert stage_seconds(Stage.DELIVERY) == 0
+
+
+# ---------------------------------------------------------------- junk, late mail, reloads
+
+
+def test_junk_run_is_not_a_success() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha"))
+
+    metrics.record(result("alpha", Outcome.JUNK, delivery=0.3))
+
+    assert value(registry, "smtp_probe_success", probe="alpha") == 0
+    assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome="junk") == 1
+
+
+def test_junk_run_observes_its_delivery_seconds_in_the_histogram() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(result("alpha", Outcome.JUNK, delivery=0.3))
+
+    assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 1
+    assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 0.3
+
+
+def test_late_message_increments_the_late_counter_of_its_probe() -> None:
+    metrics, registry = metrics_for("alpha", "beta")
+
+    metrics.late_message("alpha")
+    metrics.late_message("alpha")
+
+    assert value(registry, "smtp_probe_late_messages_total", probe="alpha") == 2
+    assert value(registry, "smtp_probe_late_messages_total", probe="beta") == 0
+
+
+def test_successful_reload_sets_the_gauge_to_one_and_the_timestamp() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.reloaded(ok=True, at=1_700_000_000.0)
+
+    assert value(registry, "smtp_probe_config_last_reload_successful") == 1
+    assert (
+        value(registry, "smtp_probe_config_last_reload_success_timestamp_seconds")
+        == 1_700_000_000.0
+    )
+
+
+def test_failed_reload_sets_the_gauge_to_zero_and_keeps_the_last_success_timestamp() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.reloaded(ok=True, at=1_700_000_000.0)
+
+    metrics.reloaded(ok=False, at=1_700_000_500.0)
+
+    assert value(registry, "smtp_probe_config_last_reload_successful") == 0
+    assert (
+        value(registry, "smtp_probe_config_last_reload_success_timestamp_seconds")
+        == 1_700_000_000.0
+    )
+
+
+def test_build_info_is_one_with_the_package_version_label() -> None:
+    _, registry = metrics_for("alpha")
+
+    assert value(registry, "smtp_probe_build_info", version=__version__) == 1
+
+
+# ---------------------------------------------------------------- the exposition contract
+
+CONTRACT_TYPES: Mapping[str, str] = {
+    "smtp_probe_success": "gauge",
+    "smtp_probe_runs_total": "counter",
+    "smtp_probe_failures_total": "counter",
+    "smtp_probe_outcomes_total": "counter",
+    "smtp_probe_delivery_duration_seconds": "histogram",
+    "smtp_probe_duration_seconds": "gauge",
+    "smtp_probe_stage_duration_seconds": "gauge",
+    "smtp_probe_smtp_reply_code": "gauge",
+    "smtp_probe_last_run_timestamp_seconds": "gauge",
+    "smtp_probe_last_success_timestamp_seconds": "gauge",
+    "smtp_probe_interval_seconds": "gauge",
+    "smtp_probe_timeout_seconds": "gauge",
+    "smtp_probe_late_messages_total": "counter",
+    "smtp_probe_in_flight": "gauge",
+    "smtp_probe_config_last_reload_successful": "gauge",
+    "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
+    "smtp_probe_build_info": "gauge",
+}
+"""DESIGN.md's metrics table: every name with its Prometheus type."""
+
+PER_RUN_GAUGES = (
+    "smtp_probe_success",
+    "smtp_probe_duration_seconds",
+    "smtp_probe_stage_duration_seconds",
+    "smtp_probe_smtp_reply_code",
+    "smtp_probe_last_run_timestamp_seconds",
+)
+
+
+def test_every_contract_metric_is_exposed_with_its_type() -> None:
+    _, registry = metrics_for("alpha")
+
+    text = exposition(registry)
+
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    for name, kind in CONTRACT_TYPES.items():
+        assert types.get(name) == kind, name
+
+
+def test_every_exposed_metric_is_in_the_contract() -> None:
+    """No metric sneaks in outside DESIGN.md's table (new ones need the table first).
+
+    prometheus_client's own ``*_created`` companions of counters and
+    histograms are not ours and are left out.
+    """
+    _, registry = metrics_for("alpha")
+
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition(registry), re.MULTILINE))
+
+    assert {name for name in types if not name.endswith("_created")} == set(CONTRACT_TYPES)
+
+
+def test_help_of_per_run_gauges_says_values_come_from_the_last_scheduled_run() -> None:
+    _, registry = metrics_for("alpha")
+
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", exposition(registry), re.MULTILINE))
+
+    for name in PER_RUN_GAUGES:
+        assert "last scheduled run" in helps[name], name
+
+
+def secret_heavy_config() -> Config:
+    """A config whose servers have hosts, addresses, user names and passwords."""
+    return parse_config(
+        "smtp_servers:\n"
+        f"  relay: {{host: {SMTP_HOST}, port: 587, tls: none, username: {SENDER},\n"
+        f"          password: {SMTP_PASSWORD}}}\n"
+        "mailboxes:\n"
+        f"  inbox: {{host: {IMAP_HOST}, port: 993, tls: tls, username: {RECIPIENT},\n"
+        f"          password: {IMAP_PASSWORD}}}\n"
+        "probes:\n"
+        f"  - {{name: route-a, smtp: relay, mailbox: inbox, from: {SENDER}, to: {RECIPIENT}}}\n"
+        f"  - {{name: route-b, smtp: relay, from: {SENDER}, to: {RECIPIENT}}}\n"
+    )
+
+
+def test_exposition_never_contains_a_host_address_user_or_password() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure(secret_heavy_config().probes)
+    metrics.record(delivered("route-a"))
+    metrics.record(
+        result(
+            "route-b",
+            Outcome.SEND_FAILED,
+            stage=Stage.CONNECT,
+            reply_code=None,
+            error=f"cannot connect to {SMTP_HOST}:587 as {SENDER}",
+        )
+    )
+
+    text = exposition(registry)
+
+    for forbidden in (SMTP_HOST, IMAP_HOST, SENDER, RECIPIENT, SMTP_PASSWORD, IMAP_PASSWORD):
+        assert forbidden not in text, forbidden
+    assert "corp-mail" not in text
+
+
+def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_version() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure(secret_heavy_config().probes)
+    metrics.record(delivered("route-a"))
+    metrics.record(rejected_at_rcpt("route-b"))
+
+    text = exposition(registry)
+
+    allowed = {
+        "probe": {"route-a", "route-b"},
+        "stage": {stage.value for stage in Stage},
+        "outcome": {outcome.value for outcome in Outcome},
+        "version": {__version__},
+    }
+    pairs = re.findall(r'(\w+)="([^"]*)"', "\n".join(re.findall(r"\{([^}]*)\}", text)))
+    assert pairs
+    for label, label_value in pairs:
+        if label == "le":
+            assert label_value == "+Inf" or float(label_value) > 0
+        else:
+            assert label_value in allowed[label], (label, label_value)
