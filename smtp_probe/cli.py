@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from smtp_probe import __version__, log
-from smtp_probe.config import ConfigError, ServerSettings, load_config, parse_listen
+from smtp_probe.config import (
+    Config,
+    ConfigError,
+    ServerSettings,
+    load_config,
+    parse_listen,
+    parse_shard,
+)
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
@@ -135,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", type=Path, required=True)
     run.add_argument("--listen", metavar="[HOST]:PORT", help="HTTP address (default from config)")
     run.add_argument("--log-level", choices=log.LEVELS, default="info")
+    run.add_argument(
+        "--shard",
+        metavar="i/N",
+        help="run only the probes of shard i of N (stable hash of the probe name), "
+        "for N instances sharing one config",
+    )
 
     validate = commands.add_parser(
         "validate", help="check a config file", description="Exit 0 if valid, 3 with every error."
@@ -215,12 +228,26 @@ def _run(args: argparse.Namespace) -> int:
 
     log.setup(args.log_level)
     listen = _listen(args.listen) if args.listen else None
-    config = load_config(args.config)
+    index, count = _shard(args.shard) if args.shard else (0, 1)
+
+    def load() -> Config:
+        return load_config(args.config).shard(index, count)
+
+    config = load()
+    if args.shard:
+        log.get(__name__).info("shard", shard=args.shard, probes=len(config.probes))
     try:
-        return asyncio.run(serve(config, load=lambda: load_config(args.config), listen=listen))
+        return asyncio.run(serve(config, load=load, listen=listen))
     except OSError as exc:
         print(f"smtp-probe run: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise UsageError(f"--shard: {exc}") from None
 
 
 def _validate(args: argparse.Namespace) -> int:

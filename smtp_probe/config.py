@@ -45,8 +45,9 @@ import difflib
 import ipaddress
 import os
 import re
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -166,6 +167,18 @@ class Config:
                 return scheduled
         return None
 
+    def shard(self, index: int, count: int) -> Config:
+        """The part of this config that shard ``index`` of ``count`` runs.
+
+        A probe belongs to shard ``crc32(name) % count``: stable across
+        restarts, reloads and machines, and every probe is in exactly one
+        shard. Shard 0 of 1 is the whole config.
+        """
+        if not 0 <= index < count:
+            raise ValueError(f"shard {index}/{count}: the index must be in 0..{count - 1}")
+        kept = tuple(p for p in self.probes if shard_of(p.spec.name, count) == index)
+        return replace(self, probes=kept)
+
     @property
     def mailboxes(self) -> tuple[Mailbox, ...]:
         """The distinct mailboxes the probes watch, in order of first use.
@@ -179,6 +192,26 @@ class Config:
             if mailbox is not None:
                 seen.setdefault(mailbox.key, mailbox)
         return tuple(seen.values())
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard (``0..count-1``) that runs the probe called ``name``."""
+    return zlib.crc32(name.encode("utf-8")) % count
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``--shard i/N`` (``0 <= i < N``).
+
+    Raises:
+        ValueError: not of the form ``i/N`` with ``0 <= i < N``.
+    """
+    index_text, slash, count_text = text.strip().partition("/")
+    if not slash or not index_text.isdigit() or not count_text.isdigit():
+        raise ValueError(f"invalid shard {text!r}: expected i/N, like 0/3")
+    index, count = int(index_text), int(count_text)
+    if count < 1 or index >= count:
+        raise ValueError(f"invalid shard {text!r}: need 0 <= i < N")
+    return index, count
 
 
 class ConfigError(Exception):

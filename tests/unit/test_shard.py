@@ -1,0 +1,52 @@
+"""Sharding: every probe runs in exactly one of N instances, by a stable hash of its name."""
+
+from __future__ import annotations
+
+import pytest
+
+from smtp_probe.config import parse_config, parse_shard, shard_of
+
+CONFIG = """
+smtp_servers:
+  relay: {host: 127.0.0.1, port: 2525, tls: none}
+probes:
+""" + "".join(
+    f"  - {{name: probe-{i}, smtp: relay, from: a@example.test, to: b@example.test}}\n"
+    for i in range(200)
+)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_every_probe_is_in_exactly_one_shard(count: int) -> None:
+    config = parse_config(CONFIG)
+    shards = [config.shard(index, count) for index in range(count)]
+
+    names = [p.spec.name for shard in shards for p in shard.probes]
+    assert sorted(names) == sorted(p.spec.name for p in config.probes)
+    assert len(names) == len(set(names))
+
+
+def test_shards_are_roughly_even() -> None:
+    config = parse_config(CONFIG)
+    sizes = [len(config.shard(index, 4).probes) for index in range(4)]
+    assert min(sizes) > 200 / 4 / 2
+
+
+def test_shard_of_a_name_is_stable() -> None:
+    # crc32 is defined by the name alone: the same on every machine and restart.
+    assert shard_of("probe-1", 3) == shard_of("probe-1", 3)
+    assert [shard_of(f"probe-{i}", 5) for i in range(5)] == [
+        shard_of(f"probe-{i}", 5) for i in range(5)
+    ]
+    assert shard_of("relay-to-inbox", 1) == 0
+
+
+@pytest.mark.parametrize(("text", "parsed"), [("0/1", (0, 1)), ("2/3", (2, 3))])
+def test_parse_shard(text: str, parsed: tuple[int, int]) -> None:
+    assert parse_shard(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["3/3", "1", "a/b", "-1/3", "1/0", ""])
+def test_bad_shard_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid shard"):
+        parse_shard(text)
