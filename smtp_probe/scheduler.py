@@ -49,6 +49,7 @@ class ProbeScheduler:
         self._now = now
         self._timing: dict[str, tuple[float, float]] = {}
         self._running: set[asyncio.Task[None]] = set()
+        self._started = False
         self.skipped: dict[str, int] = {}
         """Runs skipped because the previous run of the probe was still going."""
         self._scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES)
@@ -56,11 +57,13 @@ class ProbeScheduler:
     @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
-        return bool(self._scheduler.running)
+        # Our own flag: APScheduler finishes its shutdown on a later loop turn.
+        return self._started and bool(self._scheduler.running)
 
     def start(self) -> None:
         """Start firing jobs; needs a running event loop."""
         self._scheduler.start()
+        self._started = True
 
     def apply(self, probes: Iterable[ScheduledProbe]) -> None:
         """Make the jobs match ``probes``: add new ones, reschedule changed, remove gone ones."""
@@ -104,6 +107,7 @@ class ProbeScheduler:
         APScheduler's own shutdown cancels running coroutine jobs, so the
         runs are awaited here first.
         """
+        self._started = False
         if self._scheduler.running:
             self._scheduler.pause()
         if self._running:

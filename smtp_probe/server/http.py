@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 from smtp_probe import __version__
 from smtp_probe.app import Daemon, ProbeState
@@ -79,8 +79,11 @@ class _Handlers:
         self.daemon = daemon
 
     async def metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.daemon.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Negotiated like prometheus_client's own handlers: OpenMetrics when the
+        # scraper asks for it, the classic text format otherwise.
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(self.daemon.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthy(self, request: web.Request) -> web.Response:
         return web.Response(text="OK\n")
