@@ -30,6 +30,8 @@ from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
 
 _LOG: Final = log.get(__name__)
+ON_DEMAND_MIN_GAP: Final = 5.0
+"""Seconds between two ``/probe`` runs of one probe: the endpoint is not a mail cannon."""
 STOP_GRACE_SECONDS: Final = 30.0
 """How long a stopping daemon lets runs in progress finish (and clean up)."""
 WATCHER_START_WAIT: Final = 10.0
@@ -71,6 +73,7 @@ class Daemon:
         self._last_success: dict[str, float] = {}
         self._running: dict[str, int] = {}
         self._on_demand: set[str] = set()
+        self._on_demand_ended: dict[str, float] = {}
         self._reload_lock = asyncio.Lock()
         self.started = False
 
@@ -137,17 +140,24 @@ class Daemon:
         """Run a configured probe now (``/probe``), outside the metrics; ``None`` if unknown.
 
         Raises:
-            RuntimeError: an on-demand run of this probe is already in progress.
+            RuntimeError: an on-demand run of this probe is in progress or ended
+                less than ``ON_DEMAND_MIN_GAP`` seconds ago.
         """
         if self.config.probe(name) is None:
             return None
         if name in self._on_demand:
             raise RuntimeError(f"an on-demand run of {name} is already in progress")
+        wait = self._on_demand_ended.get(name, -ON_DEMAND_MIN_GAP) + ON_DEMAND_MIN_GAP
+        if time.monotonic() < wait:
+            raise RuntimeError(
+                f"{name} ran on demand less than {ON_DEMAND_MIN_GAP:g}s ago; try again shortly"
+            )
         self._on_demand.add(name)
         try:
             return await self._run(name, scheduled=False)
         finally:
             self._on_demand.discard(name)
+            self._on_demand_ended[name] = time.monotonic()
 
     async def _run(self, name: str, *, scheduled: bool = True) -> RunResult | None:
         probe = self.config.probe(name)

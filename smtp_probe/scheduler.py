@@ -115,6 +115,10 @@ class ProbeScheduler:
             _done, pending = await asyncio.wait(set(self._running), timeout=grace)
             for task in pending:
                 task.cancel()
+            if pending:
+                # Let cancelled runs unwind (and clean up) before the caller
+                # closes the mailbox watchers they use.
+                await asyncio.wait(pending, timeout=5.0)
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
@@ -124,6 +128,10 @@ class ProbeScheduler:
             self._running.add(task)
         try:
             await self._run(name)
+        except asyncio.CancelledError:
+            # Stopping: a cancelled run is a normal end, not a job error for
+            # APScheduler to log with a traceback.
+            _LOG.info("run cancelled at shutdown", probe=name)
         finally:
             if task is not None:
                 self._running.discard(task)

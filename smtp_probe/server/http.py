@@ -8,7 +8,6 @@ transcripts are redacted where they are written.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import time
 from datetime import UTC, datetime
@@ -113,7 +112,7 @@ class _Handlers:
         return web.Response(text=text)
 
     async def status_page(self, request: web.Request) -> web.Response:
-        states = await asyncio.to_thread(self.daemon.states)
+        states = self.daemon.states()
         body = _render_status(states, self.daemon)
         return web.Response(text=body, content_type="text/html")
 

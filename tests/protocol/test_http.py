@@ -1,0 +1,495 @@
+"""The daemon's HTTP face against a real Daemon and real aiosmtpd servers on 127.0.0.1.
+
+Probes are SMTP-only (no mailbox, so no IMAP watcher); their SMTP server is
+an aiosmtpd instance accepting mail, or a closed loopback port. The app is
+served by aiohttp's TestServer on 127.0.0.1 and driven by its TestClient.
+Probes scheduled every hour (``alpha``, ``beta``, ``gamma``: first runs 33
+to 49 minutes away) never run during a test; probes scheduled every second
+run within one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, closed_port, silent_listener, smtpd
+from smtp_probe.app import Daemon
+from smtp_probe.config import Config, ConfigError, parse_config
+from smtp_probe.scheduler import first_run_offset
+from smtp_probe.server.http import make_app
+
+Client = TestClient[web.Request, web.Application]
+
+SENDER = "probe@sender.test"
+RECIPIENT = "sink@rcpt.test"
+USER = "probe-user"
+PASSWORD = "s3cret-Horse-Battery"  # noqa: S105 - the test server's own user
+HOURLY = ("alpha", "beta", "gamma")
+
+
+def yaml_config(
+    port: int,
+    *names: str,
+    interval: str = "1h",
+    timeout: str = "5s",
+    password: str | None = None,
+) -> str:
+    """SMTP-only probes ``names`` through one plain-text server on 127.0.0.1:``port``."""
+    auth = f", username: {USER}, password: '{password}'" if password else ""
+    probes = "".join(
+        f"  - {{name: {name}, smtp: local, from: {SENDER}, to: {RECIPIENT}}}\n" for name in names
+    )
+    return (
+        f"defaults: {{interval: {interval}, timeout: {timeout}, jitter: 0s}}\n"
+        "smtp_servers:\n"
+        f"  local: {{host: {LOOPBACK}, port: {port}, tls: none, helo: probe.test{auth}}}\n"
+        f"probes:\n{probes}"
+    )
+
+
+def config(port: int, *names: str, **options: Any) -> Config:
+    return parse_config(yaml_config(port, *names, **options))
+
+
+@asynccontextmanager
+async def serving(daemon: Daemon, *, start: bool = True) -> AsyncIterator[Client]:
+    """Serve ``make_app(daemon)`` on 127.0.0.1; start the daemon first unless told not to."""
+    try:
+        if start:
+            await daemon.start()
+        async with TestClient(TestServer(make_app(daemon), host=LOOPBACK)) as client:
+            yield client
+    finally:
+        await daemon.stop()
+
+
+def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(main())
+
+
+async def text_of(client: Client, path: str) -> tuple[int, str]:
+    response = await client.get(path)
+    return response.status, await response.text()
+
+
+async def metrics_text(client: Client) -> str:
+    status, text = await text_of(client, "/metrics")
+    assert status == 200
+    return text
+
+
+def sample(text: str, name: str, probe: str) -> float | None:
+    """The value of ``name{probe="..."}`` in an exposition, if present."""
+    match = re.search(rf'^{name}\{{probe="{re.escape(probe)}"\}} (\S+)$', text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+async def wait_for_scheduled_run(daemon: Daemon, name: str, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(state.name == name and state.last for state in daemon.states()):
+        assert time.monotonic() < deadline, f"no scheduled run of {name} in {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+def password_forms(password: str) -> list[str]:
+    """The password in clear, in base64, and as AUTH PLAIN payloads."""
+    b64 = base64.b64encode
+    return [
+        password,
+        b64(password.encode()).decode(),
+        b64(f"\0{USER}\0{password}".encode()).decode(),
+        b64(f"{USER}\0{USER}\0{password}".encode()).decode(),
+    ]
+
+
+def test_hourly_probe_names_do_not_run_during_a_test() -> None:
+    """The premise of the tests that expect no scheduled run: first runs are > 30 min away."""
+    for name in HOURLY:
+        assert first_run_offset(name, 3600.0) > 1800.0, name
+
+
+# ---------------------------------------------------------------- health and readiness
+
+
+def test_healthy_answers_200() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha")), start=False) as client:
+                status, text = await text_of(client, "/-/healthy")
+        assert status == 200
+        assert text == "OK\n"
+
+    run_async(main)
+
+
+def test_ready_answers_503_before_the_daemon_started() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha")), start=False) as client:
+                status, _ = await text_of(client, "/-/ready")
+        assert status == 503
+
+    run_async(main)
+
+
+def test_ready_answers_200_once_the_daemon_started() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            daemon = Daemon(config(port, "alpha"))
+            async with serving(daemon, start=False) as client:
+                await daemon.start()
+                status, _ = await text_of(client, "/-/ready")
+        assert status == 200
+
+    run_async(main)
+
+
+# ---------------------------------------------------------------- /metrics
+
+
+def test_metrics_has_a_success_series_for_every_probe_from_start_up() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, *HOURLY))) as client:
+                text = await metrics_text(client)
+        for name in HOURLY:
+            assert sample(text, "smtp_probe_success", name) == 0, name
+            assert sample(text, "smtp_probe_runs_total", name) == 0, name
+
+    run_async(main)
+
+
+def test_metrics_reports_a_successful_start_up_config_load() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                text = await metrics_text(client)
+        assert "\nsmtp_probe_config_last_reload_successful 1.0\n" in text
+
+    run_async(main)
+
+
+def test_metrics_content_type_is_the_prometheus_text_format_0_0_4() -> None:
+    """Without an Accept header asking otherwise, the classic text format is served."""
+
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                response = await client.get("/metrics")
+                content_type = response.headers["Content-Type"]
+        assert response.status == 200
+        parts = [part.strip() for part in content_type.split(";")]
+        assert parts[0] == "text/plain"
+        assert "version=0.0.4" in parts
+
+    run_async(main)
+
+
+def test_metrics_negotiates_openmetrics_when_the_scraper_asks_for_it() -> None:
+    """Prometheus's own Accept header (OpenMetrics first) gets an OpenMetrics body."""
+    accept = (
+        "application/openmetrics-text;version=1.0.0;q=0.5,"
+        "application/openmetrics-text;version=0.0.1;q=0.4,"
+        "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                response = await client.get("/metrics", headers={"Accept": accept})
+                text = await response.text()
+        assert response.status == 200
+        assert response.content_type == "application/openmetrics-text"
+        assert text.endswith("# EOF\n")
+        assert 'smtp_probe_success{probe="alpha"} 0.0' in text
+
+    run_async(main)
+
+
+# ---------------------------------------------------------------- /probe
+
+
+def test_probe_without_a_name_is_400() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, _ = await text_of(client, "/probe")
+        assert status == 400
+
+    run_async(main)
+
+
+def test_probe_with_an_unknown_name_is_404_and_sends_nothing() -> None:
+    handler = Behaviour()
+
+    async def main() -> None:
+        with smtpd(handler) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, _ = await text_of(client, "/probe?name=mail-cannon")
+        assert status == 404
+
+    run_async(main)
+    assert handler.messages == []
+
+
+def test_probe_runs_a_configured_probe_now_and_returns_its_transcript_and_verdict() -> None:
+    handler = Behaviour(data_reply="250 2.0.0 Ok: queued as QID42")
+
+    async def main() -> None:
+        with smtpd(handler) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, text = await text_of(client, "/probe?name=alpha")
+        assert status == 200
+        lines = text.rstrip("\n").splitlines()
+        assert any(line.endswith(f"-> RCPT TO:<{RECIPIENT}>") for line in lines)
+        assert lines[-1].startswith("OK: accepted by SMTP (250), queue id QID42")
+
+    run_async(main)
+    assert len(handler.messages) == 1
+
+
+def test_probe_in_json_format_returns_the_result_object_with_outcome_sent() -> None:
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                response = await client.get("/probe", params={"name": "alpha", "format": "json"})
+                body = json.loads(await response.text())
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        assert body["probe"] == "alpha"
+        assert body["outcome"] == "sent"
+        assert body["success"] is True
+        assert body["smtp"]["reply_code"] == 250
+
+    run_async(main)
+
+
+def test_probe_of_an_unreachable_server_returns_the_failing_verdict() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, text = await text_of(client, "/probe?name=alpha")
+        assert status == 200
+        assert text.rstrip("\n").splitlines()[-1].startswith("CRITICAL: send_failed at connect")
+
+    run_async(main)
+
+
+def test_probe_does_not_touch_the_scheduled_run_metrics() -> None:
+    """On-demand runs stay out of runs_total, outcomes_total and success."""
+
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, _ = await text_of(client, "/probe?name=alpha")
+                text = await metrics_text(client)
+        assert status == 200
+        assert sample(text, "smtp_probe_runs_total", "alpha") == 0
+        assert sample(text, "smtp_probe_success", "alpha") == 0
+        assert sample(text, "smtp_probe_last_run_timestamp_seconds", "alpha") == 0
+        assert 'smtp_probe_outcomes_total{outcome="sent",probe="alpha"} 0.0' in text
+
+    run_async(main)
+
+
+def test_probe_run_again_right_after_an_on_demand_run_is_429() -> None:
+    """The endpoint runs configured probes only, and not back to back: no mail cannon."""
+
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                first, _ = await text_of(client, "/probe?name=alpha")
+                second, text = await text_of(client, "/probe?name=alpha")
+        assert first == 200
+        assert second == 429
+        assert "ago" in text
+
+    run_async(main)
+
+
+def test_probe_already_running_on_demand_is_429() -> None:
+    """One on-demand run per probe at a time: a second request while one hangs is refused."""
+
+    async def main() -> None:
+        with silent_listener() as port:
+            daemon = Daemon(config(port, "alpha", timeout="1s"))
+            async with serving(daemon) as client:
+                first = asyncio.ensure_future(client.get("/probe?name=alpha"))
+                deadline = time.monotonic() + 2
+                while not daemon.states()[0].running:
+                    assert time.monotonic() < deadline, "the first run never started"
+                    await asyncio.sleep(0.01)
+                second = await client.get("/probe?name=alpha")
+                first_response = await first
+        assert second.status == 429
+        assert first_response.status == 200
+
+    run_async(main)
+
+
+# ---------------------------------------------------------------- POST /-/reload
+
+
+def test_reload_adds_and_removes_probes_and_their_series() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            daemon = Daemon(
+                config(port, "alpha", "beta"), load=lambda: config(port, "alpha", "gamma")
+            )
+            async with serving(daemon) as client:
+                before = await metrics_text(client)
+                response = await client.post("/-/reload")
+                after = await metrics_text(client)
+        assert response.status == 200
+        assert sample(before, "smtp_probe_success", "beta") == 0
+        assert sample(before, "smtp_probe_success", "gamma") is None
+        assert 'probe="beta"' not in after
+        assert sample(after, "smtp_probe_success", "gamma") == 0
+        assert sample(after, "smtp_probe_success", "alpha") == 0
+        assert daemon.scheduler.next_run("beta") is None
+        assert daemon.scheduler.next_run("gamma") is not None
+
+    run_async(main)
+
+
+def test_reload_makes_a_new_probe_runnable_on_demand() -> None:
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            daemon = Daemon(config(port, "alpha"), load=lambda: config(port, "alpha", "gamma"))
+            async with serving(daemon) as client:
+                before, _ = await text_of(client, "/probe?name=gamma")
+                await client.post("/-/reload")
+                after, _ = await text_of(client, "/probe?name=gamma")
+        assert (before, after) == (404, 200)
+
+    run_async(main)
+
+
+def test_reload_with_an_invalid_config_is_500_with_the_errors_and_keeps_the_old_probes() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            bad = yaml_config(port, "alpha", "gamma").replace("smtp: local", "smtp: relya")
+            daemon = Daemon(config(port, "alpha", "beta"), load=lambda: parse_config(bad))
+            async with serving(daemon) as client:
+                response = await client.post("/-/reload")
+                body = await response.text()
+                text = await metrics_text(client)
+        assert response.status == 500
+        assert "probes[0].smtp: unknown server 'relya'" in body
+        assert sample(text, "smtp_probe_success", "beta") == 0
+        assert sample(text, "smtp_probe_success", "gamma") is None
+        assert [state.name for state in daemon.states()] == ["alpha", "beta"]
+
+    run_async(main)
+
+
+def test_reload_with_an_invalid_config_sets_last_reload_successful_to_zero() -> None:
+    def broken() -> Config:
+        raise ConfigError(["probes: no probes are configured; add at least one"])
+
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"), load=broken)) as client:
+                await client.post("/-/reload")
+                text = await metrics_text(client)
+        assert "\nsmtp_probe_config_last_reload_successful 0.0\n" in text
+
+    run_async(main)
+
+
+def test_reload_without_a_config_source_is_500() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                response = await client.post("/-/reload")
+        assert response.status == 500
+
+    run_async(main)
+
+
+# ---------------------------------------------------------------- status page
+
+
+def test_status_page_is_html_without_scripts_listing_every_probe_with_no_run_yet() -> None:
+    async def main() -> None:
+        with closed_port() as port:
+            async with serving(Daemon(config(port, *HOURLY))) as client:
+                response = await client.get("/")
+                page = await response.text()
+        assert response.status == 200
+        assert response.content_type == "text/html"
+        assert "<script" not in page.lower()
+        for name in HOURLY:
+            assert re.search(rf"<td>{name}</td><td>[^<]*<span[^>]*>no run yet</span>", page), name
+
+    run_async(main)
+
+
+def test_status_page_shows_the_outcome_of_the_last_scheduled_run() -> None:
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            daemon = Daemon(config(port, "alpha", interval="1s", timeout="1s"))
+            async with serving(daemon) as client:
+                await wait_for_scheduled_run(daemon, "alpha")
+                _, page = await text_of(client, "/")
+        assert "no run yet" not in page
+        assert re.search(r"<td>alpha(?: \(running\))?</td><td><span[^>]*>sent</span>", page)
+        assert "alpha: last transcript" in page
+
+    run_async(main)
+
+
+def test_status_page_does_not_show_an_on_demand_run_as_the_last_scheduled_run() -> None:
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                status, _ = await text_of(client, "/probe?name=alpha")
+                _, page = await text_of(client, "/")
+        assert status == 200
+        assert "no run yet" in page
+
+    run_async(main)
+
+
+def test_status_page_never_contains_the_smtp_password_after_an_authenticated_run() -> None:
+    authenticator = Authenticator(USER, PASSWORD)
+
+    async def main() -> None:
+        with smtpd(Behaviour(), authenticator=authenticator, auth_require_tls=False) as port:
+            daemon = Daemon(config(port, "alpha", interval="1s", timeout="1s", password=PASSWORD))
+            async with serving(daemon) as client:
+                await wait_for_scheduled_run(daemon, "alpha")
+                _, page = await text_of(client, "/")
+        assert authenticator.attempts[0] == (USER, PASSWORD), "the run did not log in"
+        assert "AUTH PLAIN" in page
+        for form in password_forms(PASSWORD):
+            assert form not in page, form
+
+    run_async(main)
+
+
+def test_probe_output_never_contains_the_smtp_password() -> None:
+    authenticator = Authenticator(USER, PASSWORD)
+
+    async def main() -> None:
+        with smtpd(Behaviour(), authenticator=authenticator, auth_require_tls=False) as port:
+            daemon = Daemon(config(port, "alpha", "beta", password=PASSWORD))
+            async with serving(daemon) as client:
+                _, text = await text_of(client, "/probe?name=alpha")
+                _, as_json = await text_of(client, "/probe?name=beta&format=json")
+        assert authenticator.attempts == [(USER, PASSWORD)] * 2
+        for form in password_forms(PASSWORD):
+            assert form not in text, form
+            assert form not in as_json, form
+
+    run_async(main)
