@@ -8,6 +8,7 @@ until it is ready.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -109,7 +110,11 @@ def start_daemon(stack: MailStack, workdir: Path, probes: list[str]) -> Daemon:
 
 
 def stop_daemon(daemon: Daemon) -> None:
-    """Kill the daemon if it still runs."""
+    """Stop the daemon as an operator would (SIGTERM: runs finish and clean up), or kill it."""
     if daemon.proc.poll() is None:
-        daemon.proc.kill()
-        daemon.proc.wait(10)
+        daemon.proc.send_signal(signal.SIGTERM)
+        try:
+            daemon.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            daemon.proc.kill()
+            daemon.proc.wait(10)

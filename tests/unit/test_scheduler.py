@@ -16,7 +16,6 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from smtp_probe.config import ScheduledProbe
