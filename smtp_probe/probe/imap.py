@@ -367,37 +367,39 @@ class MailboxWatcher:
         return not woke or not in_flight
 
     def _idle(self, seconds: float) -> bool:
+        """Sit in IDLE for up to ``seconds``; return True if the mailbox may have news.
+
+        Whatever the server sends ends the IDLE, and ``DONE`` then reads it in
+        blocking mode. (imapclient's ``idle_check`` reads a non-blocking socket
+        and raises on a line that arrives in two pieces, which real servers do.)
+        An EOF makes ``DONE`` fail, and the watcher reconnects.
+        """
         client = self._client
         sock = client.socket()
         client.idle()
-        news = False
+        server_spoke = False
+        timed_out = False
         try:
-            end = time.monotonic() + seconds
-            while not self._stopping.is_set():
-                remaining = end - time.monotonic()
-                if remaining <= 0:
-                    news = True
-                    break
-                if self._wait_readable([sock], remaining):
-                    break  # wake-up socket: a new expectation or stop
-                responses = client.idle_check(timeout=0)
-                if not responses:
-                    # Readable but nothing parsed: usually the server closed the
-                    # connection (imapclient swallows the EOF). Leave IDLE; DONE
-                    # then fails and the watcher reconnects, instead of spinning.
-                    news = True
-                    break
-                if any(_is_news(response) for response in responses):
-                    self.counters.idle_wakeups += 1
-                    news = True
-                    break
+            woken = self._wait_readable([sock], seconds)
+            server_spoke = not woken and self._readable_now(sock)
+            timed_out = not woken and not server_spoke
         finally:
-            client.idle_done()
+            _text, responses = client.idle_done()
+        if server_spoke and any(_is_news(response) for response in responses):
+            self.counters.idle_wakeups += 1
         if self._in_flight():
             # A new expectation arrived while idling: restart fast polling.
             self._delay = self.mailbox.poll_min
             return True
-        return news
+        return server_spoke or timed_out
+
+    @staticmethod
+    def _readable_now(sock: Any) -> bool:
+        pending = getattr(sock, "pending", None)
+        if pending is not None and pending():
+            return True
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable)
 
     def _wait_readable(self, socks: list[Any], seconds: float) -> bool:
         """Block until a socket in ``socks`` is readable or ``seconds`` pass.
