@@ -167,15 +167,15 @@ class Daemon:
         if watcher is not None:
             self._users[watcher] = self._users.get(watcher, 0) + 1
         if scheduled:
-            self.metrics.in_flight.labels(name).inc()
+            self.metrics.run_started(name)
         self._running[name] = self._running.get(name, 0) + 1
         try:
             with structlog.contextvars.bound_contextvars(probe=name):
                 return await run_probe(probe.spec, signer=self._signer, watcher=watcher)
         finally:
             self._running[name] -= 1
-            if scheduled and self.config.probe(name) is not None:
-                self.metrics.in_flight.labels(name).dec()
+            if scheduled:
+                self.metrics.run_ended(name)
             if watcher is not None:
                 self._release(watcher)
 

@@ -6,15 +6,29 @@ added, so a restart or a probe that never succeeds cannot hide behind
 ``absent()``, and removed when a reload drops the probe. Labels carry only
 the configured probe name, a stage or an outcome: never host names,
 addresses, error text or tokens.
+
+A thousand probes make some 60,000 samples. prometheus_client's generic
+exposition needs most of a second for that, on the event loop, so the
+samples of each probe are rendered to text when the probe's values change
+(once per run) and a scrape only joins the pieces. The same values are
+offered to the registry as a collector, so ``generate_latest`` and
+``get_sample_value`` see exactly what ``/metrics`` serves.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config import ScheduledProbe
@@ -27,174 +41,330 @@ DELIVERY_BUCKETS: Final = (
 TIMED_STAGES: Final = (*SMTP_STAGES, Stage.DELIVERY)
 _LAST: Final = " (from the last scheduled run)"
 
-# The *_created series prometheus_client adds to every counter and histogram
-# are not part of the contract, and would add ~24 series per probe.
-disable_created_metrics()  # type: ignore[no-untyped-call]
+
+def _number(value: float) -> str:
+    """A sample value as prometheus_client writes it (``1.0``, ``+Inf``, ``NaN``)."""
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+_LE: Final = (*(_number(b) for b in DELIVERY_BUCKETS), "+Inf")
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    name: str
+    """Family name; counters add ``_total`` to their samples."""
+    kind: str
+    help: str
+
+
+SUCCESS = _Family(
+    "smtp_probe_success",
+    "gauge",
+    "1 if the message arrived where it should (or was accepted, for SMTP-only probes), "
+    "else 0" + _LAST,
+)
+RUNS = _Family("smtp_probe_runs", "counter", "Scheduled runs finished")
+FAILURES = _Family(
+    "smtp_probe_failures", "counter", "Scheduled runs that failed, by the stage they stopped at"
+)
+OUTCOMES = _Family(
+    "smtp_probe_outcomes",
+    "counter",
+    "Scheduled runs by outcome (delivered, junk, sent, send_failed, not_delivered, bounced, error)",
+)
+DELIVERY = _Family(
+    "smtp_probe_delivery_duration_seconds",
+    "histogram",
+    "Seconds from the 250 that accepted DATA to the message seen in the mailbox, "
+    "for delivered scheduled runs (junk included)",
+)
+DURATION = _Family("smtp_probe_duration_seconds", "gauge", "Seconds the whole run took" + _LAST)
+STAGE_DURATION = _Family(
+    "smtp_probe_stage_duration_seconds",
+    "gauge",
+    "Seconds spent in each stage, 0 for stages not reached" + _LAST,
+)
+REPLY_CODE = _Family(
+    "smtp_probe_smtp_reply_code",
+    "gauge",
+    "The last final or failing SMTP reply code, 0 if none was received" + _LAST,
+)
+LAST_RUN = _Family(
+    "smtp_probe_last_run_timestamp_seconds",
+    "gauge",
+    "Unix time the last scheduled run finished, 0 before the first",
+)
+LAST_SUCCESS = _Family(
+    "smtp_probe_last_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful scheduled run, 0 if none since start-up",
+)
+INTERVAL = _Family("smtp_probe_interval_seconds", "gauge", "Configured interval between runs")
+TIMEOUT = _Family("smtp_probe_timeout_seconds", "gauge", "Configured deadline of one run")
+LATE = _Family(
+    "smtp_probe_late_messages",
+    "counter",
+    "Probe messages that arrived after their run had given up (or were left from earlier "
+    "runs), and were cleaned up",
+)
+IN_FLIGHT = _Family("smtp_probe_in_flight", "gauge", "Runs of this probe in progress now")
+PER_PROBE: Final = (
+    SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
+    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT,
+)  # fmt: skip
+RELOAD_OK = _Family(
+    "smtp_probe_config_last_reload_successful",
+    "gauge",
+    "1 if the last configuration (re)load succeeded",
+)
+RELOAD_TIME = _Family(
+    "smtp_probe_config_last_reload_success_timestamp_seconds",
+    "gauge",
+    "Unix time of the last successful configuration (re)load",
+)
+BUILD_INFO = _Family(
+    "smtp_probe_build_info", "gauge", "Always 1; the version label says which build runs"
+)
+
+
+@dataclass
+class _Probe:
+    """The current values of one probe's series."""
+
+    interval: float
+    timeout: float
+    success: float = 0.0
+    runs: float = 0.0
+    failures: dict[Stage, float] = field(default_factory=lambda: dict.fromkeys(Stage, 0.0))
+    outcomes: dict[Outcome, float] = field(default_factory=lambda: dict.fromkeys(Outcome, 0.0))
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(DELIVERY_BUCKETS))
+    """Observations per bucket (not cumulative); ``+Inf`` is ``count``."""
+    delivery_sum: float = 0.0
+    delivery_count: float = 0.0
+    duration: float = 0.0
+    stage_seconds: dict[Stage, float] = field(
+        default_factory=lambda: dict.fromkeys(TIMED_STAGES, 0.0)
+    )
+    reply_code: float = 0.0
+    last_run: float = 0.0
+    last_success: float = 0.0
+    late: float = 0.0
+    in_flight: float = 0.0
+
+    def cumulative(self) -> list[float]:
+        total, out = 0.0, []
+        for count in self.buckets:
+            total += count
+            out.append(total)
+        out.append(self.delivery_count)
+        return out
 
 
 class Metrics:
-    """The exporter's metrics and how a run result updates them."""
+    """The exporter's metrics, how a run result updates them, and their exposition."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        r = registry
-        self.success = Gauge(
-            "smtp_probe_success",
-            "1 if the message arrived where it should (or was accepted, for SMTP-only "
-            "probes), else 0" + _LAST,
-            ["probe"], registry=r,
-        )  # fmt: skip
-        self.runs = Counter("smtp_probe_runs", "Scheduled runs finished", ["probe"], registry=r)
-        self.failures = Counter(
-            "smtp_probe_failures",
-            "Scheduled runs that failed, by the stage they stopped at",
-            ["probe", "stage"], registry=r,
-        )  # fmt: skip
-        self.outcomes = Counter(
-            "smtp_probe_outcomes",
-            "Scheduled runs by outcome (delivered, junk, sent, send_failed, not_delivered, "
-            "bounced, error)",
-            ["probe", "outcome"], registry=r,
-        )  # fmt: skip
-        self.delivery = Histogram(
-            "smtp_probe_delivery_duration_seconds",
-            "Seconds from the 250 that accepted DATA to the message seen in the mailbox, "
-            "for delivered scheduled runs (junk included)",
-            ["probe"], buckets=DELIVERY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.duration = Gauge(
-            "smtp_probe_duration_seconds", "Seconds the whole run took" + _LAST, ["probe"],
-            registry=r,
-        )  # fmt: skip
-        self.stage_duration = Gauge(
-            "smtp_probe_stage_duration_seconds",
-            "Seconds spent in each stage, 0 for stages not reached" + _LAST,
-            ["probe", "stage"], registry=r,
-        )  # fmt: skip
-        self.reply_code = Gauge(
-            "smtp_probe_smtp_reply_code",
-            "The last final or failing SMTP reply code, 0 if none was received" + _LAST,
-            ["probe"], registry=r,
-        )  # fmt: skip
-        self.last_run = Gauge(
-            "smtp_probe_last_run_timestamp_seconds",
-            "Unix time the last scheduled run finished, 0 before the first", ["probe"],
-            registry=r,
-        )  # fmt: skip
-        self.last_success = Gauge(
-            "smtp_probe_last_success_timestamp_seconds",
-            "Unix time of the last successful scheduled run, 0 if none since start-up",
-            ["probe"], registry=r,
-        )  # fmt: skip
-        self.interval = Gauge(
-            "smtp_probe_interval_seconds", "Configured interval between runs", ["probe"],
-            registry=r,
-        )  # fmt: skip
-        self.timeout = Gauge(
-            "smtp_probe_timeout_seconds", "Configured deadline of one run", ["probe"],
-            registry=r,
-        )  # fmt: skip
-        self.late = Counter(
-            "smtp_probe_late_messages",
-            "Probe messages that arrived after their run had given up (or were left from "
-            "earlier runs), and were cleaned up",
-            ["probe"], registry=r,
-        )  # fmt: skip
-        self.in_flight = Gauge(
-            "smtp_probe_in_flight", "Runs of this probe in progress now", ["probe"],
-            registry=r,
-        )  # fmt: skip
-        self.reload_ok = Gauge(
-            "smtp_probe_config_last_reload_successful",
-            "1 if the last configuration (re)load succeeded", registry=r,
-        )  # fmt: skip
-        self.reload_time = Gauge(
-            "smtp_probe_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful configuration (re)load", registry=r,
-        )  # fmt: skip
-        build = Gauge(
-            "smtp_probe_build_info", "Always 1; the version label says which build runs",
-            ["version"], registry=r,
-        )  # fmt: skip
-        build.labels(__version__).set(1)
-        self._probes: set[str] = set()
+        self._probes: dict[str, _Probe] = {}
+        self._text: dict[str, dict[_Family, str]] = {}
+        self._reload_ok = 0.0
+        self._reload_time = 0.0
+        registry.register(self)
+
+    # ----------------------------------------------------------------- updates
 
     def configure(self, probes: Iterable[ScheduledProbe]) -> None:
         """Create the series of new probes, update configured values, drop removed probes."""
         wanted = {p.spec.name: p for p in probes}
-        for name in self._probes - wanted.keys():
-            self._remove(name)
+        for name in self._probes.keys() - wanted.keys():
+            del self._probes[name]
+            del self._text[name]
         for name, probe in wanted.items():
-            if name not in self._probes:
-                self._create(name)
-            self.interval.labels(name).set(probe.interval)
-            self.timeout.labels(name).set(probe.spec.timeout)
-        self._probes = set(wanted)
+            state = self._probes.get(name)
+            if state is None:
+                state = self._probes[name] = _Probe(probe.interval, probe.spec.timeout)
+            state.interval, state.timeout = probe.interval, probe.spec.timeout
+            self._render(name)
 
     def record(self, result: RunResult) -> None:
         """Account for one finished scheduled run of a configured probe."""
-        name = result.probe
-        if name not in self._probes:
+        state = self._probes.get(result.probe)
+        if state is None:
             return  # removed by a reload while it ran: its series are gone
         finished = result.started_at.timestamp() + result.duration_seconds
-        self.runs.labels(name).inc()
-        self.outcomes.labels(name, result.outcome.value).inc()
+        state.runs += 1
+        state.outcomes[result.outcome] += 1
         if result.stage is not None:
-            self.failures.labels(name, result.stage.value).inc()
-        self.success.labels(name).set(1 if result.success else 0)
+            state.failures[result.stage] += 1
+        state.success = 1.0 if result.success else 0.0
         if result.success:
-            self.last_success.labels(name).set(finished)
-        self.last_run.labels(name).set(finished)
-        self.duration.labels(name).set(result.duration_seconds)
-        self.reply_code.labels(name).set(result.smtp.reply_code or 0)
+            state.last_success = finished
+        state.last_run = finished
+        state.duration = result.duration_seconds
+        state.reply_code = float(result.smtp.reply_code or 0)
         timings = result.smtp.stage_seconds
         for stage in SMTP_STAGES:
-            self.stage_duration.labels(name, stage.value).set(timings.get(stage, 0.0))
-        self.stage_duration.labels(name, Stage.DELIVERY.value).set(result.delivery_seconds or 0.0)
-        if result.delivery_seconds is not None and result.outcome in (
-            Outcome.DELIVERED,
-            Outcome.JUNK,
-        ):
-            self.delivery.labels(name).observe(result.delivery_seconds)
+            state.stage_seconds[stage] = timings.get(stage, 0.0)
+        state.stage_seconds[Stage.DELIVERY] = result.delivery_seconds or 0.0
+        delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
+        if result.delivery_seconds is not None and delivered:
+            seconds = result.delivery_seconds
+            state.delivery_sum += seconds
+            state.delivery_count += 1
+            for index, bound in enumerate(DELIVERY_BUCKETS):
+                if seconds <= bound:
+                    state.buckets[index] += 1
+                    break
+        self._render(result.probe)
+
+    def run_started(self, probe: str) -> None:
+        """A scheduled run of ``probe`` began (``smtp_probe_in_flight`` + 1)."""
+        self._in_flight(probe, 1)
+
+    def run_ended(self, probe: str) -> None:
+        """A scheduled run of ``probe`` ended (``smtp_probe_in_flight`` - 1)."""
+        self._in_flight(probe, -1)
 
     def late_message(self, probe: str) -> None:
         """Count a message that arrived after its run gave up."""
-        if probe in self._probes:
-            self.late.labels(probe).inc()
+        state = self._probes.get(probe)
+        if state is not None:
+            state.late += 1
+            self._text[probe][LATE] = _lines(LATE, probe, state)
 
     def reloaded(self, *, ok: bool, at: float) -> None:
         """Record the result of a configuration (re)load."""
-        self.reload_ok.set(1 if ok else 0)
+        self._reload_ok = 1.0 if ok else 0.0
         if ok:
-            self.reload_time.set(at)
+            self._reload_time = at
 
-    def _create(self, name: str) -> None:
-        for gauge in (self.success, self.duration, self.reply_code, self.last_run,
-                      self.last_success, self.in_flight):  # fmt: skip
-            gauge.labels(name).set(0)
-        self.runs.labels(name)
-        self.late.labels(name)
-        self.delivery.labels(name)
-        for stage in Stage:
-            self.failures.labels(name, stage.value)
-        for outcome in Outcome:
-            self.outcomes.labels(name, outcome.value)
-        for stage in TIMED_STAGES:
-            self.stage_duration.labels(name, stage.value).set(0)
+    def _in_flight(self, probe: str, change: int) -> None:
+        state = self._probes.get(probe)
+        if state is not None:
+            state.in_flight = max(0.0, state.in_flight + change)
+            self._text[probe][IN_FLIGHT] = _lines(IN_FLIGHT, probe, state)
 
-    def _remove(self, name: str) -> None:
-        for metric in (self.success, self.runs, self.delivery, self.duration, self.reply_code,
-                       self.last_run, self.last_success, self.interval, self.timeout,
-                       self.late, self.in_flight):  # fmt: skip
-            _forget(metric, name)
-        for stage in Stage:
-            _forget(self.failures, name, stage.value)
-        for outcome in Outcome:
-            _forget(self.outcomes, name, outcome.value)
-        for stage in TIMED_STAGES:
-            _forget(self.stage_duration, name, stage.value)
+    def _render(self, probe: str) -> None:
+        state = self._probes[probe]
+        self._text[probe] = {family: _lines(family, probe, state) for family in PER_PROBE}
+
+    # ----------------------------------------------------------------- exposition
+
+    def render(self, *, openmetrics: bool = False) -> bytes:
+        """The exposition of every series: Prometheus text 0.0.4, or OpenMetrics 1.0."""
+        out: list[str] = []
+        texts = list(self._text.values())
+        for family in PER_PROBE:
+            out.append(_header(family, openmetrics))
+            out.extend(text[family] for text in texts)
+        for family, value in ((RELOAD_OK, self._reload_ok), (RELOAD_TIME, self._reload_time)):
+            out.append(_header(family, openmetrics))
+            out.append(f"{family.name} {_number(value)}\n")
+        out.append(_header(BUILD_INFO, openmetrics))
+        out.append(f'{BUILD_INFO.name}{{version="{_escape(__version__)}"}} 1.0\n')
+        if openmetrics:
+            out.append("# EOF\n")
+        return "".join(out).encode()
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, without samples (lets the registry check names cheaply)."""
+        for family in (*PER_PROBE, RELOAD_OK, RELOAD_TIME, BUILD_INFO):
+            yield _empty(family)
+
+    def collect(self) -> Iterator[Metric]:
+        """The same values as :meth:`render`, as prometheus_client families."""
+        families = {family: _empty(family) for family in PER_PROBE}
+        histogram = HistogramMetricFamily(DELIVERY.name, DELIVERY.help, labels=["probe"])
+        families[DELIVERY] = histogram
+        for name, state in self._probes.items():
+            for family, labels, value in _samples(name, state):
+                metric = families[family]
+                if isinstance(metric, GaugeMetricFamily | CounterMetricFamily):
+                    metric.add_metric(labels, value)
+            histogram.add_metric(
+                [name], list(zip(_LE, state.cumulative(), strict=True)), state.delivery_sum
+            )
+        yield from families.values()
+        yield GaugeMetricFamily(RELOAD_OK.name, RELOAD_OK.help, value=self._reload_ok)
+        yield GaugeMetricFamily(RELOAD_TIME.name, RELOAD_TIME.help, value=self._reload_time)
+        build = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
+        build.add_metric([__version__], 1.0)
+        yield build
 
 
-def _forget(metric: Gauge | Counter | Histogram, *labels: str) -> None:
-    with contextlib.suppress(KeyError):
-        metric.remove(*labels)
+def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], float]]:
+    """Every (family, label values, value) of one probe but the histogram."""
+    yield SUCCESS, [probe], state.success
+    yield RUNS, [probe], state.runs
+    for stage, count in state.failures.items():
+        yield FAILURES, [probe, stage.value], count
+    for outcome, count in state.outcomes.items():
+        yield OUTCOMES, [probe, outcome.value], count
+    yield DELIVERY, [probe], 0.0
+    yield DURATION, [probe], state.duration
+    for stage, seconds in state.stage_seconds.items():
+        yield STAGE_DURATION, [probe, stage.value], seconds
+    yield REPLY_CODE, [probe], state.reply_code
+    yield LAST_RUN, [probe], state.last_run
+    yield LAST_SUCCESS, [probe], state.last_success
+    yield INTERVAL, [probe], state.interval
+    yield TIMEOUT, [probe], state.timeout
+    yield LATE, [probe], state.late
+    yield IN_FLIGHT, [probe], state.in_flight
+
+
+_LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
+                       STAGE_DURATION: ("probe", "stage")}  # fmt: skip
+
+
+def _lines(family: _Family, probe: str, state: _Probe) -> str:
+    """The sample lines of one family for one probe, in the text format."""
+    # Label names in alphabetical order, as prometheus_client writes them.
+    label = f'probe="{_escape(probe)}"'
+    if family is DELIVERY:
+        name = family.name
+        lines = [
+            f'{name}_bucket{{le="{le}",{label}}} {_number(count)}\n'
+            for le, count in zip(_LE, state.cumulative(), strict=True)
+        ]
+        lines.append(f"{name}_count{{{label}}} {_number(state.delivery_count)}\n")
+        lines.append(f"{name}_sum{{{label}}} {_number(state.delivery_sum)}\n")
+        return "".join(lines)
+    sample = family.name + ("_total" if family.kind == "counter" else "")
+    other = _LABEL_NAMES.get(family, ("probe",))[1:]
+    out = []
+    for fam, labels, value in _samples(probe, state):
+        if fam is not family:
+            continue
+        pairs = [label]
+        if other:
+            pairs.append(f'{other[0]}="{labels[1]}"')
+            pairs.sort()
+        out.append(f"{sample}{{{','.join(pairs)}}} {_number(value)}\n")
+    return "".join(out)
+
+
+def _header(family: _Family, openmetrics: bool) -> str:
+    kind = family.kind
+    name = family.name
+    if not openmetrics and kind == "counter":
+        name += "_total"  # the classic format names counters by their samples
+    return f"# HELP {name} {family.help}\n# TYPE {name} {kind}\n"
+
+
+def _empty(
+    family: _Family,
+) -> GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily:
+    labels = list(_LABEL_NAMES.get(family, ("probe",))) if family in PER_PROBE else None
+    if family is BUILD_INFO:
+        labels = ["version"]
+    if family.kind == "counter":
+        return CounterMetricFamily(family.name, family.help, labels=labels)
+    if family.kind == "histogram":
+        return HistogramMetricFamily(family.name, family.help, labels=labels)
+    return GaugeMetricFamily(family.name, family.help, labels=labels)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

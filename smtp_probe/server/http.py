@@ -80,8 +80,9 @@ class _Handlers:
     async def metrics(self, request: web.Request) -> web.Response:
         # Negotiated like prometheus_client's own handlers: OpenMetrics when the
         # scraper asks for it, the classic text format otherwise.
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self.daemon.registry)
+        _, content_type = choose_encoder(request.headers.get("Accept", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        body = self.daemon.metrics.render(openmetrics=openmetrics)
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthy(self, request: web.Request) -> web.Response:
