@@ -9,6 +9,7 @@ is the only place that knows aiosmtplib's exceptions.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import re
 import socket
@@ -169,10 +170,9 @@ async def send_message(
 async def _open(session: _Session) -> aiosmtplib.SMTP:
     """Resolve, connect and read the banner; implicit TLS is negotiated before the banner."""
     server = session.server
-    loop = asyncio.get_running_loop()
     session.transcript.note(f"connecting to {server.address} (tls: {server.tls})")
     try:
-        addresses = await loop.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
+        addresses = await _resolve(server.host, server.port)
     except socket.gaierror as exc:
         raise session.fail(f"cannot resolve {server.host}: {exc.strerror}") from None
     except UnicodeError:
@@ -215,6 +215,18 @@ async def _open(session: _Session) -> aiosmtplib.SMTP:
         session.transcript.note(f"TLS established ({session.tls_version})")
     session.received(greeting.code, greeting.message)
     return client
+
+
+async def _resolve(host: str, port: int) -> Sequence[tuple[Any, Any, int, str, Any]]:
+    """Addresses to try; an IP literal needs no lookup (and no trip to the thread pool)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        loop = asyncio.get_running_loop()
+        return await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if ip.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, 0, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, 0, "", (host, port))]
 
 
 async def _connect_any(
