@@ -9,6 +9,7 @@ without touching the schedule.
 from __future__ import annotations
 
 import asyncio
+import math
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,32 @@ from smtp_probe import log
 from smtp_probe.config import ScheduledProbe
 
 _LOG: Final = log.get(__name__)
+
+
+class GridIntervalTrigger(IntervalTrigger):  # type: ignore[misc]
+    """An interval trigger whose jitter does not accumulate.
+
+    APScheduler 3 adds each run's jitter to the previous, already jittered,
+    fire time, so a probe drifts by ``jitter / 2`` per run on average (25 %
+    fewer runs than configured at 10 s +- 5 s). Here every run is planned
+    from the grid ``start_date + k * interval`` and jittered once.
+    """
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        """The next run: one interval after the *grid point* of the previous run, jittered."""
+        if previous_fire_time is not None:
+            start = self.start_date.timestamp()
+            # The epsilon keeps a fire time that is exactly on the grid on its own
+            # step despite float error (else the same time would come back forever).
+            elapsed = previous_fire_time.timestamp() - start
+            steps = math.floor(elapsed / self.interval_length + 1e-6)
+            previous_fire_time = datetime.fromtimestamp(
+                start + max(steps, 0) * self.interval_length, tz=self.timezone
+            )
+        next_time: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        return next_time
 
 
 def first_run_offset(name: str, interval: float) -> float:
@@ -79,7 +106,9 @@ class ProbeScheduler:
             first = self._now() + timedelta(seconds=first_run_offset(name, interval))
             self._scheduler.add_job(
                 self._job,
-                IntervalTrigger(seconds=interval, jitter=jitter or None, timezone=UTC),
+                GridIntervalTrigger(
+                    seconds=interval, start_date=first, jitter=jitter or None, timezone=UTC
+                ),
                 args=[name],
                 id=name,
                 name=f"probe {name}",

@@ -424,3 +424,33 @@ def test_running_is_false_once_stop_returns() -> None:
         assert not sched.running
 
     run_async(main)
+
+
+def test_jitter_does_not_accumulate_runs_stay_on_the_interval_grid() -> None:
+    """APScheduler's own trigger drifts by jitter/2 per run; ours plans from a fixed grid."""
+    from smtp_probe.scheduler import GridIntervalTrigger
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    trigger = GridIntervalTrigger(seconds=10, start_date=start, jitter=5, timezone=UTC)
+    fire = start
+    for step in range(1, 200):
+        following = trigger.get_next_fire_time(fire, fire)
+        assert following is not None
+        fire = following
+        offset = (fire - start).total_seconds() - step * 10
+        assert 0 <= offset <= 5, f"run {step} is {offset:.2f}s off its grid point"
+
+
+def test_a_fire_time_exactly_on_the_grid_moves_on_by_one_interval() -> None:
+    """Float error must not make the trigger return the same time again (a busy loop)."""
+    from smtp_probe.scheduler import GridIntervalTrigger
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    trigger = GridIntervalTrigger(seconds=0.2, start_date=start, timezone=UTC)
+    fire = start
+    for step in range(1, 500):
+        following = trigger.get_next_fire_time(fire, fire)
+        assert following is not None
+        assert following > fire
+        fire = following
+        assert abs((fire - start).total_seconds() - step * 0.2) < 1e-3
