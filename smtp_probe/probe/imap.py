@@ -34,7 +34,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -101,7 +101,6 @@ class _Counters:
     late: int = 0
     reconnects: int = 0
     forged: int = 0
-    seen_uids: set[tuple[str, int]] = field(default_factory=set)
 
 
 class MailboxWatcher:
