@@ -31,15 +31,54 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_ready(
+    name: str, proc: subprocess.Popen[bytes], url: str, log: Callable[[], str], timeout: float
+) -> None:
+    """Wait until ``url`` answers 200 while ``proc`` keeps running.
+
+    Raises:
+        PrometheusError: the process exited, or was not ready within ``timeout``.
+    """
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise PrometheusError(f"{name} exited early:\n{log()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise PrometheusError(f"{name} not ready after {timeout}s:\n{log()[-2000:]}")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate ``proc``, and kill it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 class Prometheus:
     """One private Prometheus; ``start()``, ``query()``, ``wait_for()``, ``stop()``."""
 
     def __init__(
-        self, targets: list[str], *, job: str = "smtp-probe", rules: Sequence[Path] = ()
+        self,
+        targets: list[str],
+        *,
+        job: str = "smtp-probe",
+        rules: Sequence[Path] = (),
+        alertmanagers: Sequence[str] = (),
     ) -> None:
         self.targets = targets
         self.job = job
         self.rules = list(rules)
+        self.alertmanagers = list(alertmanagers)
         self.port = 0
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -63,6 +102,12 @@ class Prometheus:
             + (f"rule_files:{rule_files}\n" if self.rules else "")
             + f"scrape_configs:\n  - job_name: {self.job}\n    static_configs:\n"
             f"      - targets: {json.dumps(self.targets)}\n"
+            + (
+                "alerting:\n  alertmanagers:\n    - static_configs:\n"
+                f"        - targets: {json.dumps(self.alertmanagers)}\n"
+                if self.alertmanagers
+                else ""
+            )
         )
         self._log = (self._dir / "prometheus.log").open("wb")
         self._proc = subprocess.Popen(
@@ -76,18 +121,7 @@ class Prometheus:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self._proc.poll() is not None:
-                raise PrometheusError(f"prometheus exited early:\n{self.log()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url("/-/ready"), timeout=1) as reply:  # noqa: S310
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise PrometheusError(f"prometheus not ready after {timeout}s:\n{self.log()[-2000:]}")
+        wait_ready("prometheus", self._proc, self.url("/-/ready"), self.log, timeout)
 
     def url(self, path: str) -> str:
         """Address of ``path`` on this server."""
@@ -138,13 +172,8 @@ class Prometheus:
 
     def stop(self) -> None:
         """Stop the server and remove its files."""
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait(5)
+        if self._proc is not None:
+            stop_process(self._proc)
         self._proc = None
         if self._dir is not None:
             self._log.close()

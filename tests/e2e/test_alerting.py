@@ -24,8 +24,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,7 +35,7 @@ import yaml
 
 from daemon_proc import Daemon, start_daemon, stop_daemon
 from mailstack import MailStack
-from prom import Prometheus, free_port
+from prom import Prometheus, free_port, stop_process, wait_ready
 from routes import probe_messages
 
 pytestmark = pytest.mark.e2e
@@ -189,17 +187,7 @@ class Alertmanager:
              f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address="],
             stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            assert self.proc.poll() is None, f"alertmanager exited:\n{self.log()}"
-            try:
-                with urllib.request.urlopen(self.url("/-/ready"), timeout=1) as reply:  # noqa: S310
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"alertmanager not ready after 30 s:\n{self.log()}")
+        wait_ready("alertmanager", self.proc, self.url("/-/ready"), self.log, 30)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -208,41 +196,9 @@ class Alertmanager:
         return (self.dir / "alertmanager.log").read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self._log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-class AlertingPrometheus(Prometheus):
-    """:class:`prom.Prometheus` that also sends its alerts to an Alertmanager."""
-
-    def __init__(self, targets: list[str], *, rules: list[Path], alertmanager: str) -> None:
-        super().__init__(targets, rules=rules)
-        self.alertmanager = alertmanager
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Start it, then add the ``alerting`` section and reload (lifecycle API)."""
-        super().start(timeout)
-        assert self._dir is not None
-        config = self._dir / "prometheus.yml"
-        config.write_text(
-            config.read_text()
-            + "alerting:\n  alertmanagers:\n    - static_configs:\n"
-            + f"        - targets: [{json.dumps(self.alertmanager)}]\n"
-        )
-        request = urllib.request.Request(self.url("/-/reload"), method="POST")  # noqa: S310
-        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310
-            assert reply.status == 200
-        end = time.monotonic() + 10
-        while not self.api("/api/v1/alertmanagers")["activeAlertmanagers"]:
-            assert time.monotonic() < end, f"no active alertmanager:\n{self.log()[-2000:]}"
-            time.sleep(0.2)
 
 
 @dataclass
@@ -265,10 +221,16 @@ def alerting(mailstack: MailStack, tmp_path: Path) -> Iterator[Alerting]:
     alertmanager = prometheus = None
     try:
         alertmanager = Alertmanager(fast_alertmanager_config(webhook.url))
-        prometheus = AlertingPrometheus(
-            [f"127.0.0.1:{daemon.port}"], rules=rules, alertmanager=f"127.0.0.1:{alertmanager.port}"
+        prometheus = Prometheus(
+            [f"127.0.0.1:{daemon.port}"],
+            rules=rules,
+            alertmanagers=[f"127.0.0.1:{alertmanager.port}"],
         )
         prometheus.start()
+        end = time.monotonic() + 10
+        while not prometheus.api("/api/v1/alertmanagers")["activeAlertmanagers"]:
+            assert time.monotonic() < end, f"no active alertmanager:\n{prometheus.log()[-2000:]}"
+            time.sleep(0.2)
         yield Alerting(daemon, prometheus, alertmanager, webhook)
         # Mail deferred while Dovecot was down arrives late; let the daemon
         # sweep it up, then stop it cleanly so no probe message stays behind.
