@@ -19,7 +19,7 @@ Measured, median and p99 of ``--repeats`` scrapes:
   (no ``Accept`` header) and OpenMetrics, which Prometheus asks for first
   (its default ``Accept`` header, :data:`PROMETHEUS_ACCEPT`).
 
-Run: ``python bench/bench_metrics.py`` (``--probes``, ``--results``, ``--repeats``).
+Run: ``python -m bench.bench_metrics`` (``--probes``, ``--results``, ``--repeats``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchkit import background_load, machine_info, median, ms, percentile, print_table, write_json
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
+from bench.benchkit import (
+    background_load,
+    machine_info,
+    median,
+    ms,
+    percentile,
+    print_table,
+    write_json,
+)
 from smtp_probe.app import Daemon
 from smtp_probe.config import Config, parse_config
 from smtp_probe.metrics import Metrics

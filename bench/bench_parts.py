@@ -21,7 +21,7 @@ executor hop's worker thread counts too):
 * one ``run finished`` JSON log line (structlog, to /dev/null);
 * a run's transcript (30 lines, two secrets masked).
 
-Run: ``python bench/bench_parts.py``.
+Run: ``python -m bench.bench_parts``.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 import trustme
-from bench_metrics import config_text, fake_results
-from benchkit import background_load, machine_info, print_table, write_json
 from prometheus_client import CollectorRegistry
 
+from bench.bench_metrics import config_text, fake_results
+from bench.benchkit import background_load, machine_info, print_table, write_json
 from smtp_probe import log
 from smtp_probe.config import parse_config
 from smtp_probe.metrics import Metrics

@@ -25,7 +25,7 @@ Measured:
   Postfix so the delays are logged with two significant digits instead of
   in 10 ms steps.
 
-Run as root (the stack needs it): ``python bench/bench_run_cpu.py``.
+Run as root (the stack needs it): ``python -m bench.bench_run_cpu``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import (
+from bench.benchkit import (
     DAEMON_CORE,
     SINK,
     DaemonProcess,

@@ -21,7 +21,7 @@ cost, or if the stack cannot keep up with full runs; the table then says
 After the window, ``/metrics`` is scraped a few times (outside the CPU
 window) to show the scrape time of this many probes with real results.
 
-Run as root (the stack needs it): ``python bench/bench_scale.py``.
+Run as root (the stack needs it): ``python -m bench.bench_scale``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchkit import (
+from bench.benchkit import (
     DAEMON_CORE,
     SENDER,
     SINK,
@@ -65,7 +65,6 @@ from benchkit import (
     write_json,
     write_secrets,
 )
-
 from smtp_probe.units import parse_duration
 
 IDLE_INTERVAL = "24h"

@@ -34,15 +34,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from tests.support.mailstack import MailStack
+
 ROOT: Final = Path(__file__).resolve().parent.parent
 """The repository checkout the benchmarks belong to."""
-TESTS_DIR: Final = ROOT / "tests"
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from mailstack import MailStack  # noqa: E402 - lives in tests/, added to the path above
 
 SENDER: Final = "probe@example.test"
 SINK: Final = "sink@example.test"

@@ -1,6 +1,6 @@
 """Root test configuration: the session-wide real Postfix + Dovecot stack.
 
-The ``mailstack`` fixture starts one private :class:`mailstack.MailStack`
+The ``mailstack`` fixture starts one private :class:`tests.support.mailstack.MailStack`
 (real servers on free 127.0.0.1 ports, everything in a temp dir) the first
 time a test asks for it, and stops it when the session ends.  A test session
 that never requests it starts no servers.  A missing Postfix/Dovecot is an
@@ -9,20 +9,12 @@ error, never a skip: CI must fail loudly on a broken machine.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# ``mailstack`` lives beside this file; make it importable whatever pytest's
-# import mode (prepend adds this directory already, importlib does not).
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
-from mailstack import MailStack  # noqa: E402
-from routes import BYSTANDER_SUBJECT, SINK, bystanders, probe_messages  # noqa: E402
+from tests.support.mailstack import MailStack
+from tests.support.routes import BYSTANDER_SUBJECT, SINK, bystanders, probe_messages
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pytest
 
-from prom import free_port
+from tests.support.prom import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

@@ -33,10 +33,10 @@ from typing import Any
 import pytest
 import yaml
 
-from daemon_proc import Daemon, start_daemon, stop_daemon
-from mailstack import MailStack
-from prom import Prometheus, free_port, stop_process, wait_ready
-from routes import probe_messages
+from tests.support.daemon_proc import Daemon, start_daemon, stop_daemon
+from tests.support.mailstack import MailStack
+from tests.support.prom import Prometheus, free_port, stop_process, wait_ready
+from tests.support.routes import probe_messages
 
 pytestmark = pytest.mark.e2e
 

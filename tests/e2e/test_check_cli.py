@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from mailstack import JUNK_ADDRESS, REJECT_550, MailStack
-from routes import SENDER, SINK
+from tests.support.mailstack import JUNK_ADDRESS, REJECT_550, MailStack
+from tests.support.routes import SENDER, SINK
 
 
 def check(stack: MailStack, *extra: str, to: str = SINK) -> subprocess.CompletedProcess[str]:

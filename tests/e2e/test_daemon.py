@@ -15,10 +15,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon_proc import Daemon, config_text, start_daemon, stop_daemon
-from mailstack import MailStack
-from prom import Prometheus
-from routes import probe_messages
+from tests.support.daemon_proc import Daemon, config_text, start_daemon, stop_daemon
+from tests.support.mailstack import MailStack
+from tests.support.prom import Prometheus
+from tests.support.routes import probe_messages
 
 
 @pytest.fixture(scope="module")

@@ -32,17 +32,17 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from daemon_proc import Daemon, start_daemon, stop_daemon
-from mailstack import MailStack
-from prom import Prometheus, PrometheusError
 from smtp_probe.metrics import Metrics
+from tests.support.daemon_proc import Daemon, start_daemon, stop_daemon
+from tests.support.mailstack import MailStack
+from tests.support.prom import Prometheus, PrometheusError
 
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "smtp-probe.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 PROBES = ("submission", "mx", "refused")
 JOB = "smtp-probe"
-"""The job name tests/prom.py scrapes the daemon under."""
+"""The job name tests/support/prom.py scrapes the daemon under."""
 RANGE_PANEL_TYPES = {"timeseries", "state-timeline", "heatmap", "barchart", "trend"}
 RANGE_SECONDS = 60
 GRAFANA_BUILTINS = {

@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.request
 
-from prom import free_port
+from tests.support.prom import free_port
 
 
 def metric(text: str, name: str, probe: str) -> float | None:

@@ -24,7 +24,7 @@ import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from mailstack import (
+from tests.support.mailstack import (
     BOUNCE,
     DEFER_450,
     DISCARD,

@@ -8,8 +8,6 @@ import time
 import pytest
 import trustme
 
-from mailstack import DEFER_450, HOLD, JUNK_ADDRESS, REJECT_550, MailStack
-from routes import SENDER, SINK, mailbox, probe, smtp_server
 from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import Token, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
@@ -17,6 +15,8 @@ from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec, TlsSettings
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.secret import Secret
+from tests.support.mailstack import DEFER_450, HOLD, JUNK_ADDRESS, REJECT_550, MailStack
+from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 
 def run(spec: ProbeSpec, signer: TokenSigner | None = None) -> RunResult:

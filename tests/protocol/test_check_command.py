@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from loopback_smtpd import LOOPBACK, Behaviour, smtpd
 from smtp_probe.cli import main
+from tests.support.loopback_smtpd import LOOPBACK, Behaviour, smtpd
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = ["--from", "probe@sender.test", "--to", "sink@rcpt.test"]

@@ -22,11 +22,18 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, closed_port, silent_listener, smtpd
 from smtp_probe.app import Daemon
 from smtp_probe.config import Config, ConfigError, parse_config
 from smtp_probe.scheduler import first_run_offset
 from smtp_probe.server.http import make_app
+from tests.support.loopback_smtpd import (
+    LOOPBACK,
+    Authenticator,
+    Behaviour,
+    closed_port,
+    silent_listener,
+    smtpd,
+)
 
 Client = TestClient[web.Request, web.Application]
 

@@ -8,13 +8,13 @@ import json
 
 import pytest
 
-from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.report import render_json, render_text
 from smtp_probe.secret import Secret
+from tests.support.loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 
 USER = "probe-user"
 PASSWORD = "correct horse battery"  # noqa: S105 - the test server's own user

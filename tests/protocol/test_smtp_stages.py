@@ -7,7 +7,12 @@ import email
 import email.policy
 import time
 
-from loopback_smtpd import (
+from smtp_probe.probe.message import PROBE_HEADER, TokenSigner
+from smtp_probe.probe.result import Outcome, RunResult, Stage
+from smtp_probe.probe.run import run_probe
+from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
+from smtp_probe.probe.transcript import Direction
+from tests.support.loopback_smtpd import (
     LOOPBACK,
     Behaviour,
     closed_port,
@@ -15,11 +20,6 @@ from loopback_smtpd import (
     silent_listener,
     smtpd,
 )
-from smtp_probe.probe.message import PROBE_HEADER, TokenSigner
-from smtp_probe.probe.result import Outcome, RunResult, Stage
-from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
-from smtp_probe.probe.transcript import Direction
 
 SENDER = "probe@sender.test"
 RECIPIENT = "sink@rcpt.test"

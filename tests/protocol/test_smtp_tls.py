@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import trustme
 
-from loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.secret import Secret
+from tests.support.loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 
 
 @pytest.fixture(scope="module")

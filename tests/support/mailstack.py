@@ -130,256 +130,16 @@ class MailStackError(RuntimeError):
     """The mail stack could not be started or a server command failed."""
 
 
-# --------------------------------------------------------------------------
-# Configuration templates.  ``@name@`` placeholders are filled by _render();
+# Configuration templates live as files beside this module
+# (``mailstack_conf/``).  ``@name@`` placeholders are filled by _render();
 # everything else (Postfix's ``$name``, Dovecot's ``%{...}`` and braces) is
 # literal text.
-# --------------------------------------------------------------------------
+_CONF_DIR = Path(__file__).resolve().parent / "mailstack_conf"
 
-_POSTFIX_MAIN_CF = """\
-# Private loopback-only Postfix for tests (written by tests/mailstack.py).
-compatibility_level = 3.6
-queue_directory = @queue_dir@
-data_directory = @data_dir@
-# Logging without syslog: postlogd writes this file.  The path must start
-# with one of maillog_file_prefixes (default /var, /dev/stdout).
-maillog_file = @postfix_log@
-maillog_file_prefixes = @root@
-syslog_name = postfix-mailstack
 
-myhostname = mx.example.test
-mydomain = example.test
-myorigin = $mydomain
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-mydestination =
-mynetworks = 127.0.0.0/8
-local_recipient_maps =
-alias_maps =
-alias_database =
-biff = no
-append_dot_mydomain = no
-smtpd_banner = $myhostname ESMTP
-# no reverse DNS for the (loopback) client: no DNS is needed or wanted
-smtpd_peername_lookup = no
-smtpd_error_sleep_time = 0s
-
-# The only deliverable domain; everything else goes to the error transport so
-# that no mail can ever leave this machine.
-virtual_mailbox_domains = example.test
-virtual_mailbox_maps = texthash:@conf_dir@/vmailbox
-virtual_transport = lmtp:unix:private/dovecot-lmtp
-# One LMTP session per delivery: a cached idle session would keep Dovecot's
-# lmtp process (and so stop_dovecot()) waiting for Postfix to hang up.
-lmtp_connection_cache_on_demand = no
-default_transport = error:5.7.1 mailstack delivers to example.test only
-relay_transport = error:5.7.1 mailstack delivers to example.test only
-transport_maps = texthash:@conf_dir@/transport
-# sink+Junk@example.test -> user sink, detail "Junk" (Dovecot files it there)
-recipient_delimiter = +
-
-smtpd_tls_cert_file = @cert_file@
-smtpd_tls_key_file = @key_file@
-smtpd_tls_security_level = may
-smtpd_tls_loglevel = 1
-smtpd_tls_received_header = yes
-
-smtpd_sasl_type = dovecot
-smtpd_sasl_path = private/auth
-smtpd_sasl_auth_enable = no
-
-# No permit_mynetworks: nothing is relayed, loopback clients included.
-smtpd_relay_restrictions = reject_unauth_destination
-smtpd_recipient_restrictions = check_recipient_access texthash:@conf_dir@/recipient_access
-
-# A smtpd with SASL enabled exits at connect while Dovecot's auth socket is
-# down (stop_dovecot()); master then pauses the service for
-# service_throttle_time (default 60s).  Recover within a second instead.
-service_throttle_time = 1s
-
-# quick retries so that "deferred, then delivered" tests do not wait long
-queue_run_delay = 5s
-minimal_backoff_time = 5s
-maximal_backoff_time = 10s
-"""
-
-_POSTFIX_MASTER_CF = """\
-# service type  private unpriv  chroot  wakeup  maxproc command + args
-127.0.0.1:@smtp_port@ inet n - n - - smtpd
-127.0.0.1:@submission_port@ inet n - n - - smtpd
-  -o syslog_name=postfix-mailstack/submission
-  -o smtpd_tls_security_level=encrypt
-  -o smtpd_tls_auth_only=yes
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-127.0.0.1:@smtps_port@ inet n - n - - smtpd
-  -o syslog_name=postfix-mailstack/smtps
-  -o smtpd_tls_wrappermode=yes
-  -o smtpd_sasl_auth_enable=yes
-  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
-  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-lmtp      unix  -       -       n       -       -       lmtp
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-_POSTFIX_VMAILBOX = """\
-# virtual_mailbox_maps: recipients Postfix accepts (others: 550 at RCPT)
-probe@example.test      OK
-sink@example.test       OK
-reject550@example.test  OK
-defer450@example.test   OK
-hold@example.test       OK
-bounce@example.test     OK
-outage@example.test     OK
-discard@example.test    OK
-"""
-
-_POSTFIX_RECIPIENT_ACCESS = """\
-# access(5), checked at RCPT time on every smtpd port
-reject550@example.test  550 5.1.1 mailstack: simulated permanent failure
-defer450@example.test   450 4.2.0 mailstack: simulated temporary failure
-hold@example.test       HOLD mailstack: simulated stuck message
-"""
-
-_POSTFIX_TRANSPORT = """\
-# transport(5) faults that happen after the 250 (error:/retry: here would
-# make smtpd reject at RCPT time instead, so they are not used)
-outage@example.test     lmtp:inet:127.0.0.1:9
-discard@example.test    discard:mailstack simulated silent loss
-"""
-
-# Settings shared by both Dovecot templates (same names in 2.3 and 2.4).
-_DOVECOT_COMMON = """\
-base_dir = @dovecot_run@
-state_dir = @dovecot_state@
-instance_name = mailstack
-protocols = imap lmtp
-listen = 127.0.0.1
-log_path = @dovecot_log@
-log_timestamp = "%Y-%m-%d %H:%M:%S "
-login_greeting = mailstack IMAP ready
-# used in Received: headers and LMTP replies (default: the machine's name)
-hostname = mx.example.test
-
-auth_mechanisms = plain login
-# Tests log in with wrong passwords on purpose: answer failures at once ...
-auth_failure_delay = 0
-# ... and switch off the per-IP anvil auth penalty (2 s .. 15 s before every
-# later login from 127.0.0.1), which would make the *next* login slow.
-service anvil {
-  unix_listener anvil-auth-penalty {
-    mode = 0
-  }
-}
-
-recipient_delimiter = +
-# sink+Junk@example.test is delivered to sink's "Junk" folder
-lmtp_save_to_detail_mailbox = yes
-postmaster_address = postmaster@example.test
-
-namespace inbox {
-  inbox = yes
-  separator = /
-  mailbox Junk {
-    special_use = \\Junk
-    auto = subscribe
-  }
-  mailbox Trash {
-    special_use = \\Trash
-    auto = subscribe
-  }
-  mailbox Sent {
-    special_use = \\Sent
-    auto = subscribe
-  }
-}
-
-service imap-login {
-  inet_listener imap {
-    port = @imap_port@
-  }
-  inet_listener imaps {
-    port = @imaps_port@
-    ssl = yes
-  }
-}
-service lmtp {
-  unix_listener @queue_dir@/private/dovecot-lmtp {
-    mode = 0600
-    user = postfix
-    group = postfix
-  }
-}
-service auth {
-  unix_listener @queue_dir@/private/auth {
-    mode = 0660
-    user = postfix
-    group = postfix
-  }
-}
-"""
-
-_DOVECOT_23 = """\
-# Private Dovecot 2.3 for tests (written by tests/mailstack.py).
-ssl = yes
-ssl_cert = <@cert_file@
-ssl_key = <@key_file@
-ssl_min_protocol = TLSv1.2
-mail_location = maildir:~/Maildir
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu @users_file@
-}
-userdb {
-  driver = static
-  args = uid=@mail_user@ gid=@mail_group@ home=@vmail_dir@/%Ld/%Ln
-}
-"""
-
-_DOVECOT_24 = """\
-# Private Dovecot 2.4 for tests (written by tests/mailstack.py).
-# Must come first; 2.4.0 is accepted by every 2.4.x (see research NOTES.md).
-dovecot_config_version = 2.4.0
-dovecot_storage_version = 2.4.0
-ssl = yes
-ssl_server_cert_file = @cert_file@
-ssl_server_key_file = @key_file@
-ssl_min_protocol = TLSv1.2
-mail_driver = maildir
-mail_path = ~/Maildir
-passdb passwd-file {
-  passwd_file_path = @users_file@
-  default_password_scheme = PLAIN
-}
-userdb static {
-  fields {
-    uid = @mail_user@
-    gid = @mail_group@
-    home = @vmail_dir@/%{user | domain | lower}/%{user | username | lower}
-  }
-}
-"""
+def _template(name: str) -> str:
+    """The text of the template ``mailstack_conf/<name>``."""
+    return (_CONF_DIR / name).read_text(encoding="utf-8")
 
 
 def _render(template: str, values: Mapping[str, object]) -> str:
@@ -1059,15 +819,9 @@ class MailStack:
             "submission_port": layout.submission_port,
             "smtps_port": layout.smtps_port,
         }
-        for name, template in (
-            ("main.cf", _POSTFIX_MAIN_CF),
-            ("master.cf", _POSTFIX_MASTER_CF),
-            ("vmailbox", _POSTFIX_VMAILBOX),
-            ("recipient_access", _POSTFIX_RECIPIENT_ACCESS),
-            ("transport", _POSTFIX_TRANSPORT),
-        ):
+        for name in ("main.cf", "master.cf", "vmailbox", "recipient_access", "transport"):
             path = conf / name
-            path.write_text(_render(template, values))
+            path.write_text(_render(_template(f"postfix/{name}"), values))
             # Postfix re-reads a config file or texthash table until its
             # mtime is in the past (it guards against half-written files):
             # a file written "now" costs ~2 s of 300 ms sleeps per command.
@@ -1102,9 +856,11 @@ class MailStack:
             "imaps_port": layout.imaps_port,
             "queue_dir": layout.queue_dir,
         }
-        version_part = _DOVECOT_24 if self._dovecot_is_24() else _DOVECOT_23
+        version = "2.4" if self._dovecot_is_24() else "2.3"
         layout.dovecot_conf.write_text(
-            _render(version_part, values) + "\n" + _render(_DOVECOT_COMMON, values)
+            _render(_template(f"dovecot/dovecot-{version}.conf"), values)
+            + "\n"
+            + _render(_template("dovecot/common.conf"), values)
         )
 
     def _start_postfix(self, layout: _Layout) -> None:

@@ -17,9 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from mailstack import REJECT_550, MailStack
-from prom import free_port
-from routes import SENDER, SINK
+from tests.support.mailstack import REJECT_550, MailStack
+from tests.support.prom import free_port
+from tests.support.routes import SENDER, SINK
 
 
 @dataclass

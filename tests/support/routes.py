@@ -6,10 +6,10 @@ import email
 import email.policy
 from dataclasses import replace
 
-from mailstack import MailStack
 from smtp_probe.probe.message import PROBE_HEADER
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.secret import Secret
+from tests.support.mailstack import MailStack
 
 SINK = "sink@example.test"
 SENDER = "probe@example.test"

@@ -1,6 +1,6 @@
 """Stand-alone check that this machine can run the real mail stack.
 
-What: ``python tests/mailstack_selfcheck.py`` starts a :class:`MailStack`,
+What: ``python -m tests.support.mailstack_selfcheck`` starts a :class:`MailStack`,
 prints the server versions, ports and start-up time, sends one message over
 submission (STARTTLS + AUTH, certificate verified) with the standard
 library's smtplib, waits for it in the Maildir, times a correct login right
@@ -16,15 +16,11 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
-import sys
 import time
 import uuid
 from email.message import EmailMessage
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from mailstack import MailStack
+from tests.support.mailstack import MailStack
 
 PROBE = "probe@example.test"
 SINK = "sink@example.test"

@@ -1,0 +1,1 @@
+"""The test suite: unit/ (no network), protocol/ (in-process servers), e2e/ (real servers), deploy/."""

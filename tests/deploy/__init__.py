@@ -1,0 +1,1 @@
+"""Tests of what ships beside the code: rules, manifests, the container image."""

@@ -1,0 +1,1 @@
+"""End-to-end tests against real Postfix, Dovecot, Prometheus and Alertmanager."""

@@ -1,0 +1,1 @@
+"""Protocol tests against in-process servers (aiosmtpd, pymap) on loopback."""

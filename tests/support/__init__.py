@@ -1,0 +1,1 @@
+"""Test harnesses: the real mail stack, Prometheus, routes, daemon process, loopback servers."""
