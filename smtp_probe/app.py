@@ -64,13 +64,13 @@ class OnDemandGate:
                 f"an on-demand run of {name} is already in progress",
                 retry_after=max(ends - now, 0.0) + self.gap,
             )
-        free_at = self._ended.pop(name, -math.inf) + self.gap
+        free_at = self._ended.get(name, -math.inf) + self.gap
         if now < free_at:
-            self._ended[name] = free_at - self.gap
             raise OnDemandRefused(
                 f"{name} ran on demand less than {self.gap:g}s ago; try again shortly",
                 retry_after=free_at - now,
             )
+        self._ended.pop(name, None)  # only ends within the gap matter
         self._running[name] = now + timeout
         try:
             yield

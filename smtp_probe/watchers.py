@@ -35,7 +35,6 @@ class _Lease:
 
     watcher: MailboxWatcher
     users: int = 0
-    retired: bool = False
 
 
 class WatcherPool:
@@ -59,6 +58,7 @@ class WatcherPool:
         self._start_wait = start_wait
         self._active: dict[Mailbox, _Lease] = {}
         self._retired: set[_Lease] = set()
+        """Watchers no probe uses any more, still lent to a run: they close after it."""
         self._closing: set[asyncio.Task[None]] = set()
 
     @property
@@ -116,7 +116,7 @@ class WatcherPool:
             yield lease.watcher
         finally:
             lease.users -= 1
-            if lease.retired and lease.users == 0:
+            if lease.users == 0 and lease in self._retired:
                 self._close_later(lease)
 
     def states(self) -> list[tuple[Mailbox, bool]]:
@@ -143,7 +143,6 @@ class WatcherPool:
 
     def _retire(self, mailbox: Mailbox) -> None:
         lease = self._active.pop(mailbox)
-        lease.retired = True
         if lease.users == 0:
             self._close_later(lease)
         else:
