@@ -1,56 +1,89 @@
-"""The daemon's composition root: config -> metrics -> watchers -> scheduler -> HTTP; signals.
+"""The daemon and its composition root: config -> metrics -> watchers -> scheduler -> HTTP; signals.
 
 Everything long-lived is built here and handed down; nothing below reads
-global state. A reload swaps in a new config only once it validates, then
-adds, reschedules or removes jobs by probe name and opens or retires
-mailbox watchers to match.
+global state, and nothing below imports this module (the HTTP handlers see
+the daemon through ``server.interface.Monitor``). A reload swaps in a new
+config only once it validates, then adds, reschedules or removes jobs by
+probe name and opens or retires mailbox watchers to match.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from smtp_probe import log
-from smtp_probe.config import Config, ConfigError, ServerSettings
+from smtp_probe.config import Config, ConfigError, ScheduledProbe, ServerSettings
+from smtp_probe.history import RunHistory
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.imap import ImapError, MailboxWatcher
-from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import RunResult
 from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import Mailbox
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.spec import ProbeSpec
 from smtp_probe.scheduler import ProbeScheduler
+from smtp_probe.server.http import HttpServer
+from smtp_probe.server.interface import MailboxStatus, OnDemandRefused, ProbeStatus, Status
+from smtp_probe.watchers import WatcherPool
 
 _LOG: Final = log.get(__name__)
 ON_DEMAND_MIN_GAP: Final = 5.0
 """Seconds between two ``/probe`` runs of one probe: the endpoint is not a mail cannon."""
 STOP_GRACE_SECONDS: Final = 30.0
 """How long a stopping daemon lets runs in progress finish (and clean up)."""
-WATCHER_START_WAIT: Final = 10.0
-"""How long start-up or a reload waits for a new mailbox's first connection."""
 
 
-@dataclass(frozen=True, slots=True)
-class ProbeState:
-    """What the status page shows of one probe."""
+class OnDemandGate:
+    """One on-demand run per probe at a time, and ``gap`` seconds between two of them."""
 
-    name: str
-    interval: float
-    last: RunResult | None
-    last_success_at: float | None
-    running: int
+    def __init__(self, gap: float = ON_DEMAND_MIN_GAP) -> None:
+        self.gap = gap
+        self._running: dict[str, float] = {}
+        """Probe name -> monotonic time its on-demand run in progress will have given up."""
+        self._ended: dict[str, float] = {}
+        """Probe name -> monotonic time its last on-demand run ended (within ``gap``)."""
+
+    @contextmanager
+    def admit(self, name: str, *, timeout: float) -> Iterator[None]:
+        """Hold ``name``'s on-demand slot for one run that gives up after ``timeout`` seconds.
+
+        Raises:
+            OnDemandRefused: a run of ``name`` holds the slot, or ended less
+                than ``gap`` seconds ago; says how long to wait.
+        """
+        now = time.monotonic()
+        ends = self._running.get(name)
+        if ends is not None:
+            raise OnDemandRefused(
+                f"an on-demand run of {name} is already in progress",
+                retry_after=max(ends - now, 0.0) + self.gap,
+            )
+        free_at = self._ended.get(name, -math.inf) + self.gap
+        if now < free_at:
+            raise OnDemandRefused(
+                f"{name} ran on demand less than {self.gap:g}s ago; try again shortly",
+                retry_after=free_at - now,
+            )
+        self._ended.pop(name, None)  # only ends within the gap matter
+        self._running[name] = now + timeout
+        try:
+            yield
+        finally:
+            del self._running[name]
+            self._ended[name] = time.monotonic()
 
 
 class Daemon:
-    """The long-running monitor: scheduled probes, shared watchers, metrics, reloads."""
+    """The long-running monitor: scheduled probes, shared watchers, metrics, reloads.
+
+    It is the :class:`smtp_probe.server.interface.Monitor` the HTTP server serves.
+    """
 
     def __init__(
         self,
@@ -61,19 +94,12 @@ class Daemon:
     ) -> None:
         """Wire a daemon for ``config``; ``load`` re-reads the config on reload."""
         self.config = config
-        self.registry = registry or CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics = Metrics(registry or CollectorRegistry())
         self._load = load
-        self._signer = TokenSigner(_secret_bytes(config))
-        self._watchers: dict[Mailbox, MailboxWatcher] = {}
-        self._retired: dict[MailboxWatcher, int] = {}
-        self._users: dict[MailboxWatcher, int] = {}
+        self._watchers = WatcherPool(_secret_bytes(config), on_late=self.metrics.late_message)
+        self._history = RunHistory()
         self.scheduler = ProbeScheduler(self._run_scheduled)
-        self._last: dict[str, RunResult] = {}
-        self._last_success: dict[str, float] = {}
-        self._running: dict[str, int] = {}
-        self._on_demand: set[str] = set()
-        self._on_demand_ended: dict[str, float] = {}
+        self._on_demand = OnDemandGate()
         self._reload_lock = asyncio.Lock()
         self.started = False
 
@@ -81,23 +107,20 @@ class Daemon:
 
     async def start(self) -> None:
         """Open the watchers, create every probe's series, start scheduling."""
-        self.metrics.configure(self.config.probes)
+        self._configure(self.config)
         self.metrics.reloaded(ok=True, at=time.time())
-        await self._sync_watchers()
+        await self._watchers.sync(_specs(self.config), key=_secret_bytes(self.config))
         self.scheduler.apply(self.config.probes)
         self.scheduler.start()
         self.started = True
         _LOG.info("daemon started", probes=len(self.config.probes),
-                  mailboxes=len(self._watchers))  # fmt: skip
+                  mailboxes=len(self._watchers.states()))  # fmt: skip
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop scheduling, let runs in progress finish and clean up, close the watchers."""
         self.started = False
         await self.scheduler.stop(grace)
-        watchers = [*self._watchers.values(), *self._retired]
-        self._watchers.clear()
-        self._retired.clear()
-        await asyncio.gather(*(w.close() for w in watchers))
+        await self._watchers.close()
         _LOG.info("daemon stopped")
 
     async def reload(self) -> tuple[bool, str]:
@@ -111,159 +134,91 @@ class Daemon:
                 self.metrics.reloaded(ok=False, at=time.time())
                 _LOG.error("reload failed, keeping the running config", errors=list(exc.errors))
                 return False, str(exc)
-            if _secret_bytes(config) != _secret_bytes(self.config):
-                # New token key: watchers must verify with it, so reopen them all.
-                self._signer = TokenSigner(_secret_bytes(config))
-                for mailbox in list(self._watchers):
-                    self._retire(mailbox)
             self.config = config
-            self.metrics.configure(config.probes)
-            await self._sync_watchers()
+            self._configure(config)
+            await self._watchers.sync(_specs(config), key=_secret_bytes(config))
             self.scheduler.apply(config.probes)
             self.metrics.reloaded(ok=True, at=time.time())
             _LOG.info("config reloaded", probes=len(config.probes))
             return True, f"reloaded: {len(config.probes)} probe(s)"
 
+    def _configure(self, config: Config) -> None:
+        self.metrics.configure(config.probes)
+        self._history.configure(p.spec.name for p in config.probes)
+
     # ----------------------------------------------------------------- runs
 
     async def _run_scheduled(self, name: str) -> None:
-        result = await self._run(name)
-        if result is None:
-            return
+        probe = self.config.probe(name)
+        if probe is None:
+            return  # removed by a reload since the job fired
+        result = await self._run(probe, scheduled=True)
         self.metrics.record(result)
-        self._last[name] = result
-        if result.success:
-            self._last_success[name] = result.started_at.timestamp() + result.duration_seconds
+        self._history.record(result)
         _log_run(result)
 
     async def run_on_demand(self, name: str) -> RunResult | None:
         """Run a configured probe now (``/probe``), outside the metrics; ``None`` if unknown.
 
         Raises:
-            RuntimeError: an on-demand run of this probe is in progress or ended
-                less than ``ON_DEMAND_MIN_GAP`` seconds ago.
+            OnDemandRefused: an on-demand run of this probe is in progress or
+                ended less than ``ON_DEMAND_MIN_GAP`` seconds ago.
         """
-        if self.config.probe(name) is None:
-            return None
-        if name in self._on_demand:
-            raise RuntimeError(f"an on-demand run of {name} is already in progress")
-        wait = self._on_demand_ended.get(name, -ON_DEMAND_MIN_GAP) + ON_DEMAND_MIN_GAP
-        if time.monotonic() < wait:
-            raise RuntimeError(
-                f"{name} ran on demand less than {ON_DEMAND_MIN_GAP:g}s ago; try again shortly"
-            )
-        self._on_demand.add(name)
-        try:
-            return await self._run(name, scheduled=False)
-        finally:
-            self._on_demand.discard(name)
-            self._on_demand_ended[name] = time.monotonic()
-
-    async def _run(self, name: str, *, scheduled: bool = True) -> RunResult | None:
         probe = self.config.probe(name)
         if probe is None:
-            return None  # removed by a reload since the job fired
-        watcher = self._watchers.get(probe.spec.mailbox) if probe.spec.mailbox else None
-        if watcher is not None:
-            self._users[watcher] = self._users.get(watcher, 0) + 1
-        if scheduled:
-            self.metrics.run_started(name)
-        self._running[name] = self._running.get(name, 0) + 1
-        try:
-            with structlog.contextvars.bound_contextvars(probe=name):
-                return await run_probe(probe.spec, signer=self._signer, watcher=watcher)
-        finally:
-            self._running[name] -= 1
+            return None
+        with self._on_demand.admit(name, timeout=probe.spec.timeout):
+            return await self._run(probe, scheduled=False)
+
+    async def _run(self, probe: ScheduledProbe, *, scheduled: bool) -> RunResult:
+        spec = probe.spec
+        # Taken together with the watcher (no await in between): after a re-key,
+        # a run signs with the key its borrowed watcher verifies with.
+        signer = self._watchers.signer
+        async with self._watchers.use(spec.mailbox) as watcher:
             if scheduled:
-                self.metrics.run_ended(name)
-            if watcher is not None:
-                self._release(watcher)
+                self.metrics.run_started(spec.name)
+            try:
+                with structlog.contextvars.bound_contextvars(probe=spec.name):
+                    return await run_probe(spec, signer=signer, watcher=watcher)
+            finally:
+                if scheduled:
+                    self.metrics.run_ended(spec.name)
 
-    # ----------------------------------------------------------------- watchers
-
-    async def _sync_watchers(self) -> None:
-        """Open a persistent watcher per mailbox in use; retire the ones no probe needs."""
-        needed: dict[Mailbox, list[str]] = {}
-        for probe in self.config.probes:
-            if probe.spec.mailbox is not None:
-                needed.setdefault(probe.spec.mailbox, []).append(probe.spec.name)
-        for mailbox in list(self._watchers):
-            if mailbox not in needed:
-                self._retire(mailbox)
-        starting: list[Awaitable[None]] = []
-        for mailbox, names in needed.items():
-            watcher = self._watchers.get(mailbox)
-            if watcher is None:
-                watcher = MailboxWatcher(
-                    mailbox, self._signer, on_late=self.metrics.late_message,
-                    persistent=True, probe_names=names,
-                )  # fmt: skip
-                self._watchers[mailbox] = watcher
-                starting.append(self._start_watcher(watcher))
-            else:
-                watcher.set_probe_names(names)
-        await asyncio.gather(*starting)
-
-    async def _start_watcher(self, watcher: MailboxWatcher) -> None:
-        try:
-            await watcher.start(Transcript(), time.monotonic() + WATCHER_START_WAIT)
-        except ImapError as exc:
-            # It keeps retrying in the background; its probes fail fast meanwhile.
-            _LOG.warning("mailbox unreachable", mailbox=watcher.mailbox.address,
-                         user=watcher.mailbox.username, stage=str(exc.stage),
-                         reason=exc.reason)  # fmt: skip
-
-    def _retire(self, mailbox: Mailbox) -> None:
-        watcher = self._watchers.pop(mailbox)
-        if self._users.get(watcher, 0) == 0:
-            _spawn(watcher.close())
-        else:
-            self._retired[watcher] = 1
-
-    def _release(self, watcher: MailboxWatcher) -> None:
-        self._users[watcher] -= 1
-        if self._users[watcher] == 0:
-            del self._users[watcher]
-            if self._retired.pop(watcher, None) is not None:
-                _spawn(watcher.close())
-
-    # ----------------------------------------------------------------- status
+    # ----------------------------------------------------------------- what the HTTP server reads
 
     @property
     def ready(self) -> bool:
         """True once the config is loaded and the scheduler runs."""
         return self.started and self.scheduler.running
 
-    def states(self) -> list[ProbeState]:
-        """Each configured probe's latest scheduled result, for the status page."""
-        return [
-            ProbeState(
+    def render_metrics(self, *, openmetrics: bool) -> bytes:
+        """The metrics exposition (see :meth:`Metrics.render`)."""
+        return self.metrics.render(openmetrics=openmetrics)
+
+    def status(self) -> Status:
+        """Each configured probe's recent scheduled runs, and each mailbox's state."""
+        probes = tuple(
+            ProbeStatus(
                 name=p.spec.name,
                 interval=p.interval,
-                last=self._last.get(p.spec.name),
-                last_success_at=self._last_success.get(p.spec.name),
-                running=self._running.get(p.spec.name, 0),
+                recent=self._history.recent(p.spec.name),
+                last=self._history.last(p.spec.name),
+                last_success_at=self.metrics.last_success(p.spec.name),
+                running=self.metrics.runs_in_flight(p.spec.name) > 0,
             )
             for p in self.config.probes
-        ]
+        )
+        mailboxes = tuple(MailboxStatus(m, up) for m, up in self._watchers.states())
+        return Status(probes, mailboxes, history_size=self._history.size)
 
-    def watcher_states(self) -> list[tuple[Mailbox, bool]]:
-        """Each mailbox in use and whether its watcher is connected."""
-        return [(mailbox, watcher.is_up) for mailbox, watcher in self._watchers.items()]
+
+def _specs(config: Config) -> list[ProbeSpec]:
+    return [p.spec for p in config.probes]
 
 
 def _secret_bytes(config: Config) -> bytes | None:
     return config.token_secret.reveal().encode() if config.token_secret else None
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
-
-
-def _spawn(coro: Coroutine[Any, Any, None]) -> None:
-    """Run ``coro`` in the background, keeping a reference so it is not collected."""
-    task = asyncio.get_running_loop().create_task(coro)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _log_run(result: RunResult) -> None:
@@ -298,14 +253,20 @@ async def serve(
     Raises:
         OSError: the HTTP address cannot be bound.
     """
-    from smtp_probe.server.http import HttpServer
-
     daemon = Daemon(config, load=load)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+
+    def reload_on_hup() -> None:
+        # The loop keeps only weak references to tasks: hold it until it is done.
+        task = loop.create_task(daemon.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: _spawn(_reload_quietly(daemon)))
+    loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
     http = HttpServer(daemon, listen or config.server)
     try:
         await http.start()
@@ -321,7 +282,3 @@ async def serve(
         await daemon.stop()
         await http.stop()
     return 0
-
-
-async def _reload_quietly(daemon: Daemon) -> None:
-    await daemon.reload()

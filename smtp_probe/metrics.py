@@ -249,6 +249,18 @@ class Metrics:
         state = self._probes[probe]
         self._text[probe] = {family: _lines(family, probe, state) for family in PER_PROBE}
 
+    # ----------------------------------------------------------------- reads
+
+    def last_success(self, probe: str) -> float | None:
+        """Unix time ``probe``'s last successful scheduled run finished; ``None`` if none yet."""
+        state = self._probes.get(probe)
+        return state.last_success if state is not None and state.last_success else None
+
+    def runs_in_flight(self, probe: str) -> int:
+        """Scheduled runs of ``probe`` in progress now (0 for an unknown probe)."""
+        state = self._probes.get(probe)
+        return int(state.in_flight) if state is not None else 0
+
     # ----------------------------------------------------------------- exposition
 
     def render(self, *, openmetrics: bool = False) -> bytes:

@@ -125,11 +125,6 @@ class ProbeScheduler:
         job = self._scheduler.get_job(name)
         return job.next_run_time if job is not None else None
 
-    @property
-    def in_flight(self) -> int:
-        """Scheduled runs in progress now."""
-        return len(self._running)
-
     async def stop(self, grace: float) -> None:
         """Stop scheduling, let runs in progress finish for up to ``grace`` seconds, then stop.
 

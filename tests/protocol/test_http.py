@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
@@ -31,7 +32,6 @@ from tests.support.loopback_smtpd import (
     Authenticator,
     Behaviour,
     closed_port,
-    silent_listener,
     smtpd,
 )
 
@@ -103,9 +103,45 @@ def sample(text: str, name: str, probe: str) -> float | None:
 
 async def wait_for_scheduled_run(daemon: Daemon, name: str, timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
-    while not any(state.name == name and state.last for state in daemon.states()):
+    while not any(probe.name == name and probe.last for probe in daemon.status().probes):
         assert time.monotonic() < deadline, f"no scheduled run of {name} in {timeout}s"
         await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def hung_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
+    """A server that accepts connections and never says a word (a hung SMTP server).
+
+    Yields its port and an event set once a client has connected, so a test
+    knows a run is under way without looking inside the daemon.
+    """
+    connected = asyncio.Event()
+    clients: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        clients.append(writer)
+        connected.set()
+        await reader.read()  # until the client gives up and closes
+
+    server = await asyncio.start_server(hang, LOOPBACK, 0)
+    try:
+        yield server.sockets[0].getsockname()[1], connected
+    finally:
+        server.close()
+        for writer in clients:
+            writer.close()
+        await server.wait_closed()
+
+
+def probe_rows(page: str) -> dict[str, str]:
+    """Each probe row of the status page: probe name -> the text of its outcome badge."""
+    rows = re.findall(
+        r'<tr class="probe" data-probe="([^"]*)">.*?<td class="outcome">\s*'
+        r'<span class="badge [a-z]+">([^<]*)</span>',
+        page,
+        re.DOTALL,
+    )
+    return dict(rows)
 
 
 def password_forms(password: str) -> list[str]:
@@ -328,18 +364,47 @@ def test_probe_already_running_on_demand_is_429() -> None:
     """One on-demand run per probe at a time: a second request while one hangs is refused."""
 
     async def main() -> None:
-        with silent_listener() as port:
+        async with hung_server() as (port, connected):
             daemon = Daemon(config(port, "alpha", timeout="1s"))
             async with serving(daemon) as client:
                 first = asyncio.ensure_future(client.get("/probe?name=alpha"))
-                deadline = time.monotonic() + 2
-                while not daemon.states()[0].running:
-                    assert time.monotonic() < deadline, "the first run never started"
-                    await asyncio.sleep(0.01)
+                await asyncio.wait_for(connected.wait(), 2)
                 second = await client.get("/probe?name=alpha")
+                second_text = await second.text()
                 first_response = await first
         assert second.status == 429
+        assert "already in progress" in second_text
         assert first_response.status == 200
+
+    run_async(main)
+
+
+def test_probe_refused_says_when_to_retry_in_a_retry_after_header() -> None:
+    """429 carries Retry-After in whole seconds: what is left of the 5 s pause, at least 1."""
+
+    async def main() -> None:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha"))) as client:
+                await text_of(client, "/probe?name=alpha")
+                refused = await client.get("/probe?name=alpha")
+        assert refused.status == 429
+        assert 1 <= int(refused.headers["Retry-After"]) <= 5
+
+    run_async(main)
+
+
+def test_probe_refused_while_running_waits_for_the_run_deadline_and_the_pause() -> None:
+    async def main() -> None:
+        async with hung_server() as (port, connected):
+            daemon = Daemon(config(port, "alpha", timeout="3s"))
+            async with serving(daemon) as client:
+                first = asyncio.ensure_future(client.get("/probe?name=alpha"))
+                await asyncio.wait_for(connected.wait(), 2)
+                refused = await client.get("/probe?name=alpha")
+                await first
+        assert refused.status == 429
+        # Up to 3 s of the hung run left, then the 5 s pause.
+        assert 6 <= int(refused.headers["Retry-After"]) <= 8
 
     run_async(main)
 
@@ -395,7 +460,7 @@ def test_reload_with_an_invalid_config_is_500_with_the_errors_and_keeps_the_old_
         assert "probes[0].smtp: unknown server 'relya'" in body
         assert sample(text, "smtp_probe_success", "beta") == 0
         assert sample(text, "smtp_probe_success", "gamma") is None
-        assert [state.name for state in daemon.states()] == ["alpha", "beta"]
+        assert [probe.name for probe in daemon.status().probes] == ["alpha", "beta"]
 
     run_async(main)
 
@@ -436,8 +501,7 @@ def test_status_page_is_html_without_scripts_listing_every_probe_with_no_run_yet
         assert response.status == 200
         assert response.content_type == "text/html"
         assert "<script" not in page.lower()
-        for name in HOURLY:
-            assert re.search(rf"<td>{name}</td><td>[^<]*<span[^>]*>no run yet</span>", page), name
+        assert probe_rows(page) == dict.fromkeys(HOURLY, "no run yet")
 
     run_async(main)
 
@@ -449,9 +513,10 @@ def test_status_page_shows_the_outcome_of_the_last_scheduled_run() -> None:
             async with serving(daemon) as client:
                 await wait_for_scheduled_run(daemon, "alpha")
                 _, page = await text_of(client, "/")
-        assert "no run yet" not in page
-        assert re.search(r"<td>alpha(?: \(running\))?</td><td><span[^>]*>sent</span>", page)
-        assert "alpha: last transcript" in page
+        assert probe_rows(page) == {"alpha": "sent"}
+        assert re.search(r'<li class="cell ok" title="[^"]*: sent">', page)
+        assert '<details class="transcript" id="transcript-1">' in page
+        assert "-&gt; MAIL FROM:&lt;probe@sender.test&gt;" in page
 
     run_async(main)
 
@@ -463,7 +528,58 @@ def test_status_page_does_not_show_an_on_demand_run_as_the_last_scheduled_run() 
                 status, _ = await text_of(client, "/probe?name=alpha")
                 _, page = await text_of(client, "/")
         assert status == 200
-        assert "no run yet" in page
+        assert probe_rows(page) == {"alpha": "no run yet"}
+        assert 'class="cell ok"' not in page
+        assert '<details class="transcript"' not in page
+
+    run_async(main)
+
+
+MARKUP = "<script>alert(1)</script> <b>bold</b>"
+"""What a hostile (or merely odd) server puts in its banner and replies."""
+
+
+class StartTags(HTMLParser):
+    """Every element start tag of a page, as a browser's tokenizer sees them."""
+
+    def __init__(self, page: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.feed(page)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+
+
+def test_status_page_shows_markup_from_a_server_as_text_never_as_elements() -> None:
+    """Banner, replies and the error line of a server that speaks HTML stay escaped text."""
+    accepting = Behaviour(data_reply=f"250 2.0.0 {MARKUP} queued")
+    refusing = Behaviour(rcpt_reply=f"550 5.1.1 {MARKUP} no such user")
+
+    async def main() -> None:
+        with smtpd(accepting, ident=MARKUP) as good, smtpd(refusing, ident=MARKUP) as bad:
+            text = yaml_config(good, "alpha", interval="1s", timeout="1s")
+            text = text.replace(
+                "probes:\n",
+                f"  other: {{host: {LOOPBACK}, port: {bad}, tls: none, helo: probe.test}}\n"
+                "probes:\n"
+                f"  - {{name: beta, smtp: other, from: {SENDER}, to: {RECIPIENT}}}\n",
+            )
+            daemon = Daemon(parse_config(text))
+            async with serving(daemon) as client:
+                await wait_for_scheduled_run(daemon, "alpha")
+                await wait_for_scheduled_run(daemon, "beta")
+                _, page = await text_of(client, "/")
+        assert probe_rows(page) == {"alpha": "sent", "beta": "send_failed"}
+        escaped = "&lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt;bold&lt;/b&gt;"
+        assert page.count(escaped) >= 5, "banner, replies and error should all be shown"
+        assert f"220 mx.test {escaped}" in page
+        assert f"550 5.1.1 {escaped} no such user" in page
+        tags = StartTags(page).tags
+        assert "script" not in tags
+        assert "b" not in tags
+        assert "<script" not in page.lower()
 
     run_async(main)
 

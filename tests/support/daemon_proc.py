@@ -76,8 +76,14 @@ def config_text(stack: MailStack, secrets: Path, probes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_daemon(stack: MailStack, workdir: Path, probes: list[str]) -> Daemon:
+def start_daemon(
+    stack: MailStack, workdir: Path, probes: list[str], *, config: str | None = None
+) -> Daemon:
     """Start ``python -m smtp_probe run`` for ``probes`` (names from :func:`config_text`).
+
+    ``config`` replaces the generated config text (it may build on
+    ``config_text(stack, workdir, ...)``: the password and token files are
+    written to ``workdir`` either way).
 
     Raises:
         AssertionError: the daemon exited or was not ready within 20 s.
@@ -85,18 +91,18 @@ def start_daemon(stack: MailStack, workdir: Path, probes: list[str]) -> Daemon:
     secrets = workdir
     (secrets / "smtp").write_text(stack.users[SENDER] + "\n")
     (secrets / "token").write_text("a-token-secret-of-enough-length\n")
-    config = secrets / "config.yml"
-    config.write_text(config_text(stack, secrets, probes))
+    path = secrets / "config.yml"
+    path.write_text(config if config is not None else config_text(stack, secrets, probes))
     port = free_port()
     log = secrets / "daemon.log"
     env = dict(os.environ, SINK_PASSWORD=stack.users[SINK])
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "smtp_probe", "run", "--config", str(config),
+            [sys.executable, "-m", "smtp_probe", "run", "--config", str(path),
              "--listen", f"127.0.0.1:{port}"],
             stdout=out, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
-    running = Daemon(proc, port, config, log)
+    running = Daemon(proc, port, path, log)
     end = time.monotonic() + 20
     while time.monotonic() < end:
         try:

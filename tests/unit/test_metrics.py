@@ -544,3 +544,45 @@ def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_
             assert label_value == "+Inf" or float(label_value) > 0
         else:
             assert label_value in allowed[label], (label, label_value)
+
+
+# ---------------------------------------------------------------- reads for the status page
+
+
+def test_last_success_is_none_before_a_successful_run() -> None:
+    metrics, _ = metrics_for("alpha")
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert metrics.last_success("alpha") is None
+
+
+def test_last_success_is_when_the_last_successful_run_finished_and_survives_a_failure() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(delivered("alpha"))
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert metrics.last_success("alpha") == FINISHED
+    assert metrics.last_success("alpha") == value(
+        registry, "smtp_probe_last_success_timestamp_seconds", probe="alpha"
+    )
+
+
+def test_runs_in_flight_follows_started_and_ended_runs_of_that_probe() -> None:
+    metrics, registry = metrics_for("alpha", "beta")
+
+    metrics.run_started("alpha")
+    metrics.run_started("alpha")
+    metrics.run_ended("alpha")
+
+    assert metrics.runs_in_flight("alpha") == 1
+    assert metrics.runs_in_flight("beta") == 0
+    assert value(registry, "smtp_probe_in_flight", probe="alpha") == 1
+
+
+def test_reads_of_an_unknown_probe_are_empty() -> None:
+    metrics, _ = metrics_for("alpha")
+
+    assert metrics.last_success("nope") is None
+    assert metrics.runs_in_flight("nope") == 0
