@@ -1,7 +1,7 @@
-"""The IMAP leg: a mailbox watcher on imapclient, in a worker thread of its own.
+"""The IMAP leg's watcher: one thread per mailbox that spots probe messages as they land.
 
-One :class:`MailboxWatcher` owns one IMAP connection to one mailbox and
-serves every probe that delivers there. Its thread
+One :class:`MailboxWatcher` owns one IMAP session (:mod:`.imap_session`) to
+one mailbox and serves every probe that delivers there. Its thread
 
 * connects, logs in and selects the folder *before* any message is sent, so
   a fast delivery cannot slip by and login time never counts as delivery;
@@ -10,15 +10,14 @@ serves every probe that delivers there. Its thread
   new mail one command late; the NOOP fixes that), idling between slower
   polls so a server that pushes new mail wakes it at once;
 * while nothing is in flight, sits in IDLE (or polls slowly without it);
-* matches arrivals by the probe header *and* a valid signature, reads their
-  folder, INTERNALDATE and ``Received`` headers, and deletes exactly that
-  message by UID. Nothing else in the mailbox is ever touched.
+* matches arrivals by the probe header *and* a valid signature, and deletes
+  exactly that message by UID. Nothing else in the mailbox is ever touched;
+* reconnects with backoff when it is persistent (the daemon's), or gives up
+  on the first failure when it is one-shot (``check``).
 
-imapclient is blocking and not thread-safe, so only the watcher thread uses
-the connection; the event loop talks to it through a lock-protected table of
-expectations and a wake-up socket. Every blocking call is bounded by the
-socket timeout, because a thread cannot be cancelled. This module is the only
-place that knows imapclient's exceptions.
+A run talks to it through :meth:`MailboxWatcher.expecting`; the event loop and
+the thread share only a lock-protected table of expectations and a wake-up
+socket.
 """
 
 from __future__ import annotations
@@ -26,27 +25,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import email.parser
-import email.policy
 import select
 import socket
-import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
-from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imapclient import DELETED, JUNK
-
-from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, token_key
+from smtp_probe.probe.imap_session import (
+    ConnectionLost,
+    FetchedMessage,
+    FolderStatus,
+    ImapError,
+    ImapSession,
+)
+from smtp_probe.probe.message import Token, TokenSigner, token_key
 from smtp_probe.probe.result import Arrival, Stage
-from smtp_probe.probe.spec import Mailbox, TlsMode
-from smtp_probe.probe.tls import client_context, describe_verify_error
-from smtp_probe.probe.transcript import Direction, Transcript
+from smtp_probe.probe.spec import Mailbox
+from smtp_probe.probe.transcript import Transcript
+
+__all__ = ["Expected", "ImapError", "MailboxWatcher"]
 
 IDLE_RENEW_SECONDS: Final = 25 * 60
 """Re-issue IDLE before servers drop it (RFC 2177 allows them to after 29 minutes)."""
@@ -59,30 +58,54 @@ RECONNECT_MAX: Final = 30.0
 """A persistent watcher retries a lost mailbox from 0.5 s, doubling to 30 s."""
 _MAX_EXPIRED: Final = 10_000
 """How many timed-out tokens we remember to recognise their late arrival."""
-_FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
-# compat32: ten times cheaper than the default policy, and we only want strings.
-_HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 
 
-class ImapError(Exception):
-    """The IMAP leg failed at ``stage`` (``imap_connect`` … ``imap_select``, ``cleanup``)."""
+class Expected:
+    """One run's registration with a watcher, from :meth:`MailboxWatcher.expecting`.
 
-    def __init__(self, stage: Stage, reason: str) -> None:
-        super().__init__(f"{stage}: {reason}")
-        self.stage = stage
-        self.reason = reason
+    The ``_arrived`` and ``_lost`` fields are written by the watcher thread
+    under the watcher's lock and read by the run under the same lock.
+    """
 
+    def __init__(
+        self,
+        watcher: MailboxWatcher,
+        probe: str,
+        token: Token,
+        transcript: Transcript,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.probe = probe
+        self.token = token
+        self.transcript = transcript
+        self.polls = 0
+        """Poll rounds of the mailbox while this run was waiting."""
+        self._watcher = watcher
+        self._loop = loop
+        self._woken = asyncio.Event()
+        self._arrived: Arrival | None = None
+        self._lost: str | None = None
+        self._settled = False
 
-@dataclass(eq=False)
-class Pending:
-    """A run waiting for its message; resolved from the watcher thread."""
+    async def arrival(self, deadline: float) -> Arrival | None:
+        """Wait for the message until ``deadline`` (monotonic); call it right after the ``250``.
 
-    probe: str
-    token: Token
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Arrival]
-    transcript: Transcript
-    polls: int = 0
+        Fast polling restarts from ``poll_min``. Returns the arrival (already
+        deleted from the mailbox, if that worked), or ``None`` when the
+        deadline passed while the mailbox was being watched. A message that
+        turns up later is a *late* arrival: counted, deleted, never a success.
+
+        Raises:
+            ImapError: at ``delivery``: the mailbox became unreachable while
+                waiting (a one-shot watcher says so at once, a persistent one
+                at the deadline if it has not reconnected by then).
+        """
+        return await self._watcher._wait(self, deadline)
+
+    def _wake(self) -> None:
+        """Wake :meth:`arrival` from the watcher thread."""
+        with contextlib.suppress(RuntimeError):  # the run's loop has already closed
+            self._loop.call_soon_threadsafe(self._woken.set)
 
 
 @dataclass
@@ -94,21 +117,12 @@ class _FolderState:
     next_uid: int = 1
 
 
-@dataclass
-class _Counters:
-    polls: int = 0
-    idle_wakeups: int = 0
-    late: int = 0
-    reconnects: int = 0
-    forged: int = 0
-
-
 class MailboxWatcher:
     """One shared, self-healing IMAP connection that spots probe messages as they land.
 
-    Use ``await start()`` once, ``await wait_for()`` per run, ``await close()``
-    at the end. All methods are called from the event loop; the IMAP work
-    happens in the watcher's own thread.
+    ``await start()`` once, ``async with expecting(...)`` per run, ``await
+    close()`` at the end. Everything public is called from the event loop;
+    the IMAP work happens in the watcher's own thread.
     """
 
     def __init__(
@@ -126,37 +140,33 @@ class MailboxWatcher:
         sweep the folder for leftover probe messages when they first connect,
         and delete any message whose token verifies for one of
         ``probe_names``; one-shot watchers (``check``) give up on the first
-        failure.
+        failure. ``on_late`` is called (from the watcher thread) with the
+        probe name of every late arrival or leftover it deletes.
         """
         self.mailbox = mailbox
         self._signer = signer
         self._on_late = on_late
         self._persistent = persistent
         self._probe_names: frozenset[str] = frozenset(probe_names)
-        self._up = False
-        self._down_stage = Stage.IMAP_CONNECT
-        self._down_reason = "not connected yet"
+        # One attribute, so the loop never reads a stage of one failure with
+        # the reason of another: None while up, else (stage, reason).
+        self._down: tuple[Stage, str] | None = (Stage.IMAP_CONNECT, "not connected yet")
         self._lock = threading.Lock()
-        self._expectations: dict[str, Pending] = {}
+        self._expectations: dict[str, Expected] = {}
         self._expired: dict[str, str] = {}
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._stopping = threading.Event()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread: threading.Thread | None = None
-        self._client: Any = None
-        self._in_tls = False
+        self._session: ImapSession | None = None
         self._folder = _FolderState(mailbox.folder)
         self._junk: list[_FolderState] = []
         self._idle_capable = False
-        self._uidplus = False
-        self._transcript: Transcript = Transcript()
-        self.connect_transcript: Transcript = self._transcript
-        """The session of the latest (re)connection, for the status page."""
+        self._transcript = Transcript()
         self._deadline = 0.0
         self._delay = mailbox.poll_min
         self._restart_polling = False
-        self.counters = _Counters()
 
     # ----------------------------------------------------------------- event loop side
 
@@ -168,36 +178,41 @@ class MailboxWatcher:
     @property
     def is_up(self) -> bool:
         """True while connected, logged in and watching the folder."""
-        return self._up
+        return self._down is None
 
-    def require_up(self) -> None:
-        """Fail fast when the mailbox is unreachable, so no unconfirmable mail is sent.
+    @property
+    def down_stage(self) -> Stage | None:
+        """The stage of the failure that took the mailbox down; ``None`` while up."""
+        down = self._down
+        return None if down is None else down[0]
 
-        Raises:
-            ImapError: at the stage of the last failure, with its reason.
-        """
-        if not self._up:
-            raise ImapError(self._down_stage, f"mailbox unreachable: {self._down_reason}")
-
-    def set_probe_names(self, names: Iterable[str]) -> None:
-        """Say which probes deliver here, so their leftovers can be recognised and removed."""
-        with self._lock:
-            self._probe_names = frozenset(names)
+    @property
+    def down_reason(self) -> str | None:
+        """One line about why the mailbox is down; ``None`` while up."""
+        down = self._down
+        return None if down is None else down[1]
 
     @property
     def junk_folders(self) -> tuple[str, ...]:
         """The folders whose arrivals count as junk placement."""
         return tuple(state.name for state in self._junk)
 
+    def set_probe_names(self, names: Iterable[str]) -> None:
+        """Say which probes deliver here, so their leftovers can be recognised and removed."""
+        with self._lock:
+            self._probe_names = frozenset(names)
+
     async def start(self, transcript: Transcript, deadline: float) -> None:
         """Connect, log in and select the folder, before ``deadline`` (monotonic).
 
-        A persistent watcher keeps retrying in the background after a failed
-        first attempt; the error is still raised so the caller can report it.
+        The session is written to ``transcript``. A persistent watcher keeps
+        retrying in the background after a failed first attempt; the error is
+        still raised so the caller can report it.
 
         Raises:
             ImapError: at ``imap_connect``, ``imap_starttls``, ``imap_login`` or
                 ``imap_select``, with a one-line reason.
+            RuntimeError: the watcher was started before.
         """
         if self._thread is not None:
             raise RuntimeError("watcher already started")
@@ -212,63 +227,42 @@ class MailboxWatcher:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic()) + 1.0):
                 await asyncio.wrap_future(self._ready)
         except TimeoutError:
-            self._stopping.set()
+            if not self._persistent:
+                self._stopping.set()  # a persistent watcher keeps trying, as after any failure
             raise ImapError(Stage.IMAP_CONNECT, "no answer before the run deadline") from None
 
-    def expect(self, probe: str, token: Token, transcript: Transcript) -> Pending:
-        """Register a run's token *before* its message is sent.
+    @contextlib.asynccontextmanager
+    async def expecting(
+        self, probe: str, token: Token, transcript: Transcript
+    ) -> AsyncIterator[Expected]:
+        """Register a run's token *before* its message is sent; unregister on leaving.
 
-        From now on the watcher claims a message with this token for the run
-        (so it can never be mistaken for a leftover and swept away), even if
-        it lands before :meth:`wait_for` is called.
-        """
-        loop = asyncio.get_running_loop()
-        pending = Pending(probe, token, loop, loop.create_future(), transcript)
-        with self._lock:
-            self._expectations[token.key] = pending
-        return pending
-
-    def forget(self, pending: Pending) -> None:
-        """Drop a registration whose message was never accepted (the send failed)."""
-        with self._lock:
-            self._expectations.pop(pending.token.key, None)
-
-    async def wait_for(self, pending: Pending, deadline: float) -> Arrival | None:
-        """Wait until the registered message is seen, or ``deadline`` passes.
-
-        Call right after the ``250``: fast polling restarts from ``poll_min``.
-        Returns the arrival (already deleted from the mailbox, if that
-        worked), or ``None`` when the deadline passed first. A message that
-        turns up after that is a *late* arrival: counted, deleted, and never
-        turned into a success.
+        While registered, the watcher claims a message with this token for the
+        run (so it is never mistaken for a leftover and swept away), even if
+        it lands before :meth:`Expected.arrival` is awaited. A token whose
+        message has not arrived when the block is left is remembered, so a
+        late arrival is recognised, counted and deleted.
 
         Raises:
-            ImapError: the deadline passed while the mailbox was unreachable.
+            ImapError: the mailbox is unreachable (at the stage of its last
+                failure); nothing is registered, and no mail should be sent.
         """
-        self._restart_polling = True
-        self._wake()
+        expected = Expected(self, probe, token, transcript, asyncio.get_running_loop())
+        with self._lock:
+            # Checked under the lock: a watcher going down marks itself down
+            # first, then fails every registered run under this lock.
+            down = self._down
+            if down is None:
+                self._expectations[token.key] = expected
+        if down is not None:
+            stage, why = down
+            reason = f"mailbox unreachable: {why}"
+            transcript.note(f"FAILED at {stage}: {reason}")
+            raise ImapError(stage, reason)
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                return await asyncio.shield(pending.future)
-        except TimeoutError:
-            if not self._up:
-                # Not a delivery problem we can vouch for: we could not look.
-                raise ImapError(
-                    self._down_stage, f"mailbox unreachable: {self._down_reason}"
-                ) from None
-            return None
+            yield expected
         finally:
-            key = pending.token.key
-            with self._lock:
-                self._expectations.pop(key, None)
-                if not pending.future.done():
-                    self._expired[key] = pending.probe
-                    while len(self._expired) > _MAX_EXPIRED:
-                        del self._expired[next(iter(self._expired))]
-            pending.transcript.note(
-                f"imap: {pending.polls} poll(s) of {self.mailbox.folder}"
-                + (f" and {', '.join(self.junk_folders)}" if self._junk else "")
-            )
+            self._settle(expected)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Log out and stop the thread; waits at most ``timeout`` seconds for it."""
@@ -281,6 +275,41 @@ class MailboxWatcher:
             self._wake_r.close()
             self._wake_w.close()
 
+    async def _wait(self, expected: Expected, deadline: float) -> Arrival | None:
+        """:meth:`Expected.arrival`: wait, then settle the registration."""
+        self._restart_polling = True
+        self._wake()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await expected._woken.wait()
+        arrived, lost = self._settle(expected)
+        folders = ", ".join(self.junk_folders)
+        expected.transcript.note(
+            f"imap: {expected.polls} poll(s) of {self.mailbox.folder}"
+            + (f" and {folders}" if folders else "")
+        )
+        if arrived is not None:
+            return arrived
+        why = lost if lost is not None else self.down_reason
+        if why is not None:
+            reason = f"mailbox became unreachable while waiting for the message: {why}"
+            expected.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
+            raise ImapError(Stage.DELIVERY, reason)
+        return None
+
+    def _settle(self, expected: Expected) -> tuple[Arrival | None, str | None]:
+        """Unregister ``expected``; remember its token if its message has not arrived."""
+        key = expected.token.key
+        with self._lock:
+            if self._expectations.get(key) is expected:
+                del self._expectations[key]
+            if expected._arrived is None and not expected._settled:
+                self._expired[key] = expected.probe
+                while len(self._expired) > _MAX_EXPIRED:
+                    del self._expired[next(iter(self._expired))]
+            expected._settled = True
+            return expected._arrived, expected._lost
+
     def _wake(self) -> None:
         with contextlib.suppress(OSError):
             self._wake_w.send(b"\0")
@@ -292,11 +321,10 @@ class MailboxWatcher:
         transcript = self._transcript
         while not self._stopping.is_set():
             try:
-                self._connect(transcript)
+                self._open(transcript)
             except ImapError as exc:
                 transcript.note(f"FAILED at {exc.stage}: {exc.reason}")
                 self._mark_down(exc.stage, exc.reason)
-                self._shutdown_client()
                 if not self._ready.done():
                     self._ready.set_exception(exc)
                 if not self._persistent:
@@ -305,41 +333,118 @@ class MailboxWatcher:
                 backoff = min(backoff * 2, RECONNECT_MAX)
                 transcript = Transcript()
                 continue
-            except BaseException as exc:  # noqa: BLE001 - reported to the awaiting run
-                error = ImapError(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
-                self._mark_down(error.stage, error.reason)
-                self._shutdown_client()
-                if not self._ready.done():
-                    self._ready.set_exception(error)
+            except Exception as exc:  # noqa: BLE001 - reported to the awaiting run
+                self._give_up(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
                 return
-            self._up, backoff = True, RECONNECT_MIN
-            self.connect_transcript = transcript
+            self._down, backoff = None, RECONNECT_MIN
             if not self._ready.done():
                 self._ready.set_result(None)
             try:
                 if self._persistent:
                     self._poll()  # sweep: leftovers of earlier runs, late arrivals
                 self._watch()
-            except (OSError, IMAPClientError) as exc:
-                self._mark_down(Stage.IMAP_CONNECT, f"connection lost: {_reason(exc)}")
-                self._shutdown_client()
+            except (ConnectionLost, OSError) as exc:
+                why = exc.reason if isinstance(exc, ConnectionLost) else exc.strerror or str(exc)
+                reason = f"connection lost: {why}"
                 if not self._persistent:
-                    self._fail_all(f"IMAP connection lost: {_reason(exc)}")
+                    self._give_up(Stage.IMAP_CONNECT, reason)
                     return
-                self.counters.reconnects += 1
+                self._mark_down(Stage.IMAP_CONNECT, reason)
                 transcript = Transcript()
                 continue
+            except Exception as exc:  # noqa: BLE001 - a bug must not leave runs waiting on a dead thread
+                self._give_up(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
+                return
             break
-        self._up = False
-        self._logout()
+        self._down = (Stage.IMAP_CONNECT, "watcher closed")
+        if self._session is not None:
+            self._session.logout()
+            self._session = None
+
+    @property
+    def _live(self) -> ImapSession:
+        """The open session.
+
+        Raises:
+            ConnectionLost: there is none (the watcher is down).
+        """
+        session = self._session
+        if session is None:
+            raise ConnectionLost("not connected")
+        return session
 
     def _mark_down(self, stage: Stage, reason: str) -> None:
-        self._up = False
-        self._down_stage, self._down_reason = stage, reason
+        self._down = (stage, reason)
+        if self._session is not None:
+            self._session.shutdown()
+            self._session = None
+
+    def _give_up(self, stage: Stage, reason: str) -> None:
+        """Stop for good: fail the start (if pending) and every run waiting on this thread."""
+        self._mark_down(stage, reason)
+        if not self._ready.done():
+            self._ready.set_exception(ImapError(stage, reason))
+        with self._lock:
+            for expected in self._expectations.values():
+                expected._lost = reason
+                expected._wake()
+
+    def _open(self, transcript: Transcript) -> None:
+        """Open a session and look at the folders: ready to watch.
+
+        Raises:
+            ImapError: at the stage that failed.
+        """
+        mailbox = self.mailbox
+        if self._ready.done():
+            timeout = mailbox.timeout  # a background reconnect has no run deadline
+        else:
+            timeout = max(0.5, min(mailbox.timeout, self._deadline - time.monotonic()))
+        session = ImapSession.open(mailbox, transcript, timeout)
+        self._session = session
+        self._idle_capable = session.idle_capable
+        try:
+            self._track(self._folder, session.select(self._folder.name, transcript))
+            known = {state.name: state for state in self._junk}
+            self._junk = [known.get(name, _FolderState(name)) for name in self._junk_names()]
+            for state in self._junk:
+                self._track(state, session.status(state.name))
+        except ConnectionLost as exc:
+            raise ImapError(Stage.IMAP_SELECT, exc.reason) from None
+        # The start deadline bounded the connection; commands from now on get the full timeout.
+        session.set_timeout(mailbox.timeout)
+        mode = "IDLE + polling" if self.uses_idle else "polling (no IDLE)"
+        junk = ", ".join(self.junk_folders) or "none"
+        transcript.note(f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}")
+
+    def _junk_names(self) -> list[str]:
+        configured = self.mailbox.junk_folders
+        if configured is not None:
+            names: Iterable[str] = configured
+        else:
+            found = self._live.junk_folder()
+            names = [found] if found else []
+        return [name for name in names if name != self.mailbox.folder]
+
+    def _track(self, state: _FolderState, status: FolderStatus) -> None:
+        """Follow a folder's numbering; the one place that decides where new mail starts.
+
+        On first sight a persistent watcher looks at the whole folder (the
+        leftovers of earlier runs), a one-shot one only at what comes next. A
+        folder the server renumbered (new UIDVALIDITY) is looked at whole:
+        its old UIDs mean nothing now.
+        """
+        if status.uidvalidity == state.uidvalidity:
+            return
+        first_sight = state.uidvalidity == 0
+        state.uidvalidity = status.uidvalidity
+        state.next_uid = status.uidnext if first_sight and not self._persistent else 1
 
     def _watch(self) -> None:
+        was_in_flight = False
         while not self._stopping.is_set():
             if self._in_flight():
+                was_in_flight = True
                 if self._restart_polling:
                     # A message was just accepted: no delivery takes no time, so
                     # the first look is poll_min after the 250, not at once.
@@ -348,6 +453,12 @@ class MailboxWatcher:
                 self._poll()
                 self._pause(self._delay, in_flight=True)
                 self._delay = min(self._delay * 2, self.mailbox.poll_interval)
+            elif was_in_flight:
+                # The last run just gave up. What landed during the last pause
+                # was announced there (and that news is spent): look once more,
+                # or a late arrival waits for the next quiet poll.
+                was_in_flight = False
+                self._poll()
             else:
                 self._delay = self.mailbox.poll_min
                 # Woken for a new expectation: the in-flight branch polls next.
@@ -362,7 +473,7 @@ class MailboxWatcher:
         """Wait up to ``seconds``; return True if the mailbox may have news.
 
         Wakes early for a new expectation or stop (wake-up socket) and, in
-        IDLE, for an ``EXISTS`` from the server.
+        IDLE, for anything the server says.
         """
         if self.uses_idle and (seconds >= IDLE_BETWEEN_POLLS or not in_flight):
             return self._idle(min(seconds, IDLE_RENEW_SECONDS))
@@ -372,14 +483,12 @@ class MailboxWatcher:
     def _idle(self, seconds: float) -> bool:
         """Sit in IDLE for up to ``seconds``; return True if the mailbox may have news.
 
-        Whatever the server sends ends the IDLE, and ``DONE`` then reads it in
-        blocking mode. (imapclient's ``idle_check`` reads a non-blocking socket
-        and raises on a line that arrives in two pieces, which real servers do.)
+        Whatever the server sends ends the IDLE, and ``DONE`` then reads it.
         An EOF makes ``DONE`` fail, and the watcher reconnects.
         """
-        client = self._client
-        sock = client.socket()
-        client.idle()
+        session = self._live
+        sock = session.socket()
+        session.idle()
         server_spoke = False
         timed_out = False
         try:
@@ -387,9 +496,7 @@ class MailboxWatcher:
             server_spoke = not woken and self._readable_now(sock)
             timed_out = not woken and not server_spoke
         finally:
-            _text, responses = client.idle_done()
-        if server_spoke and any(_is_news(response) for response in responses):
-            self.counters.idle_wakeups += 1
+            session.idle_done()
         if self._in_flight():
             # A new expectation arrived while idling: restart fast polling.
             self._delay = self.mailbox.poll_min
@@ -421,310 +528,90 @@ class MailboxWatcher:
             return True
         return False
 
-    # ----------------------------------------------------------------- connect
-
-    def _connect(self, transcript: Transcript) -> None:
-        mailbox = self.mailbox
-        timeout = max(0.5, min(mailbox.timeout, self._deadline - time.monotonic()))
-        transcript.note(f"imap: connecting to {mailbox.address} (tls: {mailbox.tls})")
-        context = client_context(mailbox.tls_settings) if mailbox.tls is not TlsMode.NONE else None
-        try:
-            client = IMAPClient(
-                mailbox.host,
-                port=mailbox.port,
-                ssl=mailbox.tls is TlsMode.TLS,
-                ssl_context=context,
-                timeout=timeout,
-            )
-        except (ssl.SSLError, ssl.CertificateError) as exc:
-            raise ImapError(Stage.IMAP_CONNECT, describe_verify_error(exc)) from None
-        except (OSError, IMAPClientError) as exc:
-            raise ImapError(Stage.IMAP_CONNECT, _reason(exc)) from None
-        client.normalise_times = False
-        self._client = client
-        self._in_tls = mailbox.tls is TlsMode.TLS
-        if self._in_tls:
-            transcript.note(f"TLS established ({_tls_version(client)})")
-        self._received(_text(client.welcome), transcript)
-
-        if mailbox.tls is TlsMode.STARTTLS:
-            self._sent("STARTTLS", transcript)
-            try:
-                reply = client.starttls(context)
-            except (ssl.SSLError, ssl.CertificateError) as exc:
-                raise ImapError(Stage.IMAP_STARTTLS, describe_verify_error(exc)) from None
-            except (OSError, IMAPClientError) as exc:
-                raise ImapError(Stage.IMAP_STARTTLS, _reason(exc)) from None
-            self._in_tls = True
-            self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
-            transcript.note(f"TLS established ({_tls_version(client)})")
-
-        self._sent(f"LOGIN {mailbox.username} {mailbox.password.reveal()}", transcript)
-        try:
-            reply = client.login(mailbox.username, mailbox.password.reveal())
-        except LoginError as exc:
-            self._received(f"NO {_reason(exc)}", transcript)
-            raise ImapError(Stage.IMAP_LOGIN, f"login refused: {_reason(exc)}") from None
-        except (OSError, IMAPClientError) as exc:
-            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
-        self._received(f"OK {_text(reply)}", transcript)
-
-        try:
-            capabilities = {_text(c).upper() for c in client.capabilities()}
-            self._idle_capable = "IDLE" in capabilities
-            self._uidplus = "UIDPLUS" in capabilities
-            self._select(self._folder, transcript)
-            known = {state.name: state for state in self._junk}
-            self._junk = [known.get(name, _FolderState(name)) for name in self._find_junk_folders()]
-            for state in self._junk:
-                status = client.folder_status(state.name, [b"UIDNEXT", b"UIDVALIDITY"])
-                if int(status[b"UIDVALIDITY"]) != state.uidvalidity:
-                    state.uidvalidity = int(status[b"UIDVALIDITY"])
-                    # A persistent watcher sweeps from the start; a one-shot one from now.
-                    state.next_uid = 1 if self._persistent else int(status[b"UIDNEXT"])
-        except (OSError, IMAPClientError) as exc:
-            raise ImapError(Stage.IMAP_SELECT, _reason(exc)) from None
-        mode = "IDLE + polling" if self.uses_idle else "polling (no IDLE)"
-        junk = ", ".join(self.junk_folders) or "none"
-        transcript.note(f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}")
-
-    def _select(self, state: _FolderState, transcript: Transcript | None = None) -> None:
-        if transcript is not None:
-            self._sent(f"SELECT {state.name}", transcript)
-        info = self._client.select_folder(state.name)
-        uidvalidity = int(info.get(b"UIDVALIDITY", 0))
-        uidnext = int(info.get(b"UIDNEXT", 0))
-        if uidvalidity != state.uidvalidity:
-            # First selection, or the server renumbered the folder: a persistent
-            # watcher sweeps it from the start, a one-shot one starts from here.
-            state.uidvalidity = uidvalidity
-            state.next_uid = 1 if self._persistent else uidnext
-        if transcript is not None:
-            exists = info.get(b"EXISTS", "?")
-            self._received(
-                f"OK {exists} EXISTS, UIDNEXT {uidnext}, UIDVALIDITY {uidvalidity}", transcript
-            )
-
-    def _find_junk_folders(self) -> list[str]:
-        configured = self.mailbox.junk_folders
-        if configured is not None:
-            names: Iterable[str] = configured
-        else:
-            found = self._client.find_special_folder(JUNK)
-            names = [found] if found else []
-        return [name for name in names if name != self.mailbox.folder]
-
     # ----------------------------------------------------------------- polling
 
     def _poll(self) -> None:
         """One round: ``NOOP`` + ``UID SEARCH`` in the folder, then a look into junk."""
-        client = self._client
-        self.counters.polls += 1
+        session = self._live
         with self._lock:
-            for expectation in self._expectations.values():
-                expectation.polls += 1
-        client.noop()
+            for expected in self._expectations.values():
+                expected.polls += 1
+        session.noop()
         self._scan(self._folder, seen_at=None)
         for state in self._junk:
-            status = client.folder_status(state.name, [b"UIDNEXT", b"UIDVALIDITY"])
-            if int(status[b"UIDVALIDITY"]) != state.uidvalidity:
-                state.uidvalidity, state.next_uid = int(status[b"UIDVALIDITY"]), 1
-            if int(status[b"UIDNEXT"]) > state.next_uid:
+            status = session.status(state.name)
+            self._track(state, status)
+            if status.uidnext > state.next_uid:
                 seen_at = time.monotonic()
-                self._select(state)
+                self._track(state, session.select(state.name))
                 try:
                     self._scan(state, seen_at=seen_at)
                 finally:
-                    self._select(self._folder)
+                    self._track(self._folder, session.select(self._folder.name))
 
     def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
         """Find probe messages with UIDs we have not looked at yet and deal with each."""
-        client = self._client
-        criteria = ["UID", f"{state.next_uid}:*", "HEADER", PROBE_HEADER, ""]
-        uids = [uid for uid in client.search(criteria) if uid >= state.next_uid]
+        session = self._live
+        uids = session.search_probe_uids(state.next_uid)
         found_at = time.monotonic() if seen_at is None else seen_at
         if not uids:
             return
         state.next_uid = max(uids) + 1
-        fetched = client.fetch(uids, ["INTERNALDATE", _FETCH_HEADERS])
-        for uid in sorted(fetched):
-            data = fetched[uid]
-            headers = _HEADER_PARSER.parsebytes(_header_block(data))
-            value = str(headers.get(PROBE_HEADER, "")).strip()
-            received = tuple(" ".join(str(h).split()) for h in headers.get_all("Received", []))
-            internaldate = data.get(b"INTERNALDATE")
-            self._match(
-                state,
-                uid,
-                value,
-                found_at,
-                internaldate if isinstance(internaldate, datetime) else None,
-                received,
-            )
+        for message in session.fetch_probe_headers(uids):
+            self._match(state, message, found_at)
 
-    def _match(
-        self,
-        state: _FolderState,
-        uid: int,
-        value: str,
-        seen_at: float,
-        internaldate: datetime | None,
-        received: tuple[str, ...],
-    ) -> None:
-        key = token_key(value)
+    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
+        key = token_key(message.token)
         with self._lock:
-            expectation = self._expectations.get(key)
-            late_probe = self._expired.get(key) if expectation is None else None
+            expected = self._expectations.get(key)
+            late_probe = self._expired.get(key) if expected is None else None
             names = self._probe_names
-        probe = expectation.probe if expectation else late_probe
+        probe = expected.probe if expected else late_probe
         if probe is None:
             # A leftover of an earlier run (or an earlier life of this daemon with
             # the same token secret)? Only if it verifies for a probe of ours.
-            probe = next((n for n in sorted(names) if self._signer.verify(n, value)), None)
+            probe = next((n for n in sorted(names) if self._signer.verify(n, message.token)), None)
         if probe is None:
             return  # someone else's, or a stranger's: never touched
-        if self._signer.verify(probe, value) is None:
+        if self._signer.verify(probe, message.token) is None:
             # Our run id with a signature we did not make: a forgery or a
             # mangled copy. It proves nothing and it is not ours to delete.
-            self.counters.forged += 1
-            if expectation is not None:
-                expectation.transcript.note(
-                    f"imap: UID {uid} in {state.name} carries this run's id but a bad "
+            if expected is not None:
+                expected.transcript.note(
+                    f"imap: UID {message.uid} in {state.name} carries this run's id but a bad "
                     "signature; ignored, left untouched"
                 )
             return
         # Leftovers and late arrivals belong to no run: their lines are not kept.
-        transcript = expectation.transcript if expectation else Transcript()
-        if expectation is not None:
-            transcript.note(f"imap: found UID {uid} in {state.name}; token signature verified")
-        deleted, cleanup_error = self._delete(uid, state, transcript)
+        transcript = expected.transcript if expected else Transcript()
+        if expected is not None:
+            transcript.note(
+                f"imap: found UID {message.uid} in {state.name}; token signature verified"
+            )
+        cleanup_error: str | None = None
+        try:
+            self._live.delete(message.uid, transcript)
+        except ImapError as exc:
+            cleanup_error = exc.reason
         arrival = Arrival(
-            uid=uid,
+            uid=message.uid,
             folder=state.name,
             seen_at=seen_at,
-            internaldate=internaldate,
-            received=received,
+            internaldate=message.internaldate,
+            received=message.received,
             junk=state is not self._folder,
-            deleted=deleted,
+            deleted=cleanup_error is None,
             cleanup_error=cleanup_error,
         )
-        if expectation is None:
-            self.counters.late += 1
-            with self._lock:
-                self._expired.pop(key, None)
-            if self._on_late is not None:
-                self._on_late(probe)
-            return
-        expectation.loop.call_soon_threadsafe(_resolve, expectation.future, arrival)
-
-    def _delete(
-        self, uid: int, state: _FolderState, transcript: Transcript
-    ) -> tuple[bool, str | None]:
-        """Delete exactly ``uid`` (already verified as ours) from the selected folder."""
-        client = self._client
-        try:
-            self._sent(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", transcript)
-            client.add_flags([uid], [DELETED], silent=True)
-            if self._uidplus:
-                self._sent(f"UID EXPUNGE {uid}", transcript)
-                client.uid_expunge([uid])
-            else:
-                # Plain EXPUNGE removes every \Deleted message: only do it when
-                # the only one flagged is ours, or we would delete user mail.
-                flagged = set(client.search(["DELETED"]))
-                if flagged - {uid}:
-                    return (
-                        False,
-                        "no UIDPLUS and other messages are flagged \\Deleted; left flagged",
-                    )
-                self._sent("EXPUNGE", transcript)
-                client.expunge()
-        except (OSError, IMAPClientError) as exc:
-            return False, f"delete of UID {uid} in {state.name} failed: {_reason(exc)}"
-        self._received("OK message deleted", transcript)
-        return True, None
-
-    # ----------------------------------------------------------------- shutdown
-
-    def _fail_all(self, reason: str) -> None:
         with self._lock:
-            expectations = list(self._expectations.values())
-        for expectation in expectations:
-            error = ImapError(Stage.DELIVERY, reason)
-            expectation.loop.call_soon_threadsafe(_reject, expectation.future, error)
-
-    def _logout(self) -> None:
-        client = self._client
-        if client is None:
-            return
-        try:
-            client.logout()
-        except (OSError, IMAPClientError):
-            self._shutdown_client()
-
-    def _shutdown_client(self) -> None:
-        if self._client is not None:
-            with contextlib.suppress(OSError, IMAPClientError):
-                self._client.shutdown()
-
-    # ----------------------------------------------------------------- transcript
-
-    def _sent(self, text: str, transcript: Transcript | None = None) -> None:
-        (transcript or self._transcript).sent(text, tls=self._in_tls)
-
-    def _received(self, text: str, transcript: Transcript | None = None) -> None:
-        direction = Direction.RECEIVED_TLS if self._in_tls else Direction.RECEIVED
-        (transcript or self._transcript).add(direction, text)
-
-
-def _resolve(future: asyncio.Future[Arrival], arrival: Arrival) -> None:
-    if not future.done():
-        future.set_result(arrival)
-
-
-def _reject(future: asyncio.Future[Arrival], error: BaseException) -> None:
-    if not future.done():
-        future.set_exception(error)
-
-
-def _header_block(data: dict[bytes, Any]) -> bytes:
-    """The fetched header fields, whatever order the server names them in.
-
-    Dovecot echoes ``BODY[HEADER.FIELDS (X-SMTP-PROBE RECEIVED)]``; pymap
-    sorts the field names, so the reply is found by prefix.
-    """
-    for key, value in data.items():
-        if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
-            return value
-    return b""
-
-
-def _is_news(response: Any) -> bool:
-    return (
-        isinstance(response, tuple) and len(response) >= 2 and response[1] in (b"EXISTS", b"RECENT")
-    )
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        return describe_verify_error(exc)
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = str(exc).strip()
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    return text or type(exc).__name__
-
-
-def _tls_version(client: Any) -> str:
-    sock = client.socket()
-    version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-    return version or "unknown version"
+            # The run may have given up while we were deleting: then it is late.
+            owner = expected if self._expectations.get(key) is expected else None
+            if owner is not None:
+                del self._expectations[key]
+                owner._arrived = arrival
+            else:
+                self._expired.pop(key, None)
+        if owner is not None:
+            owner._wake()
+        elif self._on_late is not None:
+            self._on_late(probe)

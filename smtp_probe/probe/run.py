@@ -2,6 +2,8 @@
 
 ``run_probe`` never raises (cancellation aside): every way a run can end is
 turned into a :class:`RunResult` with an outcome and the stage it stopped at.
+A run's facts (the SMTP report, the arrival) are written down the moment
+they are known, so a later failure can add a verdict but never lose them.
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ import time
 from datetime import UTC, datetime
 
 from smtp_probe.probe.imap import ImapError, MailboxWatcher
-from smtp_probe.probe.message import TokenSigner, build_message
+from smtp_probe.probe.message import Token, TokenSigner, build_message
 from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
 from smtp_probe.probe.smtp import SmtpSendError, send_message
-from smtp_probe.probe.spec import ProbeSpec
+from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 
 
@@ -30,111 +32,126 @@ async def run_probe(
     the shared watcher of the mailbox instead. The mailbox is watched before
     anything is sent: if it can't be reached, no mail is sent at all.
     """
-    started_at = datetime.now(UTC)
-    start = time.monotonic()
-    deadline = start + spec.timeout
-    transcript = Transcript()
-    token = signer.new(spec.name)
-    run = _Run(spec, token.run_id, started_at, start, transcript)
-    own_watcher = watcher is None and spec.mailbox is not None
-    if own_watcher and spec.mailbox is not None:
-        watcher = MailboxWatcher(spec.mailbox, signer)
+    run = _Run(spec, signer.new(spec.name))
     try:
-        if watcher is not None and own_watcher:
-            await watcher.start(transcript, deadline)
-        elif watcher is not None:
-            watcher.require_up()
-        message = build_message(
-            token=token, probe=spec.name, mail_from=spec.mail_from, rcpt_to=spec.rcpt_to
-        )
-        pending = watcher.expect(spec.name, token, transcript) if watcher else None
-        try:
-            report = await send_message(
-                spec.smtp,
-                message,
-                mail_from=spec.mail_from,
-                rcpt_to=spec.rcpt_to,
-                transcript=transcript,
-                deadline=deadline,
-            )
-        except BaseException:
-            if watcher is not None and pending is not None:
-                watcher.forget(pending)
-            raise
-        if watcher is None or pending is None:
-            transcript.note("no mailbox given: stopping after the SMTP leg")
-            return run.finish(Outcome.SENT, None, "", report)
-        arrival = await watcher.wait_for(pending, deadline)
-        if arrival is None:
-            reason = f"not in the mailbox {spec.timeout:g}s after the run started"
-            transcript.note(f"FAILED at delivery: {reason}")
-            return run.finish(Outcome.NOT_DELIVERED, Stage.DELIVERY, reason, report)
-        return run.arrived(report, arrival)
+        if watcher is not None:
+            return await _send_and_confirm(run, watcher)
+        if spec.mailbox is not None:
+            return await _with_own_watcher(run, spec.mailbox, signer)
+        await _send(run)
+        run.transcript.note("no mailbox given: stopping after the SMTP leg")
+        return run.result(Outcome.SENT)
     except SmtpSendError as exc:
-        return run.finish(Outcome.SEND_FAILED, exc.stage, exc.reason, exc.report)
+        return run.result(Outcome.SEND_FAILED, exc.stage, exc.reason)
     except ImapError as exc:
-        return run.finish(Outcome.ERROR, exc.stage, exc.reason, run.smtp)
+        return run.result(Outcome.ERROR, exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a run reports, it never crashes its caller
-        transcript.note(f"internal error: {exc!r}")
-        return run.finish(Outcome.ERROR, run.stage, f"internal error: {exc!r}", run.smtp)
+        run.transcript.note(f"internal error: {exc!r}")
+        return run.result(Outcome.ERROR, run.stage, f"internal error: {exc!r}")
+
+
+async def _with_own_watcher(run: _Run, mailbox: Mailbox, signer: TokenSigner) -> RunResult:
+    """A one-shot watcher for this run only; it gives up on the first IMAP failure."""
+    watcher = MailboxWatcher(mailbox, signer)
+    try:
+        await watcher.start(run.transcript, run.deadline)
+        return await _send_and_confirm(run, watcher)
     finally:
-        if own_watcher and watcher is not None:
-            # Logging out takes milliseconds; a hung server must not hold the
-            # caller much past the run deadline (the thread is a daemon).
-            await watcher.close(timeout=min(2.0, max(0.2, deadline - time.monotonic())))
+        # Logging out takes milliseconds; a hung server must not hold the
+        # caller much past the run deadline (the thread is a daemon).
+        await watcher.close(timeout=min(2.0, max(0.2, run.deadline - time.monotonic())))
+
+
+async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
+    """Expect the token, send, wait for the message; the watcher has deleted it by then.
+
+    Raises:
+        SmtpSendError: the SMTP leg failed.
+        ImapError: the mailbox was unreachable before the send (nothing was
+            sent) or became unreachable after it (stage ``delivery``).
+    """
+    async with watcher.expecting(run.spec.name, run.token, run.transcript) as expected:
+        await _send(run)
+        arrival = await expected.arrival(run.deadline)
+    if arrival is None:
+        reason = f"not in the mailbox {run.spec.timeout:g}s after the run started"
+        run.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
+        return run.result(Outcome.NOT_DELIVERED, Stage.DELIVERY, reason)
+    return run.arrived(arrival)
+
+
+async def _send(run: _Run) -> None:
+    """The SMTP leg; its report is the run's the moment the leg ends, however it ends.
+
+    Raises:
+        SmtpSendError: the SMTP leg failed (its report is kept all the same).
+    """
+    spec = run.spec
+    run.stage = Stage.DNS
+    message = build_message(
+        token=run.token, probe=spec.name, mail_from=spec.mail_from, rcpt_to=spec.rcpt_to
+    )
+    try:
+        run.smtp = await send_message(
+            spec.smtp,
+            message,
+            mail_from=spec.mail_from,
+            rcpt_to=spec.rcpt_to,
+            transcript=run.transcript,
+            deadline=run.deadline,
+        )
+    except SmtpSendError as exc:
+        run.smtp = exc.report
+        raise
+    run.stage = Stage.DELIVERY
 
 
 class _Run:
-    """Collects the pieces of a result as a run goes along."""
+    """One run's facts, written down as they happen; the result is read off them at the end."""
 
-    def __init__(
-        self,
-        spec: ProbeSpec,
-        run_id: str,
-        started_at: datetime,
-        start: float,
-        transcript: Transcript,
-    ) -> None:
+    def __init__(self, spec: ProbeSpec, token: Token) -> None:
         self.spec = spec
-        self.run_id = run_id
-        self.started_at = started_at
-        self.start = start
-        self.transcript = transcript
-        self.smtp = SmtpReport()
+        self.token = token
+        self.started_at = datetime.now(UTC)
+        self.start = time.monotonic()
+        self.deadline = self.start + spec.timeout
+        self.transcript = Transcript()
         self.stage = Stage.IMAP_CONNECT if spec.mailbox else Stage.DNS
+        """Where the run is now: what an unexpected failure is blamed on."""
+        self.smtp = SmtpReport()
+        self.arrival: Arrival | None = None
 
-    def arrived(self, report: SmtpReport, arrival: Arrival) -> RunResult:
-        accepted = report.accepted_at if report.accepted_at is not None else arrival.seen_at
-        delivery = max(0.0, arrival.seen_at - accepted)
+    def arrived(self, arrival: Arrival) -> RunResult:
+        """The message was found: delivered, in junk, or found but not cleaned up."""
+        self.arrival = arrival
         where = f"{arrival.folder} (junk)" if arrival.junk else arrival.folder
+        delivery = self._delivery_seconds() or 0.0
         self.transcript.note(f"delivered to {where} {delivery * 1000:.1f} ms after the 250")
         if arrival.cleanup_error:
-            self.transcript.note(f"FAILED at cleanup: {arrival.cleanup_error}")
-            return self.finish(
-                Outcome.ERROR, Stage.CLEANUP, arrival.cleanup_error, report, arrival, delivery
-            )
-        outcome = Outcome.JUNK if arrival.junk else Outcome.DELIVERED
-        return self.finish(outcome, None, "", report, arrival, delivery)
+            self.transcript.note(f"FAILED at {Stage.CLEANUP}: {arrival.cleanup_error}")
+            return self.result(Outcome.ERROR, Stage.CLEANUP, arrival.cleanup_error)
+        return self.result(Outcome.JUNK if arrival.junk else Outcome.DELIVERED)
 
-    def finish(
-        self,
-        outcome: Outcome,
-        stage: Stage | None,
-        error: str,
-        report: SmtpReport,
-        arrival: Arrival | None = None,
-        delivery: float | None = None,
-    ) -> RunResult:
+    def result(self, outcome: Outcome, stage: Stage | None = None, error: str = "") -> RunResult:
+        """The run's result with the verdict given and every fact gathered so far."""
         return RunResult(
             probe=self.spec.name,
-            run_id=self.run_id,
+            run_id=self.token.run_id,
             outcome=outcome,
             stage=stage,
             error=error,
             started_at=self.started_at,
             duration_seconds=time.monotonic() - self.start,
-            smtp=report,
+            smtp=self.smtp,
             transcript=self.transcript,
-            delivery_seconds=delivery,
-            arrival=arrival,
+            delivery_seconds=self._delivery_seconds(),
+            arrival=self.arrival,
         )
+
+    def _delivery_seconds(self) -> float | None:
+        """Seconds from the ``250`` to the watcher seeing the message, once it has."""
+        if self.arrival is None:
+            return None
+        accepted = self.smtp.accepted_at
+        seen = self.arrival.seen_at
+        return max(0.0, seen - (accepted if accepted is not None else seen))

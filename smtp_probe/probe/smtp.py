@@ -1,9 +1,11 @@
 """The SMTP leg: submit the probe message with aiosmtplib, stage by stage.
 
-Each stage of the telnet session (resolve, connect, banner, EHLO, STARTTLS,
-AUTH, MAIL FROM, RCPT TO, DATA) is timed and written to the transcript, and
-any failure becomes one :class:`SmtpSendError` naming the stage. This module
-is the only place that knows aiosmtplib's exceptions.
+Each stage of the telnet session (resolve, connect, banner, EHLO — or HELO
+for a server that does not speak ESMTP —, STARTTLS, AUTH, MAIL FROM, RCPT
+TO, DATA) is timed and every command and reply, the ``354`` after ``DATA``
+included, is written to the transcript; any failure becomes one
+:class:`SmtpSendError` naming the stage. This module is the only place that
+knows aiosmtplib's exceptions.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from email.policy import SMTP as SMTP_POLICY
 from typing import Any, Final
 
 import aiosmtplib
+from aiosmtplib.protocol import normalize_message_line_endings
 
 from smtp_probe.probe.result import SmtpReport, Stage
 from smtp_probe.probe.spec import SmtpServer, TlsMode
@@ -34,6 +37,13 @@ _QUEUE_ID: Final = (
 )
 _AUTH_PREFERENCE: Final = ("plain", "login", "cram-md5")
 _QUIT_TIMEOUT: Final = 2.0
+_DEADLINE_SLACK: Final = 0.05
+"""A command timeout this close to the run deadline was the deadline."""
+_NOT_ESMTP: Final = frozenset({500, 502})
+"""EHLO replies that mean "unknown command": greet with HELO instead (RFC 5321 §3.2)."""
+_START_INPUT: Final = 354
+_OK: Final = 250
+_LEADING_DOT: Final = re.compile(rb"(?m)^\.")
 
 
 class SmtpSendError(Exception):
@@ -150,6 +160,12 @@ async def send_message(
                 await _quit(session, client)
     except SmtpSendError:
         raise
+    except aiosmtplib.SMTPTimeoutError:
+        # A TimeoutError too: caught first, or every command timeout would
+        # read as the run deadline. Near the deadline the two limits coincide.
+        if time.monotonic() >= deadline - _DEADLINE_SLACK:
+            raise session.fail("no answer before the run deadline") from None
+        raise session.fail(f"no answer within {server.timeout:g}s") from None
     except TimeoutError:
         raise session.fail("no answer before the run deadline") from None
     except ssl.SSLError as exc:
@@ -157,8 +173,6 @@ async def send_message(
         raise session.fail(describe_verify_error(exc), stage) from None
     except aiosmtplib.SMTPServerDisconnected as exc:
         raise session.fail(f"server closed the connection ({exc.message})") from None
-    except aiosmtplib.SMTPTimeoutError:
-        raise session.fail(f"no answer within {server.timeout:g}s") from None
     except aiosmtplib.SMTPException as exc:
         raise session.fail(_explain(exc)) from None
     except OSError as exc:
@@ -261,7 +275,7 @@ async def _converse(
 ) -> None:
     server = session.server
     helo = server.helo or default_helo()
-    await _ehlo(session, client, helo)
+    await _greet(session, client, helo)
 
     if server.tls is TlsMode.STARTTLS:
         session.enter(Stage.STARTTLS)
@@ -297,32 +311,132 @@ async def _converse(
 
     session.enter(Stage.DATA)
     payload = message.as_bytes(policy=SMTP_POLICY)
-    session.sent("DATA")
+    # aiosmtplib's data() swallows the 354; the telnet session shows it.
+    await _command(
+        session,
+        "DATA",
+        client.execute_command(b"DATA", timeout=session.op_timeout()),
+        expect=_START_INPUT,
+    )
     session.sent(f"[message: {len(payload)} bytes, Subject: {message['Subject']}]")
-    reply = await _command(session, ".", client.data(payload, timeout=session.op_timeout()))
+    session.sent(".")
+    reply = await _reply(
+        session, _transfer(client, payload, timeout=session.op_timeout()), expect=_OK
+    )
     session.accepted_at = time.monotonic()
     session.queue_id = parse_queue_id(reply.message)
 
 
+async def _transfer(
+    client: aiosmtplib.SMTP, payload: bytes, *, timeout: float
+) -> aiosmtplib.SMTPResponse:
+    """Send the message after the ``354`` and read the reply to its final dot.
+
+    What aiosmtplib's ``execute_data_command`` does after DATA: CRLF line
+    endings, dot-stuffing, the terminating ``.``. No command lock is needed:
+    this run owns the client and sends nothing else meanwhile.
+
+    Raises:
+        aiosmtplib.SMTPServerDisconnected: the connection was lost.
+        aiosmtplib.SMTPTimeoutError: no reply within ``timeout``.
+    """
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    data = _LEADING_DOT.sub(b"..", normalize_message_line_endings(payload)) + b".\r\n"
+    try:
+        protocol.write(data)
+        # read_response arms the reply before the loop can deliver a byte of it.
+        return await protocol.read_response(timeout=timeout)
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+        # As aiosmtplib does: a reply we gave up on would pair with the next command.
+        client.close()
+        raise
+
+
 async def _command(
-    session: _Session, text: str, call: Awaitable[aiosmtplib.SMTPResponse]
+    session: _Session,
+    text: str,
+    call: Awaitable[aiosmtplib.SMTPResponse],
+    *,
+    expect: int | None = None,
 ) -> aiosmtplib.SMTPResponse:
     """Send one command (already started as ``call``), record it and its reply.
 
     Raises:
-        SmtpSendError: the server answered with an error reply.
+        SmtpSendError: the server answered with an error reply (or, with
+            ``expect``, any other code).
     """
     session.sent(text)
+    return await _reply(session, call, expect=expect)
+
+
+async def _reply(
+    session: _Session, call: Awaitable[aiosmtplib.SMTPResponse], *, expect: int | None = None
+) -> aiosmtplib.SMTPResponse:
+    """Await the reply to what was just sent and record it.
+
+    Raises:
+        SmtpSendError: the server answered with an error reply (or, with
+            ``expect``, any other code).
+    """
     try:
         reply = await call
     except aiosmtplib.SMTPResponseException as exc:
         session.received(exc.code, exc.message)
         raise session.fail(f"server replied {exc.code} {_first_line(exc.message)}") from None
     session.received(reply.code, reply.message)
+    if expect is not None and reply.code != expect:
+        raise session.fail(f"server replied {reply.code} {_first_line(reply.message)}")
     return reply
 
 
+async def _greet(session: _Session, client: aiosmtplib.SMTP, helo: str) -> None:
+    """``EHLO``; a server that does not know it gets ``HELO``, as RFC 5321 §3.2 asks.
+
+    Without ESMTP there is no STARTTLS and no AUTH: a probe that needs
+    either fails here rather than sending in the clear or unauthenticated.
+
+    Raises:
+        SmtpSendError: at ``ehlo``.
+    """
+    server = session.server
+    session.enter(Stage.EHLO)
+    session.sent(f"EHLO {helo}")
+    try:
+        reply = await client.ehlo(hostname=helo, timeout=session.op_timeout())
+    except aiosmtplib.SMTPHeloError as exc:
+        session.received(exc.code, exc.message)
+        first = f"server replied {exc.code} {_first_line(exc.message)}"
+        if exc.code not in _NOT_ESMTP:
+            raise session.fail(first) from None
+        needed = [
+            name
+            for name, needs in (
+                ("STARTTLS", server.tls is TlsMode.STARTTLS),
+                ("AUTH", bool(server.username)),
+            )
+            if needs
+        ]
+        if needed:
+            raise session.fail(
+                f"{first}: the server does not speak ESMTP, so {' and '.join(needed)} "
+                f"{'is' if len(needed) == 1 else 'are'} impossible"
+            ) from None
+        # client.helo() also marks the session greeted: aiosmtplib won't greet again on its own.
+        await _command(
+            session, f"HELO {helo}", client.helo(hostname=helo, timeout=session.op_timeout())
+        )
+        return
+    session.received(reply.code, reply.message)
+
+
 async def _ehlo(session: _Session, client: aiosmtplib.SMTP, helo: str) -> None:
+    """``EHLO`` again inside TLS; here it must work, since STARTTLS did.
+
+    Raises:
+        SmtpSendError: at ``ehlo``.
+    """
     session.enter(Stage.EHLO)
     await _command(
         session, f"EHLO {helo}", client.ehlo(hostname=helo, timeout=session.op_timeout())

@@ -44,6 +44,12 @@ def test_text_output_reads_like_the_telnet_session(stack: MailStack) -> None:
     assert any("-> STARTTLS" in line for line in lines)
     assert any("~> AUTH PLAIN ********" in line for line in lines)
     assert any("<~ 250 2.0.0 Ok: queued as" in line for line in lines)
+    # DATA, Postfix's 354, the message, the dot, the 250: in that order, nothing between.
+    data = next(i for i, line in enumerate(lines) if line.endswith("~> DATA"))
+    assert lines[data + 1].endswith("<~ 354 End data with <CR><LF>.<CR><LF>")
+    assert "~> [message: " in lines[data + 2]
+    assert lines[data + 3].endswith("~> .")
+    assert "<~ 250 2.0.0 Ok: queued as" in lines[data + 4]
     assert lines[-1].startswith("OK: delivered to INBOX ")
     assert "\x1b[" not in proc.stdout, "no colour when stdout is not a terminal"
     assert proc.stderr == ""
@@ -64,6 +70,9 @@ def test_json_output_has_the_contract_fields(stack: MailStack) -> None:
     assert 0 < result["delivery_seconds"] < result["duration_seconds"]
     assert result["folder"] == "INBOX"
     assert any("RCPT TO:<sink@example.test>" in line for line in result["transcript"])
+    assert any(
+        line.endswith("<~ 354 End data with <CR><LF>.<CR><LF>") for line in result["transcript"]
+    )
     assert_no_secret(stack, proc)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec, TlsSettings
 from smtp_probe.probe.transcript import Transcript
+from smtp_probe.report import as_dict, render_text
 from smtp_probe.secret import Secret
 from tests.support.mailstack import DEFER_450, HOLD, JUNK_ADDRESS, REJECT_550, MailStack
 from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
@@ -88,8 +90,9 @@ def test_poll_path_without_idle_finds_the_message(stack: MailStack) -> None:
 
     assert result.outcome is Outcome.DELIVERED, result.error
     assert not watcher.uses_idle
-    assert watcher.counters.idle_wakeups == 0
-    assert watcher.counters.polls >= 1
+    polls = re.search(r"imap: (\d+) poll\(s\) of INBOX", transcript_text(result))
+    assert polls is not None
+    assert int(polls.group(1)) >= 1
 
 
 def test_idle_wakes_the_watcher_long_before_the_next_poll(stack: MailStack) -> None:
@@ -103,12 +106,12 @@ def test_idle_wakes_the_watcher_long_before_the_next_poll(stack: MailStack) -> N
         watcher = MailboxWatcher(box, signer)
         await watcher.start(Transcript(), time.monotonic() + 10)
         try:
-            pending = watcher.expect("idle", token, Transcript())
-            waiting = asyncio.create_task(watcher.wait_for(pending, time.monotonic() + 15))
-            await asyncio.sleep(1.0)  # past the first fast polls: the watcher is in IDLE now
-            appended = time.monotonic()
-            await asyncio.to_thread(stack.append, SINK, "INBOX", raw)
-            arrival = await waiting
+            async with watcher.expecting("idle", token, Transcript()) as expected:
+                waiting = asyncio.create_task(expected.arrival(time.monotonic() + 15))
+                await asyncio.sleep(1.0)  # past the first fast polls: the watcher is in IDLE now
+                appended = time.monotonic()
+                await asyncio.to_thread(stack.append, SINK, "INBOX", raw)
+                arrival = await waiting
             return (arrival.seen_at - appended if arrival else None), watcher
         finally:
             await watcher.close()
@@ -118,7 +121,6 @@ def test_idle_wakes_the_watcher_long_before_the_next_poll(stack: MailStack) -> N
     assert watcher.uses_idle
     assert seen_after is not None
     assert seen_after < 10
-    assert watcher.counters.idle_wakeups >= 1
 
 
 def test_recipient_rejected_with_5xx_fails_at_rcpt_to(stack: MailStack) -> None:
@@ -223,6 +225,76 @@ def test_imap_down_fails_at_imap_connect_before_any_mail_is_sent(stack: MailStac
     assert "refused" in result.error
     assert result.smtp.reply_code is None
     assert len(stack.queue()) == queued_before
+
+
+def held(stack: MailStack) -> set[str]:
+    return {m["queue_id"] for m in stack.queue() if m["queue_name"] == "hold"}
+
+
+async def newly_held(stack: MailStack, before: set[str], timeout: float = 10.0) -> str:
+    """The queue id of the message that reached Postfix's hold queue since ``before``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        new = await asyncio.to_thread(held, stack) - before
+        if new:
+            [queue_id] = new
+            return queue_id
+        await asyncio.sleep(0.05)
+    raise AssertionError("the probe message never reached the hold queue")
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["one-shot", "persistent"])
+def test_mailbox_lost_after_the_250_keeps_the_smtp_facts_and_blames_delivery(
+    stack: MailStack, persistent: bool
+) -> None:
+    """Dovecot stops while the accepted message sits in the hold queue: not a send failure."""
+    signer = TokenSigner()
+    box = mailbox(stack)
+    spec = probe(stack, to=HOLD, box=box, timeout=5.0)
+    before = held(stack)
+
+    async def scenario() -> tuple[RunResult, str]:
+        watcher = None
+        if persistent:  # the daemon's kind, passed in; check's kind is opened by run_probe
+            watcher = MailboxWatcher(box, signer, persistent=True, probe_names=[spec.name])
+            await watcher.start(Transcript(), time.monotonic() + 10)
+        try:
+            running = asyncio.create_task(run_probe(spec, signer=signer, watcher=watcher))
+            queue_id = await newly_held(stack, before)
+            await asyncio.to_thread(stack.stop_dovecot)
+            return await running, queue_id
+        finally:
+            if watcher is not None:
+                await watcher.close()
+
+    try:
+        result, queue_id = asyncio.run(scenario())
+    finally:
+        stack.start_dovecot()
+        stack.delete_queued("ALL")
+
+    assert result.outcome is Outcome.ERROR
+    assert result.stage is Stage.DELIVERY
+    assert "mailbox became unreachable" in result.error
+    assert result.smtp.reply_code == 250
+    assert result.smtp.queue_id == queue_id
+    assert {Stage.CONNECT, Stage.EHLO, Stage.MAIL_FROM, Stage.RCPT_TO, Stage.DATA} <= set(
+        result.smtp.stage_seconds
+    )
+    assert result.smtp.accepted_at is not None
+    assert result.delivery_seconds is None
+    if not persistent:
+        # A one-shot watcher cannot come back: the run ends at once, not at its deadline.
+        assert result.duration_seconds < spec.timeout
+    data = as_dict(result)
+    assert (data["outcome"], data["stage"]) == ("error", "delivery")
+    assert data["smtp"]["queue_id"] == queue_id
+    assert data["smtp"]["reply_code"] == 250
+    assert "data" in data["smtp"]["stage_seconds"]
+    last = render_text(result, colour=False).splitlines()[-1]
+    assert last.startswith("CRITICAL: error at delivery: mailbox became unreachable")
+    assert f"queue id {queue_id}" in last
+    assert "FAILED at delivery: mailbox became unreachable" in transcript_text(result)
 
 
 def test_message_held_in_the_queue_is_not_delivered_and_the_run_ends_on_time(

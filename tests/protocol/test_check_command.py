@@ -53,6 +53,9 @@ def test_check_in_a_real_process_prints_one_json_object_and_exits_0_when_sent() 
     assert data["smtp"]["reply_code"] == 250
     assert data["smtp"]["queue_id"] == "Q1W2E3"
     assert any("MAIL FROM:<probe@sender.test>" in line for line in data["transcript"])
+    assert any(
+        line.endswith("<- 354 End data with <CR><LF>.<CR><LF>") for line in data["transcript"]
+    )
 
 
 def test_check_with_a_rejected_message_prints_nagios_critical_and_exits_2(
@@ -77,5 +80,7 @@ def test_check_text_output_is_the_transcript_then_the_verdict(
     assert code == 0
     assert any(line.endswith("ms  -> MAIL FROM:<probe@sender.test>") for line in lines)
     assert any(line.endswith("ms  <- 250 2.0.0 Ok: queued as ABC123") for line in lines)
+    data = next(i for i, line in enumerate(lines) if line.endswith("ms  -> DATA"))
+    assert lines[data + 1].endswith("ms  <- 354 End data with <CR><LF>.<CR><LF>")
     assert lines[-1].startswith("OK: accepted by SMTP (250), queue id ABC123")
     assert "\x1b" not in "\n".join(lines)

@@ -27,10 +27,24 @@ class Behaviour:
     A reply left at ``None`` means "accept as a normal server would".
     """
 
+    esmtp: bool = True
+    """``False``: a server that does not speak ESMTP and answers ``EHLO`` with
+    ``500`` but takes ``HELO`` — an RFC 821 server, or (still met in the wild) a
+    server behind a Cisco PIX/ASA whose SMTP inspection ("fixup smtp",
+    MailGuard) turns every ``EHLO`` into an unknown command."""
     ehlo_reply: str | None = None
     mail_reply: str | None = None
     rcpt_reply: str | None = None
+    data_command_reply: str | None = None
+    """The reply to the ``DATA`` command itself instead of ``354`` (Postfix
+    answers ``554 5.5.1 Error: no valid recipients`` or a policy refusal from
+    ``smtpd_data_restrictions`` there)."""
     data_reply: str = "250 2.0.0 Ok: queued as ABC123"
+    """The reply to the message's final dot."""
+    data_delay: float = 0.0
+    """Seconds to sit on the message before replying to its final dot (a slow content filter)."""
+    greetings: list[str] = field(default_factory=list)
+    """Every ``EHLO``/``HELO`` received, as ``"EHLO name"``."""
     mail_from: list[str] = field(default_factory=list)
     rcpt_to: list[str] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
@@ -43,10 +57,20 @@ class Behaviour:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        self.greetings.append(f"EHLO {hostname}")
+        if not self.esmtp:
+            return ["500 5.5.1 Command unrecognized: EHLO"]
         if self.ehlo_reply is not None:
             return [self.ehlo_reply]
         session.host_name = hostname
         return responses
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        self.greetings.append(f"HELO {hostname}")
+        session.host_name = hostname
+        return f"250 {server.hostname}"
 
     async def handle_MAIL(
         self,
@@ -81,6 +105,8 @@ class Behaviour:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         self.messages.append(content if isinstance(content, bytes) else content.encode())
+        if self.data_delay:
+            await asyncio.sleep(self.data_delay)
         return self.data_reply
 
 
@@ -103,11 +129,26 @@ class Authenticator:
         return AuthResult(success=ok, handled=False)
 
 
+class _ScriptedSMTP(SMTP):
+    """aiosmtpd's server, plus the one reply it has no handler hook for: the one to DATA."""
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler = self.event_handler
+        refusal = handler.data_command_reply if isinstance(handler, Behaviour) else None
+        if refusal is not None and self.envelope is not None and self.envelope.rcpt_tos:
+            await self.push(refusal)
+            return
+        await super().smtp_DATA(arg)
+
+
 class _LoopbackController(Controller):
     """aiosmtpd's threaded controller, bound to an ephemeral port on 127.0.0.1."""
 
     def __init__(self, handler: Behaviour, **smtp_kwargs: Any) -> None:
         super().__init__(handler, hostname=LOOPBACK, port=0, **smtp_kwargs)
+
+    def factory(self) -> SMTP:
+        return _ScriptedSMTP(self.handler, **self.SMTP_kwargs)
 
     def _trigger_server(self) -> None:
         # aiosmtpd 1.4 connects to self.port to check readiness; learn the real port first.

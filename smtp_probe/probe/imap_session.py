@@ -1,0 +1,393 @@
+"""One blocking IMAP session on imapclient: the only module that knows its exceptions.
+
+An :class:`ImapSession` is one connection to one mailbox: connected (implicit
+TLS or STARTTLS), logged in, capabilities read. It selects folders, reads
+their status, finds and fetches new probe messages, deletes one message by
+UID, enters and leaves IDLE, and logs out, writing what it says and hears to
+a transcript. Only the watcher thread uses it (imapclient is blocking and not
+thread-safe), and every call is bounded by the socket timeout.
+
+Failures come out as this module's errors: opening a session raises
+:class:`ImapError` naming the stage that failed; once open, any failed
+command raises :class:`ConnectionLost` (the session is of no further use:
+reconnect), except a failed delete, which is an :class:`ImapError` at
+``cleanup`` and leaves the session usable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.parser
+import email.policy
+import socket
+import ssl
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imapclient import DELETED, JUNK
+
+from smtp_probe.probe.message import PROBE_HEADER
+from smtp_probe.probe.result import Stage
+from smtp_probe.probe.spec import Mailbox, TlsMode
+from smtp_probe.probe.tls import client_context, describe_verify_error
+from smtp_probe.probe.transcript import Transcript
+
+_FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
+# compat32: ten times cheaper than the default policy, and we only want strings.
+_HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_FAILURES: Final = (OSError, IMAPClientError)
+"""What imapclient raises when a command fails or the connection breaks (ssl errors are OSErrors)."""
+
+
+class ImapError(Exception):
+    """The IMAP leg failed at ``stage`` (``imap_connect`` … ``imap_select``, ``delivery``, ``cleanup``)."""
+
+    def __init__(self, stage: Stage, reason: str) -> None:
+        super().__init__(f"{stage}: {reason}")
+        self.stage = stage
+        self.reason = reason
+
+
+class ConnectionLost(Exception):
+    """An open session broke (connection dropped, command failed): reconnect to go on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class FolderStatus:
+    """A folder's numbering: UIDVALIDITY, the next UID to be assigned, and (on SELECT) its size."""
+
+    uidvalidity: int
+    uidnext: int
+    exists: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedMessage:
+    """What the watcher needs of a message carrying the probe header."""
+
+    uid: int
+    token: str
+    """The probe header's value: the run's token, if the message is ours."""
+    internaldate: datetime | None
+    received: tuple[str, ...]
+    """``Received:`` headers, newest first, each unfolded onto one line."""
+
+
+class ImapSession:
+    """A logged-in IMAP connection; open one with :meth:`open`.
+
+    ``idle_capable`` and ``uidplus`` say what the server offers.
+    """
+
+    def __init__(self, client: Any, *, in_tls: bool) -> None:
+        """Wrap a connected imapclient client; :meth:`open` is the way to get one."""
+        self._client = client
+        self.in_tls = in_tls
+        """True once the connection is inside TLS: transcript lines are marked so."""
+        self.idle_capable = False
+        self.uidplus = False
+        self.selected: str | None = None
+        """The folder selected last; deletes happen there."""
+
+    @classmethod
+    def open(cls, mailbox: Mailbox, transcript: Transcript, timeout: float) -> ImapSession:
+        """Connect, upgrade with STARTTLS if asked, log in and read the capabilities.
+
+        ``timeout`` bounds every socket operation of the session until
+        :meth:`set_timeout` changes it.
+
+        Raises:
+            ImapError: at ``imap_connect``, ``imap_starttls``, ``imap_login`` or
+                ``imap_select`` (capabilities), with a one-line reason.
+        """
+        transcript.note(f"imap: connecting to {mailbox.address} (tls: {mailbox.tls})")
+        context = client_context(mailbox.tls_settings) if mailbox.tls is not TlsMode.NONE else None
+        try:
+            client = IMAPClient(
+                mailbox.host,
+                port=mailbox.port,
+                ssl=mailbox.tls is TlsMode.TLS,
+                ssl_context=context,
+                timeout=timeout,
+            )
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_CONNECT, _reason(exc)) from None
+        client.normalise_times = False
+        session = cls(client, in_tls=mailbox.tls is TlsMode.TLS)
+        try:
+            session._log_in(mailbox, context, transcript)
+        except BaseException:
+            session.shutdown()
+            raise
+        return session
+
+    def _log_in(
+        self, mailbox: Mailbox, context: ssl.SSLContext | None, transcript: Transcript
+    ) -> None:
+        client = self._client
+        if self.in_tls:
+            transcript.note(f"TLS established ({self._tls_version()})")
+        self._received(_text(client.welcome), transcript)
+
+        if mailbox.tls is TlsMode.STARTTLS:
+            self._sent("STARTTLS", transcript)
+            try:
+                reply = client.starttls(context)
+            except _FAILURES as exc:
+                raise ImapError(Stage.IMAP_STARTTLS, _reason(exc)) from None
+            self.in_tls = True
+            self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
+            transcript.note(f"TLS established ({self._tls_version()})")
+
+        password = mailbox.password.reveal()
+        # The transcript redacts LOGIN's password and scrubs the registered secret.
+        self._sent(f"LOGIN {mailbox.username} {password}", transcript)
+        try:
+            reply = client.login(mailbox.username, password)
+        except LoginError as exc:
+            self._received(f"NO {_reason(exc)}", transcript)
+            raise ImapError(Stage.IMAP_LOGIN, f"login refused: {_reason(exc)}") from None
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
+        self._received(f"OK {_text(reply)}", transcript)
+
+        try:
+            capabilities = {_text(c).upper() for c in client.capabilities()}
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_SELECT, _reason(exc)) from None
+        self.idle_capable = "IDLE" in capabilities
+        self.uidplus = "UIDPLUS" in capabilities
+
+    def set_timeout(self, seconds: float) -> None:
+        """Bound every later socket operation by ``seconds``."""
+        with contextlib.suppress(OSError):
+            self._client.socket().settimeout(seconds)
+
+    # ----------------------------------------------------------------- folders
+
+    def select(self, folder: str, transcript: Transcript | None = None) -> FolderStatus:
+        """Select ``folder`` (written to ``transcript`` if given).
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        if transcript is not None:
+            self._sent(f"SELECT {folder}", transcript)
+        with _lost_on_failure():
+            info = self._client.select_folder(folder)
+        self.selected = folder
+        status = FolderStatus(
+            uidvalidity=int(info.get(b"UIDVALIDITY", 0)),
+            uidnext=int(info.get(b"UIDNEXT", 0)),
+            exists=int(info[b"EXISTS"]) if b"EXISTS" in info else None,
+        )
+        if transcript is not None:
+            exists = "?" if status.exists is None else status.exists
+            self._received(
+                f"OK {exists} EXISTS, UIDNEXT {status.uidnext}, UIDVALIDITY {status.uidvalidity}",
+                transcript,
+            )
+        return status
+
+    def status(self, folder: str) -> FolderStatus:
+        """``STATUS`` of a folder other than the selected one.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            info = self._client.folder_status(folder, [b"UIDNEXT", b"UIDVALIDITY"])
+        return FolderStatus(uidvalidity=int(info[b"UIDVALIDITY"]), uidnext=int(info[b"UIDNEXT"]))
+
+    def junk_folder(self) -> str | None:
+        r"""The SPECIAL-USE ``\Junk`` folder (or a well-known junk name), if the server has one.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            found: str | None = self._client.find_special_folder(JUNK)
+        return found
+
+    # ----------------------------------------------------------------- messages
+
+    def noop(self) -> None:
+        """``NOOP``: Dovecot's SEARCH sees new mail one command late without it.
+
+        Raises:
+            ConnectionLost: the connection broke.
+        """
+        with _lost_on_failure():
+            self._client.noop()
+
+    def search_probe_uids(self, from_uid: int) -> list[int]:
+        """UIDs from ``from_uid`` on of messages that carry the probe header, ascending.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        criteria = ["UID", f"{from_uid}:*", "HEADER", PROBE_HEADER, ""]
+        with _lost_on_failure():
+            found = self._client.search(criteria)
+        # "N:*" matches the highest UID even when it is below N (RFC 3501).
+        return sorted(uid for uid in found if uid >= from_uid)
+
+    def fetch_probe_headers(self, uids: Sequence[int]) -> list[FetchedMessage]:
+        """The probe header, ``Received`` chain and INTERNALDATE of ``uids``, by UID.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            fetched = self._client.fetch(list(uids), ["INTERNALDATE", _FETCH_HEADERS])
+        messages = []
+        for uid in sorted(fetched):
+            data = fetched[uid]
+            headers = _HEADER_PARSER.parsebytes(_header_block(data))
+            received = tuple(" ".join(str(h).split()) for h in headers.get_all("Received", []))
+            internaldate = data.get(b"INTERNALDATE")
+            messages.append(
+                FetchedMessage(
+                    uid=uid,
+                    token=str(headers.get(PROBE_HEADER, "")).strip(),
+                    internaldate=internaldate if isinstance(internaldate, datetime) else None,
+                    received=received,
+                )
+            )
+        return messages
+
+    def delete(self, uid: int, transcript: Transcript) -> None:
+        r"""Delete exactly ``uid`` from the selected folder; the caller has verified it is ours.
+
+        With UIDPLUS that is ``UID EXPUNGE``. Without it, a plain ``EXPUNGE``
+        removes every message flagged ``\Deleted``, so it is sent only when
+        ours is the only one.
+
+        Raises:
+            ImapError: at ``cleanup``: the delete failed or was not safe (the
+                session stays usable unless the connection broke).
+        """
+        client = self._client
+        where = f"UID {uid} in {self.selected}"
+        try:
+            self._sent(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", transcript)
+            client.add_flags([uid], [DELETED], silent=True)
+            if self.uidplus:
+                self._sent(f"UID EXPUNGE {uid}", transcript)
+                client.uid_expunge([uid])
+            else:
+                flagged = set(client.search(["DELETED"]))
+                if flagged - {uid}:
+                    raise ImapError(
+                        Stage.CLEANUP,
+                        f"{where}: no UIDPLUS and other messages are flagged \\Deleted; "
+                        "left flagged",
+                    )
+                self._sent("EXPUNGE", transcript)
+                client.expunge()
+        except _FAILURES as exc:
+            raise ImapError(Stage.CLEANUP, f"delete of {where} failed: {_reason(exc)}") from None
+        self._received("OK message deleted", transcript)
+
+    # ----------------------------------------------------------------- IDLE
+
+    def socket(self) -> Any:
+        """The connection's socket, to wait on while idling (an ``ssl.SSLSocket`` in TLS)."""
+        return self._client.socket()
+
+    def idle(self) -> None:
+        """Enter IDLE; no other command until :meth:`idle_done`.
+
+        Raises:
+            ConnectionLost: the connection broke.
+        """
+        with _lost_on_failure():
+            self._client.idle()
+
+    def idle_done(self) -> None:
+        """Leave IDLE, reading whatever the server said meanwhile in blocking mode.
+
+        (imapclient's ``idle_check`` reads a non-blocking socket and raises
+        on a line that arrives in two pieces, which real servers send.)
+
+        Raises:
+            ConnectionLost: the connection broke (an EOF while idling ends here).
+        """
+        with _lost_on_failure():
+            self._client.idle_done()
+
+    # ----------------------------------------------------------------- goodbye
+
+    def logout(self) -> None:
+        """Say ``LOGOUT``; close the socket if that fails. Never raises."""
+        try:
+            self._client.logout()
+        except _FAILURES:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Close the socket without a word. Never raises."""
+        with contextlib.suppress(*_FAILURES):
+            self._client.shutdown()
+
+    # ----------------------------------------------------------------- transcript
+
+    def _sent(self, text: str, transcript: Transcript) -> None:
+        transcript.sent(text, tls=self.in_tls)
+
+    def _received(self, text: str, transcript: Transcript) -> None:
+        transcript.received(text, tls=self.in_tls)
+
+    def _tls_version(self) -> str:
+        sock = self._client.socket()
+        version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        return version or "unknown version"
+
+
+@contextlib.contextmanager
+def _lost_on_failure() -> Iterator[None]:
+    """Turn a failed command of an open session into :class:`ConnectionLost`."""
+    try:
+        yield
+    except _FAILURES as exc:
+        raise ConnectionLost(_reason(exc)) from None
+
+
+def _header_block(data: dict[bytes, Any]) -> bytes:
+    """The fetched header fields, whatever order the server names them in.
+
+    Dovecot echoes ``BODY[HEADER.FIELDS (X-SMTP-PROBE RECEIVED)]``; pymap
+    sorts the field names, so the reply is found by prefix.
+    """
+    for key, value in data.items():
+        if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
+            return value
+    return b""
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line about a failure, plain about certificate problems and timeouts."""
+    if isinstance(exc, ssl.SSLError | ssl.CertificateError):
+        return describe_verify_error(exc)
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return text or type(exc).__name__
