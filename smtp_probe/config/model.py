@@ -243,8 +243,8 @@ class Section(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True, hide_input_in_errors=True)
 
-    noun: ClassVar[str] = "entry"
-    """What one of these is called in messages ("a list of probes")."""
+    plural: ClassVar[str] = "entries"
+    """What several of these are called in messages ("expected a list of probes")."""
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -275,8 +275,6 @@ _A_PASSWORD: Final[JsonDict] = {
 
 class Defaults(Section):
     """Values for every probe that does not set its own."""
-
-    noun: ClassVar[str] = "defaults"
 
     interval: Annotated[float, DURATION] = Field(
         values.DEFAULT_INTERVAL,
@@ -329,7 +327,7 @@ _REPLY_TIMEOUT_HELP: Final = "The longest wait for any one reply; the run's time
 class SmtpServer(Section):
     """An SMTP server the probes submit through."""
 
-    noun: ClassVar[str] = "SMTP server"
+    plural: ClassVar[str] = "SMTP servers"
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
@@ -378,7 +376,7 @@ class SmtpServer(Section):
 class Mailbox(Section):
     """An IMAP mailbox the probes watch for their messages."""
 
-    noun: ClassVar[str] = "mailbox"
+    plural: ClassVar[str] = "mailboxes"
     model_config = ConfigDict(json_schema_extra={"allOf": [_ONE_PASSWORD, _A_PASSWORD]})
 
     host: Annotated[str, HOST] = Field(description=_HOST_HELP)
@@ -431,7 +429,7 @@ class Mailbox(Section):
 class Probe(Section):
     """A route: one tagged message via an SMTP server, (with a mailbox) confirmed on arrival."""
 
-    noun: ClassVar[str] = "probe"
+    plural: ClassVar[str] = "probes"
 
     name: Annotated[str, PROBE_NAME] = Field(
         description="Unique name: the probe label of every metric. 1-64 letters, digits, "
@@ -467,8 +465,6 @@ class Probe(Section):
 class Server(Section):
     """The HTTP server: /metrics, /-/healthy, /-/ready, /-/reload, /probe and the status page."""
 
-    noun: ClassVar[str] = "server"
-
     listen: Annotated[ServerSettings, LISTEN] = Field(
         ServerSettings(),
         description='"HOST:PORT", ":PORT" (all interfaces) or "[IPv6]:PORT".',
@@ -489,8 +485,6 @@ def _at_least_one(probes: tuple[Probe, ...]) -> tuple[Probe, ...]:
 
 class ConfigFile(Section):
     """The smtp-probe daemon's config file (smtp-probe run --config FILE)."""
-
-    noun: ClassVar[str] = "config"
 
     defaults: Defaults | None = Field(
         None, description="Defaults for every probe that does not set its own value."

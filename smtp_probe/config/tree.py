@@ -51,7 +51,7 @@ def describe(annotation: Any) -> str:
     """What a list or mapping at some place should be, for "expected ..., got ..."."""
     if typing.get_origin(annotation) is tuple:
         item = _unwrap(typing.get_args(annotation)[0])
-        return f"a list of {item.noun}s" if is_model(item) else "a list"
+        return f"a list of {item.plural}" if is_model(item) else "a list"
     return "a mapping"
 
 
