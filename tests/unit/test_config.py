@@ -19,6 +19,7 @@ from smtp_probe.config import (
     ScheduledProbe,
     ServerSettings,
     load_config,
+    messages,
     parse_config,
     parse_listen,
 )
@@ -378,6 +379,18 @@ def test_rules_across_keys_are_checked_even_when_a_key_beside_them_is_bad() -> N
         "<config>:4:15: smtp_servers.relay.username: a username needs password or password_file",
         "<config>:5:11: smtp_servers.relay.port: expected a port number 1-65535, got a string",
     ]
+
+
+def test_pydantic_tags_are_no_part_of_a_location() -> None:
+    """Unions and validators add parts like ``function-after[...]`` to pydantic's locations."""
+    data = {"smtp_servers": {"relay": {"port": "x"}}}
+    tagged = ("smtp_servers", "function-after[check(), dict]", "relay", "int", "port")
+    assert messages._in_document(tagged, data) == ("smtp_servers", "relay", "port")
+    assert messages._in_document(("smtp_servers", "relay", "host"), data) == (
+        "smtp_servers",
+        "relay",
+        "host",
+    )
 
 
 def test_errors_within_one_flow_mapping_follow_column_order() -> None:
