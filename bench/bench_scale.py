@@ -65,7 +65,7 @@ from bench.benchkit import (
     write_json,
     write_secrets,
 )
-from smtp_probe.units import parse_duration
+from smtp_probe.config.values import parse_duration
 
 IDLE_INTERVAL = "24h"
 CPU_TARGET = 0.10

@@ -1,47 +1,33 @@
 """Command line: argument parsing and exit codes only; the work happens elsewhere.
 
 Usage errors exit 3 (UNKNOWN, as monitoring plugins do) with one line naming
-the flag, never a traceback. Passwords are read from files or the
-environment, never from argv, where ``ps`` would show them.
+the flag, never a traceback. Each flag's value goes through the parser of
+its value type (:mod:`smtp_probe.config.values`, the same as the config
+file's), so a malformed value is refused while the arguments are parsed.
+Passwords are read from files or the environment, never from argv, where
+``ps`` would show them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
-import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from smtp_probe import __version__, log
-from smtp_probe.config import (
-    Config,
-    ConfigError,
-    ServerSettings,
-    load_config,
-    parse_listen,
-    parse_shard,
-)
-from smtp_probe.probe.message import TokenSigner
-from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
-from smtp_probe.probe.tls import ca_file_problem
-from smtp_probe.report import ExitCode, exit_code, render_json, render_nagios, render_text
-from smtp_probe.secret import Secret
-from smtp_probe.units import parse_duration, parse_host_port
+from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, run_check
+from smtp_probe.config import ConfigError, parse_listen, values
+from smtp_probe.report import ExitCode
+from smtp_probe.shard import load_shard, parse_shard
 
-SMTP_PASSWORD_ENV = "SMTP_PROBE_SMTP_PASSWORD"  # noqa: S105 - a variable name, not a password
-IMAP_PASSWORD_ENV = "SMTP_PROBE_IMAP_PASSWORD"  # noqa: S105 - a variable name, not a password
-_SMTP_PORTS = {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465}
-_IMAP_PORTS = {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993}
+__all__ = ["build_parser", "main"]
 
-
-class UsageError(Exception):
-    """Bad command-line input; the message names the flag."""
+_T = TypeVar("_T")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +35,27 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(ExitCode.UNKNOWN, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _flag(parse: Callable[[str], _T], name: str) -> Callable[[str], _T]:
+    """An argparse ``type=`` from a value parser: its message, never argparse's echo of the value."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = name
+    return convert
+
+
+_DURATION = _flag(values.parse_duration, "duration")
+_ADDRESS = _flag(values.parse_address, "address")
+_HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
+_TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
+_LISTEN = _flag(parse_listen, "listen address")
+_TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     from_config = check.add_argument_group("or run a probe of a config file")
     from_config.add_argument("--config", metavar="FILE", type=Path, help="the daemon's config")
     from_config.add_argument("--probe", metavar="NAME", help="the probe of --config to run")
-    smtp.add_argument("--smtp", metavar="HOST[:PORT]", help="server to submit to")
+    smtp.add_argument("--smtp", metavar="HOST[:PORT]", type=_HOST_PORT, help="server to submit to")
     smtp.add_argument(
         "--smtp-tls",
-        choices=[m.value for m in TlsMode],
-        default="starttls",
+        metavar=_TLS_CHOICES,
+        type=_TLS_MODE,
+        default=values.DEFAULT_SMTP_TLS,
         help="none, starttls (default; port 587) or tls (implicit, port 465)",
     )
     smtp.add_argument("--smtp-user", metavar="USER", help="log in with AUTH as USER")
@@ -86,18 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"file holding the SMTP password (or set {SMTP_PASSWORD_ENV})",
     )
-    smtp.add_argument("--from", dest="mail_from", metavar="ADDR", help="envelope sender")
-    smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", help="recipient")
     smtp.add_argument(
-        "--helo", metavar="NAME", help="name to greet with (default: this host's name)"
+        "--from", dest="mail_from", metavar="ADDR", type=_ADDRESS, help="envelope sender"
+    )
+    smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", type=_ADDRESS, help="recipient")
+    smtp.add_argument(
+        "--helo",
+        metavar="NAME",
+        type=_flag(values.parse_helo, "host name"),
+        help="name to greet with (default: this host's name)",
     )
 
     imap = check.add_argument_group("IMAP (confirming delivery; without --imap, stop after SMTP)")
-    imap.add_argument("--imap", metavar="HOST[:PORT]", help="mailbox server to watch")
+    imap.add_argument(
+        "--imap", metavar="HOST[:PORT]", type=_HOST_PORT, help="mailbox server to watch"
+    )
     imap.add_argument(
         "--imap-tls",
-        choices=[m.value for m in TlsMode],
-        default="tls",
+        metavar=_TLS_CHOICES,
+        type=_TLS_MODE,
+        default=values.DEFAULT_IMAP_TLS,
         help="none, starttls (port 143) or tls (default; port 993)",
     )
     imap.add_argument(
@@ -109,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help=f"file holding the IMAP password (or set {IMAP_PASSWORD_ENV})",
     )
-    imap.add_argument("--folder", default="INBOX", help="folder the message should land in")
+    imap.add_argument(
+        "--folder",
+        default=values.DEFAULT_FOLDER,
+        type=_flag(values.not_blank, "folder"),
+        help=f"folder the message should land in (default {values.DEFAULT_FOLDER})",
+    )
     imap.add_argument("--no-idle", action="store_true", help="never use IMAP IDLE; poll only")
 
     common = check.add_argument_group("common")
@@ -121,11 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--timeout",
         metavar="DURATION",
-        help="deadline for the whole run, e.g. 30s, 2m (default 60s, or the probe's own)",
+        type=_DURATION,
+        help="deadline for the whole run, e.g. 30s, 2m; a bare number is seconds "
+        f"(default {values.format_seconds(values.DEFAULT_RUN_TIMEOUT)}, or the probe's own)",
     )
     common.add_argument(
         "--warning",
         metavar="DURATION",
+        type=_DURATION,
         help="exit 1 (WARNING) when delivery takes longer than this",
     )
     common.add_argument("--format", choices=["text", "json", "nagios"], default="text")
@@ -140,11 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
         "/-/healthy, /-/ready, /-/reload, /probe?name= and a status page. SIGHUP reloads.",
     )
     run.add_argument("--config", metavar="FILE", type=Path, required=True)
-    run.add_argument("--listen", metavar="[HOST]:PORT", help="HTTP address (default from config)")
+    run.add_argument(
+        "--listen", metavar="[HOST]:PORT", type=_LISTEN, help="HTTP address (default from config)"
+    )
     run.add_argument("--log-level", choices=log.LEVELS, default="info")
     run.add_argument(
         "--shard",
         metavar="i/N",
+        type=_flag(parse_shard, "shard"),
         help="run only the probes of shard i of N (stable hash of the probe name), "
         "for N instances sharing one config",
     )
@@ -154,13 +181,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--config", metavar="FILE", type=Path, required=True)
 
+    commands.add_parser(
+        "config-schema",
+        help="print the JSON Schema of the config file",
+        description="Print the JSON Schema of the config file (for editors: "
+        "# yaml-language-server: $schema=FILE). config/smtp-probe.schema.json is this output.",
+    )
+
     demo = commands.add_parser(
         "demo",
         help="watch it work against an embedded loopback mail sandbox",
         description="Start an embedded mail sandbox on 127.0.0.1 and the daemon against it; "
         "Ctrl-C stops both.",
     )
-    demo.add_argument("--listen", metavar="[HOST]:PORT", default="127.0.0.1:10587")
+    demo.add_argument("--listen", metavar="[HOST]:PORT", type=_LISTEN, default="127.0.0.1:10587")
     demo.add_argument("--log-level", choices=log.LEVELS, default="info")
     return parser
 
@@ -170,7 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
-    commands = {"check": _check, "run": _run, "validate": _validate, "demo": _demo}
+    commands: dict[str, Callable[[argparse.Namespace], int]] = {
+        "check": run_check,
+        "run": _run,
+        "validate": _validate,
+        "config-schema": _config_schema,
+        "demo": _demo,
+    }
     try:
         return commands[args.command](args)
     except ConfigError as exc:
@@ -184,76 +224,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.UNKNOWN
 
 
-def _check(args: argparse.Namespace) -> int:
-    signer = TokenSigner()
-    if args.config is not None or args.probe is not None:
-        spec, signer = _probe_from_config(args)
-    else:
-        spec = probe_from_args(args, os.environ)
-    warning = _duration(args.warning, "--warning") if args.warning else None
-    result = asyncio.run(run_probe(spec, signer=signer))
-    if args.format == "json":
-        print(render_json(result, warning_seconds=warning))
-    elif args.format == "nagios":
-        print(render_nagios(result, verbose=args.verbose, warning_seconds=warning))
-    else:
-        colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
-        print(render_text(result, colour=colour, verbose=args.verbose, warning_seconds=warning))
-    return exit_code(result, warning_seconds=warning)
-
-
-def _probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]:
-    if args.config is None or args.probe is None:
-        raise UsageError("--config and --probe go together")
-    route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
-                   "--imap": args.imap, "--smtp-user": args.smtp_user,
-                   "--imap-user": args.imap_user}  # fmt: skip
-    for flag, value in route_flags.items():
-        if value:
-            raise UsageError(f"{flag}: the route comes from --config; drop the flag")
-    config = load_config(args.config)
-    probe = config.probe(args.probe)
-    if probe is None:
-        names = ", ".join(p.spec.name for p in config.probes)
-        raise UsageError(f"--probe: no probe named {args.probe!r} in {args.config} (have: {names})")
-    secret = config.token_secret.reveal().encode() if config.token_secret else None
-    spec = probe.spec
-    if args.timeout:
-        spec = replace(spec, timeout=_duration(args.timeout, "--timeout"))
-    return spec, TokenSigner(secret)
-
-
 def _run(args: argparse.Namespace) -> int:
     from smtp_probe.app import serve
 
     log.setup(args.log_level)
-    listen = _listen(args.listen) if args.listen else None
-    index, count = _shard(args.shard) if args.shard else (0, 1)
-
-    def load() -> Config:
-        return load_config(args.config).shard(index, count)
-
+    index, count = args.shard or (0, 1)
+    load = functools.partial(load_shard, args.config, index, count)
     config = load()
     if args.shard:
-        log.get(__name__).info("shard", shard=args.shard, probes=len(config.probes))
+        log.get(__name__).info("shard", shard=f"{index}/{count}", probes=len(config.probes))
     try:
-        return asyncio.run(serve(config, load=load, listen=listen))
+        return asyncio.run(serve(config, load=load, listen=args.listen))
     except OSError as exc:
         print(f"smtp-probe run: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        return parse_shard(text)
-    except ValueError as exc:
-        raise UsageError(f"--shard: {exc}") from None
-
-
 def _validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    mailboxes = len(config.mailboxes)
-    print(f"{args.config}: valid: {len(config.probes)} probe(s), {mailboxes} mailbox(es)")
+    from smtp_probe.config.load import validate
+
+    print(validate(args.config))
+    return ExitCode.OK
+
+
+def _config_schema(args: argparse.Namespace) -> int:
+    from smtp_probe.config.schema import schema_text
+
+    sys.stdout.write(schema_text())
     return ExitCode.OK
 
 
@@ -261,136 +258,4 @@ def _demo(args: argparse.Namespace) -> int:
     from smtp_probe.demo import run_demo
 
     log.setup(args.log_level)
-    return asyncio.run(run_demo(_listen(args.listen)))
-
-
-def _listen(text: str) -> ServerSettings:
-    try:
-        return parse_listen(text)
-    except ValueError as exc:
-        raise UsageError(f"--listen: {exc}") from None
-
-
-def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ProbeSpec:
-    """Build the one-off probe of ``check`` from its flags.
-
-    Raises:
-        UsageError: a flag is missing, malformed or contradicts another.
-    """
-    for flag, value in (("--smtp", args.smtp), ("--from", args.mail_from), ("--to", args.rcpt_to)):
-        if not value:
-            raise UsageError(f"{flag}: required (or use --config FILE --probe NAME)")
-    timeout = _duration(args.timeout or "60s", "--timeout")
-    tls_settings = TlsSettings(verify=not args.insecure, ca_file=args.ca_file)
-    if args.ca_file is not None:
-        problem = ca_file_problem(args.ca_file)
-        if problem:
-            raise UsageError(f"--ca-file: {problem}")
-    mail_from = _address(args.mail_from, "--from")
-    rcpt_to = _address(args.rcpt_to, "--to")
-
-    smtp_tls = TlsMode(args.smtp_tls)
-    smtp_host, smtp_port = _host_port(args.smtp, "--smtp", _SMTP_PORTS[smtp_tls])
-    smtp_password = None
-    if args.smtp_user:
-        smtp_password = _password(
-            args.smtp_password_file, "--smtp-password-file", SMTP_PASSWORD_ENV, environ
-        )
-        if smtp_password is None:
-            raise UsageError(
-                f"--smtp-user needs a password: --smtp-password-file FILE or ${SMTP_PASSWORD_ENV}"
-            )
-    elif args.smtp_password_file:
-        raise UsageError("--smtp-password-file: given without --smtp-user")
-    smtp = SmtpServer(
-        host=smtp_host,
-        port=smtp_port,
-        tls=smtp_tls,
-        tls_settings=tls_settings,
-        username=args.smtp_user,
-        password=smtp_password,
-        helo=_helo(args.helo),
-        timeout=min(30.0, timeout),
-    )
-
-    mailbox = None
-    if args.imap:
-        imap_tls = TlsMode(args.imap_tls)
-        imap_host, imap_port = _host_port(args.imap, "--imap", _IMAP_PORTS[imap_tls])
-        imap_password = _password(
-            args.imap_password_file, "--imap-password-file", IMAP_PASSWORD_ENV, environ
-        )
-        if imap_password is None:
-            raise UsageError(
-                f"--imap needs a password: --imap-password-file FILE or ${IMAP_PASSWORD_ENV}"
-            )
-        mailbox = Mailbox(
-            host=imap_host,
-            port=imap_port,
-            tls=imap_tls,
-            tls_settings=tls_settings,
-            username=args.imap_user or rcpt_to,
-            password=imap_password,
-            folder=args.folder,
-            idle=not args.no_idle,
-            timeout=min(30.0, timeout),
-        )
-    else:
-        for flag, value in (
-            ("--imap-user", args.imap_user),
-            ("--imap-password-file", args.imap_password_file),
-        ):
-            if value:
-                raise UsageError(f"{flag}: given without --imap")
-    return ProbeSpec(
-        name="check",
-        smtp=smtp,
-        mail_from=mail_from,
-        rcpt_to=rcpt_to,
-        mailbox=mailbox,
-        timeout=timeout,
-    )
-
-
-def _duration(text: str, flag: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
-def _host_port(text: str, flag: str, default_port: int) -> tuple[str, int]:
-    try:
-        return parse_host_port(text, default_port)
-    except ValueError as exc:
-        raise UsageError(f"{flag}: {exc}") from None
-
-
-def _address(text: str, flag: str) -> str:
-    address = text.strip()
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain or any(c.isspace() or c in "<>" for c in address):
-        raise UsageError(f"{flag}: {text!r} is not a mail address like probe@example.com")
-    return address
-
-
-def _helo(text: str | None) -> str | None:
-    if text is None:
-        return None
-    name = text.strip()
-    if not name or any(c.isspace() for c in name) or not name.isascii():
-        raise UsageError(f"--helo: {text!r} is not a host name")
-    return name
-
-
-def _password(path: Path | None, flag: str, env: str, environ: Mapping[str, str]) -> Secret | None:
-    if path is not None:
-        try:
-            value = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            raise UsageError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
-        if not value:
-            raise UsageError(f"{flag}: {path} is empty")
-        return Secret(value)
-    from_env = environ.get(env)
-    return Secret(from_env) if from_env else None
+    return asyncio.run(run_demo(args.listen))

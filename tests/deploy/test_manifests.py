@@ -34,7 +34,8 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from smtp_probe.config import Config, parse_config, parse_shard
+from smtp_probe import shard as sharding
+from smtp_probe.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -561,8 +562,8 @@ def test_statefulset_runs_one_shard_per_pod_index(
     for index in range(replicas):
         # Kubernetes expands $(VAR) in args from the container's env.
         expanded = shard.replace("$(POD_INDEX)", str(index))
-        assert parse_shard(expanded) == (index, replicas)
-        covered.extend(p.name for p in config.shard(index, replicas).probes)
+        assert sharding.parse_shard(expanded) == (index, replicas)
+        covered.extend(p.name for p in sharding.shard(config, index, replicas).probes)
     assert sorted(covered) == sorted(p.name for p in config.probes), "each probe in one shard"
 
 

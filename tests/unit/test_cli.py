@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -13,14 +14,15 @@ from pathlib import Path
 import pytest
 import trustme
 
-from smtp_probe.cli import (
+from smtp_probe.check import (
     IMAP_PASSWORD_ENV,
     SMTP_PASSWORD_ENV,
     UsageError,
-    build_parser,
-    main,
     probe_from_args,
+    probe_from_config,
 )
+from smtp_probe.cli import build_parser, main
+from smtp_probe.config import values
 from smtp_probe.probe.spec import ProbeSpec, TlsMode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -377,5 +379,135 @@ def test_timeout_is_the_run_deadline_and_caps_each_command() -> None:
 
 
 def test_probe_from_args_raises_usage_error_not_system_exit() -> None:
-    with pytest.raises(UsageError, match="--from"):
-        spec_of([*SMTP, "--from", "nobody", "--to", "sink@rcpt.example"])
+    """Flags that do not fit together are found after parsing, and raised, not exited."""
+    with pytest.raises(UsageError, match="--smtp-user"):
+        spec_of([*SMTP, *ADDRESSES, "--smtp-user", "probe"])
+
+
+# ------------------------------------------ the same value types as the config
+
+
+def test_an_address_with_two_at_signs_is_refused_as_in_the_config(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, err = run_main([*SMTP, "--from", "a@b@c.test", "--to", "sink@rcpt.example"], capsys)
+    assert_usage_error(code, err, "--from")
+    assert "one @" in err
+
+
+def test_a_bad_flag_value_is_named_but_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run_main([*SMTP, *ADDRESSES, "--helo", "two words-XYZZY"], capsys)
+    assert_usage_error(code, err, "--helo")
+    assert "XYZZY" not in err
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"), [("90", 90.0), ("1.5", 1.5), ("500ms", 0.5), ("2m", 120.0)]
+)
+def test_timeout_is_a_duration_and_a_bare_number_is_seconds(timeout: str, seconds: float) -> None:
+    spec = spec_of([*SMTP, *ADDRESSES, "--timeout", timeout])
+    assert spec.timeout == seconds
+
+
+def test_defaults_are_the_configs_defaults() -> None:
+    """No --timeout: the run deadline, reply timeouts and folder are the shared constants."""
+    spec = spec_of([*SMTP, *ADDRESSES, "--imap", "imap.example"], IMAP_ENV)
+    assert spec.mailbox is not None
+    assert spec.timeout == values.DEFAULT_RUN_TIMEOUT
+    assert spec.smtp.timeout == spec.mailbox.timeout == values.DEFAULT_COMMAND_TIMEOUT
+    assert spec.mailbox.folder == values.DEFAULT_FOLDER
+    assert spec.mailbox.poll_interval == values.DEFAULT_POLL_INTERVAL
+
+
+def test_a_password_file_loses_one_newline_only_as_in_the_config(tmp_path: Path) -> None:
+    """The CLI used to strip every trailing CR and LF; the config strips one newline."""
+    smtp_file = tmp_path / "smtp"
+    smtp_file.write_bytes(b"pw ends in a newline\n\n")
+    spec = spec_of(
+        [*SMTP, *ADDRESSES, "--smtp-user", "probe", "--smtp-password-file", str(smtp_file)]
+    )
+    assert spec.smtp.password is not None
+    assert spec.smtp.password.reveal() == "pw ends in a newline\n"
+
+
+@pytest.mark.parametrize("folder", ["", "  "])
+def test_an_empty_folder_exits_3_naming_folder(
+    folder: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main([*SMTP, *ADDRESSES, "--imap", "imap.example", "--folder", folder], capsys)
+    assert_usage_error(code, err, "--folder")
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [("run", "--listen", "localhost:http"), ("run", "--shard", "3/3"), ("demo", "--listen", ":0")],
+)
+def test_bad_listen_and_shard_flags_exit_3_naming_the_flag(
+    command: str, flag: str, value: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = [command, flag, value]
+    if command == "run":
+        argv += ["--config", str(tmp_path / "unused.yml")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 3
+    assert_usage_error(3, capsys.readouterr().err, flag)
+
+
+def test_a_probe_of_a_config_runs_with_its_route(tmp_path: Path) -> None:
+    """--config/--probe: the spec is the config's, the --timeout flag overrides its deadline."""
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "smtp_servers: {relay: {host: 127.0.0.1, port: 9, tls: none}}\n"
+        "probes: [{name: p, smtp: relay, from: a@example.test, to: b@example.test}]\n"
+    )
+    args = build_parser().parse_args(
+        ["check", "--config", str(config), "--probe", "p", "--timeout", "7s"]
+    )
+    spec, _signer = probe_from_config(args)
+    assert (spec.name, spec.smtp.port, spec.timeout) == ("p", 9, 7.0)
+
+
+def test_an_unknown_probe_of_a_config_exits_3_naming_probe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yml"
+    config.write_text(
+        "smtp_servers: {relay: {host: 127.0.0.1, port: 9, tls: none}}\n"
+        "probes: [{name: p, smtp: relay, from: a@example.test, to: b@example.test}]\n"
+    )
+    code, err = run_main(["--config", str(config), "--probe", "q"], capsys)
+    assert_usage_error(code, err, "--probe")
+    assert "(have: p)" in err
+
+
+# ----------------------------------------------- validate and config-schema
+
+
+def test_validate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    demo = REPO / "config" / "demo.yml"
+    assert main(["validate", "--config", str(demo)]) == 0
+    assert capsys.readouterr().out == f"{demo}: valid: 3 probe(s), 1 mailbox(es)\n"
+
+
+def test_validate_prints_every_located_error_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("probes:\n  - {name: x, smtp: relay, from: a@b, to: c@d, port: 25}\n")
+    assert main(["validate", "--config", str(path)]) == 3
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"{path}: 2 errors:",
+        f"  - {path}:2:21: probes[0].smtp: unknown server (smtp_servers defines none)",
+        f"  - {path}:2:48: probes[0].port: unknown key; allowed keys: "
+        "name, smtp, mailbox, from, to, interval, timeout, jitter",
+    ]
+
+
+def test_config_schema_prints_the_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config-schema"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.endswith("}\n")
+    assert json.loads(printed)["title"] == "smtp-probe configuration"

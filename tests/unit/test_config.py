@@ -6,6 +6,7 @@ exact error line(s) it must produce, as blackbox_exporter's config tests do.
 
 from __future__ import annotations
 
+import re
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from smtp_probe.config import (
     ScheduledProbe,
     ServerSettings,
     load_config,
+    messages,
     parse_config,
     parse_listen,
 )
@@ -28,11 +30,14 @@ from smtp_probe.secret import Secret
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = Path(__file__).resolve().parent / "configs"
 BAD = CONFIGS / "bad"
-# Fake passwords, here to be looked for in everything the loader shows.
+# Fake passwords, here to be looked for in everything the loader shows. Every
+# bad config holds CANARY as a password written in the file.
+CANARY = "hunter2-canary-written-in-the-file"
 SMTP_PASSWORD = "hunter2-smtp-env"  # noqa: S105
 IMAP_PASSWORD = "hunter2-imap-env"  # noqa: S105
 ENVIRON = {"SMTP_PASSWORD": SMTP_PASSWORD, "IMAP_PASSWORD": IMAP_PASSWORD}
 SECRETS = (
+    CANARY,
     SMTP_PASSWORD,
     IMAP_PASSWORD,
     "hunter2-from-file",
@@ -42,6 +47,7 @@ SECRETS = (
 _ALLOWED_TOP = "defaults, token_secret_file, smtp_servers, mailboxes, probes, server"
 _ALLOWED_SMTP = "host, port, tls, verify, ca_file, username, password, password_file, helo, timeout"
 _ALLOWED_PROBE = "name, smtp, mailbox, from, to, interval, timeout, jitter"
+_DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 
 # file stem -> the exact errors, in order. {file} is the config's path, {dir}
 # its directory, {secrets} the shared secrets directory, {not_pem} what
@@ -54,103 +60,118 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "empty": ["{file}: the file is empty; it needs at least a 'probes' list"],
     "not_a_mapping": [f"{{file}}:2:1: expected a mapping of sections ({_ALLOWED_TOP}), got a list"],
     "unknown_top_key": [
-        f"mailbox: unknown key (did you mean 'mailboxes'?); allowed keys: {_ALLOWED_TOP}"
+        f"{{file}}:7:1: mailbox: unknown key (did you mean 'mailboxes'?); allowed keys: {_ALLOWED_TOP}"
     ],
     "unknown_server_key": [
-        f"smtp_servers.relay.hots: unknown key (did you mean 'host'?); allowed keys: {_ALLOWED_SMTP}",
-        "smtp_servers.relay.host: required key is missing",
+        "{file}:4:5: smtp_servers.relay.hots: unknown key (did you mean 'host'?); "
+        f"allowed keys: {_ALLOWED_SMTP}",
+        "{file}:4:5: smtp_servers.relay.host: required key is missing",
     ],
-    "missing_host": ["smtp_servers.relay.host: required key is missing"],
-    "port_not_a_number": ["smtp_servers.relay.port: expected a port number 1-65535, got a string"],
-    "port_out_of_range": ["mailboxes.inbox.port: port 99300 is outside 1-65535"],
+    "missing_host": ["{file}:4:5: smtp_servers.relay.host: required key is missing"],
+    "port_not_a_number": [
+        "{file}:5:11: smtp_servers.relay.port: expected a port number 1-65535, got a string"
+    ],
+    "port_out_of_range": ["{file}:10:11: mailboxes.inbox.port: outside the port range 1-65535"],
     "tls_unknown": [
-        "smtp_servers.relay.tls: 'startls' is not one of none, starttls, tls "
+        "{file}:5:10: smtp_servers.relay.tls: expected one of none, starttls, tls "
         "(did you mean 'starttls'?)"
     ],
-    "verify_string": ["smtp_servers.relay.verify: expected true or false, got a string"],
-    "ca_file_missing": ["smtp_servers.relay.ca_file: CA file {dir}/no-such-ca.pem does not exist"],
-    "ca_file_not_pem": ["mailboxes.inbox.ca_file: {not_pem}"],
+    "verify_string": [
+        "{file}:5:13: smtp_servers.relay.verify: expected true or false, got a string"
+    ],
+    "ca_file_missing": [
+        "{file}:5:14: smtp_servers.relay.ca_file: CA file {dir}/no-such-ca.pem does not exist"
+    ],
+    "ca_file_not_pem": ["{file}:10:14: mailboxes.inbox.ca_file: {not_pem}"],
     "host_with_port": [
-        "smtp_servers.relay.host: 'smtp.example.com:587': put the port in 'port', not in the host"
+        "{file}:4:11: smtp_servers.relay.host: put the port in 'port', not in the host"
     ],
     "password_and_password_file": [
-        "smtp_servers.relay.password_file: give either password or password_file, not both"
+        "{file}:7:20: smtp_servers.relay.password_file: "
+        "give either password or password_file, not both"
     ],
-    "password_without_username": ["smtp_servers.relay.password: a password needs a username"],
+    "password_without_username": [
+        "{file}:5:15: smtp_servers.relay.password: a password needs a username"
+    ],
     "username_without_password": [
-        "smtp_servers.relay.username: a username needs password or password_file"
+        "{file}:5:15: smtp_servers.relay.username: a username needs password or password_file"
     ],
     "password_env_missing": [
-        "mailboxes.inbox.password: environment variable IMAP_PASWORD is not set"
+        "{file}:11:15: mailboxes.inbox.password: environment variable IMAP_PASWORD is not set"
     ],
     "password_env_bad_reference": [
-        "mailboxes.inbox.password: unterminated '${{' (write '$${{' for a literal '${{')"
+        "{file}:11:15: mailboxes.inbox.password: unterminated '${{' (write '$${{' for a literal '${{')"
     ],
     "password_file_missing": [
-        "smtp_servers.relay.password_file: cannot read {secrets}/no-such-file: "
+        "{file}:6:20: smtp_servers.relay.password_file: cannot read {secrets}/no-such-file: "
         "No such file or directory"
     ],
-    "password_file_empty": ["mailboxes.inbox.password_file: {secrets}/empty is empty"],
-    "mailbox_missing_username": ["mailboxes.inbox.username: required key is missing"],
-    "mailbox_missing_password": ["mailboxes.inbox: needs password or password_file"],
+    "password_file_empty": [
+        "{file}:11:20: mailboxes.inbox.password_file: {secrets}/empty is empty"
+    ],
+    "mailbox_missing_username": ["{file}:9:5: mailboxes.inbox.username: required key is missing"],
+    "mailbox_missing_password": ["{file}:9:5: mailboxes.inbox: needs password or password_file"],
     "junk_folders_not_a_list": [
-        "mailboxes.inbox.junk_folders: expected a list of strings, got a string"
+        "{file}:12:19: mailboxes.inbox.junk_folders: expected a list of strings, got a string"
     ],
-    "poll_interval_too_short": ["mailboxes.inbox.poll_interval: must be at least 10ms"],
-    "idle_not_boolean": ["mailboxes.inbox.idle: expected true or false, got an integer"],
-    "duration_without_unit": [
-        "probes[1].interval: invalid duration '30': expected a number with a unit, "
-        "like 500ms, 30s, 5m or 1h"
+    "poll_interval_too_short": [
+        "{file}:12:20: mailboxes.inbox.poll_interval: must be at least 10ms"
     ],
-    "duration_zero": [
-        "probes[0].timeout: invalid duration '0s': must be greater than zero and finite"
+    "idle_not_boolean": [
+        "{file}:12:11: mailboxes.inbox.idle: expected true or false, got an integer"
     ],
+    "duration_without_unit": [f"{{file}}:23:15: probes[1].interval: {_DURATION_UNIT}"],
+    "duration_zero": ["{file}:18:14: probes[0].timeout: a duration must be longer than zero"],
     "defaults_unknown_key": [
-        "defaults.intreval: unknown key (did you mean 'interval'?); "
+        "{file}:3:3: defaults.intreval: unknown key (did you mean 'interval'?); "
         "allowed keys: interval, timeout, jitter"
     ],
-    "defaults_jitter_not_shorter": ["defaults.jitter: 10s is not shorter than the interval 10s"],
-    "section_wrong_type": ["smtp_servers: expected a mapping, got a list"],
-    "duplicate_key": ["probes[0].from: duplicate key"],
-    "probes_missing": ["probes: required key is missing"],
-    "probes_not_a_list": ["probes: expected a list of probes, got a mapping"],
-    "probes_empty": ["probes: no probes are configured; add at least one"],
-    "probe_not_a_mapping": ["probes[1]: expected a mapping, got a string"],
-    "probe_missing_to": ["probes[0].to: required key is missing"],
+    "defaults_jitter_not_shorter": [
+        "{file}:4:11: defaults.jitter: 10s is not shorter than the interval 10s"
+    ],
+    "section_wrong_type": ["{file}:3:3: smtp_servers: expected a mapping, got a list"],
+    "duplicate_key": ["{file}:17:5: probes[0].from: duplicate key"],
+    "probes_missing": ["{file}:2:1: probes: required key is missing"],
+    "probes_not_a_list": ["{file}:13:3: probes: expected a list of probes, got a mapping"],
+    "probes_empty": ["{file}:12:9: probes: no probes are configured; add at least one"],
+    "probe_not_a_mapping": ["{file}:18:5: probes[1]: expected a mapping, got a string"],
+    "probe_missing_to": ["{file}:13:5: probes[0].to: required key is missing"],
     "probe_unknown_key": [
-        "probes[0].intervall: unknown key (did you mean 'interval'?); "
+        "{file}:18:5: probes[0].intervall: unknown key (did you mean 'interval'?); "
         f"allowed keys: {_ALLOWED_PROBE}"
     ],
     "probe_bad_name": [
-        "probes[0].name: invalid probe name 'relay to inbox': use 1-64 letters, digits, "
+        "{file}:13:11: probes[0].name: expected a probe name: 1-64 letters, digits, "
         "'.', '_' or '-', starting with a letter or digit"
     ],
-    "probe_duplicate_name": [
-        "probes[1].name: duplicate probe name 'relay-to-inbox' (also probes[0])"
-    ],
+    "probe_duplicate_name": ["{file}:18:11: probes[1].name: duplicate probe name (also probes[0])"],
     "probe_bad_address": [
-        "probes[0].to: '<probe@example.net>' is not a mail address like probe@example.com"
+        "{file}:17:9: probes[0].to: expected a mail address like probe@example.com "
+        "(one @, no spaces, no <>)"
     ],
-    "probe_unknown_server": ["probes[0].smtp: unknown server 'relya'; did you mean 'relay'?"],
-    "probe_unknown_mailbox": ["probes[0].mailbox: unknown mailbox 'outbox' (defined: inbox)"],
+    "probe_unknown_server": ["{file}:14:11: probes[0].smtp: unknown server; did you mean 'relay'?"],
+    "probe_unknown_mailbox": ["{file}:15:14: probes[0].mailbox: unknown mailbox (defined: inbox)"],
     "probe_timeout_longer_than_interval": [
-        "probes[0].timeout: 120s is longer than the interval 60s; runs would overlap"
+        "{file}:18:14: probes[0].timeout: 120s is longer than the interval 60s; runs would overlap"
     ],
-    "probe_jitter_not_shorter": ["probes[0].jitter: 30s is not shorter than the interval 30s"],
+    "probe_jitter_not_shorter": [
+        "{file}:19:13: probes[0].jitter: 30s is not shorter than the interval 30s"
+    ],
     "shared_mailbox_conflict": [
-        "mailboxes.inbox-again: watches the same mailbox as mailboxes.inbox "
-        "(probe@example.net in INBOX at imap.example.net:993) with different settings; "
-        "probes watching one mailbox share one connection, so define it once"
+        "{file}:13:5: mailboxes.inbox-again: watches the same mailbox (host, port, username "
+        "and folder) as mailboxes.inbox with different settings; probes watching one mailbox "
+        "share one connection, so define it once"
     ],
     "token_secret_short": [
-        "token_secret_file: {secrets}/short-token holds 9 bytes; at least 16 are needed "
-        "(make one with: openssl rand -hex 32)"
+        "{file}:2:20: token_secret_file: {secrets}/short-token holds fewer than 16 bytes; "
+        "at least 16 are needed (make one with: openssl rand -hex 32)"
     ],
     "token_secret_missing": [
-        "token_secret_file: cannot read {secrets}/no-such-token: No such file or directory"
+        "{file}:2:20: token_secret_file: cannot read {secrets}/no-such-token: "
+        "No such file or directory"
     ],
-    "listen_bad": ["server.listen: invalid port 'http' in 'localhost:http': expected 1-65535"],
-    "server_unknown_key": ["server.port: unknown key; allowed keys: listen"],
+    "listen_bad": ["{file}:19:11: server.listen: expected a port number 1-65535"],
+    "server_unknown_key": ["{file}:19:3: server.port: unknown key; allowed keys: listen"],
 }
 
 # A valid base document, for tests that vary one thing.
@@ -212,6 +233,12 @@ def test_a_file_that_is_not_a_ca_bundle_is_refused_as_a_ca_file() -> None:
     assert problem.startswith(f"CA file {BAD / 'ca_file_not_pem.yml'}")
 
 
+def test_every_bad_config_holds_the_canary_password_written_in_the_file() -> None:
+    """So the test below proves something for every file, whatever its mistake."""
+    for path in sorted(BAD.glob("*.yml")):
+        assert CANARY in path.read_text(encoding="utf-8"), path.name
+
+
 def test_bad_configs_never_show_a_secret() -> None:
     for path in sorted(BAD.glob("*.yml")):
         with pytest.raises(ConfigError) as caught:
@@ -219,6 +246,82 @@ def test_bad_configs_never_show_a_secret() -> None:
         shown = str(caught.value) + repr(caught.value) + "".join(caught.value.errors)
         for secret in SECRETS:
             assert secret not in shown, path.name
+
+
+# --------------------------------------------------- no value is ever echoed
+
+# Invalid almost everywhere (whitespace, angle brackets, two @, no unit) and
+# unlike any name, choice or path an error may show.
+ECHO = "canary <value> @@ 9x"
+
+
+def _echo_cases() -> list[tuple[str, str, bool]]:
+    """(key, BASE with ECHO written into that key, whether that key must be reported).
+
+    Keys where any string is valid are written too: their value must not
+    leak into the report of the other error every case has. File paths
+    (password_file, ca_file, token_secret_file) are left out on purpose: an
+    error shows the path it could not read, never what the file holds.
+    """
+    v = f'"{ECHO}"'
+    smtp, imap = "    host: smtp.example.com\n", "    host: imap.example.net\n"
+
+    def after(anchor: str, line: str) -> str:
+        return BASE.replace(anchor, anchor + line, 1)
+
+    def swap(old: str, new: str) -> str:
+        return BASE.replace(old, new, 1)
+
+    return [
+        ("smtp_servers.relay.host", swap("host: smtp.example.com", f"host: {v}"), True),
+        ("smtp_servers.relay.tls", after(smtp, f"    tls: {v}\n"), True),
+        ("smtp_servers.relay.port", after(smtp, f"    port: {v}\n"), True),
+        ("smtp_servers.relay.verify", after(smtp, f"    verify: {v}\n"), True),
+        ("smtp_servers.relay.helo", after(smtp, f"    helo: {v}\n"), True),
+        ("smtp_servers.relay.timeout", after(smtp, f"    timeout: {v}\n"), True),
+        (
+            "smtp_servers.relay.username",
+            swap("username: probe@example.com", f"username: {v}"),
+            False,
+        ),
+        (
+            "smtp_servers.relay.password",
+            swap("password: ${SMTP_PASSWORD}", f"password: {v}"),
+            False,
+        ),
+        (
+            "smtp_servers.relay.password",
+            swap("password: ${SMTP_PASSWORD}", f'password: "{ECHO} ${{UNSET_VARIABLE}}"'),
+            True,
+        ),
+        ("mailboxes.inbox.host", swap("host: imap.example.net", f"host: {v}"), True),
+        ("mailboxes.inbox.folder", after(imap, f"    folder: {v}\n"), False),
+        ("mailboxes.inbox.junk_folders[0]", after(imap, f"    junk_folders: [{v}]\n"), False),
+        ("mailboxes.inbox.idle", after(imap, f"    idle: {v}\n"), True),
+        ("mailboxes.inbox.poll_interval", after(imap, f"    poll_interval: {v}\n"), True),
+        ("probes[0].name", swap("name: relay-to-inbox", f"name: {v}"), True),
+        ("probes[0].smtp", swap("smtp: relay", f"smtp: {v}"), True),
+        ("probes[0].mailbox", swap("mailbox: inbox", f"mailbox: {v}"), True),
+        ("probes[0].from", swap("from: probe@example.com", f"from: {v}"), True),
+        ("probes[0].to", swap("to: probe@example.net", f"to: {v}"), True),
+        ("probes[0].interval", BASE + f"    interval: {v}\n", True),
+        ("probes[0].timeout", BASE + f"    timeout: {v}\n", True),
+        ("probes[0].jitter", BASE + f"    jitter: {v}\n", True),
+        ("server.listen", BASE + f"server:\n  listen: {v}\n", True),
+        ("defaults.interval", f"defaults:\n  interval: {v}\n" + BASE, True),
+    ]
+
+
+@pytest.mark.parametrize(("key", "text", "reported"), _echo_cases())
+def test_a_value_in_any_key_is_never_echoed_in_an_error(
+    key: str, text: str, reported: bool
+) -> None:
+    """ECHO written into each key in turn: an error may point at it, never show it."""
+    assert ECHO in text
+    errors = _errors(text + "not_a_section: 1\n")
+    assert not any(ECHO in error for error in errors), errors
+    assert any(f": {key}: " in error for error in errors) == reported, errors
+    assert errors[-1].endswith(f"not_a_section: unknown key; allowed keys: {_ALLOWED_TOP}")
 
 
 # ------------------------------------------------------- all errors at once
@@ -250,20 +353,44 @@ server:
   listen: ":0"
 """
     assert _errors(text) == [
-        "probes[0].smtp: unknown server 'relya'; did you mean 'relay'?",
-        "probes[0].to: 'not-an-address' is not a mail address like probe@example.com",
-        "probes[0].interval: invalid duration '30': expected a number with a unit, "
-        "like 500ms, 30s, 5m or 1h",
-        "probes[1].name: duplicate probe name 'a' (also probes[0])",
-        "probes[1].timeout: 120s is longer than the interval 60s; runs would overlap",
-        "smtp_servers.relay.port: expected a port number 1-65535, got a string",
-        "smtp_servers.relay.tls: 'startls' is not one of none, starttls, tls "
+        "<config>:3:11: probes[0].smtp: unknown server; did you mean 'relay'?",
+        "<config>:5:9: probes[0].to: expected a mail address like probe@example.com "
+        "(one @, no spaces, no <>)",
+        f"<config>:6:15: probes[0].interval: {_DURATION_UNIT}",
+        "<config>:7:11: probes[1].name: duplicate probe name (also probes[0])",
+        "<config>:11:14: probes[1].timeout: 120s is longer than the interval 60s; "
+        "runs would overlap",
+        "<config>:15:11: smtp_servers.relay.port: expected a port number 1-65535, got a string",
+        "<config>:16:10: smtp_servers.relay.tls: expected one of none, starttls, tls "
         "(did you mean 'starttls'?)",
-        "smtp_servers.relay.verify: expected true or false, got a string",
-        "defaults.jitter: invalid duration '5': expected a number with a unit, "
-        "like 500ms, 30s, 5m or 1h",
-        "server.listen: invalid port '0' in ':0': expected 1-65535",
+        "<config>:17:13: smtp_servers.relay.verify: expected true or false, got a string",
+        f"<config>:19:11: defaults.jitter: {_DURATION_UNIT}",
+        "<config>:21:11: server.listen: outside the port range 1-65535",
     ]
+
+
+def test_rules_across_keys_are_checked_even_when_a_key_beside_them_is_bad() -> None:
+    """A bad port does not hide that the server's username has no password."""
+    text = BASE.replace(
+        "    username: probe@example.com\n    password: ${SMTP_PASSWORD}\n",
+        "    username: probe@example.com\n    port: x\n",
+    )
+    assert _errors(text) == [
+        "<config>:4:15: smtp_servers.relay.username: a username needs password or password_file",
+        "<config>:5:11: smtp_servers.relay.port: expected a port number 1-65535, got a string",
+    ]
+
+
+def test_pydantic_tags_are_no_part_of_a_location() -> None:
+    """Unions and validators add parts like ``function-after[...]`` to pydantic's locations."""
+    data = {"smtp_servers": {"relay": {"port": "x"}}}
+    tagged = ("smtp_servers", "function-after[check(), dict]", "relay", "int", "port")
+    assert messages._in_document(tagged, data) == ("smtp_servers", "relay", "port")
+    assert messages._in_document(("smtp_servers", "relay", "host"), data) == (
+        "smtp_servers",
+        "relay",
+        "host",
+    )
 
 
 def test_errors_within_one_flow_mapping_follow_column_order() -> None:
@@ -273,12 +400,13 @@ def test_errors_within_one_flow_mapping_follow_column_order() -> None:
         "          username: probe@example.com, password: p}\n"
         "  other:\n    host: smtp.example.com\n",
     ).replace("    username: probe@example.com\n    password: ${SMTP_PASSWORD}\n", "", 1)
-    assert [error.partition(":")[0] for error in _errors(text)] == [
+    assert [error.split(": ")[1] for error in _errors(text)] == [
         "smtp_servers.relay.verify",
         "smtp_servers.relay.host",
         "smtp_servers.relay.tls",
         "smtp_servers.relay.port",
     ]
+    assert [error.split(":")[2] for error in _errors(text)] == ["19", "28", "37", "46"]
 
 
 def test_config_error_str_is_one_readable_report_headed_by_the_file(tmp_path: Path) -> None:
@@ -288,15 +416,15 @@ def test_config_error_str_is_one_readable_report_headed_by_the_file(tmp_path: Pa
         load_config(path, environ=ENVIRON)
     assert str(caught.value) == (
         f"{path}: 2 errors:\n"
-        "  - probes[0].name: invalid probe name 'bad name': use 1-64 letters, digits, "
+        f"  - {path}:12:11: probes[0].name: expected a probe name: 1-64 letters, digits, "
         "'.', '_' or '-', starting with a letter or digit\n"
-        "  - probes[0].smtp: unknown server 'x' (defined: relay)"
+        f"  - {path}:13:11: probes[0].smtp: unknown server (defined: relay)"
     )
 
 
 def test_config_error_str_says_one_error_in_the_singular() -> None:
-    assert str(ConfigError(["probes: required key is missing"])) == (
-        "<config>: 1 error:\n  - probes: required key is missing"
+    assert str(ConfigError(["<config>:1:1: probes: required key is missing"])) == (
+        "<config>: 1 error:\n  - <config>:1:1: probes: required key is missing"
     )
 
 
@@ -359,82 +487,119 @@ def test_a_document_nested_too_deeply_is_an_error_not_a_crash() -> None:
     ]
 
 
+def test_an_alias_to_the_value_that_contains_it_is_an_error_not_a_crash() -> None:
+    """PyYAML keeps no position for an alias: the error points at the value it names."""
+    assert _errors(BASE + "    junk: &loop [*loop]\n") == [
+        f"<config>:17:5: probes[0].junk: unknown key; allowed keys: {_ALLOWED_PROBE}",
+        "<config>:17:11: probes[0].junk[0]: an alias cannot refer to the value that contains it",
+    ]
+
+
+def test_an_alias_used_many_times_is_read_once() -> None:
+    """A "billion laughs" document: nine levels of ten aliases each would be 10**9 strings."""
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 10)
+    ]
+    text = "defaults:\n" + "".join(f"  {level}\n" for level in levels) + BASE
+    errors = _errors(text)
+    assert len(errors) == 10
+    assert all(": defaults.a" in error and "unknown key" in error for error in errors)
+
+
 def test_an_explicit_tag_that_does_not_fit_its_value_is_an_error() -> None:
     assert _errors(BASE + "    interval: !!int x\n") == [
-        "probes[0].interval: cannot read this value as tag:yaml.org,2002:int"
+        "<config>:17:15: probes[0].interval: cannot read this value as tag:yaml.org,2002:int"
     ]
 
 
 def test_unknown_yaml_tag_is_an_error_at_its_value() -> None:
     assert _errors(BASE.replace("password: ${SMTP_PASSWORD}", "password: !env SMTP")) == [
-        "smtp_servers.relay.password: could not determine a constructor for the tag '!env'"
+        "<config>:5:15: smtp_servers.relay.password: "
+        "could not determine a constructor for the tag '!env'"
     ]
 
 
 def test_a_key_that_is_not_a_string_is_an_error() -> None:
     assert _errors(BASE.replace("smtp_servers:\n", "smtp_servers:\n  25: {host: x}\n")) == [
-        "smtp_servers: keys must be non-empty strings, got an integer"
+        "<config>:2:3: smtp_servers: keys must be non-empty strings, got an integer"
+    ]
+
+
+def test_merging_something_that_is_not_a_mapping_is_an_error() -> None:
+    text = BASE.replace("  relay:\n", "  relay:\n    <<: [x]\n")
+    assert _errors(text) == [
+        "<config>:3:10: smtp_servers.relay: '<<' must merge a mapping or a list of them"
     ]
 
 
 def test_a_reference_into_a_malformed_section_is_not_reported_again() -> None:
     """The one real error (mailboxes is not a mapping) is not buried under unknown references."""
     text = BASE.replace("mailboxes:\n  inbox:\n", "mailboxes:\n- inbox:\n")
-    assert _errors(text) == ["mailboxes: expected a mapping, got a list"]
+    assert _errors(text) == ["<config>:7:1: mailboxes: expected a mapping, got a list"]
 
 
 def test_a_reference_to_a_definition_with_errors_reports_only_the_definition() -> None:
     assert _errors(BASE.replace("host: smtp.example.com", "host: ''")) == [
-        "smtp_servers.relay.host: must not be empty"
+        "<config>:3:11: smtp_servers.relay.host: must not be empty"
+    ]
+
+
+def test_a_dangling_reference_is_reported_beside_errors_in_other_sections() -> None:
+    text = BASE.replace("host: smtp.example.com", "host: ''").replace("smtp: relay", "smtp: zzz")
+    assert _errors(text) == [
+        "<config>:3:11: smtp_servers.relay.host: must not be empty",
+        "<config>:13:11: probes[0].smtp: unknown server (defined: relay)",
     ]
 
 
 def test_unknown_reference_without_close_match_lists_the_defined_names() -> None:
     assert _errors(BASE.replace("smtp: relay", "smtp: zzz")) == [
-        "probes[0].smtp: unknown server 'zzz' (defined: relay)"
+        "<config>:13:11: probes[0].smtp: unknown server (defined: relay)"
     ]
 
 
 def test_unknown_reference_when_the_section_is_absent_says_so() -> None:
     text = BASE.replace("mailboxes:\n  inbox:\n", "unused:\n  inbox:\n")
     assert (
-        _errors(text)[-1] == "probes[0].mailbox: unknown mailbox 'inbox' (mailboxes defines none)"
+        _errors(text)[-1]
+        == "<config>:14:14: probes[0].mailbox: unknown mailbox (mailboxes defines none)"
     )
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("true", "expected a duration like 30s, got a boolean"),
-        ("[30s]", "expected a duration like 30s, got a list"),
-        ("''", "invalid duration '': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
-        (
-            "30 sec",
-            "invalid duration '30 sec': expected a number with a unit, like 500ms, 30s, 5m or 1h",
-        ),
-        ("-5s", "invalid duration '-5s': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
-        ("1.5", "invalid duration '1.5': expected a number with a unit, like 500ms, 30s, 5m or 1h"),
-        ("0ms", "invalid duration '0ms': must be greater than zero and finite"),
-        ("745h", "invalid duration '745h': at most 744h (31 days)"),
+        ("true", "expected a duration like 500ms, 30s, 5m or 1h, got a boolean"),
+        ("[30s]", "expected a duration like 500ms, 30s, 5m or 1h, got a list"),
+        ("''", "expected a duration like 500ms, 30s, 5m or 1h"),
+        ("30 sec", "expected a duration like 500ms, 30s, 5m or 1h"),
+        ("-5s", "expected a duration like 500ms, 30s, 5m or 1h"),
+        ("1.5", _DURATION_UNIT),
+        ("30", _DURATION_UNIT),
+        ("0ms", "a duration must be longer than zero"),
+        ("745h", "a duration can be at most 744h (31 days)"),
     ],
 )
 def test_bad_interval_values(value: str, message: str) -> None:
-    assert _errors(BASE + f"    interval: {value}\n") == [f"probes[0].interval: {message}"]
+    assert _errors(BASE + f"    interval: {value}\n") == [
+        f"<config>:17:15: probes[0].interval: {message}"
+    ]
 
 
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("0", "port 0 is outside 1-65535"),
-        ("65536", "port 65536 is outside 1-65535"),
+        ("0", "outside the port range 1-65535"),
+        ("65536", "outside the port range 1-65535"),
         ("true", "expected a port number 1-65535, got a boolean"),
         ("'587'", "expected a port number 1-65535, got a string"),
         ("587.0", "expected a port number 1-65535, got a number"),
+        ("~", "expected a port number 1-65535, got nothing (null)"),
     ],
 )
 def test_bad_port_values(value: str, message: str) -> None:
     text = BASE.replace("host: smtp.example.com", f"host: smtp.example.com\n    port: {value}")
-    assert _errors(text) == [f"smtp_servers.relay.port: {message}"]
+    assert _errors(text) == [f"<config>:4:11: smtp_servers.relay.port: {message}"]
 
 
 @pytest.mark.parametrize(
@@ -443,9 +608,10 @@ def test_bad_port_values(value: str, message: str) -> None:
 )
 def test_addresses_must_be_bare_local_at_domain(address: str) -> None:
     text = BASE.replace("to: probe@example.net", f'to: "{address}"')
-    (error,) = _errors(text)
-    assert error.startswith("probes[0].to: ")
-    assert error.endswith("is not a mail address like probe@example.com")
+    assert _errors(text) == [
+        "<config>:16:9: probes[0].to: expected a mail address like probe@example.com "
+        "(one @, no spaces, no <>)"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -454,7 +620,7 @@ def test_addresses_must_be_bare_local_at_domain(address: str) -> None:
 )
 def test_probe_names_must_fit_a_label_and_a_subject(name: str) -> None:
     (error,) = _errors(BASE.replace("name: relay-to-inbox", f'name: "{name}"'))
-    assert error.startswith("probes[0].name: invalid probe name ")
+    assert error.startswith("<config>:12:11: probes[0].name: expected a probe name: ")
 
 
 @pytest.mark.parametrize("name", ["a", "A1", "relay_to.inbox-2", "9" * 64])
@@ -465,7 +631,15 @@ def test_probe_names_that_are_allowed(name: str) -> None:
 
 def test_a_probe_name_that_yaml_reads_as_a_number_is_a_type_error() -> None:
     assert _errors(BASE.replace("name: relay-to-inbox", "name: 2024")) == [
-        "probes[0].name: expected a string, got an integer"
+        "<config>:12:11: probes[0].name: expected a string, got an integer"
+    ]
+
+
+def test_a_key_given_as_null_is_an_error_not_its_default() -> None:
+    """``helo:`` with nothing after it is a mistake, not "use the default"."""
+    text = BASE.replace("host: smtp.example.com", "host: smtp.example.com\n    helo:")
+    assert _errors(text) == [
+        "<config>:4:10: smtp_servers.relay.helo: expected a host name, got nothing (null)"
     ]
 
 
@@ -687,7 +861,7 @@ def test_a_key_written_twice_is_an_error_but_a_merged_key_may_be_overridden() ->
         "    port: 2526\n"
         "    port: 2527\n",
     )
-    assert _errors(text) == ["smtp_servers.relay.port: duplicate key"]
+    assert _errors(text) == ["<config>:6:5: smtp_servers.relay.port: duplicate key"]
 
 
 # ---------------------------------------------------------------- secrets
@@ -777,20 +951,20 @@ def test_password_expands_environment_variables(
 def test_every_missing_variable_is_reported() -> None:
     text = BASE.replace("${IMAP_PASSWORD}", '"${ONE}-${TWO}"')
     assert _errors(text, environ={"SMTP_PASSWORD": "s"}) == [
-        "mailboxes.inbox.password: environment variable ONE is not set",
-        "mailboxes.inbox.password: environment variable TWO is not set",
+        "<config>:10:15: mailboxes.inbox.password: environment variable ONE is not set",
+        "<config>:10:15: mailboxes.inbox.password: environment variable TWO is not set",
     ]
 
 
 def test_a_variable_set_to_empty_gives_an_empty_password_error() -> None:
     assert _errors(BASE, environ={"SMTP_PASSWORD": "s", "IMAP_PASSWORD": ""}) == [
-        "mailboxes.inbox.password: must not be empty"
+        "<config>:10:15: mailboxes.inbox.password: must not be empty"
     ]
 
 
 def test_a_reference_that_is_not_a_variable_name_is_an_error() -> None:
     assert _errors(BASE.replace("${IMAP_PASSWORD}", '"${1X}"')) == [
-        "mailboxes.inbox.password: '${' must be followed by a variable name and '}' "
+        "<config>:10:15: mailboxes.inbox.password: '${' must be followed by a variable name and '}' "
         "(write '$${' for a literal '${')"
     ]
 
@@ -842,14 +1016,14 @@ def test_password_file_loses_exactly_one_trailing_newline(
 def test_a_password_file_holding_only_a_newline_is_empty(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"\n")
     assert _errors(_with_smtp_password_file("pw"), source=tmp_path / "c.yml") == [
-        f"smtp_servers.relay.password_file: {tmp_path}/pw is empty"
+        f"{tmp_path}/c.yml:5:20: smtp_servers.relay.password_file: {tmp_path}/pw is empty"
     ]
 
 
 def test_a_password_file_that_is_not_utf8_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "pw").write_bytes(b"\xff\xfe")
     assert _errors(_with_smtp_password_file("pw"), source=tmp_path / "c.yml") == [
-        f"smtp_servers.relay.password_file: {tmp_path}/pw is not UTF-8 text"
+        f"{tmp_path}/c.yml:5:20: smtp_servers.relay.password_file: {tmp_path}/pw is not UTF-8 text"
     ]
 
 
@@ -926,15 +1100,15 @@ def test_token_secret_is_stripped_of_surrounding_whitespace(tmp_path: Path) -> N
 def test_token_secret_of_fifteen_bytes_is_too_short(tmp_path: Path) -> None:
     (tmp_path / "token").write_bytes(b"k" * 15 + b"\n")
     assert _errors("token_secret_file: token\n" + BASE, source=tmp_path / "c.yml") == [
-        f"token_secret_file: {tmp_path}/token holds 15 bytes; at least 16 are needed "
-        "(make one with: openssl rand -hex 32)"
+        f"{tmp_path}/c.yml:1:20: token_secret_file: {tmp_path}/token holds fewer than 16 "
+        "bytes; at least 16 are needed (make one with: openssl rand -hex 32)"
     ]
 
 
 def test_token_secret_must_be_text(tmp_path: Path) -> None:
     (tmp_path / "token").write_bytes(bytes(range(128, 160)))
     assert _errors("token_secret_file: token\n" + BASE, source=tmp_path / "c.yml") == [
-        f"token_secret_file: {tmp_path}/token is not UTF-8 text "
+        f"{tmp_path}/c.yml:1:20: token_secret_file: {tmp_path}/token is not UTF-8 text "
         "(make one with: openssl rand -hex 32)"
     ]
 
@@ -961,9 +1135,22 @@ def test_parse_listen_accepts_host_port_forms(text: str, settings: ServerSetting
     assert parse_listen(text) == settings
 
 
-@pytest.mark.parametrize("text", [":", ":0", ":65536", ":x", "host:", "[::1", "[::1]x", ""])
-def test_parse_listen_refuses_malformed_addresses(text: str) -> None:
-    with pytest.raises(ValueError, match="invalid"):
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (":", "expected a port number 1-65535"),
+        (":0", "outside the port range 1-65535"),
+        (":65536", "outside the port range 1-65535"),
+        (":x", "expected a port number 1-65535"),
+        ("host:", "missing port after ':'"),
+        ("[::1", "missing ']' after the IPv6 address"),
+        ("[::1]x", "expected [IPV6]:PORT"),
+        ("", "missing host"),
+        ("a b:25", "a host name cannot contain whitespace"),
+    ],
+)
+def test_parse_listen_refuses_malformed_addresses(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         parse_listen(text)
 
 

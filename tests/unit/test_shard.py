@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from smtp_probe.config import parse_config, parse_shard, shard_of
+from smtp_probe.config import parse_config
+from smtp_probe.shard import load_shard, parse_shard, shard, shard_of
 
 CONFIG = """
 smtp_servers:
@@ -19,7 +22,7 @@ probes:
 @pytest.mark.parametrize("count", [1, 2, 3, 7])
 def test_every_probe_is_in_exactly_one_shard(count: int) -> None:
     config = parse_config(CONFIG)
-    shards = [config.shard(index, count) for index in range(count)]
+    shards = [shard(config, index, count) for index in range(count)]
 
     names = [p.spec.name for shard in shards for p in shard.probes]
     assert sorted(names) == sorted(p.spec.name for p in config.probes)
@@ -28,7 +31,7 @@ def test_every_probe_is_in_exactly_one_shard(count: int) -> None:
 
 def test_shards_are_roughly_even() -> None:
     config = parse_config(CONFIG)
-    sizes = [len(config.shard(index, 4).probes) for index in range(4)]
+    sizes = [len(shard(config, index, 4).probes) for index in range(4)]
     assert min(sizes) > 200 / 4 / 2
 
 
@@ -50,3 +53,19 @@ def test_parse_shard(text: str, parsed: tuple[int, int]) -> None:
 def test_bad_shard_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="invalid shard"):
         parse_shard(text)
+
+
+@pytest.mark.parametrize(("index", "count"), [(3, 3), (-1, 2)])
+def test_a_shard_outside_the_count_is_refused(index: int, count: int) -> None:
+    with pytest.raises(ValueError, match="the index must be in"):
+        shard(parse_config(CONFIG), index, count)
+
+
+def test_load_shard_reads_the_file_and_keeps_the_shard(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yml"
+    path.write_text(CONFIG)
+    whole = parse_config(CONFIG)
+    loaded = load_shard(path, 1, 3)
+    assert loaded.source == path
+    assert loaded.probes == shard(whole, 1, 3).probes
+    assert load_shard(path).probes == whole.probes

@@ -1,0 +1,191 @@
+"""``smtp-probe check``: one run now, from flags or from a probe of a config; printed; an exit code.
+
+The flags go through the same value types as the config file
+(:mod:`smtp_probe.config.values`: the parser turns each flag into its value,
+and the defaults are the same constants), so ``check`` and the daemon read
+a route alike. This module puts the flags together into a
+:class:`ProbeSpec` (which flags need which), runs it and renders the result.
+
+Passwords never come from argv, where ``ps`` would show them: from a file
+(``--smtp-password-file``, one trailing newline stripped, as in the
+config) or from the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from smtp_probe.config import load_config, values
+from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.secret import Secret
+
+if TYPE_CHECKING:
+    from smtp_probe.probe.message import TokenSigner
+
+SMTP_PASSWORD_ENV: Final = "SMTP_PROBE_SMTP_PASSWORD"  # noqa: S105 - a variable name
+IMAP_PASSWORD_ENV: Final = "SMTP_PROBE_IMAP_PASSWORD"  # noqa: S105 - a variable name
+CHECK_PROBE_NAME: Final = "check"
+
+
+class UsageError(Exception):
+    """Flags that do not fit together, or a file a flag names is unusable; names the flag."""
+
+
+def run_check(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> int:
+    """Run the probe ``args`` describe, print the result in ``args.format``; the exit code.
+
+    Raises:
+        UsageError: the flags do not describe one probe.
+        ConfigError: ``--config`` does not validate.
+    """
+    from smtp_probe.probe.message import TokenSigner  # the engine: only once flags are fine
+    from smtp_probe.probe.run import run_probe
+    from smtp_probe.report import exit_code, render_json, render_nagios, render_text
+
+    environ = os.environ if environ is None else environ
+    if args.config is not None or args.probe is not None:
+        spec, signer = probe_from_config(args)
+    else:
+        spec, signer = probe_from_args(args, environ), TokenSigner()
+    warning: float | None = args.warning
+    result = asyncio.run(run_probe(spec, signer=signer))
+    if args.format == "json":
+        print(render_json(result, warning_seconds=warning))
+    elif args.format == "nagios":
+        print(render_nagios(result, verbose=args.verbose, warning_seconds=warning))
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in environ
+        print(render_text(result, colour=colour, verbose=args.verbose, warning_seconds=warning))
+    return exit_code(result, warning_seconds=warning)
+
+
+def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]:
+    """The probe ``--probe`` of ``--config``, with its token key and ``--timeout`` applied.
+
+    Raises:
+        UsageError: one of the two flags is missing, a route flag is given
+            too, or the config has no such probe.
+        ConfigError: the config does not validate.
+    """
+    from smtp_probe.probe.message import TokenSigner
+
+    if args.config is None or args.probe is None:
+        raise UsageError("--config and --probe go together")
+    route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
+                   "--imap": args.imap, "--smtp-user": args.smtp_user,
+                   "--imap-user": args.imap_user}  # fmt: skip
+    for flag, value in route_flags.items():
+        if value:
+            raise UsageError(f"{flag}: the route comes from --config; drop the flag")
+    config = load_config(args.config)
+    probe = config.probe(args.probe)
+    if probe is None:
+        names = ", ".join(p.spec.name for p in config.probes)
+        raise UsageError(f"--probe: no probe named {args.probe!r} in {args.config} (have: {names})")
+    secret = config.token_secret.reveal().encode() if config.token_secret else None
+    spec = probe.spec
+    if args.timeout is not None:
+        spec = replace(spec, timeout=args.timeout)
+    return spec, TokenSigner(secret)
+
+
+def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ProbeSpec:
+    """Build the one-off probe of ``check`` from its (already parsed) flags.
+
+    Raises:
+        UsageError: a flag is missing, contradicts another, or names a
+            file that cannot be used.
+    """
+    for flag, value in (("--smtp", args.smtp), ("--from", args.mail_from), ("--to", args.rcpt_to)):
+        if not value:
+            raise UsageError(f"{flag}: required (or use --config FILE --probe NAME)")
+    timeout: float = values.DEFAULT_RUN_TIMEOUT if args.timeout is None else args.timeout
+    command_timeout = min(values.DEFAULT_COMMAND_TIMEOUT, timeout)
+    tls_settings = TlsSettings(verify=not args.insecure, ca_file=_ca_file(args.ca_file))
+
+    smtp_host, smtp_port = args.smtp
+    smtp_password = None
+    if args.smtp_user:
+        smtp_password = _password(
+            args.smtp_password_file, "--smtp-password-file", SMTP_PASSWORD_ENV, environ
+        )
+        if smtp_password is None:
+            raise UsageError(
+                f"--smtp-user needs a password: --smtp-password-file FILE or ${SMTP_PASSWORD_ENV}"
+            )
+    elif args.smtp_password_file:
+        raise UsageError("--smtp-password-file: given without --smtp-user")
+    smtp = SmtpServer(
+        host=smtp_host,
+        port=values.smtp_port(args.smtp_tls) if smtp_port is None else smtp_port,
+        tls=args.smtp_tls,
+        tls_settings=tls_settings,
+        username=args.smtp_user,
+        password=smtp_password,
+        helo=args.helo,
+        timeout=command_timeout,
+    )
+
+    mailbox = None
+    if args.imap:
+        imap_host, imap_port = args.imap
+        imap_password = _password(
+            args.imap_password_file, "--imap-password-file", IMAP_PASSWORD_ENV, environ
+        )
+        if imap_password is None:
+            raise UsageError(
+                f"--imap needs a password: --imap-password-file FILE or ${IMAP_PASSWORD_ENV}"
+            )
+        mailbox = Mailbox(
+            host=imap_host,
+            port=values.imap_port(args.imap_tls) if imap_port is None else imap_port,
+            tls=args.imap_tls,
+            tls_settings=tls_settings,
+            username=args.imap_user or args.rcpt_to,
+            password=imap_password,
+            folder=args.folder,
+            idle=not args.no_idle,
+            timeout=command_timeout,
+        )
+    else:
+        for flag, value in (
+            ("--imap-user", args.imap_user),
+            ("--imap-password-file", args.imap_password_file),
+        ):
+            if value:
+                raise UsageError(f"{flag}: given without --imap")
+    return ProbeSpec(
+        name=CHECK_PROBE_NAME,
+        smtp=smtp,
+        mail_from=args.mail_from,
+        rcpt_to=args.rcpt_to,
+        mailbox=mailbox,
+        timeout=timeout,
+    )
+
+
+def _ca_file(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    try:
+        return values.check_ca_file(path)
+    except ValueError as exc:
+        raise UsageError(f"--ca-file: {exc}") from None
+
+
+def _password(path: Path | None, flag: str, env: str, environ: Mapping[str, str]) -> Secret | None:
+    """The password from ``flag``'s file (as the config reads one), else from ``env``."""
+    if path is not None:
+        try:
+            return values.read_password_file(path)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+    from_env = environ.get(env)
+    return Secret(from_env) if from_env else None

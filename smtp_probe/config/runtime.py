@@ -1,0 +1,93 @@
+"""The validated config the daemon runs: probes with their schedules, and where to serve.
+
+Plain frozen values (dataclasses and tuples), so two loads of one file
+compare equal and a reload can be diffed. Built only by
+:mod:`smtp_probe.config.load`; nothing here parses or validates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from smtp_probe.config import values
+
+if TYPE_CHECKING:
+    # Only for annotations: probe.spec imports this package for its defaults.
+    from smtp_probe.probe.spec import Mailbox, ProbeSpec
+    from smtp_probe.secret import Secret
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledProbe:
+    """A probe's route (:class:`ProbeSpec`) and when to run it."""
+
+    spec: ProbeSpec
+    interval: float
+    """Seconds between the starts of two runs."""
+    jitter: float
+    """Up to this many seconds of random shift per run, so probes don't fire in lockstep."""
+
+    @property
+    def name(self) -> str:
+        """The probe's configured name (also its ``probe`` label)."""
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Where the HTTP server (metrics, status page, reload) listens."""
+
+    host: str = ""
+    """Address to bind; ``""`` means all interfaces."""
+    port: int = values.DEFAULT_LISTEN_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated config: the probes to schedule and how the daemon serves them."""
+
+    probes: tuple[ScheduledProbe, ...]
+    server: ServerSettings = field(default_factory=ServerSettings)
+    token_secret: Secret | None = None
+    """Key that signs run tokens; ``None`` means a random key per process."""
+    source: Path | None = None
+    """The file this config was read from, if any."""
+    _by_name: dict[str, ScheduledProbe] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        # Looked up two or three times per run; a dict beats a scan of 1,000 probes.
+        object.__setattr__(self, "_by_name", {p.spec.name: p for p in self.probes})
+
+    def probe(self, name: str) -> ScheduledProbe | None:
+        """The probe called ``name``, or ``None`` if there is none."""
+        return self._by_name.get(name)
+
+    @property
+    def mailboxes(self) -> tuple[Mailbox, ...]:
+        """The distinct mailboxes the probes watch, in order of first use.
+
+        Probes watching the same mailbox (same :attr:`Mailbox.key`) share one
+        watcher, so a mailbox is listed once however many probes use it.
+        """
+        seen: dict[tuple[str, int, str, str], Mailbox] = {}
+        for scheduled in self.probes:
+            mailbox = scheduled.spec.mailbox
+            if mailbox is not None:
+                seen.setdefault(mailbox.key, mailbox)
+        return tuple(seen.values())
+
+
+def parse_listen(text: str) -> ServerSettings:
+    """Parse a listen address: ``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``HOST`` or ``PORT``.
+
+    An empty host (``:PORT``) means all interfaces; a missing port is 10587.
+
+    Raises:
+        ValueError: the address is malformed; the message says why.
+    """
+    host, port = values.parse_listen(text)
+    return ServerSettings(host, port)

@@ -1,0 +1,495 @@
+"""The small value types of the config file and of ``check``'s flags, and their defaults.
+
+One parser per kind of value (duration, host, port, address, probe name,
+listen address, password, file path, ...), shared by the file's schema
+(:mod:`smtp_probe.config.model`) and the command line, so a value means the
+same wherever it is written. Each raises :class:`ValueError` with a message
+that says what is expected and never quotes the input: the input may be a
+password written under the wrong key, and the caller already knows where it
+stands (a config path, a flag). Names a message may show are choices, file
+paths the probe resolved itself and environment variable names.
+
+The defaults of every setting are declared here, once; the schema, the CLI
+and :mod:`smtp_probe.probe.spec` refer to these constants.
+
+Plain Python only, no pydantic or YAML: ``smtp-probe check`` with flags
+imports this module and must start fast. Rarely needed modules (``ssl``
+behind the CA check, ``ipaddress``, ``difflib``) are imported where used.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from smtp_probe.secret import Secret
+
+
+class TlsMode(enum.StrEnum):
+    """How a connection is protected: ``none``, ``starttls`` (upgrade) or ``tls`` (implicit)."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+# ------------------------------------------------------------------- defaults
+
+DEFAULT_INTERVAL: Final = 60.0
+"""Seconds between the starts of two runs of a probe."""
+DEFAULT_TIMEOUT: Final = 120.0
+"""A probe's run deadline from ``defaults``; capped at the probe's interval."""
+DEFAULT_JITTER: Final = 5.0
+"""Random shift of each run; capped at half the probe's interval."""
+DEFAULT_RUN_TIMEOUT: Final = 60.0
+"""The deadline of a run nothing else sets one for (``check --timeout``)."""
+DEFAULT_COMMAND_TIMEOUT: Final = 30.0
+"""The longest wait for one SMTP or IMAP reply."""
+DEFAULT_POLL_INTERVAL: Final = 1.0
+"""The cap the mailbox poll delay backs off to."""
+MIN_POLL_INTERVAL: Final = 0.01
+"""Where the poll delay starts (and doubles from); a cap below it makes no sense."""
+DEFAULT_FOLDER: Final = "INBOX"
+DEFAULT_IDLE: Final = True
+DEFAULT_VERIFY: Final = True
+DEFAULT_SMTP_TLS: Final = TlsMode.STARTTLS
+DEFAULT_IMAP_TLS: Final = TlsMode.TLS
+SMTP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
+    {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465}
+)
+IMAP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
+    {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993}
+)
+DEFAULT_LISTEN_PORT: Final = 10587
+MIN_TOKEN_SECRET_BYTES: Final = 16
+MAX_DURATION: Final = 31 * 24 * 3600.0
+"""A sanity bound: far beyond any useful setting, well inside what timers accept."""
+MIN_PORT: Final = 1
+MAX_PORT: Final = 65535
+
+# ---------------------------------------------------------- what the file says
+
+# Patterns for the JSON Schema (ECMA-262 regular expressions that Python's re
+# reads the same way). The parsers below are the authority; the tests hold
+# the patterns to them.
+DURATION_PATTERN: Final = r"^\s*(?!0+(?:\.0+)?\s*(?:ms|s|m|h)\s*$)\d+(?:\.\d+)?\s*(?:ms|s|m|h)\s*$"
+JITTER_PATTERN: Final = r"^\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h)\s*$"
+PROBE_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+ADDRESS_PATTERN: Final = r"^[^@\s<>]+@[^@\s<>]+$"
+HOST_PATTERN: Final = r"^(?:[^\s:\[\]]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%\S+)?)$"
+HELO_PATTERN: Final = r"^[!-~]+$"
+LISTEN_PATTERN: Final = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*)(?::\d{1,5})?$"
+NOT_BLANK_PATTERN: Final = r"\S"
+
+DURATION_EXAMPLES: Final = "500ms, 30s, 5m or 1h"
+ADDRESS_EXPECTED: Final = "a mail address like probe@example.com (one @, no spaces, no <>)"
+PROBE_NAME_EXPECTED: Final = (
+    "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
+PORT_EXPECTED: Final = f"a port number {MIN_PORT}-{MAX_PORT}"
+
+_DURATION: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_UNIT_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PROBE_NAME: Final = re.compile(PROBE_NAME_PATTERN.strip("^$"))
+_ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAMES_LISTED: Final = 10
+
+
+class ValueProblems(ValueError):
+    """Several independent problems with one value; each message is reported on its own."""
+
+    def __init__(self, messages: Sequence[str]) -> None:
+        self.messages: tuple[str, ...] = tuple(messages)
+        super().__init__("; ".join(self.messages))
+
+
+def kind_of(value: object) -> str:
+    """What a value read from YAML is, for "expected X, got Y"; never the value itself."""
+    if value is None:
+        return "nothing (null)"
+    kinds: tuple[tuple[type, str], ...] = (
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (bytes, "binary data"),
+        (list, "a list"),
+        (dict, "a mapping"),
+    )
+    for python_type, description in kinds:
+        if isinstance(value, python_type):
+            return description
+    return "a date" if type(value).__module__ == "datetime" else "a value of another kind"
+
+
+def closest(word: str, choices: Sequence[str]) -> str | None:
+    """The choice ``word`` was most likely meant to be, if one is close."""
+    import difflib  # here, not at the top: only errors need it
+
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def names_hint(names: Sequence[str]) -> str:
+    """`` (defined: a, b)`` for a short list of names, else nothing."""
+    if not names or len(names) > _NAMES_LISTED:
+        return ""
+    return f" (defined: {', '.join(names)})"
+
+
+def format_seconds(seconds: float) -> str:
+    """A computed duration for a message or a schema default: ``120s``, ``0.25s``."""
+    return f"{seconds:g}s"
+
+
+# ------------------------------------------------------------------ durations
+
+
+def parse_duration(text: str, *, unit_required: bool = False, allow_zero: bool = False) -> float:
+    """Seconds in a duration: ``500ms``, ``30s``, ``5m``, ``1h`` (at most 31 days).
+
+    A bare number is seconds (``--timeout 60``) unless ``unit_required``: in
+    the config file, which mixes seconds and minutes, ``30`` is ambiguous.
+    ``allow_zero`` admits ``0s`` (no jitter).
+
+    Raises:
+        ValueError: not such a duration; the message says what is expected.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"expected a duration like {DURATION_EXAMPLES}")
+    number, unit = match.groups()
+    if unit is None:
+        if unit_required:
+            raise ValueError(f"a duration needs a unit: {DURATION_EXAMPLES}")
+        unit = "s"
+    seconds = float(number) * _UNIT_SECONDS[unit]
+    if seconds == 0 and not allow_zero:
+        raise ValueError("a duration must be longer than zero")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration can be at most {MAX_DURATION / 3600:g}h (31 days)")
+    return seconds
+
+
+def parse_poll_interval(text: str) -> float:
+    """A mailbox's poll interval cap: a file duration of at least :data:`MIN_POLL_INTERVAL`.
+
+    Raises:
+        ValueError: not a duration, or shorter than the first poll delay.
+    """
+    seconds = parse_duration(text, unit_required=True)
+    if seconds < MIN_POLL_INTERVAL:
+        raise ValueError(f"must be at least {MIN_POLL_INTERVAL * 1000:g}ms")
+    return seconds
+
+
+# ----------------------------------------------------------- hosts and ports
+
+
+def check_port(number: int) -> int:
+    """``number`` if it is a TCP port.
+
+    Raises:
+        ValueError: outside 1-65535.
+    """
+    if not MIN_PORT <= number <= MAX_PORT:
+        raise ValueError(f"outside the port range {MIN_PORT}-{MAX_PORT}")
+    return number
+
+
+def parse_port(text: str) -> int:
+    """A port number written as text (after ``host:``).
+
+    Raises:
+        ValueError: not digits, or outside 1-65535.
+    """
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"expected {PORT_EXPECTED}")
+    return check_port(int(text))
+
+
+def smtp_port(tls: TlsMode) -> int:
+    """The SMTP port a TLS mode implies: 25, 587 (``starttls``) or 465 (``tls``)."""
+    return SMTP_PORTS[tls]
+
+
+def imap_port(tls: TlsMode) -> int:
+    """The IMAP port a TLS mode implies: 993 for ``tls``, else 143."""
+    return IMAP_PORTS[tls]
+
+
+def parse_tls_mode(text: str) -> TlsMode:
+    """``none``, ``starttls`` or ``tls``.
+
+    Raises:
+        ValueError: another word; the message suggests the closest mode.
+    """
+    try:
+        return TlsMode(text)
+    except ValueError:
+        choices = [mode.value for mode in TlsMode]
+        suggestion = closest(text, choices)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        raise ValueError(f"expected one of {', '.join(choices)}{hint}") from None
+
+
+def parse_host(text: str) -> str:
+    """A host name or IP address without a port (IPv6 without brackets).
+
+    Raises:
+        ValueError: empty, with whitespace, in brackets, or with a port.
+    """
+    not_blank(text)
+    if any(c.isspace() for c in text):
+        raise ValueError("a host name cannot contain whitespace")
+    if text.startswith("["):
+        raise ValueError("write IPv6 addresses without brackets")
+    if ":" in text and not _is_ipv6(text):
+        raise ValueError("put the port in 'port', not in the host")
+    return text
+
+
+def parse_host_port(text: str) -> tuple[str, int | None]:
+    """Split ``HOST[:PORT]`` (``[v6]:PORT`` for IPv6 literals); ``None`` when no port is given.
+
+    Raises:
+        ValueError: the host or the port is missing or malformed.
+    """
+    text = text.strip()
+    host, port_text = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError("missing ']' after the IPv6 address")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected [IPV6]:PORT")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text and not _is_ipv6(text):
+        raise ValueError("write IPv6 addresses as [IPV6]:PORT")
+    if not host:
+        raise ValueError("missing host")
+    if port_text is None:
+        return parse_host(host), None
+    if not port_text:
+        raise ValueError("missing port after ':'")
+    return parse_host(host), parse_port(port_text)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """A listen address: ``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``HOST`` or ``PORT``.
+
+    An empty host (``:PORT``, ``PORT``) means all interfaces; a missing port
+    is :data:`DEFAULT_LISTEN_PORT`.
+
+    Raises:
+        ValueError: malformed; the message says why.
+    """
+    stripped = text.strip()
+    if stripped.isdigit() or (stripped.startswith(":") and stripped.count(":") == 1):
+        return "", parse_port(stripped.removeprefix(":"))
+    host, port = parse_host_port(stripped)
+    return host, DEFAULT_LISTEN_PORT if port is None else port
+
+
+def _is_ipv6(text: str) -> bool:
+    import ipaddress  # here, not at the top: only hosts with a colon need it
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---------------------------------------------------------- names and addresses
+
+
+def not_blank(text: str) -> str:
+    """``text`` if it has a visible character.
+
+    Raises:
+        ValueError: empty or whitespace only.
+    """
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text
+
+
+def parse_address(text: str) -> str:
+    """A bare mail address: ``local@domain``, exactly one ``@``, no whitespace, no ``<>``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    local, _, domain = text.partition("@")
+    if (
+        text.count("@") != 1
+        or not local
+        or not domain
+        or any(c.isspace() or c in "<>" for c in text)
+    ):
+        raise ValueError(f"expected {ADDRESS_EXPECTED}")
+    return text
+
+
+def parse_helo(text: str) -> str:
+    """The name to greet with in ``EHLO``: one word of printable ASCII.
+
+    Raises:
+        ValueError: empty, with whitespace, or not ASCII.
+    """
+    not_blank(text)
+    if any(c.isspace() for c in text) or not text.isascii() or not text.isprintable():
+        raise ValueError("expected a host name: one word of ASCII, no spaces")
+    return text
+
+
+def parse_probe_name(text: str) -> str:
+    """A probe name, fit for a Prometheus label value and a ``Subject`` header.
+
+    Raises:
+        ValueError: not 1-64 of ``[A-Za-z0-9_.-]`` starting with a letter or digit.
+    """
+    if not _PROBE_NAME.fullmatch(text):
+        raise ValueError(f"expected {PROBE_NAME_EXPECTED}")
+    return text
+
+
+# ------------------------------------------------------------ files and secrets
+
+
+def expand_env(text: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${VAR}`` by the variable's value and ``$${`` by a literal ``${``.
+
+    Raises:
+        ValueProblems: every malformed reference and unset variable, each
+            its own message naming the variable, never the text around it.
+    """
+    parts: list[str] = []
+    problems: list[str] = []
+    index = 0
+    while index < len(text):
+        if text.startswith("$${", index):
+            parts.append("${")
+            index += 3
+        elif text.startswith("${", index):
+            end = text.find("}", index + 2)
+            if end < 0:
+                problems.append("unterminated '${' (write '$${' for a literal '${')")
+                break
+            name = text[index + 2 : end]
+            if not _ENV_NAME.fullmatch(name):
+                problems.append(
+                    "'${' must be followed by a variable name and '}' "
+                    "(write '$${' for a literal '${')"
+                )
+            elif name not in environ:
+                problems.append(f"environment variable {name} is not set")
+            else:
+                parts.append(environ[name])
+            index = end + 1
+        else:
+            parts.append(text[index])
+            index += 1
+    if problems:
+        raise ValueProblems(problems)
+    return "".join(parts)
+
+
+def parse_password(text: str, environ: Mapping[str, str]) -> Secret:
+    """A password written in the file, ``${VAR}`` references expanded from ``environ``.
+
+    Raises:
+        ValueProblems: a reference is malformed or its variable unset.
+        ValueError: the password is empty once expanded.
+    """
+    expanded = expand_env(text, environ)
+    if not expanded:
+        raise ValueError("must not be empty")
+    return Secret(expanded)
+
+
+def resolve_path(text: str, base_dir: Path) -> Path:
+    """A file path; relative paths are relative to ``base_dir``, ``~`` is the home directory.
+
+    ``normpath``, not ``resolve()``: symlinks stay (a Kubernetes secret
+    volume swaps one on rotation), but ``a/../b`` shows as ``b`` in errors.
+
+    Raises:
+        ValueError: empty, holds a NUL, or ``~`` with no home directory.
+    """
+    not_blank(text)
+    if "\0" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:
+        raise ValueError("cannot expand '~': no home directory is known") from None
+    return Path(os.path.normpath((base_dir / path).absolute()))
+
+
+def read_password_file(path: Path) -> Secret:
+    """The password in ``path``: its UTF-8 content less ONE trailing newline (LF or CR LF).
+
+    Raises:
+        ValueError: the file cannot be read, is not UTF-8 or is empty.
+    """
+    try:
+        content = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    if content.endswith("\r\n"):
+        content = content[:-2]
+    elif content.endswith("\n"):
+        content = content[:-1]
+    if not content:
+        raise ValueError(f"{path} is empty")
+    return Secret(content)
+
+
+def read_token_secret(path: Path) -> Secret:
+    """The key that signs run tokens: the file's content without surrounding whitespace.
+
+    Raises:
+        ValueError: unreadable, shorter than 16 bytes, or not UTF-8.
+    """
+    advice = "make one with: openssl rand -hex 32"
+    try:
+        raw = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) < MIN_TOKEN_SECRET_BYTES:
+        raise ValueError(
+            f"{path} holds fewer than {MIN_TOKEN_SECRET_BYTES} bytes; "
+            f"at least {MIN_TOKEN_SECRET_BYTES} are needed ({advice})"
+        )
+    try:
+        return Secret(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text ({advice})") from None
+
+
+def check_ca_file(path: Path) -> Path:
+    """``path`` if it is a readable PEM file with at least one certificate.
+
+    Raises:
+        ValueError: missing, unreadable or without a certificate.
+    """
+    # Here, not at the top: it imports ssl, which a check without --ca-file never needs.
+    from smtp_probe.probe.tls import ca_file_problem
+
+    problem = ca_file_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return path
