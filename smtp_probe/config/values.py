@@ -9,8 +9,11 @@ password written under the wrong key, and the caller already knows where it
 stands (a config path, a flag). Names a message may show are choices, file
 paths the probe resolved itself and environment variable names.
 
-The defaults of every setting are declared here, once; the schema, the CLI
-and :mod:`smtp_probe.probe.spec` refer to these constants.
+The defaults of every setting are declared once: those of a route (ports
+per TLS mode, command timeout, folder, polling, ...) beside the route's
+types in :mod:`smtp_probe.probe.spec`, which the engine reads and which must
+not depend on the config; the daemon's own (interval, jitter, listen port,
+...) here. The schema and the CLI refer to these constants.
 
 Plain Python only, no pydantic or YAML: ``smtp-probe check`` with flags
 imports this module and must start fast. Rarely needed modules (``ssl``
@@ -19,23 +22,42 @@ behind the CA check, ``ipaddress``, ``difflib``) are imported where used.
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Final
 
+from smtp_probe.probe.spec import (
+    DEFAULT_COMMAND_TIMEOUT,
+    DEFAULT_FOLDER,
+    DEFAULT_IDLE,
+    DEFAULT_IMAP_TLS,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_RUN_TIMEOUT,
+    DEFAULT_SMTP_TLS,
+    DEFAULT_VERIFY,
+    IMAP_PORTS,
+    MIN_POLL_INTERVAL,
+    SMTP_PORTS,
+    TlsMode,
+)
 from smtp_probe.secret import Secret
 
-
-class TlsMode(enum.StrEnum):
-    """How a connection is protected: ``none``, ``starttls`` (upgrade) or ``tls`` (implicit)."""
-
-    NONE = "none"
-    STARTTLS = "starttls"
-    TLS = "tls"
+__all__ = [  # the route defaults are re-exported: the schema and the CLI read them here
+    "DEFAULT_COMMAND_TIMEOUT",
+    "DEFAULT_FOLDER",
+    "DEFAULT_IDLE",
+    "DEFAULT_IMAP_TLS",
+    "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_RUN_TIMEOUT",
+    "DEFAULT_SMTP_TLS",
+    "DEFAULT_VERIFY",
+    "IMAP_PORTS",
+    "MIN_POLL_INTERVAL",
+    "SMTP_PORTS",
+    "TlsMode",
+]
 
 
 # ------------------------------------------------------------------- defaults
@@ -46,25 +68,6 @@ DEFAULT_TIMEOUT: Final = 120.0
 """A probe's run deadline from ``defaults``; capped at the probe's interval."""
 DEFAULT_JITTER: Final = 5.0
 """Random shift of each run; capped at half the probe's interval."""
-DEFAULT_RUN_TIMEOUT: Final = 60.0
-"""The deadline of a run nothing else sets one for (``check --timeout``)."""
-DEFAULT_COMMAND_TIMEOUT: Final = 30.0
-"""The longest wait for one SMTP or IMAP reply."""
-DEFAULT_POLL_INTERVAL: Final = 1.0
-"""The cap the mailbox poll delay backs off to."""
-MIN_POLL_INTERVAL: Final = 0.01
-"""Where the poll delay starts (and doubles from); a cap below it makes no sense."""
-DEFAULT_FOLDER: Final = "INBOX"
-DEFAULT_IDLE: Final = True
-DEFAULT_VERIFY: Final = True
-DEFAULT_SMTP_TLS: Final = TlsMode.STARTTLS
-DEFAULT_IMAP_TLS: Final = TlsMode.TLS
-SMTP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
-    {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465}
-)
-IMAP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
-    {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993}
-)
 DEFAULT_LISTEN_PORT: Final = 10587
 MIN_TOKEN_SECRET_BYTES: Final = 16
 MAX_DURATION: Final = 31 * 24 * 3600.0

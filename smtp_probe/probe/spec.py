@@ -1,31 +1,53 @@
 """What a run needs to know about its route: SMTP server, mailbox, addresses, deadline.
 
 These are plain frozen values so that the CLI and the YAML config build the
-same thing, and a run never reads global state. Their defaults are the
-constants of :mod:`smtp_probe.config.values`, where every default is
-declared once; :class:`TlsMode` is that module's value type.
+same thing, and a run never reads global state. A route's defaults are
+declared here, once, beside its types: the config schema and ``check``'s
+flags (through :mod:`smtp_probe.config.values`) use these constants, and
+the engine never depends on the config.
 """
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import Final
 
-from smtp_probe.config.values import (
-    DEFAULT_COMMAND_TIMEOUT,
-    DEFAULT_FOLDER,
-    DEFAULT_IDLE,
-    DEFAULT_IMAP_TLS,
-    DEFAULT_POLL_INTERVAL,
-    DEFAULT_RUN_TIMEOUT,
-    DEFAULT_SMTP_TLS,
-    DEFAULT_VERIFY,
-    MIN_POLL_INTERVAL,
-    TlsMode,
-)
 from smtp_probe.secret import Secret
 
-__all__ = ["Mailbox", "ProbeSpec", "SmtpServer", "TlsMode", "TlsSettings"]
+
+class TlsMode(enum.StrEnum):
+    """How a connection is protected: ``none``, ``starttls`` (upgrade) or ``tls`` (implicit)."""
+
+    NONE = "none"
+    STARTTLS = "starttls"
+    TLS = "tls"
+
+
+DEFAULT_RUN_TIMEOUT: Final = 60.0
+"""The deadline of a run nothing else sets one for (``check --timeout``)."""
+DEFAULT_COMMAND_TIMEOUT: Final = 30.0
+"""The longest wait for one SMTP or IMAP reply."""
+DEFAULT_POLL_INTERVAL: Final = 1.0
+"""The cap the mailbox poll delay backs off to."""
+MIN_POLL_INTERVAL: Final = 0.01
+"""Where the poll delay starts (and doubles from); a cap below it makes no sense."""
+DEFAULT_FOLDER: Final = "INBOX"
+DEFAULT_IDLE: Final = True
+DEFAULT_VERIFY: Final = True
+DEFAULT_SMTP_TLS: Final = TlsMode.STARTTLS
+DEFAULT_IMAP_TLS: Final = TlsMode.TLS
+SMTP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
+    {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465}
+)
+"""The port of an SMTP server by TLS mode when none is given (MX, submission, submissions)."""
+IMAP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
+    {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993}
+)
+"""The port of an IMAP server by TLS mode when none is given."""
 
 
 @dataclass(frozen=True, slots=True)
