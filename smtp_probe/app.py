@@ -209,7 +209,7 @@ class Daemon:
             )
             for p in self.config.probes
         )
-        mailboxes = tuple(MailboxStatus(m, up) for m, up in self._watchers.states())
+        mailboxes = tuple(MailboxStatus(s.mailbox, s.up, s.reason) for s in self._watchers.states())
         return Status(probes, mailboxes, history_size=self._history.size)
 
 

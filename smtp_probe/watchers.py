@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from smtp_probe import log
 from smtp_probe.probe.imap import ImapError, MailboxWatcher
@@ -27,6 +27,15 @@ from smtp_probe.probe.transcript import Transcript
 _LOG: Final = log.get(__name__)
 WATCHER_START_WAIT: Final = 10.0
 """How long a sync waits for a new mailbox's first connection before going on without it."""
+
+
+class WatcherState(NamedTuple):
+    """A mailbox in use, whether its watcher is connected, and why not."""
+
+    mailbox: Mailbox
+    up: bool
+    reason: str | None
+    """The watcher's last failure (``imap_login: login refused: ...``); ``None`` while up."""
 
 
 @dataclass(eq=False)
@@ -119,9 +128,9 @@ class WatcherPool:
             if lease.users == 0 and lease in self._retired:
                 self._close_later(lease)
 
-    def states(self) -> list[tuple[Mailbox, bool]]:
-        """Each mailbox in use and whether its watcher is connected now."""
-        return [(mailbox, lease.watcher.is_up) for mailbox, lease in self._active.items()]
+    def states(self) -> list[WatcherState]:
+        """Each mailbox in use, whether its watcher is connected now, and why not."""
+        return [_state(mailbox, lease.watcher) for mailbox, lease in self._active.items()]
 
     async def close(self) -> None:
         """Close every watcher, borrowed or not, and wait for closes already under way."""
@@ -154,3 +163,10 @@ class WatcherPool:
         task = asyncio.get_running_loop().create_task(lease.watcher.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+
+def _state(mailbox: Mailbox, watcher: MailboxWatcher) -> WatcherState:
+    stage, reason = watcher.down_stage, watcher.down_reason
+    if watcher.is_up or reason is None:
+        return WatcherState(mailbox, watcher.is_up, None)
+    return WatcherState(mailbox, False, f"{stage}: {reason}" if stage else reason)

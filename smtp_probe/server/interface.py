@@ -50,6 +50,8 @@ class MailboxStatus:
 
     mailbox: Mailbox
     up: bool
+    down_reason: str | None = None
+    """Why the watcher is not connected (stage and reason of its last failure)."""
 
 
 @dataclass(frozen=True, slots=True)

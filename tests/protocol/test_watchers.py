@@ -87,7 +87,7 @@ def test_sync_opens_one_connected_watcher_per_mailbox_in_use() -> None:
             inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
             probes = (probe("a", inbox), probe("b", inbox), probe("c", junk), probe("d", None))
             async with pool_for(*probes) as pool:
-                assert pool.states() == [(inbox, True), (junk, True)]
+                assert pool.states() == [(inbox, True, None), (junk, True, None)]
 
     run_async(main)
 
@@ -130,7 +130,10 @@ def test_an_unreachable_mailbox_is_listed_down_and_sync_returns_after_the_start_
             try:
                 await pool.sync([probe("a", down)], key=None)
                 waited = time.monotonic() - began
-                assert pool.states() == [(down, False)]
+                [state] = pool.states()
+                assert (state.mailbox, state.up) == (down, False)
+                assert state.reason is not None
+                assert state.reason.startswith("imap_connect: ")
             finally:
                 await pool.close()
         assert waited < 3.0
@@ -150,7 +153,7 @@ def test_a_mailbox_no_probe_uses_any_more_is_closed_at_once_when_no_run_has_it()
                     assert watcher is not None
                 await pool.sync([probe("a", inbox)], key=None)
 
-                assert pool.states() == [(inbox, True)]
+                assert pool.states() == [(inbox, True, None)]
                 await eventually(lambda: not watcher.is_up)
 
     run_async(main)
@@ -164,7 +167,7 @@ def test_a_retired_watcher_stays_open_until_its_last_run_gives_it_back() -> None
                 async with pool.use(junk) as watcher, pool.use(junk):
                     assert watcher is not None
                     await pool.sync([probe("a", inbox)], key=None)
-                    assert pool.states() == [(inbox, True)]
+                    assert pool.states() == [(inbox, True, None)]
                     async with pool.use(junk) as after_retiring:
                         assert after_retiring is None  # new runs do not get it
                     await asyncio.sleep(0.3)
@@ -281,6 +284,6 @@ def test_a_mailbox_spec_change_is_a_new_mailbox() -> None:
             junk = replace(inbox, folder="Junk")
             async with pool_for(probe("a", inbox)) as pool:
                 await pool.sync([probe("a", junk)], key=None)
-                assert pool.states() == [(junk, True)]
+                assert pool.states() == [(junk, True, None)]
 
     run_async(main)

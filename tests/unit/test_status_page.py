@@ -313,7 +313,11 @@ def test_each_mailbox_is_shown_connected_or_unreachable() -> None:
         ("alpha", []),
         mailboxes=[
             MailboxStatus(mailbox("sink@example.test", 993), up=True),
-            MailboxStatus(mailbox("other@example.test", 143), up=False),
+            MailboxStatus(
+                mailbox("other@example.test", 143),
+                up=False,
+                down_reason="imap_login: login refused: <b>Authentication failed.</b>",
+            ),
         ],
     )
     html = render_status_page(snapshot, now=NOW)
@@ -322,8 +326,14 @@ def test_each_mailbox_is_shown_connected_or_unreachable() -> None:
     rows = [[td.text() for td in tr.find_all("td")] for tr in tree.find_all("tr", cls="mailbox")]
     assert rows == [
         ["sink@example.test", "127.0.0.1:993", "INBOX", "connected"],
-        ["other@example.test", "127.0.0.1:143", "INBOX", "unreachable"],
+        [
+            "other@example.test",
+            "127.0.0.1:143",
+            "INBOX",
+            "unreachableimap_login: login refused: <b>Authentication failed.</b>",
+        ],
     ]
+    assert "<b>Authentication" not in html  # the server's words are text, not markup
     states = [s.classes for s in tree.find_all(cls="state")]
     assert states == [{"state", "up"}, {"state", "down"}]
     assert "1/2 mailboxes connected" in tree.text()
