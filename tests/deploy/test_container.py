@@ -348,6 +348,10 @@ class Image:
             argv, env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root.root
         )
 
+    def python(self, *lines: str) -> subprocess.CompletedProcess[str]:
+        """Run ``python -c`` with ``lines`` (joined by ``; ``) in the image."""
+        return self.run(["python", "-c", "; ".join(lines)])
+
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Stage]) -> Image:
@@ -469,13 +473,11 @@ def test_installed_entrypoint_prints_the_version(image: Image, stages: dict[str,
 
 
 def test_installed_metadata_has_the_version_and_readme(image: Image) -> None:
-    done = image.run(
-        [
-            "python",
-            "-c",
-            "import importlib.metadata as m; d = m.metadata('smtp-probe'); "
-            "print(d['Version']); print(d.get_payload())",
-        ]
+    done = image.python(
+        "import importlib.metadata as m",
+        "d = m.metadata('smtp-probe')",
+        "print(d['Version'])",
+        "print(d.get_payload())",
     )
     assert done.returncode == 0, done.stderr
     version, _, description = done.stdout.partition("\n")
@@ -486,13 +488,11 @@ def test_installed_metadata_has_the_version_and_readme(image: Image) -> None:
 
 
 def test_installed_wheel_carries_the_demo_config(image: Image) -> None:
-    done = image.run(
-        [
-            "python",
-            "-c",
-            "import smtp_probe; from smtp_probe.demo import demo_config; "
-            "print(smtp_probe.__file__); print(len(demo_config().probes))",
-        ]
+    done = image.python(
+        "import smtp_probe",
+        "from smtp_probe.demo import demo_config",
+        "print(smtp_probe.__file__)",
+        "print(len(demo_config().probes))",
     )
     assert done.returncode == 0, done.stderr
     module_file, probes = done.stdout.split()

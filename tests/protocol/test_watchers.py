@@ -24,6 +24,7 @@ from smtp_probe.sandbox import DEMO_PASSWORD, DEMO_USER, MailSandbox, SandboxAdd
 from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
 from tests.support.loopback_smtpd import LOOPBACK, closed_port
+from tests.support.waiting import eventually
 
 
 @asynccontextmanager
@@ -98,13 +99,6 @@ async def borrowed_across_sync(
     async with pool.use(box) as after:
         pass
     return before, after
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 # ---------------------------------------------------------------- sync

@@ -23,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from smtp_probe.config import ScheduledProbe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.scheduler import ProbeScheduler, first_run_offset
+from tests.support.waiting import eventually
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -93,13 +94,6 @@ async def scheduling(
     finally:
         if sched.running:
             await sched.stop(grace=0.0)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------- first_run_offset
@@ -343,7 +337,7 @@ def stop_while_a_run_is_in_progress(run_seconds: float, grace: float) -> Stopped
 
     async def main() -> None:
         async with scheduling(recorder, probe("alpha", interval=0.2)) as sched:
-            await wait_until(lambda: recorder.active.get("alpha", 0) == 1)
+            await eventually(lambda: recorder.active.get("alpha", 0) == 1)
             began = time.monotonic()
             await sched.stop(grace=grace)
             stopped.append(
@@ -390,7 +384,7 @@ def test_no_run_starts_while_stop_waits_for_a_run_in_progress() -> None:
         async with scheduling(
             recorder, probe("slow", interval=0.2), probe("quick", interval=0.1)
         ) as sched:
-            await wait_until(
+            await eventually(
                 lambda: (
                     recorder.active.get("slow", 0) == 1 and recorder.finished.get("quick", 0) >= 1
                 )
@@ -408,7 +402,7 @@ def test_no_run_starts_after_stop() -> None:
 
     async def main() -> None:
         async with scheduling(recorder, probe("alpha", interval=0.2)) as sched:
-            await wait_until(lambda: recorder.finished.get("alpha", 0) >= 1)
+            await eventually(lambda: recorder.finished.get("alpha", 0) >= 1)
             await sched.stop(grace=1.0)
             started = recorder.started["alpha"]
             await asyncio.sleep(0.6)
