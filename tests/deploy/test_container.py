@@ -342,16 +342,6 @@ class Image:
     context_files: list[str]
     timings: dict[str, float]
 
-    def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        """Run ``argv`` in the image's root with its environment, as the container would."""
-        return subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=60, cwd=self.root.root
-        )
-
-    def python(self, *lines: str) -> subprocess.CompletedProcess[str]:
-        """Run ``python -c`` with ``lines`` (joined by ``; ``) in the image."""
-        return self.run(["python", "-c", "; ".join(lines)])
-
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory, stages: dict[str, Stage]) -> Image:
@@ -467,17 +457,31 @@ def test_installed_entrypoint_prints_the_version(image: Image, stages: dict[str,
     resolved = shutil.which(entrypoint[0], path=image.env["PATH"])
     assert resolved is not None
     assert Path(resolved).parent == image.bin_dir, "ENTRYPOINT resolves to the installed wheel"
-    done = image.run([resolved, "--version"])
+    done = subprocess.run(
+        [resolved, "--version"],
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=image.root.root,
+    )
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(r"smtp-probe \d+\.\d+\.\d+\S*\n", done.stdout), done.stdout
 
 
 def test_installed_metadata_has_the_version_and_readme(image: Image) -> None:
-    done = image.python(
-        "import importlib.metadata as m",
-        "d = m.metadata('smtp-probe')",
-        "print(d['Version'])",
-        "print(d.get_payload())",
+    done = subprocess.run(
+        [
+            "python",
+            "-c",
+            "import importlib.metadata as m; d = m.metadata('smtp-probe'); "
+            "print(d['Version']); print(d.get_payload())",
+        ],
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=image.root.root,
     )
     assert done.returncode == 0, done.stderr
     version, _, description = done.stdout.partition("\n")
@@ -488,11 +492,18 @@ def test_installed_metadata_has_the_version_and_readme(image: Image) -> None:
 
 
 def test_installed_wheel_carries_the_demo_config(image: Image) -> None:
-    done = image.python(
-        "import smtp_probe",
-        "from smtp_probe.demo import demo_config",
-        "print(smtp_probe.__file__)",
-        "print(len(demo_config().probes))",
+    done = subprocess.run(
+        [
+            "python",
+            "-c",
+            "import smtp_probe; from smtp_probe.demo import demo_config; "
+            "print(smtp_probe.__file__); print(len(demo_config().probes))",
+        ],
+        env=image.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=image.root.root,
     )
     assert done.returncode == 0, done.stderr
     module_file, probes = done.stdout.split()
@@ -537,14 +548,18 @@ def test_validate_accepts_a_config_and_rejects_a_broken_one(
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(_closed_port_config(free_port()), encoding="utf-8")
     argv = _entrypoint_cmd(image, stages, "validate", "--config", CONFIG_PATH)
-    done = image.run(argv)
+    done = subprocess.run(
+        argv, env=image.env, capture_output=True, text=True, timeout=60, cwd=image.root.root
+    )
     assert done.returncode == 0, done.stderr
     assert "valid: 1 probe(s)" in done.stdout
 
     broken = config.with_name("broken.yml")
     broken.write_text("probes: []\nbogus: 1\n", encoding="utf-8")
     argv = _entrypoint_cmd(image, stages, "validate", "--config", "/etc/smtp-probe/broken.yml")
-    done = image.run(argv)
+    done = subprocess.run(
+        argv, env=image.env, capture_output=True, text=True, timeout=60, cwd=image.root.root
+    )
     assert done.returncode == 3
     assert "bogus" in done.stderr
 
