@@ -48,9 +48,9 @@ from bench.benchkit import (
 from smtp_probe.app import Daemon
 from smtp_probe.config import Config, parse_config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, SmtpReport, Stage
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
 from smtp_probe.server.http import make_app
+from tests.support.results import run_result
 
 TARGET_SECONDS = 0.050
 PROMETHEUS_ACCEPT = (
@@ -103,23 +103,19 @@ def fake_results(config: Config, per_probe: int, rng: random.Random) -> list[Run
             timings = {stage: rng.uniform(0.0002, 0.004) for stage in stages}
             delivery = None if refused else rng.uniform(0.008, 0.030)
             results.append(
-                RunResult(
-                    probe=scheduled.name,
+                run_result(
+                    scheduled.name,
+                    Outcome.SEND_FAILED if refused else Outcome.DELIVERED,
                     run_id=f"{rng.getrandbits(64):016x}",
-                    outcome=Outcome.SEND_FAILED if refused else Outcome.DELIVERED,
                     stage=Stage.RCPT_TO if refused else None,
                     error="server replied 550 5.1.1 no such user" if refused else "",
                     started_at=datetime.now(UTC),
-                    duration_seconds=sum(timings.values()) + (delivery or 0.0),
-                    smtp=SmtpReport(
-                        reply_code=550 if refused else 250,
-                        reply="5.1.1 no such user" if refused else "2.0.0 Ok: queued as ABC",
-                        queue_id=None if refused else "ABC",
-                        stage_seconds=timings,
-                        accepted_at=None if refused else time.monotonic(),
-                    ),
-                    transcript=Transcript(),
-                    delivery_seconds=delivery,
+                    duration=sum(timings.values()) + (delivery or 0.0),
+                    reply_code=550 if refused else 250,
+                    reply="5.1.1 no such user" if refused else "2.0.0 Ok: queued as ABC",
+                    stage_seconds=timings,
+                    accepted_at=None if refused else time.monotonic(),
+                    delivery=delivery,
                 )
             )
     return results

@@ -32,180 +32,58 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
 from bench.benchkit import (
-    DAEMON_CORE,
     SINK,
-    DaemonProcess,
     Route,
-    Window,
-    background_load,
-    close_window,
-    daemon_config,
-    event_time,
-    finish_py_spy,
-    foreign_load,
-    free_port,
     machine_info,
     median,
     ms,
-    open_window,
     outcome_counts,
-    peak_rss_bytes,
     percentile,
-    pin_to_stack_core,
     postfix_deliveries,
     print_table,
-    runs_between,
-    sample_process,
-    start_py_spy,
-    start_stack,
     write_json,
-    write_secrets,
 )
-
-IDLE_INTERVAL = "24h"
-"""Interval of the idle phase: first runs are spread over a day, so none fall in it."""
+from bench.phases import (
+    Measured,
+    Plan,
+    add_phase_arguments,
+    core_json,
+    core_rows,
+    daemon_core_foreign_load,
+    environment_rows,
+    measure_daemon,
+    nothing_after,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--probes", type=int, default=20, help="probes sharing the watcher")
-    parser.add_argument("--interval", default="2s", help="each probe's interval (default 2s)")
-    parser.add_argument("--jitter", default="200ms", help="each probe's jitter (default 200ms)")
-    parser.add_argument("--timeout", default="10s", help="run deadline, capped at the interval")
-    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
-    parser.add_argument(
-        "--idle", type=float, default=10.0, help="seconds of idle baseline first (0: skip)"
-    )
-    parser.add_argument("--no-pin", action="store_true", help="do not pin daemon/stack to cores")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (config, log)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument(
-        "--py-spy",
-        type=Path,
-        metavar="FILE",
-        help="also sample the daemon with py-spy (if installed) over the window; collapsed "
-        "stacks go to FILE and a summary is printed (perturbs the CPU figures a little)",
+    add_phase_arguments(
+        parser, interval="2s", jitter="200ms", timeout="10s", duration=60.0, warmup=5.0, idle=10.0
     )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; 0 when it ran (targets met or not), 1 when it could not run."""
+    """Run the benchmark; 0 when it ran (targets met or not)."""
     args = parse_args(argv)
-    pinned = not args.no_pin and pin_to_stack_core()
-    load_before = background_load()
-    work = Path(tempfile.mkdtemp(prefix="bench-run-cpu-"))
-    stack = start_stack()
-    daemon: DaemonProcess | None = None
-    try:
-        secrets = work / "secrets"
-        write_secrets(stack, secrets)
-        routes = [Route(f"run-cpu-{i:03d}", "sink", SINK) for i in range(args.probes)]
-        port = free_port()
-        config = work / "config.yml"
-
-        def configure(interval: str) -> None:
-            config.write_text(
-                daemon_config(
-                    stack,
-                    secrets,
-                    routes,
-                    interval=interval,
-                    timeout=args.timeout,
-                    jitter="0s" if interval == IDLE_INTERVAL else args.jitter,
-                    listen_port=port,
-                )
-            )
-
-        configure(IDLE_INTERVAL)
-        daemon = DaemonProcess(config, work / "daemon.log", port, DAEMON_CORE if pinned else None)
-        daemon.start()
-
-        idle_cpu_per_s = math.nan
-        if args.idle > 0:
-            time.sleep(1.0)  # start-up settles
-            opened = open_window(daemon.pid)
-            time.sleep(args.idle)
-            idle = close_window(daemon.pid, opened)
-            idle_cpu_per_s = idle.cpu / idle.seconds
-
-        configure(args.interval)
-        status, body = daemon.get("/-/reload", method="POST")
-        if status != 200:
-            raise RuntimeError(f"reload failed: {status} {body.decode(errors='replace')}")
-        time.sleep(args.warmup)
-
-        spy = start_py_spy(daemon.pid, args.duration, args.py_spy) if args.py_spy else None
-        opened = open_window(daemon.pid)
-        rss_max = 0
-        end = time.time() + args.duration
-        while time.time() < end:
-            time.sleep(min(1.0, max(0.0, end - time.time())))
-            rss_max = max(rss_max, sample_process(daemon.pid).rss_bytes)
-        window = close_window(daemon.pid, opened)
-        rss_end = window.end.rss_bytes
-        rss_peak = peak_rss_bytes(daemon.pid)
-        if spy is not None and args.py_spy is not None:
-            finish_py_spy(spy, args.py_spy)
-        daemon.stop()
-
-        events = list(daemon.events())
-        runs = runs_between(events, window.start.at, window.end.at)
-        skipped = sum(
-            1
-            for e in events
-            if str(e.get("event", "")).startswith("run skipped")
-            and window.start.at <= event_time(e) <= window.end.at
-        )
-        result = _report(
-            args,
-            daemon.pid,
-            window,
-            runs,
-            idle_cpu_per_s,
-            rss_end,
-            rss_peak,
-            rss_max,
-            skipped,
-            stack.postfix_log(),
-            pinned,
-            load_before,
-        )
-        write_json(args.out, result)
-        return 0
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        stack.stop()
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    routes = [Route(f"run-cpu-{i:03d}", "sink", SINK) for i in range(args.probes)]
+    measured = measure_daemon(
+        routes, Plan.from_args(args), work_prefix="bench-run-cpu-", after_window=nothing_after
+    )
+    write_json(args.out, _report(args, measured))
+    return 0
 
 
-def _report(
-    args: argparse.Namespace,
-    pid: int,
-    window: Window,
-    runs: list[dict[str, Any]],
-    idle_cpu_per_s: float,
-    rss_end: int,
-    rss_peak: int,
-    rss_max: int,
-    skipped: int,
-    postfix_log: str,
-    pinned: bool,
-    load_before: float,
-) -> dict[str, Any]:
+def _report(args: argparse.Namespace, measured: Measured[None]) -> dict[str, Any]:
+    window, runs = measured.window, measured.runs
+    pid, idle_cpu_per_s = measured.pid, measured.idle_cpu_per_second
+    rss_end, rss_max, rss_peak = window.end.rss_bytes, measured.rss_max_sampled, measured.rss_peak
     completed = len(runs)
     delivered = [r for r in runs if r.get("outcome") == "delivered"]
     cpu = window.cpu
@@ -215,7 +93,7 @@ def _report(
     per_run_net = (cpu - idle_share) / completed if completed else math.nan
 
     reported = [float(r["delivery_seconds"]) for r in delivered if r.get("delivery_seconds")]
-    deliveries = postfix_deliveries(postfix_log)
+    deliveries = postfix_deliveries(measured.postfix_log)
     pairs: list[tuple[float, float, float]] = []  # reported, true (b+c+d), postfix delay
     for run in delivered:
         found = deliveries.get(str(run.get("queue_id")))
@@ -228,26 +106,11 @@ def _report(
 
     rows = [
         ("probes x interval", f"{args.probes} x {args.interval} (jitter {args.jitter})"),
-        ("pinned", "daemon core 1, stack core 0" if pinned else "no"),
-        (
-            "machine busy before start",
-            f"{100 * load_before:.0f} %  (other work: numbers read high)"
-            if load_before > 0.05
-            else f"{100 * load_before:.0f} %",
-        ),
-        (
-            "foreign load on core 1",
-            f"{100 * foreign_load(window, window.cpu / window.seconds):.0f} %"
-            + (
-                "  (PERTURBED: other processes shared the daemon's core)"
-                if foreign_load(window, window.cpu / window.seconds) > 0.05
-                else ""
-            ),
-        ),
+        *environment_rows(measured),
         ("window", f"{window.seconds:.1f} s"),
         ("runs completed", f"{completed} ({completed / window.seconds:.1f}/s)"),
         ("outcomes", ", ".join(f"{k}={v}" for k, v in outcome_counts(runs).items())),
-        ("runs skipped (overlap)", str(skipped)),
+        ("runs skipped (overlap)", str(measured.skipped)),
         ("daemon CPU", f"{cpu:.2f} s ({100 * cpu / window.seconds:.1f} % of one core)"),
         ("  main thread (loop)", f"{main_cpu:.2f} s"),
         ("  other threads (IMAP watchers, executor)", f"{cpu - main_cpu:.2f} s"),
@@ -260,12 +123,7 @@ def _report(
             "RSS end / max sampled / peak",
             f"{rss_end / 2**20:.1f} / {rss_max / 2**20:.1f} / {rss_peak / 2**20:.1f} MiB",
         ),
-        ("core 0 (stack) busy", f"{100 * window.core_busy(0):.0f} %"),
-        (
-            "core 1 (daemon) busy, softirq, steal",
-            f"{100 * window.core_busy(1):.0f} %, {100 * window.core_softirq(1):.0f} %, "
-            f"{100 * window.core_steal(1):.0f} %",
-        ),
+        *core_rows(window),
         ("run duration median/p90", f"{ms(median(durations))} / {ms(percentile(durations, 0.9))}"),
         ("reported delivery median", f"{ms(median(reported))}  (target <= 30 ms)"),
         (
@@ -291,14 +149,14 @@ def _report(
             "timeout": args.timeout,
             "duration": args.duration,
             "warmup": args.warmup,
-            "pinned": pinned,
+            "pinned": measured.pinned,
         },
-        "machine_busy_before_start": load_before,
-        "foreign_load_daemon_core": foreign_load(window, window.cpu / window.seconds),
+        "machine_busy_before_start": measured.load_before,
+        "foreign_load_daemon_core": daemon_core_foreign_load(window),
         "window_seconds": window.seconds,
         "runs_completed": completed,
         "outcomes": outcome_counts(runs),
-        "runs_skipped": skipped,
+        "runs_skipped": measured.skipped,
         "cpu_seconds": cpu,
         "cpu_seconds_main_thread": main_cpu,
         "cpu_seconds_system": window.system,
@@ -309,12 +167,7 @@ def _report(
         "rss_bytes_end": rss_end,
         "rss_bytes_max_sampled": rss_max,
         "rss_bytes_peak": rss_peak,
-        "core_busy": {
-            "stack_core0": window.core_busy(0),
-            "daemon_core1": window.core_busy(1),
-            "daemon_core1_softirq": window.core_softirq(1),
-            "daemon_core1_steal": window.core_steal(1),
-        },
+        "core_busy": core_json(window),
         "run_duration_seconds": {"median": median(durations), "p90": percentile(durations, 0.9)},
         "reported_delivery_seconds": {
             "median": median(reported),

@@ -28,46 +28,37 @@ from __future__ import annotations
 
 import argparse
 import math
-import shutil
-import tempfile
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bench.benchkit import (
-    DAEMON_CORE,
     SENDER,
     SINK,
     DaemonProcess,
     Route,
-    Window,
-    background_load,
-    close_window,
-    daemon_config,
-    event_time,
-    finish_py_spy,
-    foreign_load,
-    free_port,
     machine_info,
     median,
     ms,
-    open_window,
     outcome_counts,
-    peak_rss_bytes,
     percentile,
-    pin_to_stack_core,
     postfix_deliveries,
     print_table,
-    runs_between,
-    sample_process,
-    start_py_spy,
-    start_stack,
     write_json,
-    write_secrets,
+)
+from bench.phases import (
+    Measured,
+    Plan,
+    add_phase_arguments,
+    core_json,
+    core_rows,
+    daemon_core_foreign_load,
+    environment_rows,
+    measure_daemon,
 )
 from smtp_probe.config.values import parse_duration
 
-IDLE_INTERVAL = "24h"
 CPU_TARGET = 0.10
 RSS_TARGET = 150 * 2**20
 
@@ -76,16 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--probes", type=int, default=1000)
-    parser.add_argument("--interval", default="60s", help="each probe's interval (default 60s)")
-    parser.add_argument("--jitter", default="5s", help="each probe's jitter (default 5s)")
-    parser.add_argument("--timeout", default="30s", help="run deadline (default 30s)")
-    parser.add_argument(
-        "--duration", type=float, default=180.0, help="measured seconds (default 180)"
-    )
-    parser.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring")
-    parser.add_argument(
-        "--idle", type=float, default=15.0, help="seconds of idle baseline first (0: skip)"
-    )
     parser.add_argument(
         "--mailboxes",
         type=int,
@@ -97,11 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--smtp-only", action="store_true", help="probes without a mailbox (SMTP leg only)"
     )
     parser.add_argument("--scrapes", type=int, default=5, help="/metrics scrapes after the window")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin daemon/stack to cores")
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (config, log)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
-    parser.add_argument(
-        "--py-spy", type=Path, metavar="FILE", help="also profile the window with py-spy"
+    add_phase_arguments(
+        parser, interval="60s", jitter="5s", timeout="30s", duration=180.0, warmup=15.0, idle=15.0
     )
     return parser.parse_args(argv)
 
@@ -116,133 +94,49 @@ def routes_for(args: argparse.Namespace) -> list[Route]:
     return routes
 
 
+@dataclass(frozen=True, slots=True)
+class Scrapes:
+    """``GET /metrics`` after the window: seconds of each scrape and the body's size."""
+
+    seconds: list[float]
+    size: int
+
+
+def scrape(times: int) -> Callable[[DaemonProcess], Scrapes]:
+    """An ``after_window`` that scrapes ``/metrics`` ``times`` times."""
+
+    def after_window(daemon: DaemonProcess) -> Scrapes:
+        seconds: list[float] = []
+        size = 0
+        for _ in range(times):
+            began = time.perf_counter()
+            _, body = daemon.get("/metrics")
+            seconds.append(time.perf_counter() - began)
+            size = len(body)
+        return Scrapes(seconds, size)
+
+    return after_window
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when it ran (targets met or not)."""
     args = parse_args(argv)
-    pinned = not args.no_pin and pin_to_stack_core()
-    load_before = background_load()
-    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
-    stack = start_stack()
-    daemon: DaemonProcess | None = None
-    try:
-        secrets = work / "secrets"
-        write_secrets(stack, secrets)
-        routes = routes_for(args)
-        port = free_port()
-        config = work / "config.yml"
-
-        def configure(interval: str) -> None:
-            config.write_text(
-                daemon_config(
-                    stack,
-                    secrets,
-                    routes,
-                    interval=interval,
-                    timeout=args.timeout,
-                    jitter="0s" if interval == IDLE_INTERVAL else args.jitter,
-                    listen_port=port,
-                )
-            )
-
-        configure(IDLE_INTERVAL)
-        daemon = DaemonProcess(config, work / "daemon.log", port, DAEMON_CORE if pinned else None)
-        began = time.monotonic()
-        daemon.start()
-        startup = time.monotonic() - began
-        rss_startup = sample_process(daemon.pid).rss_bytes
-
-        idle_fraction = math.nan
-        if args.idle > 0:
-            time.sleep(1.0)
-            opened = open_window(daemon.pid)
-            time.sleep(args.idle)
-            idle = close_window(daemon.pid, opened)
-            idle_fraction = idle.cpu / idle.seconds
-
-        configure(args.interval)
-        status, body = daemon.get("/-/reload", method="POST")
-        if status != 200:
-            raise RuntimeError(f"reload failed: {status} {body.decode(errors='replace')}")
-        time.sleep(args.warmup)
-
-        spy = start_py_spy(daemon.pid, args.duration, args.py_spy) if args.py_spy else None
-        opened = open_window(daemon.pid)
-        rss_max = 0
-        end = time.time() + args.duration
-        while time.time() < end:
-            time.sleep(min(1.0, max(0.0, end - time.time())))
-            rss_max = max(rss_max, sample_process(daemon.pid).rss_bytes)
-        window = close_window(daemon.pid, opened)
-        rss_peak_runs = peak_rss_bytes(daemon.pid)
-        if spy is not None and args.py_spy is not None:
-            finish_py_spy(spy, args.py_spy)
-
-        scrapes: list[float] = []
-        size = 0
-        for _ in range(args.scrapes):
-            t0 = time.perf_counter()
-            status, body = daemon.get("/metrics")
-            scrapes.append(time.perf_counter() - t0)
-            size = len(body)
-        rss_peak = peak_rss_bytes(daemon.pid)
-        daemon.stop()
-
-        events = list(daemon.events())
-        runs = runs_between(events, window.start.at, window.end.at)
-        skipped = sum(
-            1
-            for e in events
-            if str(e.get("event", "")).startswith("run skipped")
-            and window.start.at <= event_time(e) <= window.end.at
-        )
-        result = _report(
-            args,
-            daemon.pid,
-            window,
-            runs,
-            skipped,
-            startup,
-            idle_fraction,
-            rss_startup,
-            rss_max,
-            rss_peak_runs,
-            rss_peak,
-            scrapes,
-            size,
-            stack.postfix_log(),
-            pinned,
-            load_before,
-        )
-        write_json(args.out, result)
-        return 0
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        stack.stop()
-        if args.keep:
-            print(f"work dir kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    measured = measure_daemon(
+        routes_for(args),
+        Plan.from_args(args),
+        work_prefix="bench-scale-",
+        after_window=scrape(args.scrapes),
+    )
+    write_json(args.out, _report(args, measured))
+    return 0
 
 
-def _report(
-    args: argparse.Namespace,
-    pid: int,
-    window: Window,
-    runs: list[dict[str, Any]],
-    skipped: int,
-    startup: float,
-    idle_fraction: float,
-    rss_startup: int,
-    rss_max: int,
-    rss_peak_runs: int,
-    rss_peak: int,
-    scrapes: list[float],
-    metrics_bytes: int,
-    postfix_log: str,
-    pinned: bool,
-    load_before: float,
-) -> dict[str, Any]:
+def _report(args: argparse.Namespace, measured: Measured[Scrapes]) -> dict[str, Any]:
+    window, runs, pid = measured.window, measured.runs, measured.pid
+    startup, idle_fraction = measured.startup_seconds, measured.idle_cpu_per_second
+    rss_startup, rss_max = measured.rss_startup, measured.rss_max_sampled
+    rss_peak_runs, rss_peak = measured.rss_peak_window, measured.rss_peak
+    scrapes, metrics_bytes = measured.after.seconds, measured.after.size
     completed = len(runs)
     configured = args.probes / parse_duration(args.interval)
     # APScheduler 3 adds U(0, jitter) to each interval *after* the previous
@@ -253,7 +147,7 @@ def _report(
     succeeded = [r for r in runs if r.get("outcome") in ("delivered", "sent")]
     reported = [float(r["delivery_seconds"]) for r in runs if r.get("delivery_seconds")]
     durations = [float(r["duration_seconds"]) for r in succeeded]
-    deliveries = postfix_deliveries(postfix_log)
+    deliveries = postfix_deliveries(measured.postfix_log)
     true = [
         deliveries[str(r["queue_id"])].after_queueing
         for r in runs
@@ -266,22 +160,7 @@ def _report(
     rows = [
         ("mode", mode),
         ("probes x interval", f"{args.probes} x {args.interval} (jitter {args.jitter})"),
-        ("pinned", "daemon core 1, stack core 0" if pinned else "no"),
-        (
-            "machine busy before start",
-            f"{100 * load_before:.0f} %  (other work: numbers read high)"
-            if load_before > 0.05
-            else f"{100 * load_before:.0f} %",
-        ),
-        (
-            "foreign load on core 1",
-            f"{100 * foreign_load(window, window.cpu / window.seconds):.0f} %"
-            + (
-                "  (PERTURBED: other processes shared the daemon's core)"
-                if foreign_load(window, window.cpu / window.seconds) > 0.05
-                else ""
-            ),
-        ),
+        *environment_rows(measured),
         ("start-up to ready", f"{startup:.2f} s"),
         ("idle CPU (none due)", f"{100 * idle_fraction:.2f} % of one core"),
         ("window", f"{window.seconds:.1f} s"),
@@ -291,7 +170,7 @@ def _report(
             f"configured {configured:.1f}/s, {drifting:.1f}/s with jitter drift)",
         ),
         ("outcomes", ", ".join(f"{k}={v}" for k, v in outcome_counts(runs).items())),
-        ("runs skipped (overlap)", str(skipped)),
+        ("runs skipped (overlap)", str(measured.skipped)),
         ("daemon CPU", f"{window.cpu:.2f} s"),
         ("CPU fraction of one core", f"{100 * fraction:.1f} %  (target < 10 %)"),
         ("  main thread (loop)", f"{100 * main_cpu / window.seconds:.1f} %"),
@@ -307,12 +186,7 @@ def _report(
             "RSS peak: runs / after scrapes",
             f"{rss_peak_runs / 2**20:.1f} / {rss_peak / 2**20:.1f} MiB  (target < 150 MB)",
         ),
-        ("core 0 (stack) busy", f"{100 * window.core_busy(0):.0f} %"),
-        (
-            "core 1 (daemon) busy, softirq, steal",
-            f"{100 * window.core_busy(1):.0f} %, {100 * window.core_softirq(1):.0f} %, "
-            f"{100 * window.core_steal(1):.0f} %",
-        ),
+        *core_rows(window),
         ("run duration median/p90", f"{ms(median(durations))} / {ms(percentile(durations, 0.9))}"),
         (
             "reported delivery median/p90",
@@ -338,19 +212,19 @@ def _report(
             "warmup": args.warmup,
             "mailboxes": 0 if args.smtp_only else args.mailboxes,
             "smtp_only": args.smtp_only,
-            "pinned": pinned,
+            "pinned": measured.pinned,
         },
         "startup_seconds": startup,
         "idle_cpu_fraction": idle_fraction,
-        "machine_busy_before_start": load_before,
-        "foreign_load_daemon_core": foreign_load(window, window.cpu / window.seconds),
+        "machine_busy_before_start": measured.load_before,
+        "foreign_load_daemon_core": daemon_core_foreign_load(window),
         "window_seconds": window.seconds,
         "runs_completed": completed,
         "runs_per_second": completed / window.seconds,
         "runs_per_second_configured": configured,
         "runs_per_second_with_jitter_drift": drifting,
         "outcomes": outcome_counts(runs),
-        "runs_skipped": skipped,
+        "runs_skipped": measured.skipped,
         "cpu_seconds": window.cpu,
         "cpu_fraction": fraction,
         "cpu_fraction_main_thread": main_cpu / window.seconds,
@@ -363,12 +237,7 @@ def _report(
             "peak_after_runs": rss_peak_runs,
             "peak_after_scrapes": rss_peak,
         },
-        "core_busy": {
-            "stack_core0": window.core_busy(0),
-            "daemon_core1": window.core_busy(1),
-            "daemon_core1_softirq": window.core_softirq(1),
-            "daemon_core1_steal": window.core_steal(1),
-        },
+        "core_busy": core_json(window),
         "run_duration_seconds": {"median": median(durations), "p90": percentile(durations, 0.9)},
         "reported_delivery_seconds": {
             "median": median(reported),

@@ -187,11 +187,17 @@ def _materialize(service: Doc, root: Path) -> None:
             shutil.copy2(source, destination)
 
 
+def _mounted_config_file(service: Doc, root: Path) -> Path:
+    """The service's ``--config.file``, laid out under ``root`` with the rest of its mounts."""
+    _materialize(service, root)
+    config_file = root / _flag(service["command"], "--config.file").lstrip("/")
+    assert config_file.is_file(), "--config.file is not a mounted file"
+    return config_file
+
+
 def test_compose_prometheus_config_passes_promtool_as_mounted(compose: Doc, tmp_path: Path) -> None:
     service = compose["services"]["prometheus"]
-    _materialize(service, tmp_path)
-    config_file = tmp_path / _flag(service["command"], "--config.file").lstrip("/")
-    assert config_file.is_file(), "--config.file is not a mounted file"
+    config_file = _mounted_config_file(service, tmp_path)
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool (Debian package prometheus) is needed"
     done = subprocess.run(
@@ -225,9 +231,7 @@ def test_compose_prometheus_config_passes_promtool_as_mounted(compose: Doc, tmp_
 
 def test_compose_alertmanager_gets_the_repo_config(compose: Doc, tmp_path: Path) -> None:
     service = compose["services"]["alertmanager"]
-    _materialize(service, tmp_path)
-    config_file = tmp_path / _flag(service["command"], "--config.file").lstrip("/")
-    assert config_file.is_file(), "--config.file is not a mounted file"
+    config_file = _mounted_config_file(service, tmp_path)
     config = yaml.safe_load(config_file.read_text(encoding="utf-8"))
     assert isinstance(config, dict)
     assert "route" in config

@@ -105,15 +105,16 @@ def test_the_rule_and_test_files_exist() -> None:
     assert RECORDS
 
 
-@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
-def test_promtool_check_rules(path: Path) -> None:
-    output = run([tool("promtool", "prometheus"), "check", "rules", str(path)])
-    assert "SUCCESS" in output
-
-
-@pytest.mark.parametrize("path", TEST_FILES, ids=lambda p: p.name)
-def test_promtool_test_rules(path: Path) -> None:
-    output = run([tool("promtool", "prometheus"), "test", "rules", str(path)])
+@pytest.mark.parametrize(
+    ("command", "path"),
+    [
+        *[pytest.param("check", path, id=f"check-{path.name}") for path in RULE_FILES],
+        *[pytest.param("test", path, id=f"test-{path.name}") for path in TEST_FILES],
+    ],
+)
+def test_promtool_rules_command_succeeds(command: str, path: Path) -> None:
+    """``promtool check rules`` on every rule file, ``promtool test rules`` on every test file."""
+    output = run([tool("promtool", "prometheus"), command, "rules", str(path)])
     assert "SUCCESS" in output
 
 

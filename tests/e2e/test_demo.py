@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
+from smtp_probe.demo import demo_config
+from tests.support.loopback_smtpd import silent_listener
 from tests.support.prom import free_port
 
 
@@ -52,3 +55,40 @@ def test_demo_shows_a_delivered_run_and_stops_on_ctrl_c() -> None:
     assert code == 0, output
     assert f"status page: http://127.0.0.1:{port}/" in output
     assert "Traceback" not in output
+
+
+def run_demo(listen_port: int) -> subprocess.CompletedProcess[str]:
+    """``smtp-probe demo`` expected to stop by itself (it fails); its output and exit code."""
+    return subprocess.run(
+        [sys.executable, "-m", "smtp_probe", "demo", "--listen", f"127.0.0.1:{listen_port}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_demo_with_a_sandbox_port_taken_says_which_and_exits_3() -> None:
+    smtp_port = demo_config().probes[0].spec.smtp.port
+    with socket.create_server(("127.0.0.1", smtp_port)):
+        done = run_demo(free_port())
+
+    assert done.returncode == 3, done.stderr
+    assert done.stderr.startswith("smtp-probe demo: error: ")
+    assert f"port {smtp_port} on 127.0.0.1 is in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_demo_that_cannot_listen_says_where_exits_3_and_frees_the_sandbox_ports() -> None:
+    spec = demo_config().probes[0].spec
+    assert spec.mailbox is not None
+    sandbox_ports = (spec.smtp.port, spec.mailbox.port)
+    with silent_listener() as taken:
+        done = run_demo(taken)
+
+    assert done.returncode == 3, done.stderr
+    assert f"smtp-probe demo: error: cannot listen on 127.0.0.1:{taken}: " in done.stderr
+    assert "Traceback" not in done.stderr
+    for port in sandbox_ports:  # the sandbox was stopped on the way out
+        with socket.create_server(("127.0.0.1", port)):
+            pass

@@ -11,22 +11,23 @@ run within one.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from smtp_probe.app import Daemon
 from smtp_probe.config import Config, ConfigError, parse_config
 from smtp_probe.scheduler import first_run_offset
 from smtp_probe.server.http import make_app
+from tests.support.leaks import password_forms
 from tests.support.loopback_smtpd import (
     LOOPBACK,
     Authenticator,
@@ -84,6 +85,62 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(main())
 
 
+@dataclass(frozen=True)
+class Reply:
+    """What a client keeps of one HTTP response."""
+
+    status: int
+    text: str
+    content_type: str
+    """The media type alone (``text/html``)."""
+    content_type_header: str
+    retry_after: str | None
+
+
+async def reply_of(response: ClientResponse) -> Reply:
+    return Reply(
+        status=response.status,
+        text=await response.text(),
+        content_type=response.content_type,
+        content_type_header=response.headers.get("Content-Type", ""),
+        retry_after=response.headers.get("Retry-After"),
+    )
+
+
+def requests_in_turn(
+    path: str,
+    *names: str,
+    times: int,
+    handler: Behaviour | None = None,
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    start: bool = True,
+) -> list[Reply]:
+    """Serve a Daemon of SMTP-only probes ``names`` and send it a request ``times`` in turn.
+
+    The probes' SMTP server is an aiosmtpd answering with ``handler``, or a
+    closed loopback port without one; ``start=False`` leaves the daemon
+    unstarted (what a request sees during start-up).
+    """
+
+    async def main() -> list[Reply]:
+        server: AbstractContextManager[int] = smtpd(handler) if handler else closed_port()
+        with server as port:
+            async with serving(Daemon(config(port, *names)), start=start) as client:
+                return [
+                    await reply_of(await client.request(method, path, headers=headers))
+                    for _ in range(times)
+                ]
+
+    return asyncio.run(main())
+
+
+def request_once(path: str, *names: str, **options: Any) -> Reply:
+    """:func:`requests_in_turn` with one request."""
+    [reply] = requests_in_turn(path, *names, times=1, **options)
+    return reply
+
+
 async def text_of(client: Client, path: str) -> tuple[int, str]:
     response = await client.get(path)
     return response.status, await response.text()
@@ -133,6 +190,25 @@ async def hung_server() -> AsyncIterator[tuple[int, asyncio.Event]]:
         await server.wait_closed()
 
 
+def probe_again_while_the_first_run_hangs(timeout: str) -> tuple[Reply, Reply]:
+    """``GET /probe?name=alpha`` through a hung server, and again while that run waits.
+
+    Returns the first request's reply (once its run timed out) and the
+    second's.
+    """
+
+    async def main() -> tuple[Reply, Reply]:
+        async with hung_server() as (port, connected):
+            daemon = Daemon(config(port, "alpha", timeout=timeout))
+            async with serving(daemon) as client:
+                first = asyncio.ensure_future(client.get("/probe?name=alpha"))
+                await asyncio.wait_for(connected.wait(), 2)
+                second = await reply_of(await client.get("/probe?name=alpha"))
+                return await reply_of(await first), second
+
+    return asyncio.run(main())
+
+
 def probe_rows(page: str) -> dict[str, str]:
     """Each probe row of the status page: probe name -> the text of its outcome badge."""
     rows = re.findall(
@@ -142,17 +218,6 @@ def probe_rows(page: str) -> dict[str, str]:
         re.DOTALL,
     )
     return dict(rows)
-
-
-def password_forms(password: str) -> list[str]:
-    """The password in clear, in base64, and as AUTH PLAIN payloads."""
-    b64 = base64.b64encode
-    return [
-        password,
-        b64(password.encode()).decode(),
-        b64(f"\0{USER}\0{password}".encode()).decode(),
-        b64(f"{USER}\0{USER}\0{password}".encode()).decode(),
-    ]
 
 
 def test_hourly_probe_names_do_not_run_during_a_test() -> None:
@@ -165,24 +230,14 @@ def test_hourly_probe_names_do_not_run_during_a_test() -> None:
 
 
 def test_healthy_answers_200() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha")), start=False) as client:
-                status, text = await text_of(client, "/-/healthy")
-        assert status == 200
-        assert text == "OK\n"
+    reply = request_once("/-/healthy", "alpha", start=False)
 
-    run_async(main)
+    assert reply.status == 200
+    assert reply.text == "OK\n"
 
 
 def test_ready_answers_503_before_the_daemon_started() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha")), start=False) as client:
-                status, _ = await text_of(client, "/-/ready")
-        assert status == 503
-
-    run_async(main)
+    assert request_once("/-/ready", "alpha", start=False).status == 503
 
 
 def test_ready_answers_200_once_the_daemon_started() -> None:
@@ -201,41 +256,29 @@ def test_ready_answers_200_once_the_daemon_started() -> None:
 
 
 def test_metrics_has_a_success_series_for_every_probe_from_start_up() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, *HOURLY))) as client:
-                text = await metrics_text(client)
-        for name in HOURLY:
-            assert sample(text, "smtp_probe_success", name) == 0, name
-            assert sample(text, "smtp_probe_runs_total", name) == 0, name
+    reply = request_once("/metrics", *HOURLY)
 
-    run_async(main)
+    assert reply.status == 200
+    for name in HOURLY:
+        assert sample(reply.text, "smtp_probe_success", name) == 0, name
+        assert sample(reply.text, "smtp_probe_runs_total", name) == 0, name
 
 
 def test_metrics_reports_a_successful_start_up_config_load() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                text = await metrics_text(client)
-        assert "\nsmtp_probe_config_last_reload_successful 1.0\n" in text
+    reply = request_once("/metrics", "alpha")
 
-    run_async(main)
+    assert reply.status == 200
+    assert "\nsmtp_probe_config_last_reload_successful 1.0\n" in reply.text
 
 
 def test_metrics_content_type_is_the_prometheus_text_format_0_0_4() -> None:
     """Without an Accept header asking otherwise, the classic text format is served."""
+    reply = request_once("/metrics", "alpha")
 
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                response = await client.get("/metrics")
-                content_type = response.headers["Content-Type"]
-        assert response.status == 200
-        parts = [part.strip() for part in content_type.split(";")]
-        assert parts[0] == "text/plain"
-        assert "version=0.0.4" in parts
-
-    run_async(main)
+    assert reply.status == 200
+    parts = [part.strip() for part in reply.content_type_header.split(";")]
+    assert parts[0] == "text/plain"
+    assert "version=0.0.4" in parts
 
 
 def test_metrics_negotiates_openmetrics_when_the_scraper_asks_for_it() -> None:
@@ -246,86 +289,57 @@ def test_metrics_negotiates_openmetrics_when_the_scraper_asks_for_it() -> None:
         "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
     )
 
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                response = await client.get("/metrics", headers={"Accept": accept})
-                text = await response.text()
-        assert response.status == 200
-        assert response.content_type == "application/openmetrics-text"
-        assert text.endswith("# EOF\n")
-        assert 'smtp_probe_success{probe="alpha"} 0.0' in text
+    reply = request_once("/metrics", "alpha", headers={"Accept": accept})
 
-    run_async(main)
+    assert reply.status == 200
+    assert reply.content_type == "application/openmetrics-text"
+    assert reply.text.endswith("# EOF\n")
+    assert 'smtp_probe_success{probe="alpha"} 0.0' in reply.text
 
 
 # ---------------------------------------------------------------- /probe
 
 
 def test_probe_without_a_name_is_400() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                status, _ = await text_of(client, "/probe")
-        assert status == 400
-
-    run_async(main)
+    assert request_once("/probe", "alpha").status == 400
 
 
 def test_probe_with_an_unknown_name_is_404_and_sends_nothing() -> None:
     handler = Behaviour()
 
-    async def main() -> None:
-        with smtpd(handler) as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                status, _ = await text_of(client, "/probe?name=mail-cannon")
-        assert status == 404
-
-    run_async(main)
+    assert request_once("/probe?name=mail-cannon", "alpha", handler=handler).status == 404
     assert handler.messages == []
 
 
 def test_probe_runs_a_configured_probe_now_and_returns_its_transcript_and_verdict() -> None:
     handler = Behaviour(data_reply="250 2.0.0 Ok: queued as QID42")
 
-    async def main() -> None:
-        with smtpd(handler) as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                status, text = await text_of(client, "/probe?name=alpha")
-        assert status == 200
-        lines = text.rstrip("\n").splitlines()
-        assert any(line.endswith(f"-> RCPT TO:<{RECIPIENT}>") for line in lines)
-        assert lines[-1].startswith("OK: accepted by SMTP (250), queue id QID42")
+    reply = request_once("/probe?name=alpha", "alpha", handler=handler)
 
-    run_async(main)
+    assert reply.status == 200
+    lines = reply.text.rstrip("\n").splitlines()
+    assert any(line.endswith(f"-> RCPT TO:<{RECIPIENT}>") for line in lines)
+    assert lines[-1].startswith("OK: accepted by SMTP (250), queue id QID42")
     assert len(handler.messages) == 1
 
 
 def test_probe_in_json_format_returns_the_result_object_with_outcome_sent() -> None:
-    async def main() -> None:
-        with smtpd(Behaviour()) as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                response = await client.get("/probe", params={"name": "alpha", "format": "json"})
-                body = json.loads(await response.text())
-        assert response.status == 200
-        assert response.content_type == "application/json"
-        assert body["probe"] == "alpha"
-        assert body["outcome"] == "sent"
-        assert body["success"] is True
-        assert body["smtp"]["reply_code"] == 250
+    reply = request_once("/probe?name=alpha&format=json", "alpha", handler=Behaviour())
 
-    run_async(main)
+    assert reply.status == 200
+    assert reply.content_type == "application/json"
+    body = json.loads(reply.text)
+    assert body["probe"] == "alpha"
+    assert body["outcome"] == "sent"
+    assert body["success"] is True
+    assert body["smtp"]["reply_code"] == 250
 
 
 def test_probe_of_an_unreachable_server_returns_the_failing_verdict() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                status, text = await text_of(client, "/probe?name=alpha")
-        assert status == 200
-        assert text.rstrip("\n").splitlines()[-1].startswith("CRITICAL: send_failed at connect")
+    reply = request_once("/probe?name=alpha", "alpha")
 
-    run_async(main)
+    assert reply.status == 200
+    assert reply.text.rstrip("\n").splitlines()[-1].startswith("CRITICAL: send_failed at connect")
 
 
 def test_probe_does_not_touch_the_scheduled_run_metrics() -> None:
@@ -347,66 +361,38 @@ def test_probe_does_not_touch_the_scheduled_run_metrics() -> None:
 
 def test_probe_run_again_right_after_an_on_demand_run_is_429() -> None:
     """The endpoint runs configured probes only, and not back to back: no mail cannon."""
+    first, second = requests_in_turn("/probe?name=alpha", "alpha", times=2, handler=Behaviour())
 
-    async def main() -> None:
-        with smtpd(Behaviour()) as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                first, _ = await text_of(client, "/probe?name=alpha")
-                second, text = await text_of(client, "/probe?name=alpha")
-        assert first == 200
-        assert second == 429
-        assert "ago" in text
-
-    run_async(main)
+    assert first.status == 200
+    assert second.status == 429
+    assert "ago" in second.text
 
 
 def test_probe_already_running_on_demand_is_429() -> None:
     """One on-demand run per probe at a time: a second request while one hangs is refused."""
+    first, second = probe_again_while_the_first_run_hangs(timeout="1s")
 
-    async def main() -> None:
-        async with hung_server() as (port, connected):
-            daemon = Daemon(config(port, "alpha", timeout="1s"))
-            async with serving(daemon) as client:
-                first = asyncio.ensure_future(client.get("/probe?name=alpha"))
-                await asyncio.wait_for(connected.wait(), 2)
-                second = await client.get("/probe?name=alpha")
-                second_text = await second.text()
-                first_response = await first
-        assert second.status == 429
-        assert "already in progress" in second_text
-        assert first_response.status == 200
-
-    run_async(main)
+    assert second.status == 429
+    assert "already in progress" in second.text
+    assert first.status == 200
 
 
 def test_probe_refused_says_when_to_retry_in_a_retry_after_header() -> None:
     """429 carries Retry-After in whole seconds: what is left of the 5 s pause, at least 1."""
+    _, refused = requests_in_turn("/probe?name=alpha", "alpha", times=2, handler=Behaviour())
 
-    async def main() -> None:
-        with smtpd(Behaviour()) as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                await text_of(client, "/probe?name=alpha")
-                refused = await client.get("/probe?name=alpha")
-        assert refused.status == 429
-        assert 1 <= int(refused.headers["Retry-After"]) <= 5
-
-    run_async(main)
+    assert refused.status == 429
+    assert refused.retry_after is not None
+    assert 1 <= int(refused.retry_after) <= 5
 
 
 def test_probe_refused_while_running_waits_for_the_run_deadline_and_the_pause() -> None:
-    async def main() -> None:
-        async with hung_server() as (port, connected):
-            daemon = Daemon(config(port, "alpha", timeout="3s"))
-            async with serving(daemon) as client:
-                first = asyncio.ensure_future(client.get("/probe?name=alpha"))
-                await asyncio.wait_for(connected.wait(), 2)
-                refused = await client.get("/probe?name=alpha")
-                await first
-        assert refused.status == 429
-        # Up to 3 s of the hung run left, then the 5 s pause.
-        assert 6 <= int(refused.headers["Retry-After"]) <= 8
+    _, refused = probe_again_while_the_first_run_hangs(timeout="3s")
 
-    run_async(main)
+    assert refused.status == 429
+    assert refused.retry_after is not None
+    # Up to 3 s of the hung run left, then the 5 s pause.
+    assert 6 <= int(refused.retry_after) <= 8
 
 
 # ---------------------------------------------------------------- POST /-/reload
@@ -480,30 +466,19 @@ def test_reload_with_an_invalid_config_sets_last_reload_successful_to_zero() -> 
 
 
 def test_reload_without_a_config_source_is_500() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"))) as client:
-                response = await client.post("/-/reload")
-        assert response.status == 500
-
-    run_async(main)
+    assert request_once("/-/reload", "alpha", method="POST").status == 500
 
 
 # ---------------------------------------------------------------- status page
 
 
 def test_status_page_is_html_without_scripts_listing_every_probe_with_no_run_yet() -> None:
-    async def main() -> None:
-        with closed_port() as port:
-            async with serving(Daemon(config(port, *HOURLY))) as client:
-                response = await client.get("/")
-                page = await response.text()
-        assert response.status == 200
-        assert response.content_type == "text/html"
-        assert "<script" not in page.lower()
-        assert probe_rows(page) == dict.fromkeys(HOURLY, "no run yet")
+    reply = request_once("/", *HOURLY)
 
-    run_async(main)
+    assert reply.status == 200
+    assert reply.content_type == "text/html"
+    assert "<script" not in reply.text.lower()
+    assert probe_rows(reply.text) == dict.fromkeys(HOURLY, "no run yet")
 
 
 def test_status_page_shows_the_outcome_of_the_last_scheduled_run() -> None:
@@ -595,7 +570,7 @@ def test_status_page_never_contains_the_smtp_password_after_an_authenticated_run
                 _, page = await text_of(client, "/")
         assert authenticator.attempts[0] == (USER, PASSWORD), "the run did not log in"
         assert "AUTH PLAIN" in page
-        for form in password_forms(PASSWORD):
+        for form in password_forms(USER, PASSWORD):
             assert form not in page, form
 
     run_async(main)
@@ -611,7 +586,7 @@ def test_probe_output_never_contains_the_smtp_password() -> None:
                 _, text = await text_of(client, "/probe?name=alpha")
                 _, as_json = await text_of(client, "/probe?name=beta&format=json")
         assert authenticator.attempts == [(USER, PASSWORD)] * 2
-        for form in password_forms(PASSWORD):
+        for form in password_forms(USER, PASSWORD):
             assert form not in text, form
             assert form not in as_json, form
 

@@ -13,16 +13,18 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from smtp_probe.probe.result import Outcome
+from smtp_probe.probe.imap import MailboxWatcher
+from smtp_probe.probe.result import Outcome, RunResult
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.sandbox import DEMO_PASSWORD, DEMO_USER, MailSandbox, SandboxAddress
 from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
 from tests.support.loopback_smtpd import LOOPBACK, closed_port
+from tests.support.waiting import eventually
 
 
 @asynccontextmanager
@@ -67,58 +69,75 @@ async def pool_for(*probes: ProbeSpec, key: bytes | None = None) -> AsyncIterato
         await pool.close()
 
 
-def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+@dataclass(frozen=True)
+class Sandbox:
+    """A started sandbox and its one user's two folders, each a mailbox of its own."""
+
+    address: SandboxAddress
+    inbox: Mailbox
+    junk: Mailbox
+
+
+def on_sandbox(body: Callable[[Sandbox], Coroutine[Any, Any, None]]) -> None:
+    """Run ``body`` in a fresh event loop beside a started sandbox, stopped afterwards."""
+
+    async def main() -> None:
+        async with sandbox() as address:
+            port = address.imap_port
+            await body(Sandbox(address, mailbox(port), mailbox(port, "Junk")))
+
     asyncio.run(main())
 
 
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+async def borrowed_across_sync(
+    pool: WatcherPool, box: Mailbox, probes: list[ProbeSpec], key: bytes | None
+) -> tuple[MailboxWatcher | None, MailboxWatcher | None]:
+    """The watcher a run borrows for ``box`` before and after ``pool.sync(probes, key=key)``."""
+    async with pool.use(box) as before:
+        pass
+    await pool.sync(probes, key=key)
+    async with pool.use(box) as after:
+        pass
+    return before, after
 
 
 # ---------------------------------------------------------------- sync
 
 
 def test_sync_opens_one_connected_watcher_per_mailbox_in_use() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
-            probes = (probe("a", inbox), probe("b", inbox), probe("c", junk), probe("d", None))
-            async with pool_for(*probes) as pool:
-                assert pool.states() == [(inbox, True, None), (junk, True, None)]
+    async def body(box: Sandbox) -> None:
+        inbox, junk = box.inbox, box.junk
+        probes = (probe("a", inbox), probe("b", inbox), probe("c", junk), probe("d", None))
+        async with pool_for(*probes) as pool:
+            assert pool.states() == [(inbox, True, None), (junk, True, None)]
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_probes_of_one_mailbox_borrow_the_same_watcher() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
-            async with pool_for(probe("a", inbox), probe("b", inbox), probe("c", junk)) as pool:
-                async with pool.use(inbox) as first, pool.use(inbox) as second:
-                    assert first is not None
-                    assert first is second
-                async with pool.use(junk) as other:
-                    assert other is not None
-                    assert other is not first
-                    assert other.mailbox == junk
+    async def body(box: Sandbox) -> None:
+        inbox, junk = box.inbox, box.junk
+        async with pool_for(probe("a", inbox), probe("b", inbox), probe("c", junk)) as pool:
+            async with pool.use(inbox) as first, pool.use(inbox) as second:
+                assert first is not None
+                assert first is second
+            async with pool.use(junk) as other:
+                assert other is not None
+                assert other is not first
+                assert other.mailbox == junk
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_use_yields_none_without_a_mailbox_or_for_a_mailbox_not_in_the_pool() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox = mailbox(address.imap_port)
-            async with pool_for(probe("a", inbox)) as pool:
-                async with pool.use(None) as none:
-                    assert none is None
-                async with pool.use(mailbox(address.imap_port, "Junk")) as unknown:
-                    assert unknown is None
+    async def body(box: Sandbox) -> None:
+        async with pool_for(probe("a", box.inbox)) as pool:
+            async with pool.use(None) as none:
+                assert none is None
+            async with pool.use(box.junk) as unknown:
+                assert unknown is None
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_an_unreachable_mailbox_is_listed_down_and_sync_returns_after_the_start_wait() -> None:
@@ -138,152 +157,142 @@ def test_an_unreachable_mailbox_is_listed_down_and_sync_returns_after_the_start_
                 await pool.close()
         assert waited < 3.0
 
-    run_async(main)
+    asyncio.run(main())
 
 
 # ---------------------------------------------------------------- retiring
 
 
 def test_a_mailbox_no_probe_uses_any_more_is_closed_at_once_when_no_run_has_it() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
-            async with pool_for(probe("a", inbox), probe("c", junk)) as pool:
-                async with pool.use(junk) as watcher:
-                    assert watcher is not None
-                await pool.sync([probe("a", inbox)], key=None)
+    async def body(box: Sandbox) -> None:
+        inbox, junk = box.inbox, box.junk
+        async with pool_for(probe("a", inbox), probe("c", junk)) as pool:
+            async with pool.use(junk) as watcher:
+                assert watcher is not None
+            await pool.sync([probe("a", inbox)], key=None)
 
-                assert pool.states() == [(inbox, True, None)]
-                await eventually(lambda: not watcher.is_up)
+            assert pool.states() == [(inbox, True, None)]
+            await eventually(lambda: not watcher.is_up)
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_a_retired_watcher_stays_open_until_its_last_run_gives_it_back() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
-            async with pool_for(probe("a", inbox), probe("c", junk)) as pool:
-                async with pool.use(junk) as watcher, pool.use(junk):
-                    assert watcher is not None
-                    await pool.sync([probe("a", inbox)], key=None)
-                    assert pool.states() == [(inbox, True, None)]
-                    async with pool.use(junk) as after_retiring:
-                        assert after_retiring is None  # new runs do not get it
-                    await asyncio.sleep(0.3)
-                    assert watcher.is_up, "closed while two runs still had it"
-                await eventually(lambda: not watcher.is_up)
+    async def body(box: Sandbox) -> None:
+        inbox, junk = box.inbox, box.junk
+        async with pool_for(probe("a", inbox), probe("c", junk)) as pool:
+            async with pool.use(junk) as watcher, pool.use(junk):
+                assert watcher is not None
+                await pool.sync([probe("a", inbox)], key=None)
+                assert pool.states() == [(inbox, True, None)]
+                async with pool.use(junk) as after_retiring:
+                    assert after_retiring is None  # new runs do not get it
+                await asyncio.sleep(0.3)
+                assert watcher.is_up, "closed while two runs still had it"
+            await eventually(lambda: not watcher.is_up)
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_a_mailbox_still_in_use_keeps_its_watcher_across_a_sync() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox = mailbox(address.imap_port)
-            async with pool_for(probe("a", inbox)) as pool:
-                async with pool.use(inbox) as before:
-                    pass
-                await pool.sync([probe("a", inbox), probe("b", inbox)], key=None)
-                async with pool.use(inbox) as after:
-                    assert after is before
-                assert before is not None
-                assert before.is_up
+    async def body(box: Sandbox) -> None:
+        inbox = box.inbox
+        async with pool_for(probe("a", inbox)) as pool:
+            before, after = await borrowed_across_sync(
+                pool, inbox, [probe("a", inbox), probe("b", inbox)], key=None
+            )
+            assert after is before
+            assert before is not None
+            assert before.is_up
 
-    run_async(main)
+    on_sandbox(body)
 
 
 # ---------------------------------------------------------------- token key
 
 
 def test_a_new_token_key_reopens_every_watcher_with_a_new_signer() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox = mailbox(address.imap_port)
-            async with pool_for(probe("a", inbox), key=b"first-key") as pool:
-                old_signer = pool.signer
-                async with pool.use(inbox) as old:
-                    pass
-                token = str(old_signer.new("a"))
+    async def body(box: Sandbox) -> None:
+        inbox = box.inbox
+        async with pool_for(probe("a", inbox), key=b"first-key") as pool:
+            token = str(pool.signer.new("a"))
 
-                await pool.sync([probe("a", inbox)], key=b"second-key")
+            old, new = await borrowed_across_sync(
+                pool, inbox, [probe("a", inbox)], key=b"second-key"
+            )
 
-                async with pool.use(inbox) as new:
-                    assert new is not None
-                    assert new is not old
-                    assert new.is_up
-                assert pool.signer.verify("a", token) is None
-                assert old is not None
-                await eventually(lambda: not old.is_up)
+            assert new is not None
+            assert new is not old
+            assert new.is_up
+            assert pool.signer.verify("a", token) is None
+            assert old is not None
+            await eventually(lambda: not old.is_up)
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_the_same_token_key_keeps_the_signer_and_the_watchers() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox = mailbox(address.imap_port)
-            async with pool_for(probe("a", inbox), key=b"a-key") as pool:
-                signer = pool.signer
-                async with pool.use(inbox) as before:
-                    pass
-                await pool.sync([probe("a", inbox)], key=b"a-key")
-                async with pool.use(inbox) as after:
-                    assert after is before
-                assert pool.signer is signer
+    async def body(box: Sandbox) -> None:
+        inbox = box.inbox
+        async with pool_for(probe("a", inbox), key=b"a-key") as pool:
+            signer = pool.signer
 
-    run_async(main)
+            before, after = await borrowed_across_sync(
+                pool, inbox, [probe("a", inbox)], key=b"a-key"
+            )
+
+            assert after is before
+            assert pool.signer is signer
+
+    on_sandbox(body)
 
 
 def test_a_run_after_a_re_key_is_confirmed_by_the_new_watcher() -> None:
     """Runs sign with ``pool.signer``; the re-keyed watcher recognises (and deletes) the message."""
+    results: list[RunResult] = []
 
-    async def main() -> None:
-        async with sandbox() as address:
-            spec = probe("a", mailbox(address.imap_port), smtp_port=address.smtp_port)
-            async with pool_for(spec, key=b"first-key") as pool:
-                await pool.sync([spec], key=b"second-key")
-                signer = pool.signer
-                async with pool.use(spec.mailbox) as watcher:
-                    result = await run_probe(spec, signer=signer, watcher=watcher)
-        assert result.outcome is Outcome.DELIVERED, result.error
-        assert result.arrival is not None
-        assert result.arrival.deleted
+    async def body(box: Sandbox) -> None:
+        spec = probe("a", box.inbox, smtp_port=box.address.smtp_port)
+        async with pool_for(spec, key=b"first-key") as pool:
+            await pool.sync([spec], key=b"second-key")
+            async with pool.use(spec.mailbox) as watcher:
+                results.append(await run_probe(spec, signer=pool.signer, watcher=watcher))
 
-    run_async(main)
+    on_sandbox(body)
+
+    [result] = results
+    assert result.outcome is Outcome.DELIVERED, result.error
+    assert result.arrival is not None
+    assert result.arrival.deleted
 
 
 # ---------------------------------------------------------------- close
 
 
 def test_close_closes_every_watcher_even_one_a_run_still_has() -> None:
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox, junk = mailbox(address.imap_port), mailbox(address.imap_port, "Junk")
-            pool = WatcherPool(None, start_wait=3.0)
-            await pool.sync([probe("a", inbox), probe("c", junk)], key=None)
-            async with pool.use(inbox) as borrowed:
-                async with pool.use(junk) as idle:
-                    pass
-                await pool.close()
-                assert borrowed is not None
-                assert idle is not None
-                assert not borrowed.is_up
-                assert not idle.is_up
-                assert pool.states() == []
+    async def body(box: Sandbox) -> None:
+        pool = WatcherPool(None, start_wait=3.0)
+        await pool.sync([probe("a", box.inbox), probe("c", box.junk)], key=None)
+        async with pool.use(box.inbox) as borrowed:
+            async with pool.use(box.junk) as idle:
+                pass
+            await pool.close()
+            assert borrowed is not None
+            assert idle is not None
+            assert not borrowed.is_up
+            assert not idle.is_up
+            assert pool.states() == []
 
-    run_async(main)
+    on_sandbox(body)
 
 
 def test_a_mailbox_spec_change_is_a_new_mailbox() -> None:
     """Another folder (or server, or user) is another watcher; the old one is retired."""
 
-    async def main() -> None:
-        async with sandbox() as address:
-            inbox = mailbox(address.imap_port)
-            junk = replace(inbox, folder="Junk")
-            async with pool_for(probe("a", inbox)) as pool:
-                await pool.sync([probe("a", junk)], key=None)
-                assert pool.states() == [(junk, True, None)]
+    async def body(box: Sandbox) -> None:
+        renamed = replace(box.inbox, folder="Junk")
+        async with pool_for(probe("a", box.inbox)) as pool:
+            await pool.sync([probe("a", renamed)], key=None)
+            assert pool.states() == [(renamed, True, None)]
 
-    run_async(main)
+    on_sandbox(body)

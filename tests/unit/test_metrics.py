@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from smtp_probe import __version__
 from smtp_probe.config import Config, parse_config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, SmtpReport, Stage
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
+from tests.support.results import DURATION, STAGE_SECONDS, STARTED, run_result
 
-STARTED = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-RUN_SECONDS = 2.5
-FINISHED = STARTED.timestamp() + RUN_SECONDS
-LATER = datetime(2024, 5, 1, 12, 1, 0, tzinfo=UTC)
+FINISHED = STARTED.timestamp() + DURATION
+LATER = STARTED + timedelta(minutes=1)
 
 SMTP_HOST = "relay.corp-mail.test"
 IMAP_HOST = "imap.corp-mail.test"
@@ -32,15 +31,6 @@ SMTP_PASSWORD = "smtp-Pa55word-xyzzy"  # noqa: S105 - a made-up secret to look f
 IMAP_PASSWORD = "imap-Pa55word-plugh"  # noqa: S105 - a made-up secret to look for
 TIMED_STAGES = (*SMTP_STAGES, Stage.DELIVERY)
 """Stages whose seconds are exported per run: the SMTP stages and delivery."""
-SMTP_TIMINGS: Mapping[Stage, float] = {
-    Stage.DNS: 0.001,
-    Stage.CONNECT: 0.002,
-    Stage.BANNER: 0.003,
-    Stage.EHLO: 0.004,
-    Stage.MAIL_FROM: 0.005,
-    Stage.RCPT_TO: 0.006,
-    Stage.DATA: 0.007,
-}
 
 
 def config(*names: str, interval: str = "30s", timeout: str = "20s") -> Config:
@@ -62,49 +52,23 @@ def metrics_for(*names: str) -> tuple[Metrics, CollectorRegistry]:
     return metrics, registry
 
 
-def result(
-    probe: str,
-    outcome: Outcome,
-    *,
-    stage: Stage | None = None,
-    reply_code: int | None = 250,
-    delivery: float | None = None,
-    started_at: datetime = STARTED,
-    error: str = "",
-    timings: Mapping[Stage, float] = SMTP_TIMINGS,
-) -> RunResult:
-    return RunResult(
-        probe=probe,
-        run_id="run-1",
-        outcome=outcome,
-        stage=stage,
-        error=error,
-        started_at=started_at,
-        duration_seconds=RUN_SECONDS,
-        smtp=SmtpReport(reply_code=reply_code, stage_seconds=timings, queue_id="Q1"),
-        transcript=Transcript(),
-        delivery_seconds=delivery,
-    )
-
-
 def delivered(probe: str, delivery: float = 1.2) -> RunResult:
-    return result(probe, Outcome.DELIVERED, delivery=delivery)
+    return run_result(probe, Outcome.DELIVERED, delivery=delivery)
 
 
 def rejected_at_rcpt(probe: str, started_at: datetime = LATER) -> RunResult:
-    """A run whose RCPT TO got ``550``: send_failed at rcpt_to, no delivery."""
-    timings: dict[Stage, float] = {
-        stage: seconds for stage, seconds in SMTP_TIMINGS.items() if stage != Stage.DATA
-    }
-    return result(
+    """A run whose RCPT TO got ``550``: send_failed at rcpt_to, no DATA, no delivery."""
+    result = run_result(
         probe,
         Outcome.SEND_FAILED,
         stage=Stage.RCPT_TO,
         reply_code=550,
+        reply="5.1.1 user unknown",
         started_at=started_at,
         error="550 5.1.1 user unknown",
-        timings=timings,
     )
+    assert Stage.DATA not in result.smtp.stage_seconds
+    return result
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -235,10 +199,12 @@ def test_delivered_run_sets_success_and_counts_one_run_with_its_outcome() -> Non
         assert value(registry, "smtp_probe_failures_total", probe="alpha", stage=stage) == 0
 
 
-def test_delivered_run_observes_its_delivery_seconds_in_the_histogram() -> None:
+@pytest.mark.parametrize("outcome", [Outcome.DELIVERED, Outcome.JUNK])
+def test_an_arrived_run_observes_its_delivery_seconds_in_the_histogram(outcome: Outcome) -> None:
+    """A junk run is no success, yet its mail arrived: its latency belongs in the distribution."""
     metrics, registry = metrics_for("alpha")
 
-    metrics.record(delivered("alpha", delivery=1.2))
+    metrics.record(run_result("alpha", outcome, delivery=1.2))
 
     assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 1
     assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 1.2
@@ -255,7 +221,7 @@ def test_delivered_run_sets_each_stage_duration_and_zero_for_stages_not_reached(
     def stage_seconds(stage: Stage) -> float | None:
         return value(registry, "smtp_probe_stage_duration_seconds", probe="alpha", stage=stage)
 
-    for stage, seconds in SMTP_TIMINGS.items():
+    for stage, seconds in STAGE_SECONDS.items():
         assert stage_seconds(stage) == seconds, stage
     assert stage_seconds(Stage.STARTTLS) == 0
     assert stage_seconds(Stage.AUTH) == 0
@@ -268,7 +234,7 @@ def test_delivered_run_sets_reply_code_run_duration_and_both_timestamps() -> Non
     metrics.record(delivered("alpha"))
 
     assert value(registry, "smtp_probe_smtp_reply_code", probe="alpha") == 250
-    assert value(registry, "smtp_probe_duration_seconds", probe="alpha") == RUN_SECONDS
+    assert value(registry, "smtp_probe_duration_seconds", probe="alpha") == DURATION
     assert value(registry, "smtp_probe_last_run_timestamp_seconds", probe="alpha") == FINISHED
     assert value(registry, "smtp_probe_last_success_timestamp_seconds", probe="alpha") == FINISHED
 
@@ -339,7 +305,7 @@ def test_failed_send_keeps_last_success_timestamp_and_moves_last_run_timestamp()
     assert value(registry, "smtp_probe_last_success_timestamp_seconds", probe="alpha") == FINISHED
     assert (
         value(registry, "smtp_probe_last_run_timestamp_seconds", probe="alpha")
-        == LATER.timestamp() + RUN_SECONDS
+        == LATER.timestamp() + DURATION
     )
 
 
@@ -353,7 +319,7 @@ def test_failed_send_resets_stage_durations_of_stages_it_did_not_reach() -> None
     def stage_seconds(stage: Stage) -> float | None:
         return value(registry, "smtp_probe_stage_duration_seconds", probe="alpha", stage=stage)
 
-    assert stage_seconds(Stage.RCPT_TO) == SMTP_TIMINGS[Stage.RCPT_TO]
+    assert stage_seconds(Stage.RCPT_TO) == STAGE_SECONDS[Stage.RCPT_TO]
     assert stage_seconds(Stage.DATA) == 0
     assert stage_seconds(Stage.DELIVERY) == 0
 
@@ -365,19 +331,10 @@ def test_junk_run_is_not_a_success() -> None:
     metrics, registry = metrics_for("alpha")
     metrics.record(delivered("alpha"))
 
-    metrics.record(result("alpha", Outcome.JUNK, delivery=0.3))
+    metrics.record(run_result("alpha", Outcome.JUNK, delivery=0.3))
 
     assert value(registry, "smtp_probe_success", probe="alpha") == 0
     assert value(registry, "smtp_probe_outcomes_total", probe="alpha", outcome="junk") == 1
-
-
-def test_junk_run_observes_its_delivery_seconds_in_the_histogram() -> None:
-    metrics, registry = metrics_for("alpha")
-
-    metrics.record(result("alpha", Outcome.JUNK, delivery=0.3))
-
-    assert value(registry, "smtp_probe_delivery_duration_seconds_count", probe="alpha") == 1
-    assert value(registry, "smtp_probe_delivery_duration_seconds_sum", probe="alpha") == 0.3
 
 
 def test_late_message_increments_the_late_counter_of_its_probe() -> None:
@@ -506,7 +463,7 @@ def test_exposition_never_contains_a_host_address_user_or_password() -> None:
     metrics.configure(secret_heavy_config().probes)
     metrics.record(delivered("route-a"))
     metrics.record(
-        result(
+        run_result(
             "route-b",
             Outcome.SEND_FAILED,
             stage=Stage.CONNECT,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from smtp_probe.config import parse_config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.result import Outcome, Stage
+from tests.support.results import run_result
 
 CONFIG = """
 smtp_servers:
@@ -22,28 +20,14 @@ probes:
 """
 
 
-def result(probe: str, outcome: Outcome, stage: Stage | None, delivery: float | None) -> RunResult:
-    return RunResult(
-        probe=probe,
-        run_id="r",
-        outcome=outcome,
-        stage=stage,
-        error="",
-        started_at=datetime(2026, 1, 1, tzinfo=UTC),
-        duration_seconds=0.25,
-        smtp=SmtpReport(reply_code=550 if stage else 250, stage_seconds={Stage.EHLO: 0.002}),
-        transcript=Transcript(),
-        delivery_seconds=delivery,
-        arrival=Arrival(uid=1, folder="INBOX", seen_at=0.0) if delivery else None,
-    )
-
-
 def busy_metrics() -> Metrics:
     metrics = Metrics(CollectorRegistry())
     metrics.configure(parse_config(CONFIG).probes)
-    metrics.record(result("alpha", Outcome.DELIVERED, None, 0.012))
-    metrics.record(result("alpha", Outcome.DELIVERED, None, 42.0))
-    metrics.record(result("beta", Outcome.SEND_FAILED, Stage.RCPT_TO, None))
+    metrics.record(run_result("alpha", Outcome.DELIVERED, delivery=0.012))
+    metrics.record(run_result("alpha", Outcome.DELIVERED, delivery=42.0))
+    metrics.record(
+        run_result("beta", Outcome.SEND_FAILED, stage=Stage.RCPT_TO, reply_code=550, reply="5.1.1")
+    )
     metrics.late_message("alpha")
     metrics.run_started("beta")
     metrics.reloaded(ok=True, at=1_700_000_000.5)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
+from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import (
     ExitCode,
@@ -18,62 +18,26 @@ from smtp_probe.report import (
     render_text,
     verdict,
 )
-
-TIMINGS = {
-    Stage.DNS: 0.001,
-    Stage.CONNECT: 0.002,
-    Stage.BANNER: 0.003,
-    Stage.EHLO: 0.004,
-    Stage.MAIL_FROM: 0.005,
-    Stage.RCPT_TO: 0.006,
-    Stage.DATA: 0.007,
-}
+from tests.support.results import STAGE_SECONDS, run_result
 
 
-def make_result(
-    outcome: Outcome,
-    *,
-    stage: Stage | None = None,
-    error: str = "",
-    delivery: float | None = None,
-    folder: str = "INBOX",
-    reply_code: int = 250,
-    reply: str = "2.0.0 Ok: queued as 4XyZ12",
-    queue_id: str | None = "4XyZ12",
-) -> RunResult:
-    """A RunResult as run_probe would build it, without running anything."""
+def make_result(outcome: Outcome, *, delivery: float | None = None) -> RunResult:
+    """A run of ``outcome`` whose transcript has three lines: banner, EHLO and a note."""
     transcript = Transcript(clock=lambda: 0.0)
     transcript.received("220 mx.example ESMTP", tls=False)
     transcript.sent("EHLO probe", tls=False)
     transcript.note("a note")
-    arrival = None
-    if outcome in (Outcome.DELIVERED, Outcome.JUNK):
-        arrival = Arrival(uid=7, folder=folder, seen_at=0.0, junk=outcome is Outcome.JUNK)
-    return RunResult(
-        probe="route-a",
-        run_id="9f2c4e1ab07d5c33",
-        outcome=outcome,
-        stage=stage,
-        error=error,
-        started_at=datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
-        duration_seconds=1.25,
-        smtp=SmtpReport(
-            reply_code=reply_code, reply=reply, queue_id=queue_id, stage_seconds=TIMINGS
-        ),
-        transcript=transcript,
-        delivery_seconds=delivery,
-        arrival=arrival,
-    )
+    return run_result(outcome=outcome, delivery=delivery, transcript=transcript)
 
 
 def failed(outcome: Outcome = Outcome.SEND_FAILED) -> RunResult:
-    return make_result(
-        outcome,
+    """A run whose DATA got ``554`` (a reply with a pipe, which Nagios output must not keep)."""
+    return run_result(
+        outcome=outcome,
         stage=Stage.DATA,
         error="server replied 554 5.7.1 rejected | spam",
         reply_code=554,
         reply="5.7.1 rejected | spam",
-        queue_id=None,
     )
 
 
@@ -94,7 +58,7 @@ def test_delivered_slower_than_the_warning_time_is_warning() -> None:
 
 
 def test_delivered_into_junk_is_warning() -> None:
-    assert exit_code(make_result(Outcome.JUNK, delivery=0.5, folder="Junk")) == 1
+    assert exit_code(make_result(Outcome.JUNK, delivery=0.5)) == 1
 
 
 def test_sent_without_a_delivery_check_is_ok() -> None:
@@ -124,7 +88,7 @@ def test_json_values_of_a_delivered_run() -> None:
     assert data["smtp"]["reply_code"] == 250
     assert data["smtp"]["reply"] == "2.0.0 Ok: queued as 4XyZ12"
     assert data["smtp"]["queue_id"] == "4XyZ12"
-    assert data["smtp"]["stage_seconds"] == {str(k): v for k, v in TIMINGS.items()}
+    assert data["smtp"]["stage_seconds"] == {str(k): v for k, v in STAGE_SECONDS.items()}
     assert data["delivery_seconds"] == 0.25
     assert data["folder"] == "INBOX"
     assert data["exit_code"] == 0
@@ -176,7 +140,7 @@ def test_nagios_perfdata_follows_the_only_pipe() -> None:
     message, perfdata = line.split(" | ")
     assert "rejected / spam" in message
     labels = [item.split("=")[0] for item in perfdata.split(" ")]
-    assert labels == ["duration", *[str(stage) for stage in TIMINGS]]
+    assert labels == ["duration", *[str(stage) for stage in STAGE_SECONDS]]
 
 
 def test_nagios_perfdata_carries_delivery_with_its_warning_threshold() -> None:
@@ -226,3 +190,59 @@ def test_text_with_colour_colours_the_verdict() -> None:
     text = render_text(failed(), colour=True)
     assert text.split("\n")[-1].startswith("\x1b[31m")
     assert text.endswith("\x1b[0m")
+
+
+RECEIVED = (
+    "from mx.example by imap.example with LMTP id 42",
+    "from probe.example by mx.example with ESMTPS id 4XyZ12",
+)
+ARRIVED = datetime(2026, 1, 2, 3, 4, 7, tzinfo=UTC)
+
+
+def test_verbose_text_adds_stage_timings_and_the_arrival_between_transcript_and_verdict() -> None:
+    result = run_result(received=RECEIVED, internaldate=ARRIVED)
+
+    lines = render_text(result, colour=False, verbose=True).split("\n")
+
+    assert lines == [
+        *result.transcript.render(),
+        "",
+        "stage timings:",
+        "  dns        1.0 ms",
+        "  connect    2.0 ms",
+        "  banner     3.0 ms",
+        "  ehlo       4.0 ms",
+        "  mail_from  5.0 ms",
+        "  rcpt_to    6.0 ms",
+        "  data       7.0 ms",
+        "INTERNALDATE: 2026-01-02T03:04:07+00:00",
+        "Received (newest first):",
+        *[f"  {header}" for header in RECEIVED],
+        "",
+        verdict(result),
+    ]
+
+
+def test_verbose_text_without_an_arrival_lists_only_the_stages_the_run_reached() -> None:
+    result = run_result(
+        outcome=Outcome.SEND_FAILED, stage=Stage.EHLO, reply_code=502, error="server replied 502"
+    )
+
+    lines = render_text(result, colour=False, verbose=True).split("\n")
+
+    assert lines[:2] == ["", "stage timings:"]
+    assert [line.split()[0] for line in lines[2:-2]] == ["dns", "connect", "banner", "ehlo"]
+    assert lines[-2:] == ["", verdict(result)]
+
+
+def test_json_imap_holds_the_arrival_and_is_null_without_one() -> None:
+    delivered = as_dict(run_result(received=RECEIVED, internaldate=ARRIVED))
+    sent = as_dict(run_result(outcome=Outcome.SENT))
+
+    assert delivered["imap"] == {
+        "uid": 7,
+        "internaldate": "2026-01-02T03:04:07+00:00",
+        "received": list(RECEIVED),
+        "deleted": False,
+    }
+    assert sent["imap"] is None

@@ -8,11 +8,13 @@ paused APScheduler, so nothing fires; the overlap and stop tests use a real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from smtp_probe.config import ScheduledProbe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.scheduler import ProbeScheduler, first_run_offset
+from tests.support.waiting import eventually
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -78,11 +81,19 @@ def run_async(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(main())
 
 
-async def wait_until(condition: Callable[[], bool], timeout: float = 2.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+@contextlib.asynccontextmanager
+async def scheduling(
+    run: Callable[[str], Coroutine[Any, Any, None]], *probes: ScheduledProbe
+) -> AsyncIterator[ProbeScheduler]:
+    """A started real-time ProbeScheduler for ``probes``; stopped at once if the body did not."""
+    sched = ProbeScheduler(run)
+    sched.apply(list(probes))
+    sched.start()
+    try:
+        yield sched
+    finally:
+        if sched.running:
+            await sched.stop(grace=0.0)
 
 
 # ---------------------------------------------------------------- first_run_offset
@@ -281,13 +292,8 @@ def test_a_run_longer_than_the_interval_never_overlaps_the_next_one() -> None:
     recorder = RunRecorder({"slow": 0.7})
 
     async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("slow", interval=0.2)])
-        sched.start()
-        try:
+        async with scheduling(recorder, probe("slow", interval=0.2)):
             await asyncio.sleep(1.5)
-        finally:
-            await sched.stop(grace=0.0)
 
     run_async(main)
 
@@ -300,13 +306,10 @@ def test_skipped_counts_the_runs_that_could_not_start_for_that_probe_only() -> N
     recorder = RunRecorder({"slow": 0.7, "quick": 0.01})
 
     async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("slow", interval=0.2), probe("quick", interval=0.2)])
-        sched.start()
-        try:
+        async with scheduling(
+            recorder, probe("slow", interval=0.2), probe("quick", interval=0.2)
+        ) as sched:
             await asyncio.sleep(1.5)
-        finally:
-            await sched.stop(grace=0.0)
         skipped.update(sched.skipped)
 
     skipped: dict[str, int] = {}
@@ -317,62 +320,60 @@ def test_skipped_counts_the_runs_that_could_not_start_for_that_probe_only() -> N
     assert recorder.started["quick"] >= 4
 
 
-def test_stop_lets_a_run_in_progress_finish_within_the_grace() -> None:
-    recorder = RunRecorder({"alpha": 0.3})
-    stop_seconds: list[float] = []
+@dataclass(frozen=True)
+class Stopped:
+    """What a ``stop(grace=...)`` took, and the runs' state at the moment it returned."""
+
+    seconds: float
+    active: dict[str, int]
+    finished: dict[str, int]
+    cancelled: dict[str, int]
+
+
+def stop_while_a_run_is_in_progress(run_seconds: float, grace: float) -> Stopped:
+    """Schedule ``alpha`` (runs of ``run_seconds``), stop with ``grace`` while it runs."""
+    recorder = RunRecorder({"alpha": run_seconds})
+    stopped: list[Stopped] = []
 
     async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("alpha", interval=0.2)])
-        sched.start()
-        await wait_until(lambda: recorder.active.get("alpha", 0) == 1)
-        began = time.monotonic()
-        await sched.stop(grace=2.0)
-        stop_seconds.append(time.monotonic() - began)
-        assert recorder.finished.get("alpha") == 1, "stop returned before the run finished"
+        async with scheduling(recorder, probe("alpha", interval=0.2)) as sched:
+            await eventually(lambda: recorder.active.get("alpha", 0) == 1)
+            began = time.monotonic()
+            await sched.stop(grace=grace)
+            stopped.append(
+                Stopped(
+                    seconds=time.monotonic() - began,
+                    active=dict(recorder.active),
+                    finished=dict(recorder.finished),
+                    cancelled=dict(recorder.cancelled),
+                )
+            )
 
     run_async(main)
+    return stopped[0]
 
-    assert recorder.cancelled == {}
-    assert stop_seconds[0] < 1.0, "stop waited for the whole grace, not just the run"
+
+def test_stop_lets_a_run_in_progress_finish_within_the_grace() -> None:
+    stopped = stop_while_a_run_is_in_progress(run_seconds=0.3, grace=2.0)
+
+    assert stopped.finished == {"alpha": 1}, "stop returned before the run finished"
+    assert stopped.cancelled == {}
+    assert stopped.seconds < 1.0, "stop waited for the whole grace, not just the run"
 
 
 def test_stop_cancels_a_run_that_outlasts_the_grace() -> None:
-    recorder = RunRecorder({"alpha": 10.0})
-    stop_seconds: list[float] = []
+    stopped = stop_while_a_run_is_in_progress(run_seconds=10.0, grace=0.3)
 
-    async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("alpha", interval=0.2)])
-        sched.start()
-        await wait_until(lambda: recorder.active.get("alpha", 0) == 1)
-        began = time.monotonic()
-        await sched.stop(grace=0.3)
-        stop_seconds.append(time.monotonic() - began)
-        await wait_until(lambda: recorder.active["alpha"] == 0, timeout=1.0)
-
-    run_async(main)
-
-    assert recorder.cancelled == {"alpha": 1}
-    assert recorder.finished == {}
-    assert 0.25 <= stop_seconds[0] < 1.0
+    assert stopped.cancelled == {"alpha": 1}
+    assert stopped.finished == {}
+    assert 0.25 <= stopped.seconds < 1.0
 
 
 def test_stop_returns_only_after_a_cancelled_run_has_unwound() -> None:
-    recorder = RunRecorder({"alpha": 10.0})
+    stopped = stop_while_a_run_is_in_progress(run_seconds=10.0, grace=0.2)
 
-    async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("alpha", interval=0.2)])
-        sched.start()
-        await wait_until(lambda: recorder.active.get("alpha", 0) == 1)
-
-        await sched.stop(grace=0.2)
-
-        assert recorder.active["alpha"] == 0
-        assert recorder.cancelled == {"alpha": 1}
-
-    run_async(main)
+    assert stopped.active == {"alpha": 0}
+    assert stopped.cancelled == {"alpha": 1}
 
 
 def test_no_run_starts_while_stop_waits_for_a_run_in_progress() -> None:
@@ -380,16 +381,18 @@ def test_no_run_starts_while_stop_waits_for_a_run_in_progress() -> None:
     recorder = RunRecorder({"slow": 0.6, "quick": 0.01})
 
     async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("slow", interval=0.2), probe("quick", interval=0.1)])
-        sched.start()
-        await wait_until(
-            lambda: recorder.active.get("slow", 0) == 1 and recorder.finished.get("quick", 0) >= 1
-        )
-        quick_runs = recorder.started["quick"]
-        await sched.stop(grace=2.0)
-        assert recorder.finished.get("slow") == 1
-        assert recorder.started["quick"] == quick_runs
+        async with scheduling(
+            recorder, probe("slow", interval=0.2), probe("quick", interval=0.1)
+        ) as sched:
+            await eventually(
+                lambda: (
+                    recorder.active.get("slow", 0) == 1 and recorder.finished.get("quick", 0) >= 1
+                )
+            )
+            quick_runs = recorder.started["quick"]
+            await sched.stop(grace=2.0)
+            assert recorder.finished.get("slow") == 1
+            assert recorder.started["quick"] == quick_runs
 
     run_async(main)
 
@@ -398,14 +401,12 @@ def test_no_run_starts_after_stop() -> None:
     recorder = RunRecorder({"alpha": 0.01})
 
     async def main() -> None:
-        sched = ProbeScheduler(recorder)
-        sched.apply([probe("alpha", interval=0.2)])
-        sched.start()
-        await wait_until(lambda: recorder.finished.get("alpha", 0) >= 1)
-        await sched.stop(grace=1.0)
-        started = recorder.started["alpha"]
-        await asyncio.sleep(0.6)
-        assert recorder.started["alpha"] == started
+        async with scheduling(recorder, probe("alpha", interval=0.2)) as sched:
+            await eventually(lambda: recorder.finished.get("alpha", 0) >= 1)
+            await sched.stop(grace=1.0)
+            started = recorder.started["alpha"]
+            await asyncio.sleep(0.6)
+            assert recorder.started["alpha"] == started
 
     run_async(main)
 
@@ -414,14 +415,12 @@ def test_running_is_false_once_stop_returns() -> None:
     """Not a loop turn later: APScheduler's own shutdown is deferred."""
 
     async def main() -> None:
-        sched = ProbeScheduler(never_called)
-        sched.apply([probe("alpha", interval=60.0)])
-        sched.start()
-        assert sched.running
+        async with scheduling(never_called, probe("alpha", interval=60.0)) as sched:
+            assert sched.running
 
-        await sched.stop(grace=1.0)
+            await sched.stop(grace=1.0)
 
-        assert not sched.running
+            assert not sched.running
 
     run_async(main)
 
