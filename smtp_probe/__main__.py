@@ -1,7 +1,5 @@
 """Allow ``python -m smtp_probe``."""
 
-import sys
+from smtp_probe.cli import program
 
-from smtp_probe.cli import main
-
-sys.exit(main())
+program()

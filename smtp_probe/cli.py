@@ -6,26 +6,35 @@ its value type (:mod:`smtp_probe.config.values`, the same as the config
 file's), so a malformed value is refused while the arguments are parsed.
 Passwords are read from files or the environment, never from argv, where
 ``ps`` would show them.
+
+A monitor starts ``smtp-probe check`` every minute per route, so this
+module and what it imports at the top stay light: each command imports its
+machinery when it is chosen (the daemon its HTTP server and scheduler,
+``validate`` the config schema, ``check`` the engine once its flags are
+fine), and :func:`program` skips the interpreter's teardown after ``check``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from smtp_probe import __version__, log
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, run_check
-from smtp_probe.config import ConfigError, parse_listen, values
+from smtp_probe.config import values
 from smtp_probe.report import ExitCode
 from smtp_probe.shard import load_shard, parse_shard
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from smtp_probe.config import ConfigError, ServerSettings
+
+__all__ = ["build_parser", "main", "program"]
 
 _T = TypeVar("_T")
 
@@ -50,11 +59,23 @@ def _flag(parse: Callable[[str], _T], name: str) -> Callable[[str], _T]:
     return convert
 
 
+def _parse_listen(text: str) -> ServerSettings:
+    from smtp_probe.config import parse_listen  # the daemon's settings: not for check
+
+    return parse_listen(text)
+
+
+def _config_error() -> type[ConfigError]:
+    from smtp_probe.config import ConfigError  # check with flags never raises it
+
+    return ConfigError
+
+
 _DURATION = _flag(values.parse_duration, "duration")
 _ADDRESS = _flag(values.parse_address, "address")
 _HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
 _TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
-_LISTEN = _flag(parse_listen, "listen address")
+_LISTEN = _flag(_parse_listen, "listen address")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -200,10 +221,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``smtp-probe``; returns the process exit code."""
+    """Run the command ``argv`` (default: the process's arguments) names; its exit code.
+
+    Raises:
+        SystemExit: ``--help``, ``--version`` or a usage error (exit code 3).
+    """
+    return _dispatch(_parse(argv))
+
+
+def program() -> NoReturn:
+    """The ``smtp-probe`` executable: :func:`main`, then exit with its code.
+
+    After ``check`` the process ends with :func:`os._exit` once its output is
+    flushed: a check leaves no files, servers or threads that need an orderly
+    shutdown (its IMAP watcher is closed by then), and the interpreter's
+    teardown, freeing every module and object one by one, takes about a tenth
+    of a check's wall time. Other commands exit normally: the daemon and the
+    demo have log handlers and temporary directories to finish.
+    """
+    args = _parse(None)
+    code = _dispatch(args)
+    if args.command == "check":
+        logging.shutdown()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: let the interpreter report it as it always does
+            sys.exit(code)
+        os._exit(code)
+    sys.exit(code)
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    return build_parser().parse_args(argv)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     commands: dict[str, Callable[[argparse.Namespace], int]] = {
         "check": run_check,
         "run": _run,
@@ -213,18 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return ExitCode.UNKNOWN
     except UsageError as exc:
         print(f"smtp-probe {args.command}: error: {exc}", file=sys.stderr)
         return ExitCode.UNKNOWN
     except KeyboardInterrupt:
         print("smtp-probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
+    except _config_error() as exc:  # evaluated only once an exception gets this far
+        print(str(exc), file=sys.stderr)
+        return ExitCode.UNKNOWN
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from smtp_probe.app import serve
 
     log.setup(args.log_level)
@@ -255,6 +311,8 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import asyncio
+
     from smtp_probe.demo import run_demo
 
     log.setup(args.log_level)

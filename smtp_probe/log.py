@@ -3,15 +3,20 @@
 structlog and the standard library (APScheduler, aiohttp, imapclient) go
 through one handler, so every line has the same shape and the bound
 context (probe, run id) even from worker threads.
+
+structlog is imported when logging is set up or a logger is made, not with
+this module: the command line reads :data:`LEVELS` for every command, and
+``smtp-probe check`` never logs through structlog (it prints its report).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog
 
 LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -22,6 +27,8 @@ def setup(level: str = "info", *, stream: TextIO | None = None, json: bool | Non
     ``json=None`` picks JSON unless ``stream`` is a terminal. Library loggers
     that would log protocol payloads (imapclient) are held at WARNING.
     """
+    import structlog
+
     out = stream or sys.stderr
     as_json = not out.isatty() if json is None else json
     shared: list[structlog.typing.Processor] = [
@@ -68,4 +75,6 @@ def _keep(
 
 def get(name: str) -> structlog.stdlib.BoundLogger:
     """A logger for module ``name``."""
+    import structlog
+
     return structlog.stdlib.get_logger(name)

@@ -8,7 +8,6 @@ monitoring-plugin exit code of a result.
 from __future__ import annotations
 
 import enum
-import json
 from typing import Any, Final
 
 from smtp_probe.probe.result import Outcome, RunResult
@@ -145,6 +144,8 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
 
 def render_json(result: RunResult, *, warning_seconds: float | None = None) -> str:
     """One JSON object, on one line."""
+    import json  # here: only --format json needs it, and check is started every minute
+
     return json.dumps(as_dict(result, warning_seconds=warning_seconds), ensure_ascii=False)
 
 

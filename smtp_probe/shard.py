@@ -11,8 +11,12 @@ from __future__ import annotations
 import zlib
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from smtp_probe.config import Config, load_config
+from smtp_probe.config import load_config
+
+if TYPE_CHECKING:
+    from smtp_probe.config import Config
 
 
 def shard_of(name: str, count: int) -> int:

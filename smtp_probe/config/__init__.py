@@ -38,16 +38,23 @@ and :mod:`.timing` (rules across keys), :mod:`.load` (the whole load),
 
 Importing this package is cheap (no pydantic, no YAML): the daemon's modules
 take the runtime types from here, and ``smtp-probe check`` with flags needs
-only :mod:`.values`. Loading a file imports the rest.
+only :mod:`.values`, which runs this ``__init__`` first. So even the runtime
+types and :class:`ConfigError` are imported on first use (a frozen
+dataclass costs most of a millisecond to create, and ``check`` is started
+every minute); loading a file imports the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from smtp_probe.config.errors import ConfigError
-from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
+if TYPE_CHECKING:
+    from smtp_probe.config.errors import ConfigError
+    from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
+
+_RUNTIME_NAMES = frozenset({"Config", "ScheduledProbe", "ServerSettings", "parse_listen"})
 
 __all__ = [
     "Config",
@@ -58,6 +65,23 @@ __all__ = [
     "parse_config",
     "parse_listen",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The runtime types and :class:`ConfigError`, imported when first asked for (PEP 562)."""
+    value: object
+    if name == "ConfigError":
+        from smtp_probe.config import errors
+
+        value = errors.ConfigError
+    elif name in _RUNTIME_NAMES:
+        from smtp_probe.config import runtime
+
+        value = getattr(runtime, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # found directly from now on
+    return value
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:

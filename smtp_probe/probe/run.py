@@ -4,19 +4,26 @@
 turned into a :class:`RunResult` with an outcome and the stage it stopped at.
 A run's facts (the SMTP report, the arrival) are written down the moment
 they are known, so a later failure can add a verdict but never lose them.
+
+The IMAP leg (imapclient, the header parser) is imported only by a run that
+has a mailbox: ``smtp-probe check`` without ``--imap`` starts without it.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from smtp_probe.probe.imap import ImapError, MailboxWatcher
 from smtp_probe.probe.message import Token, TokenSigner, build_message
 from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
 from smtp_probe.probe.smtp import SmtpSendError, send_message
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
+
+if TYPE_CHECKING:
+    from smtp_probe.probe.imap import MailboxWatcher
 
 
 async def run_probe(
@@ -35,23 +42,37 @@ async def run_probe(
     run = _Run(spec, signer.new(spec.name))
     try:
         if watcher is not None:
-            return await _send_and_confirm(run, watcher)
+            return await _imap_failure_reported(run, _send_and_confirm(run, watcher))
         if spec.mailbox is not None:
-            return await _with_own_watcher(run, spec.mailbox, signer)
+            return await _imap_failure_reported(run, _with_own_watcher(run, spec.mailbox, signer))
         await _send(run)
         run.transcript.note("no mailbox given: stopping after the SMTP leg")
         return run.result(Outcome.SENT)
     except SmtpSendError as exc:
         return run.result(Outcome.SEND_FAILED, exc.stage, exc.reason)
-    except ImapError as exc:
-        return run.result(Outcome.ERROR, exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a run reports, it never crashes its caller
         run.transcript.note(f"internal error: {exc!r}")
         return run.result(Outcome.ERROR, run.stage, f"internal error: {exc!r}")
 
 
+async def _imap_failure_reported(run: _Run, leg: Awaitable[RunResult]) -> RunResult:
+    """The result of ``leg``, a run with a mailbox; an IMAP failure becomes an ``error`` result.
+
+    Raises:
+        SmtpSendError: the SMTP leg failed.
+    """
+    from smtp_probe.probe.imap import ImapError  # here: an SMTP-only run never needs imapclient
+
+    try:
+        return await leg
+    except ImapError as exc:
+        return run.result(Outcome.ERROR, exc.stage, exc.reason)
+
+
 async def _with_own_watcher(run: _Run, mailbox: Mailbox, signer: TokenSigner) -> RunResult:
     """A one-shot watcher for this run only; it gives up on the first IMAP failure."""
+    from smtp_probe.probe.imap import MailboxWatcher
+
     watcher = MailboxWatcher(mailbox, signer)
     try:
         await watcher.start(run.transcript, run.deadline)

@@ -51,6 +51,7 @@ from typing import Any
 
 import pytest
 
+from smtp_probe import __version__
 from tests.support.prom import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -267,7 +268,8 @@ def test_version_validate_and_no_build_tools(image: Image, tmp_path: Path) -> No
 
     version = run("--version")
     assert version.returncode == 0, version.stderr
-    assert version.stdout == f"smtp-probe {PROJECT['project']['version']}\n"
+    # The project's version (pyproject reads it from smtp_probe.__version__).
+    assert version.stdout == f"smtp-probe {__version__}\n"
 
     # The shipped example, with the secrets it names given as a deployment would.
     example = (REPO / "config" / "example.yml").read_text(encoding="utf-8")

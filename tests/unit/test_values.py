@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -319,36 +317,3 @@ def test_a_missing_ca_file_names_the_file(tmp_path: Path) -> None:
     assert refused(check_ca_file, tmp_path / "ca.pem") == (
         f"CA file {tmp_path}/ca.pem does not exist"
     )
-
-
-# ------------------------------------------------------------- import weight
-
-
-@pytest.mark.parametrize(
-    "code",
-    [
-        "import smtp_probe.config",
-        "import smtp_probe.config.values",
-        "import smtp_probe.probe.spec",
-        # Building check's probe from its flags, the way `smtp-probe check` does.
-        "from smtp_probe.cli import build_parser\n"
-        "from smtp_probe.check import probe_from_args\n"
-        "args = build_parser().parse_args(['check', '--smtp', 'mail.example:587', "
-        "'--from', 'a@example.test', '--to', 'b@example.test', '--imap', 'mail.example', "
-        "'--timeout', '30s', '--helo', 'probe.example'])\n"
-        "probe_from_args(args, {'SMTP_PROBE_IMAP_PASSWORD': 'pw'})",
-    ],
-)
-def test_what_check_needs_imports_neither_pydantic_nor_yaml(code: str) -> None:
-    """``smtp-probe check`` starts fast: the schema and YAML are for config files only."""
-    probe = code + "\nimport sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in "
-    probe += "('pydantic', 'pydantic_core', 'yaml')))"
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    assert done.stdout.strip() == "[]", done.stdout
