@@ -46,7 +46,8 @@ from bench.benchkit import (
     write_json,
 )
 from smtp_probe.app import Daemon
-from smtp_probe.config import Config, parse_config
+from smtp_probe.config import parse_config
+from smtp_probe.config.runtime import Config
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
 from smtp_probe.server.http import make_app

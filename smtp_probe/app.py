@@ -21,7 +21,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from smtp_probe import log
-from smtp_probe.config import Config, ConfigError, ScheduledProbe, ServerSettings
+from smtp_probe.config.errors import ConfigError
+from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.history import RunHistory
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.result import RunResult

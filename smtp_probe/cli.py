@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from smtp_probe import __version__, log
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, run_check
 from smtp_probe.config import values
+from smtp_probe.config.errors import ConfigError
 from smtp_probe.report import ExitCode
 from smtp_probe.shard import load_shard, parse_shard
 
 if TYPE_CHECKING:
-    from smtp_probe.config import ConfigError, ServerSettings
+    from smtp_probe.config.runtime import ServerSettings
 
 __all__ = ["build_parser", "main", "program"]
 
@@ -60,15 +61,9 @@ def _flag(parse: Callable[[str], _T], name: str) -> Callable[[str], _T]:
 
 
 def _parse_listen(text: str) -> ServerSettings:
-    from smtp_probe.config import parse_listen  # the daemon's settings: not for check
+    from smtp_probe.config.runtime import parse_listen  # the daemon's settings: not for check
 
     return parse_listen(text)
-
-
-def _config_error() -> type[ConfigError]:
-    from smtp_probe.config import ConfigError  # check with flags never raises it
-
-    return ConfigError
 
 
 _DURATION = _flag(values.parse_duration, "duration")
@@ -273,7 +268,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("smtp-probe: interrupted", file=sys.stderr)
         return ExitCode.UNKNOWN
-    except _config_error() as exc:  # evaluated only once an exception gets this far
+    except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return ExitCode.UNKNOWN
 

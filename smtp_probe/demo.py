@@ -11,7 +11,8 @@ import sys
 from importlib import resources
 
 from smtp_probe.app import serve
-from smtp_probe.config import Config, ServerSettings, parse_config
+from smtp_probe.config import parse_config
+from smtp_probe.config.runtime import Config, ServerSettings
 from smtp_probe.sandbox import MailSandbox, SandboxError
 
 

@@ -31,7 +31,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
-from smtp_probe.config import ScheduledProbe
+from smtp_probe.config.runtime import ScheduledProbe
 from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
 
 DELIVERY_BUCKETS: Final = (

@@ -20,7 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from smtp_probe import log
-from smtp_probe.config import ScheduledProbe
+from smtp_probe.config.runtime import ScheduledProbe
 
 _LOG: Final = log.get(__name__)
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from smtp_probe.config import load_config
 
 if TYPE_CHECKING:
-    from smtp_probe.config import Config
+    from smtp_probe.config.runtime import Config
 
 
 def shard_of(name: str, count: int) -> int:

@@ -36,12 +36,12 @@ positions), :mod:`.messages` (schema errors in our words), :mod:`.references`
 and :mod:`.timing` (rules across keys), :mod:`.load` (the whole load),
 :mod:`.runtime` (the result), :mod:`.schema` (JSON Schema for editors).
 
-Importing this package is cheap (no pydantic, no YAML): the daemon's modules
-take the runtime types from here, and ``smtp-probe check`` with flags needs
-only :mod:`.values`, which runs this ``__init__`` first. So even the runtime
-types and :class:`ConfigError` are imported on first use (a frozen
-dataclass costs most of a millisecond to create, and ``check`` is started
-every minute); loading a file imports the rest.
+Importing this package is cheap (no pydantic, no YAML, no dataclasses):
+``smtp-probe check`` with flags needs only :mod:`.values`, which runs this
+``__init__`` first, and it is started every minute. The daemon's modules
+take the runtime types from :mod:`.runtime` and the error from
+:mod:`.errors`; :func:`load_config` and :func:`parse_config` import the
+schema on first use.
 """
 
 from __future__ import annotations
@@ -51,37 +51,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from smtp_probe.config.errors import ConfigError
-    from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
+    from smtp_probe.config.runtime import Config
 
-_RUNTIME_NAMES = frozenset({"Config", "ScheduledProbe", "ServerSettings", "parse_listen"})
-
-__all__ = [
-    "Config",
-    "ConfigError",
-    "ScheduledProbe",
-    "ServerSettings",
-    "load_config",
-    "parse_config",
-    "parse_listen",
-]
-
-
-def __getattr__(name: str) -> object:
-    """The runtime types and :class:`ConfigError`, imported when first asked for (PEP 562)."""
-    value: object
-    if name == "ConfigError":
-        from smtp_probe.config import errors
-
-        value = errors.ConfigError
-    elif name in _RUNTIME_NAMES:
-        from smtp_probe.config import runtime
-
-        value = getattr(runtime, name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value  # found directly from now on
-    return value
+__all__ = ["load_config", "parse_config"]
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:

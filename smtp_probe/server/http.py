@@ -14,7 +14,7 @@ import time
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
-from smtp_probe.config import ServerSettings
+from smtp_probe.config.runtime import ServerSettings
 from smtp_probe.report import as_dict, verdict
 from smtp_probe.server.interface import Monitor, OnDemandRefused
 from smtp_probe.server.status_page import render_status_page

@@ -35,7 +35,8 @@ import pytest
 import yaml
 
 from smtp_probe import shard as sharding
-from smtp_probe.config import Config, parse_config
+from smtp_probe.config import parse_config
+from smtp_probe.config.runtime import Config
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

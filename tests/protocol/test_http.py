@@ -24,7 +24,9 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from smtp_probe.app import Daemon
-from smtp_probe.config import Config, ConfigError, parse_config
+from smtp_probe.config import parse_config
+from smtp_probe.config.errors import ConfigError
+from smtp_probe.config.runtime import Config
 from smtp_probe.scheduler import first_run_offset
 from smtp_probe.server.http import make_app
 from tests.support.leaks import password_forms

@@ -13,16 +13,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from smtp_probe.config import (
-    Config,
-    ConfigError,
-    ScheduledProbe,
-    ServerSettings,
-    load_config,
-    messages,
-    parse_config,
-    parse_listen,
-)
+from smtp_probe.config import load_config, messages, parse_config
+from smtp_probe.config.errors import ConfigError
+from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import ca_file_problem
 from smtp_probe.secret import Secret

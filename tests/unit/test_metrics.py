@@ -15,7 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from smtp_probe import __version__
-from smtp_probe.config import Config, parse_config
+from smtp_probe.config import parse_config
+from smtp_probe.config.runtime import Config
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
 from tests.support.results import DURATION, STAGE_SECONDS, STARTED, run_result

@@ -20,7 +20,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from smtp_probe.config import ScheduledProbe
+from smtp_probe.config.runtime import ScheduledProbe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.scheduler import ProbeScheduler, first_run_offset
 from tests.support.waiting import eventually
