@@ -55,7 +55,7 @@ def other_name_cert(ca: trustme.CA) -> ssl.SSLContext:
 
 def test_starttls_required_but_not_offered_fails_at_stage_starttls() -> None:
     with smtpd(Behaviour()) as port:
-        result = run(loopback_probe(port, tls=TlsMode.STARTTLS, tls_settings=TlsSettings()))
+        result = run(loopback_probe(port, tls=TlsMode.STARTTLS))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.STARTTLS

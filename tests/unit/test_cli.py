@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -85,7 +86,7 @@ FLAG_ERRORS = [
         [*SMTP, *ADDRESSES, "--imap-user", "sink"], "--imap-user", "", id="imap-user-without-imap"
     ),
     pytest.param([*SMTP, *FROM], "--to", "", id="to-missing"),
-    pytest.param([*SMTP, *FROM, "--to", "sink"], "--to", "", id="to-no-domain"),
+    pytest.param([*SMTP, *FROM, "--to", "sink"], "--to", "", id="to-no-at"),
     pytest.param([*SMTP, "--from", "probe", *TO], "--from", "", id="from-no-at"),
     pytest.param([*SMTP, "--from", "@example.com", *TO], "--from", "", id="from-no-local-part"),
     pytest.param([*SMTP, "--from", "probe@", *TO], "--from", "", id="from-no-domain"),
@@ -493,6 +494,20 @@ def test_a_config_that_does_not_validate_exits_3_with_its_located_errors(
         f"{path}: 1 error:",
         f"  - {path}:1:26: probes[0].smtp: unknown server (smtp_servers defines none)",
     ]
+
+
+def test_run_with_its_address_taken_exits_3_with_one_line_saying_so(config_file: Path) -> None:
+    """A second daemon on the same port: exit 3 and why, beside the daemon's own JSON log."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_cli("run", "--config", str(config_file), "--listen", f"127.0.0.1:{port}")
+
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+    [error] = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert error.startswith("smtp-probe run: error: cannot listen: "), error
+    assert str(port) in error
+    assert "already in use" in error
 
 
 # ----------------------------------------------- validate and config-schema
