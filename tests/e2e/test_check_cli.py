@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
+from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
+from tests.support.cli_proc import run_cli
 from tests.support.mailstack import JUNK_ADDRESS, REJECT_550, MailStack
 from tests.support.routes import SENDER, SINK
 
 
 def check(stack: MailStack, *extra: str, to: str = SINK) -> subprocess.CompletedProcess[str]:
     """Run ``python -m smtp_probe check`` through submission + IMAPS, passwords via env."""
-    env = dict(
-        os.environ,
-        SMTP_PROBE_SMTP_PASSWORD=stack.users[SENDER],
-        SMTP_PROBE_IMAP_PASSWORD=stack.users[SINK],
-    )
+    env = {SMTP_PASSWORD_ENV: stack.users[SENDER], IMAP_PASSWORD_ENV: stack.users[SINK]}
     argv = [
-        sys.executable, "-m", "smtp_probe", "check",
+        "check",
         "--smtp", f"{stack.host}:{stack.submission_port}", "--smtp-user", SENDER,
         "--from", SENDER, "--to", to,
         "--imap", f"{stack.host}:{stack.imaps_port}", "--imap-user", SINK,
         "--ca-file", str(stack.ca_file), "--timeout", "20s",
         *extra,
     ]  # fmt: skip
-    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return run_cli(*argv, env=env)
 
 
 def assert_no_secret(stack: MailStack, proc: subprocess.CompletedProcess[str]) -> None:
@@ -91,13 +87,12 @@ def test_junk_placement_is_a_warning(stack: MailStack) -> None:
 
 
 def test_without_imap_check_stops_after_smtp(stack: MailStack) -> None:
-    env = dict(os.environ, SMTP_PROBE_SMTP_PASSWORD=stack.users[SENDER])
     argv = [
-        sys.executable, "-m", "smtp_probe", "check",
+        "check",
         "--smtp", f"{stack.host}:{stack.smtps_port}", "--smtp-tls", "tls", "--smtp-user", SENDER,
         "--from", SENDER, "--to", "probe@example.test", "--ca-file", str(stack.ca_file),
     ]  # fmt: skip
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    proc = run_cli(*argv, env={SMTP_PASSWORD_ENV: stack.users[SENDER]})
     try:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "delivery not checked" in proc.stdout.splitlines()[-1]

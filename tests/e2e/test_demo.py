@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 from smtp_probe.demo import demo_config
+from tests.support.cli_proc import run_cli
 from tests.support.loopback_smtpd import silent_listener
 from tests.support.prom import free_port
 
@@ -59,13 +60,7 @@ def test_demo_shows_a_delivered_run_and_stops_on_ctrl_c() -> None:
 
 def run_demo(listen_port: int) -> subprocess.CompletedProcess[str]:
     """``smtp-probe demo`` expected to stop by itself (it fails); its output and exit code."""
-    return subprocess.run(
-        [sys.executable, "-m", "smtp_probe", "demo", "--listen", f"127.0.0.1:{listen_port}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("demo", "--listen", f"127.0.0.1:{listen_port}")
 
 
 def test_demo_with_a_sandbox_port_taken_says_which_and_exits_3() -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+import signal
+import socket
 
 import pytest
 
 from smtp_probe.cli import main
+from tests.support.cli_proc import run_cli, start_cli
 from tests.support.loopback_smtpd import LOOPBACK, Behaviour, smtpd
 
-REPO = Path(__file__).resolve().parents[2]
 ADDRESSES = ["--from", "probe@sender.test", "--to", "sink@rcpt.test"]
 
 
@@ -32,17 +30,8 @@ def check_args(port: int, *extra: str) -> list[str]:
 
 
 def test_check_in_a_real_process_prints_one_json_object_and_exits_0_when_sent() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_PROBE_")}
     with smtpd(Behaviour(data_reply="250 2.0.0 Ok: queued as Q1W2E3")) as port:
-        done = subprocess.run(
-            [sys.executable, "-m", "smtp_probe", *check_args(port, "--format", "json")],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run_cli(*check_args(port, "--format", "json"))
 
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -84,3 +73,23 @@ def test_check_text_output_is_the_transcript_then_the_verdict(
     assert lines[data + 1].endswith("ms  <- 354 End data with <CR><LF>.<CR><LF>")
     assert lines[-1].startswith("OK: accepted by SMTP (250), queue id ABC123")
     assert "\x1b" not in "\n".join(lines)
+
+
+def test_ctrl_c_during_a_check_exits_3_with_one_line_and_no_traceback() -> None:
+    """An operator who gives up on a hanging server gets UNKNOWN, as a monitor plugin should."""
+    with socket.create_server((LOOPBACK, 0)) as listener:
+        listener.settimeout(20)
+        port = listener.getsockname()[1]
+        proc = start_cli(*check_args(port))
+        try:
+            connection, _ = listener.accept()  # the check is waiting for a 220 now
+            with connection:
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+            proc.wait()
+
+    assert proc.returncode == 3, err
+    assert out == ""
+    assert err == "smtp-probe: interrupted\n"

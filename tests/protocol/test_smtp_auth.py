@@ -2,58 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import json
 
 import pytest
 
-from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
-from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
+from smtp_probe.probe.spec import ProbeSpec
 from smtp_probe.report import render_json, render_text
-from smtp_probe.secret import Secret
-from tests.support.loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
+from tests.support.leaks import password_forms
+from tests.support.loopback_routes import loopback_probe, run
+from tests.support.loopback_smtpd import Authenticator, Behaviour, smtpd
 
 USER = "probe-user"
 PASSWORD = "correct horse battery"  # noqa: S105 - the test server's own user
 
 
-def auth_spec(port: int, password: str) -> ProbeSpec:
-    return ProbeSpec(
-        name="auth",
-        smtp=SmtpServer(
-            host=LOOPBACK,
-            port=port,
-            tls=TlsMode.NONE,
-            username=USER,
-            password=Secret(password),
-            helo="probe.test",
-            timeout=5.0,
-        ),
-        mail_from="probe@sender.test",
-        rcpt_to="sink@rcpt.test",
-        timeout=5.0,
-    )
+def auth_probe(port: int, password: str) -> ProbeSpec:
+    return loopback_probe(port, username=USER, password=password)
 
 
 def run_against(authenticator: Authenticator, password: str, **smtp_kwargs: object) -> RunResult:
     with smtpd(
         Behaviour(), authenticator=authenticator, auth_require_tls=False, **smtp_kwargs
     ) as port:
-        return asyncio.run(run_probe(auth_spec(port, password), signer=TokenSigner()))
-
-
-def forbidden_forms(password: str) -> list[str]:
-    """Every way the password could leak: clear, base64 alone, and the AUTH PLAIN payload."""
-    b64 = base64.b64encode
-    return [
-        password,
-        b64(password.encode()).decode(),
-        b64(f"\0{USER}\0{password}".encode()).decode(),
-        b64(f"{USER}\0{USER}\0{password}".encode()).decode(),
-    ]
+        return run(auth_probe(port, password))
 
 
 def test_auth_plain_with_the_right_password_logs_in_and_sends() -> None:
@@ -86,7 +58,7 @@ def test_wrong_password_fails_at_stage_auth_with_535() -> None:
 def test_server_without_auth_fails_at_stage_auth_and_hints_at_starttls() -> None:
     # aiosmtpd offers AUTH only inside TLS unless told otherwise.
     with smtpd(Behaviour(), authenticator=Authenticator(USER, PASSWORD)) as port:
-        result = asyncio.run(run_probe(auth_spec(port, PASSWORD), signer=TokenSigner()))
+        result = run(auth_probe(port, PASSWORD))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.AUTH
@@ -116,6 +88,6 @@ def test_transcript_and_outputs_never_contain_the_password_in_any_form(
         render_json(result),
         json.dumps(result.error),
     ]
-    for form in forbidden_forms(password):
+    for form in password_forms(USER, password):
         for output in outputs:
             assert form not in output

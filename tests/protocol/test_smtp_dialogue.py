@@ -13,47 +13,12 @@ from email.message import EmailMessage
 
 import pytest
 
-from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
-from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.smtp import send_message
-from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
+from smtp_probe.probe.spec import TlsMode
 from smtp_probe.probe.transcript import Direction, Transcript
-from smtp_probe.secret import Secret
-from tests.support.loopback_smtpd import LOOPBACK, Behaviour, smtpd
-
-SENDER = "probe@sender.test"
-RECIPIENT = "sink@rcpt.test"
-HELO_NAME = "probe.test"
-
-
-def spec(
-    port: int,
-    *,
-    tls: TlsMode = TlsMode.NONE,
-    username: str | None = None,
-    timeout: float = 5.0,
-    command_timeout: float = 5.0,
-) -> ProbeSpec:
-    return ProbeSpec(
-        name="dialogue",
-        smtp=SmtpServer(
-            host=LOOPBACK,
-            port=port,
-            tls=tls,
-            username=username,
-            password=Secret("pre-esmtp-secret") if username else None,
-            helo=HELO_NAME,
-            timeout=command_timeout,
-        ),
-        mail_from=SENDER,
-        rcpt_to=RECIPIENT,
-        timeout=timeout,
-    )
-
-
-def run(probe: ProbeSpec) -> RunResult:
-    return asyncio.run(run_probe(probe, signer=TokenSigner()))
+from tests.support.loopback_routes import HELO_NAME, RECIPIENT, SENDER, loopback_probe, run
+from tests.support.loopback_smtpd import Behaviour, smtpd
 
 
 def dialogue(result: RunResult) -> list[str]:
@@ -71,7 +36,7 @@ def dialogue(result: RunResult) -> list[str]:
 def test_transcript_shows_the_354_between_data_and_the_message_as_in_telnet() -> None:
     handler = Behaviour()
     with smtpd(handler) as port:
-        result = run(spec(port))
+        result = run(loopback_probe(port))
 
     assert result.outcome is Outcome.SENT, result.error
     lines = dialogue(result)
@@ -80,7 +45,7 @@ def test_transcript_shows_the_354_between_data_and_the_message_as_in_telnet() ->
     assert lines[start : start + 5] == [
         "-> DATA",
         "<- 354 End data with <CR><LF>.<CR><LF>",
-        f"-> [message: {len(raw)} bytes, Subject: smtp-probe dialogue {raw_token(raw)}]",
+        f"-> [message: {len(raw)} bytes, Subject: smtp-probe proto {raw_token(raw)}]",
         "-> .",
         "<- 250 2.0.0 Ok: queued as ABC123",
     ]
@@ -95,7 +60,7 @@ def raw_token(raw: bytes) -> str:
 def test_data_refused_with_554_fails_at_stage_data_and_sends_no_message() -> None:
     handler = Behaviour(data_command_reply="554 5.5.1 Error: no valid recipients")
     with smtpd(handler) as port:
-        result = run(spec(port))
+        result = run(loopback_probe(port))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.DATA
@@ -120,7 +85,8 @@ def test_no_reply_to_the_final_dot_fails_at_stage_data_on_time(
 ) -> None:
     with smtpd(Behaviour(data_delay=5.0)) as port:
         started = time.monotonic()
-        result = run(spec(port, timeout=run_timeout, command_timeout=command_timeout))
+        probe = loopback_probe(port, timeout=run_timeout, command_timeout=command_timeout)
+        result = run(probe)
         elapsed = time.monotonic() - started
 
     assert result.outcome is Outcome.SEND_FAILED
@@ -144,7 +110,7 @@ def test_message_lines_are_dot_stuffed_and_line_endings_normalised_on_the_wire()
 
     async def send(port: int) -> None:
         await send_message(
-            SmtpServer(LOOPBACK, port, TlsMode.NONE, helo=HELO_NAME, timeout=5),
+            loopback_probe(port).smtp,
             message,
             mail_from=SENDER,
             rcpt_to=RECIPIENT,
@@ -179,7 +145,7 @@ def test_server_without_esmtp_gets_helo_and_the_message_is_sent(
     handler: Behaviour, refusal: str
 ) -> None:
     with smtpd(handler) as port:
-        result = run(spec(port))
+        result = run(loopback_probe(port))
 
     assert result.outcome is Outcome.SENT, result.error
     assert result.smtp.queue_id == "ABC123"
@@ -211,7 +177,8 @@ def test_server_without_esmtp_fails_at_ehlo_when_the_probe_needs_starttls_or_aut
 ) -> None:
     handler = Behaviour(esmtp=False)
     with smtpd(handler) as port:
-        result = run(spec(port, tls=tls, username=username))
+        password = "pre-esmtp-secret" if username else None
+        result = run(loopback_probe(port, tls=tls, username=username, password=password))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.EHLO
@@ -226,7 +193,7 @@ def test_server_without_esmtp_fails_at_ehlo_when_the_probe_needs_starttls_or_aut
 def test_ehlo_refused_with_another_5xx_fails_at_ehlo_without_trying_helo() -> None:
     handler = Behaviour(ehlo_reply="554 5.7.1 Access denied")
     with smtpd(handler) as port:
-        result = run(spec(port))
+        result = run(loopback_probe(port))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.EHLO

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 
 import pytest
 import trustme
 
-from smtp_probe.probe.message import TokenSigner
-from smtp_probe.probe.result import Outcome, RunResult, Stage
-from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.probe.result import Outcome, Stage
+from smtp_probe.probe.spec import TlsMode, TlsSettings
 from smtp_probe.probe.transcript import Direction
-from smtp_probe.secret import Secret
+from tests.support.loopback_routes import SENDER, loopback_probe, run
 from tests.support.loopback_smtpd import LOOPBACK, Authenticator, Behaviour, smtpd
 
 
@@ -50,125 +47,129 @@ def loopback_cert(ca: trustme.CA) -> ssl.SSLContext:
     return server_context(ca, LOOPBACK, "localhost")
 
 
-def tls_spec(
-    port: int,
-    mode: TlsMode,
-    settings: TlsSettings,
-    *,
-    username: str | None = None,
-    password: str | None = None,
-) -> ProbeSpec:
-    return ProbeSpec(
-        name="tls",
-        smtp=SmtpServer(
-            host=LOOPBACK,
-            port=port,
-            tls=mode,
-            tls_settings=settings,
-            username=username,
-            password=Secret(password) if password else None,
-            helo="probe.test",
-            timeout=5.0,
-        ),
-        mail_from="probe@sender.test",
-        rcpt_to="sink@rcpt.test",
-        timeout=5.0,
-    )
-
-
-def run(spec: ProbeSpec) -> RunResult:
-    return asyncio.run(run_probe(spec, signer=TokenSigner()))
+@pytest.fixture(scope="module")
+def other_name_cert(ca: trustme.CA) -> ssl.SSLContext:
+    """A server context whose certificate, from the trusted CA, names another host."""
+    return server_context(ca, "mail.elsewhere.test")
 
 
 def test_starttls_required_but_not_offered_fails_at_stage_starttls() -> None:
     with smtpd(Behaviour()) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings()))
+        result = run(loopback_probe(port, tls=TlsMode.STARTTLS))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.STARTTLS
     assert "does not offer STARTTLS" in result.error
 
 
-def test_starttls_with_a_certificate_from_the_trusted_ca_is_verified_and_sends(
-    loopback_cert: ssl.SSLContext, ca_file: Path
+# Where the server's certificate goes: aiosmtpd's ``tls_context`` is offered
+# through STARTTLS, its ``ssl_context`` wraps the socket from the first byte.
+SERVER_TLS = {TlsMode.STARTTLS: "tls_context", TlsMode.TLS: "ssl_context"}
+
+
+@pytest.mark.parametrize(
+    ("mode", "greeting"),
+    [
+        pytest.param(TlsMode.STARTTLS, Direction.RECEIVED, id="starttls"),
+        pytest.param(TlsMode.TLS, Direction.RECEIVED_TLS, id="implicit-tls"),
+    ],
+)
+def test_a_certificate_from_the_trusted_ca_is_verified_and_the_message_sent(
+    loopback_cert: ssl.SSLContext, ca_file: Path, mode: TlsMode, greeting: Direction
 ) -> None:
     handler = Behaviour()
-    with smtpd(handler, tls_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings(ca_file=ca_file)))
+    with smtpd(handler, **{SERVER_TLS[mode]: loopback_cert}) as port:
+        result = run(loopback_probe(port, tls=mode, tls_settings=TlsSettings(ca_file=ca_file)))
 
     assert result.outcome is Outcome.SENT, result.error
     assert result.smtp.tls_version in {"TLSv1.2", "TLSv1.3"}
     assert len(handler.messages) == 1
+    banner = next(line for line in result.transcript.lines if line.text.startswith("220 "))
+    assert banner.direction is greeting
 
 
 def test_commands_after_starttls_are_marked_as_inside_tls(
     loopback_cert: ssl.SSLContext, ca_file: Path
 ) -> None:
     with smtpd(Behaviour(), tls_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings(ca_file=ca_file)))
+        result = run(
+            loopback_probe(port, tls=TlsMode.STARTTLS, tls_settings=TlsSettings(ca_file=ca_file))
+        )
 
     directions = {line.text: line.direction for line in result.transcript.lines}
     assert directions["STARTTLS"] is Direction.SENT
-    assert directions["MAIL FROM:<probe@sender.test>"] is Direction.SENT_TLS
+    assert directions[f"MAIL FROM:<{SENDER}>"] is Direction.SENT_TLS
     assert directions["250 2.0.0 Ok: queued as ABC123"] is Direction.RECEIVED_TLS
 
 
-def test_starttls_with_a_certificate_from_another_ca_fails_verification_at_stage_starttls(
-    loopback_cert: ssl.SSLContext, other_ca_file: Path
+@pytest.mark.parametrize(
+    ("mode", "cert", "trusted", "stage", "reason"),
+    [
+        pytest.param(
+            TlsMode.STARTTLS,
+            "loopback_cert",
+            "other_ca_file",
+            Stage.STARTTLS,
+            "unable to get local issuer certificate",
+            id="starttls-another-ca",
+        ),
+        pytest.param(
+            TlsMode.STARTTLS,
+            "other_name_cert",
+            "ca_file",
+            Stage.STARTTLS,
+            "IP address mismatch",
+            id="starttls-another-host",
+        ),
+        pytest.param(
+            TlsMode.TLS,
+            "loopback_cert",
+            "other_ca_file",
+            Stage.CONNECT,
+            "unable to get local issuer certificate",
+            id="implicit-tls-another-ca",
+        ),
+        pytest.param(
+            TlsMode.TLS,
+            "other_name_cert",
+            "ca_file",
+            Stage.CONNECT,
+            "IP address mismatch",
+            id="implicit-tls-another-host",
+        ),
+    ],
+)
+def test_an_unverifiable_certificate_fails_at_the_handshake_saying_why(
+    request: pytest.FixtureRequest,
+    mode: TlsMode,
+    cert: str,
+    trusted: str,
+    stage: Stage,
+    reason: str,
 ) -> None:
+    """The handshake is where the run stops: STARTTLS, or the connect of implicit TLS."""
+    server_cert: ssl.SSLContext = request.getfixturevalue(cert)
+    ca_file: Path = request.getfixturevalue(trusted)
     handler = Behaviour()
-    with smtpd(handler, tls_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings(ca_file=other_ca_file)))
+    with smtpd(handler, **{SERVER_TLS[mode]: server_cert}) as port:
+        result = run(loopback_probe(port, tls=mode, tls_settings=TlsSettings(ca_file=ca_file)))
 
     assert result.outcome is Outcome.SEND_FAILED
-    assert result.stage is Stage.STARTTLS
-    assert "certificate verification failed" in result.error
+    assert result.stage is stage
+    assert result.error.startswith(f"certificate verification failed: {reason}"), result.error
     assert handler.messages == []
-
-
-def test_starttls_with_a_certificate_for_another_host_name_fails_verification(
-    ca: trustme.CA, ca_file: Path
-) -> None:
-    wrong_name = server_context(ca, "mail.elsewhere.test")
-    with smtpd(Behaviour(), tls_context=wrong_name) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings(ca_file=ca_file)))
-
-    assert result.outcome is Outcome.SEND_FAILED
-    assert result.stage is Stage.STARTTLS
-    assert "certificate verification failed" in result.error
 
 
 def test_starttls_without_verification_accepts_an_untrusted_certificate(
     loopback_cert: ssl.SSLContext,
 ) -> None:
     with smtpd(Behaviour(), tls_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.STARTTLS, TlsSettings(verify=False)))
+        result = run(
+            loopback_probe(port, tls=TlsMode.STARTTLS, tls_settings=TlsSettings(verify=False))
+        )
 
     assert result.outcome is Outcome.SENT, result.error
     assert result.smtp.tls_version is not None
-
-
-def test_implicit_tls_with_a_certificate_from_the_trusted_ca_sends(
-    loopback_cert: ssl.SSLContext, ca_file: Path
-) -> None:
-    with smtpd(Behaviour(), ssl_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.TLS, TlsSettings(ca_file=ca_file)))
-
-    assert result.outcome is Outcome.SENT, result.error
-    assert result.smtp.tls_version in {"TLSv1.2", "TLSv1.3"}
-    greeting = next(line for line in result.transcript.lines if line.text.startswith("220"))
-    assert greeting.direction is Direction.RECEIVED_TLS
-
-
-def test_implicit_tls_with_a_certificate_from_another_ca_fails_verification_at_stage_connect(
-    loopback_cert: ssl.SSLContext, other_ca_file: Path
-) -> None:
-    with smtpd(Behaviour(), ssl_context=loopback_cert) as port:
-        result = run(tls_spec(port, TlsMode.TLS, TlsSettings(ca_file=other_ca_file)))
-
-    assert result.outcome is Outcome.SEND_FAILED
-    assert result.stage is Stage.CONNECT
-    assert "certificate verification failed" in result.error
 
 
 def test_auth_after_starttls_goes_inside_tls_and_succeeds(
@@ -176,10 +177,10 @@ def test_auth_after_starttls_goes_inside_tls_and_succeeds(
 ) -> None:
     authenticator = Authenticator("probe", "tls-only-secret")
     with smtpd(Behaviour(), tls_context=loopback_cert, authenticator=authenticator) as port:
-        spec = tls_spec(
+        spec = loopback_probe(
             port,
-            TlsMode.STARTTLS,
-            TlsSettings(ca_file=ca_file),
+            tls=TlsMode.STARTTLS,
+            tls_settings=TlsSettings(ca_file=ca_file),
             username="probe",
             password="tls-only-secret",  # noqa: S106 - the test server's own user
         )
@@ -189,3 +190,21 @@ def test_auth_after_starttls_goes_inside_tls_and_succeeds(
     assert authenticator.attempts == [("probe", "tls-only-secret")]
     auth = next(line for line in result.transcript.lines if line.text.startswith("AUTH"))
     assert auth.direction is Direction.SENT_TLS
+
+
+def test_implicit_tls_against_a_plain_smtp_server_fails_at_connect_as_a_handshake_error(
+    ca_file: Path,
+) -> None:
+    """Port 587 configured as ``tls``: the server's plain ``220`` is no TLS record."""
+    handler = Behaviour()
+    with smtpd(handler) as port:
+        result = run(
+            loopback_probe(port, tls=TlsMode.TLS, tls_settings=TlsSettings(ca_file=ca_file))
+        )
+
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.CONNECT
+    # OpenSSL's reason (WRONG_VERSION_NUMBER here) varies with its version; the words are ours.
+    assert result.error.startswith("TLS handshake failed: "), result.error
+    assert "certificate" not in result.error
+    assert handler.messages == []

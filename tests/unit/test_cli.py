@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
-import sys
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -22,11 +20,13 @@ from smtp_probe.check import (
     probe_from_config,
 )
 from smtp_probe.cli import build_parser, main
-from smtp_probe.config import values
+from smtp_probe.config import load_config, values
 from smtp_probe.probe.spec import ProbeSpec, TlsMode
+from tests.support.cli_proc import REPO, run_cli
 
-REPO = Path(__file__).resolve().parents[2]
-ADDRESSES = ["--from", "probe@sender.example", "--to", "sink@rcpt.example"]
+FROM = ["--from", "probe@sender.example"]
+TO = ["--to", "sink@rcpt.example"]
+ADDRESSES = [*FROM, *TO]
 # Port 9 (discard) on loopback: were a usage check ever skipped, the run fails fast and locally.
 SMTP = ["--smtp", "127.0.0.1:9", "--smtp-tls", "none"]
 
@@ -57,14 +57,72 @@ def assert_usage_error(code: int, stderr: str, flag: str) -> None:
     assert "Traceback" not in stderr
 
 
-def test_missing_smtp_exits_3_naming_smtp(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main(ADDRESSES, capsys)
-    assert_usage_error(code, err, "--smtp")
+# A flag that is wrong, or does not fit the others, exits 3 with one line naming it.
+FLAG_ERRORS = [
+    pytest.param(ADDRESSES, "--smtp", "", id="smtp-missing"),
+    pytest.param(["--smtp", "mail.example:0", *ADDRESSES], "--smtp", "", id="smtp-port-0"),
+    pytest.param(["--smtp", "mail.example:70000", *ADDRESSES], "--smtp", "", id="smtp-port-70000"),
+    pytest.param(["--smtp", "mail.example:smtp", *ADDRESSES], "--smtp", "", id="smtp-port-name"),
+    pytest.param(["--smtp", ":25", *ADDRESSES], "--smtp", "", id="smtp-no-host"),
+    pytest.param(
+        ["--smtp", "mail.example", "--smtp-tls", "ssl", *ADDRESSES],
+        "--smtp-tls",
+        "",
+        id="smtp-tls-unknown",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--smtp-user", "probe"],
+        "--smtp-user",
+        SMTP_PASSWORD_ENV,
+        id="smtp-user-without-any-password",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap", "127.0.0.1:9"],
+        "--imap",
+        IMAP_PASSWORD_ENV,
+        id="imap-without-any-password",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap-user", "sink"], "--imap-user", "", id="imap-user-without-imap"
+    ),
+    pytest.param([*SMTP, *FROM], "--to", "", id="to-missing"),
+    pytest.param([*SMTP, *FROM, "--to", "sink"], "--to", "", id="to-no-at"),
+    pytest.param([*SMTP, "--from", "probe", *TO], "--from", "", id="from-no-at"),
+    pytest.param([*SMTP, "--from", "@example.com", *TO], "--from", "", id="from-no-local-part"),
+    pytest.param([*SMTP, "--from", "probe@", *TO], "--from", "", id="from-no-domain"),
+    pytest.param([*SMTP, "--from", "a b@example.com", *TO], "--from", "", id="from-space"),
+    pytest.param([*SMTP, "--from", "<a@b.c>", *TO], "--from", "", id="from-angle-brackets"),
+    pytest.param(
+        [*SMTP, "--from", "a@b@c.test", *TO], "--from", "one @", id="from-two-at-signs-as-in-config"
+    ),
+    pytest.param([*SMTP, *ADDRESSES, "--helo", "two words"], "--helo", "", id="helo-space"),
+    pytest.param([*SMTP, *ADDRESSES, "--timeout", "abc"], "--timeout", "", id="timeout-abc"),
+    pytest.param([*SMTP, *ADDRESSES, "--timeout", "5x"], "--timeout", "", id="timeout-5x"),
+    pytest.param([*SMTP, *ADDRESSES, "--timeout", "0"], "--timeout", "", id="timeout-0"),
+    pytest.param([*SMTP, *ADDRESSES, "--timeout", "-3s"], "--timeout", "", id="timeout-negative"),
+    pytest.param([*SMTP, *ADDRESSES, "--warning", "soon"], "--warning", "", id="warning-soon"),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap", "imap.example", "--folder", ""],
+        "--folder",
+        "",
+        id="folder-empty",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap", "imap.example", "--folder", "  "],
+        "--folder",
+        "",
+        id="folder-blank",
+    ),
+]
 
 
-def test_missing_to_exits_3_naming_to(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main([*SMTP, "--from", "probe@sender.example"], capsys)
-    assert_usage_error(code, err, "--to")
+@pytest.mark.parametrize(("argv", "flag", "says"), FLAG_ERRORS)
+def test_a_bad_flag_exits_3_with_one_line_naming_it(
+    argv: list[str], flag: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(argv, capsys)
+    assert_usage_error(code, err, flag)
+    assert says in err
 
 
 def test_missing_command_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,57 +130,6 @@ def test_missing_command_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
         main([])
     assert info.value.code == 3
     assert "COMMAND" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("timeout", ["abc", "5x", "0", "-3s"])
-def test_bad_timeout_exits_3_naming_timeout(
-    timeout: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--timeout", timeout], capsys)
-    assert_usage_error(code, err, "--timeout")
-
-
-def test_bad_warning_exits_3_naming_warning(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--warning", "soon"], capsys)
-    assert_usage_error(code, err, "--warning")
-
-
-@pytest.mark.parametrize(
-    "smtp", ["mail.example:0", "mail.example:70000", "mail.example:smtp", ":25"]
-)
-def test_bad_smtp_address_exits_3_naming_smtp(
-    smtp: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = run_main(["--smtp", smtp, *ADDRESSES], capsys)
-    assert_usage_error(code, err, "--smtp")
-
-
-def test_unknown_smtp_tls_mode_exits_3_naming_smtp_tls(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main(["--smtp", "mail.example", "--smtp-tls", "ssl", *ADDRESSES], capsys)
-    assert_usage_error(code, err, "--smtp-tls")
-
-
-def test_smtp_user_without_any_password_exits_3_naming_smtp_user(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--smtp-user", "probe"], capsys)
-    assert_usage_error(code, err, "--smtp-user")
-    assert SMTP_PASSWORD_ENV in err
-
-
-def test_imap_without_any_password_exits_3_naming_imap(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--imap", "127.0.0.1:9"], capsys)
-    assert_usage_error(code, err, "--imap")
-    assert IMAP_PASSWORD_ENV in err
-
-
-def test_imap_user_without_imap_exits_3_naming_imap_user(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--imap-user", "sink"], capsys)
-    assert_usage_error(code, err, "--imap-user")
 
 
 def test_missing_smtp_password_file_exits_3_naming_the_flag(
@@ -184,41 +191,12 @@ def test_ca_file_and_insecure_together_exit_3(
     assert "--ca-file" in err
 
 
-@pytest.mark.parametrize(
-    "address", ["probe", "@example.com", "probe@", "a b@example.com", "<a@b.c>"]
-)
-def test_from_that_is_not_an_address_exits_3_naming_from(
-    address: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = run_main([*SMTP, "--from", address, "--to", "sink@rcpt.example"], capsys)
-    assert_usage_error(code, err, "--from")
-
-
-def test_to_that_is_not_an_address_exits_3_naming_to(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main([*SMTP, "--from", "probe@sender.example", "--to", "sink"], capsys)
-    assert_usage_error(code, err, "--to")
-
-
-def test_helo_with_a_space_exits_3_naming_helo(capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--helo", "two words"], capsys)
-    assert_usage_error(code, err, "--helo")
-
-
 def test_usage_error_in_a_real_process_is_one_line_and_no_traceback() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMTP_PROBE_")}
     for argv, flag in (
         (ADDRESSES, "--smtp"),
         ([*SMTP, *ADDRESSES, "--timeout", "soon"], "--timeout"),
     ):
-        done = subprocess.run(
-            [sys.executable, "-m", "smtp_probe", "check", *argv],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run_cli("check", *argv)
         assert done.stdout == ""
         assert_usage_error(done.returncode, done.stderr, flag)
 
@@ -387,14 +365,6 @@ def test_probe_from_args_raises_usage_error_not_system_exit() -> None:
 # ------------------------------------------ the same value types as the config
 
 
-def test_an_address_with_two_at_signs_is_refused_as_in_the_config(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    code, err = run_main([*SMTP, "--from", "a@b@c.test", "--to", "sink@rcpt.example"], capsys)
-    assert_usage_error(code, err, "--from")
-    assert "one @" in err
-
-
 def test_a_bad_flag_value_is_named_but_not_echoed(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_main([*SMTP, *ADDRESSES, "--helo", "two words-XYZZY"], capsys)
     assert_usage_error(code, err, "--helo")
@@ -430,14 +400,6 @@ def test_a_password_file_loses_one_newline_only_as_in_the_config(tmp_path: Path)
     assert spec.smtp.password.reveal() == "pw ends in a newline\n"
 
 
-@pytest.mark.parametrize("folder", ["", "  "])
-def test_an_empty_folder_exits_3_naming_folder(
-    folder: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, err = run_main([*SMTP, *ADDRESSES, "--imap", "imap.example", "--folder", folder], capsys)
-    assert_usage_error(code, err, "--folder")
-
-
 @pytest.mark.parametrize(
     ("command", "flag", "value"),
     [("run", "--listen", "localhost:http"), ("run", "--shard", "3/3"), ("demo", "--listen", ":0")],
@@ -454,31 +416,98 @@ def test_bad_listen_and_shard_flags_exit_3_naming_the_flag(
     assert_usage_error(3, capsys.readouterr().err, flag)
 
 
-def test_a_probe_of_a_config_runs_with_its_route(tmp_path: Path) -> None:
-    """--config/--probe: the spec is the config's, the --timeout flag overrides its deadline."""
-    config = tmp_path / "c.yml"
-    config.write_text(
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    """A config with one probe, ``p``, through a relay on 127.0.0.1:9 (discard)."""
+    path = tmp_path / "c.yml"
+    path.write_text(
         "smtp_servers: {relay: {host: 127.0.0.1, port: 9, tls: none}}\n"
         "probes: [{name: p, smtp: relay, from: a@example.test, to: b@example.test}]\n"
     )
+    return path
+
+
+def test_a_probe_of_a_config_runs_with_its_route(config_file: Path) -> None:
+    """--config/--probe: the spec is the config's, the --timeout flag overrides its deadline."""
     args = build_parser().parse_args(
-        ["check", "--config", str(config), "--probe", "p", "--timeout", "7s"]
+        ["check", "--config", str(config_file), "--probe", "p", "--timeout", "7s"]
     )
     spec, _signer = probe_from_config(args)
     assert (spec.name, spec.smtp.port, spec.timeout) == ("p", 9, 7.0)
 
 
+def test_without_timeout_a_probe_of_a_config_keeps_its_own_deadline(config_file: Path) -> None:
+    args = build_parser().parse_args(["check", "--config", str(config_file), "--probe", "p"])
+    spec, _signer = probe_from_config(args)
+    configured = load_config(config_file).probe("p")
+    assert configured is not None
+    assert spec == configured.spec
+
+
 def test_an_unknown_probe_of_a_config_exits_3_naming_probe(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "c.yml"
-    config.write_text(
-        "smtp_servers: {relay: {host: 127.0.0.1, port: 9, tls: none}}\n"
-        "probes: [{name: p, smtp: relay, from: a@example.test, to: b@example.test}]\n"
-    )
-    code, err = run_main(["--config", str(config), "--probe", "q"], capsys)
+    code, err = run_main(["--config", str(config_file), "--probe", "q"], capsys)
     assert_usage_error(code, err, "--probe")
     assert "(have: p)" in err
+
+
+@pytest.mark.parametrize(("given", "missing"), [("--config", "--probe"), ("--probe", "--config")])
+def test_config_without_probe_and_probe_without_config_exit_3(
+    given: str, missing: str, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    value = str(config_file) if given == "--config" else "p"
+    code, err = run_main([given, value], capsys)
+    assert_usage_error(code, err, missing)
+    assert "--config and --probe go together" in err
+
+
+@pytest.mark.parametrize(
+    "route",
+    [
+        ["--smtp", "mail.example"],
+        ["--from", "probe@sender.example"],
+        ["--to", "sink@rcpt.example"],
+        ["--imap", "imap.example"],
+        ["--smtp-user", "probe"],
+        ["--imap-user", "sink"],
+    ],
+    ids=lambda route: route[0],
+)
+def test_a_route_flag_beside_config_exits_3_naming_it(
+    route: list[str], config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The route is the config's: a flag that would change it is refused, not ignored."""
+    code, err = run_main(["--config", str(config_file), "--probe", "p", *route], capsys)
+    assert_usage_error(code, err, route[0])
+    assert "the route comes from --config" in err
+
+
+def test_a_config_that_does_not_validate_exits_3_with_its_located_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("probes: [{name: p, smtp: relay, from: a@example.test, to: b@example.test}]\n")
+    code, err = run_main(["--config", str(path), "--probe", "p"], capsys)
+    assert code == 3
+    assert err.splitlines() == [
+        f"{path}: 1 error:",
+        f"  - {path}:1:26: probes[0].smtp: unknown server (smtp_servers defines none)",
+    ]
+
+
+def test_run_with_its_address_taken_exits_3_with_one_line_saying_so(config_file: Path) -> None:
+    """A second daemon on the same port: exit 3 and why, beside the daemon's own JSON log."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run_cli("run", "--config", str(config_file), "--listen", f"127.0.0.1:{port}")
+
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+    [error] = [line for line in done.stderr.splitlines() if not line.startswith("{")]
+    assert error.startswith("smtp-probe run: error: cannot listen: "), error
+    assert str(port) in error
+    assert "already in use" in error
 
 
 # ----------------------------------------------- validate and config-schema
