@@ -64,7 +64,7 @@ def load_docs(path: Path) -> list[Doc]:
 def dockerfile_instruction(keyword: str) -> str:
     """The last ``keyword`` instruction's argument text in the Dockerfile.
 
-    (tests/deploy/test_container.py parses the Dockerfile fully and replays it.)
+    (tests/deploy/test_container.py builds the Dockerfile with podman and runs the image.)
     """
     text = (REPO / "Dockerfile").read_text(encoding="utf-8")
     lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
