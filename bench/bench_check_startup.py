@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -70,23 +69,11 @@ from bench.benchkit import (
     print_table,
     write_json,
 )
+from tests.support.importtime import IMPORT_LINE, heavy
 from tests.support.mailstack import MailStack
 
 TARGET_SECONDS: Final = 0.110
 """Issue 7's bound on our median."""
-HEAVY_MODULES: Final = (
-    "pydantic",
-    "yaml",
-    "structlog",
-    "imapclient",
-    "prometheus_client",
-    "aiohttp",
-    "apscheduler",
-    "jinja2",
-    "importlib.metadata",
-)
-"""What an SMTP-only check with flags must not import (tests/unit/test_startup_imports.py)."""
-_IMPORT_LINE: Final = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
 _PIP_SCRIPT: Final = """#!{python}
 # -*- coding: utf-8 -*-
 import re
@@ -450,10 +437,11 @@ def _imports(subject: Subject, route: Sequence[str]) -> dict[str, Any]:
     top: list[tuple[str, float]] = []
     imported: list[str] = []
     for line in completed.stderr.splitlines():
-        match = _IMPORT_LINE.match(line)
+        match = IMPORT_LINE.match(line)
         if match is None:
             continue
-        name, self_us, cumulative_us = match.group(4), int(match.group(1)), int(match.group(2))
+        name = match["name"]
+        self_us, cumulative_us = int(match["self"]), int(match["cumulative"])
         imported.append(name)
         if not after_site:
             after_site = name == "site"
@@ -467,15 +455,12 @@ def _imports(subject: Subject, route: Sequence[str]) -> dict[str, Any]:
             else "third-party"
         )
         per_origin[origin] += self_us / 1e6
-        if len(match.group(3)) <= 3:
+        if len(match["indent"]) <= 3:
             top.append((name, cumulative_us / 1e6))
-    heavy = sorted(
-        {name for name in imported for h in HEAVY_MODULES if name == h or name.startswith(h + ".")}
-    )
     return {
         "self_seconds_by_origin_after_site": per_origin,
         "slowest_two_levels": sorted(top, key=lambda item: -item[1])[:12],
-        "heavy_modules_imported": heavy,
+        "heavy_modules_imported": heavy(imported),
         "modules_imported": len(imported),
     }
 

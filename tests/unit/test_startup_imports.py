@@ -25,24 +25,11 @@ import pytest
 
 import smtp_probe
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
+from tests.support.importtime import IMPORT_LINE, heavy
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = (
-    "pydantic",
-    "pydantic_core",
-    "yaml",
-    "structlog",
-    "imapclient",
-    "prometheus_client",
-    "aiohttp",
-    "apscheduler",
-    "jinja2",
-    "importlib.metadata",
-)
-"""What a check with flags never needs (each also names its submodules)."""
 PASSWORD_ENVS = (SMTP_PASSWORD_ENV, IMAP_PASSWORD_ENV)
 ADDRESSES = ["--from", "probe@sender.test", "--to", "sink@rcpt.test"]
-_IMPORT_LINE = re.compile(r"import time:\s+\d+ \|\s+\d+ \|\s*(\S+)")
 
 
 @pytest.fixture
@@ -68,16 +55,11 @@ def imported_by(
         timeout=60,
         check=False,
     )
-    names = [m.group(1) for m in map(_IMPORT_LINE.match, done.stderr.splitlines()) if m]
+    names = [m["name"] for m in map(IMPORT_LINE.match, done.stderr.splitlines()) if m]
     # -X importtime lists a module once its own imports are done: site (with
     # everything the machine's .pth files import) comes before our program's.
     assert "site" in names, done.stderr[-2000:]
     return done, set(names[names.index("site") + 1 :])
-
-
-def heavy(modules: set[str]) -> list[str]:
-    """The modules of ``HEAVY`` among ``modules``."""
-    return sorted(m for m in modules for h in HEAVY if m == h or m.startswith(f"{h}."))
 
 
 def test_smtp_only_check_imports_the_engine_and_nothing_heavy(closed_port: int) -> None:
