@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from smtp_probe.config import values
-
-if TYPE_CHECKING:
-    # Only for annotations: probe.spec imports this package for its defaults.
-    from smtp_probe.probe.spec import Mailbox, ProbeSpec
-    from smtp_probe.secret import Secret
+from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.secret import Secret
 
 
 @dataclass(frozen=True, slots=True)
