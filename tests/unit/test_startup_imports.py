@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import tomllib
@@ -26,6 +25,7 @@ import pytest
 import smtp_probe
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
 from tests.support.importtime import IMPORT_LINE, heavy
+from tests.support.loopback_smtpd import closed_port as refusing_port
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD_ENVS = (SMTP_PASSWORD_ENV, IMAP_PASSWORD_ENV)
@@ -34,10 +34,9 @@ ADDRESSES = ["--from", "probe@sender.test", "--to", "sink@rcpt.test"]
 
 @pytest.fixture
 def closed_port() -> Iterator[int]:
-    """A loopback port that refuses connections: bound (so no one else takes it), not listening."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield int(sock.getsockname()[1])
+    """A loopback port that refuses connections (see :func:`loopback_smtpd.closed_port`)."""
+    with refusing_port() as port:
+        yield port
 
 
 def imported_by(
