@@ -218,7 +218,7 @@ class MailboxWatcher:
             raise RuntimeError("watcher already started")
         self._transcript = transcript
         self._deadline = deadline
-        transcript.mask(self.mailbox.password.reveal())
+        transcript.mask(self.mailbox.password.reveal() if self.mailbox.password else None)
         self._thread = threading.Thread(
             target=self._run, name=f"imap-watcher {self.mailbox.username}", daemon=True
         )

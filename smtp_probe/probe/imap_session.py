@@ -147,7 +147,7 @@ class ImapSession:
             self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
             transcript.note(f"TLS established ({self._tls_version()})")
 
-        password = mailbox.password.reveal()
+        password = mailbox.password.reveal() if mailbox.password else ""
         # The transcript redacts LOGIN's password and scrubs the registered secret.
         self._sent(f"LOGIN {mailbox.username} {password}", transcript)
         try:

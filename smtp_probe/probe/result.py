@@ -27,6 +27,8 @@ class Outcome(enum.StrEnum):
 class Stage(enum.StrEnum):
     """Where a run was when it ended; mirrors swaks' exit-code stages (a contract)."""
 
+    OAUTH = "oauth"
+    """Getting an OAuth2 access token, before anything is sent."""
     DNS = "dns"
     CONNECT = "connect"
     BANNER = "banner"

@@ -16,7 +16,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from smtp_probe.probe.credentials import TokenSource
 from smtp_probe.secret import Secret
+
+
+class Cleanup(enum.StrEnum):
+    r"""How a found probe message is removed from the mailbox.
+
+    ``expunge`` flags it ``\Deleted`` and expunges it by UID where it is;
+    ``trash`` moves it to the SPECIAL-USE ``\Trash`` folder and expunges it
+    there (Gmail: expunging from INBOX only removes a label, the message
+    stays in All Mail).
+    """
+
+    EXPUNGE = "expunge"
+    TRASH = "trash"
 
 
 class TlsMode(enum.StrEnum):
@@ -68,6 +82,8 @@ class SmtpServer:
     tls_settings: TlsSettings = field(default_factory=TlsSettings)
     username: str | None = None
     password: Secret | None = None
+    oauth: TokenSource | None = None
+    """Log in with an OAuth2 bearer token (``XOAUTH2``/``OAUTHBEARER``) instead of a password."""
     helo: str | None = None
     timeout: float = DEFAULT_COMMAND_TIMEOUT
     """Inactivity limit for one SMTP command; the run deadline still bounds the whole leg."""
@@ -85,7 +101,9 @@ class Mailbox:
     host: str
     port: int
     username: str
-    password: Secret
+    password: Secret | None = None
+    oauth: TokenSource | None = None
+    """Log in with ``AUTHENTICATE XOAUTH2``/``OAUTHBEARER``; exactly one of password and oauth."""
     tls: TlsMode = DEFAULT_IMAP_TLS
     tls_settings: TlsSettings = field(default_factory=TlsSettings)
     folder: str = DEFAULT_FOLDER
@@ -99,6 +117,8 @@ class Mailbox:
     """The cap the poll delay backs off to (doubling from ``poll_min``)."""
     timeout: float = DEFAULT_COMMAND_TIMEOUT
     """Socket timeout for one IMAP command; also bounds how long a worker thread can hang."""
+    cleanup: Cleanup | None = None
+    """How to remove our message; ``None`` picks ``trash`` on Gmail (``X-GM-EXT-1``), else ``expunge``."""
 
     @property
     def address(self) -> str:
@@ -123,3 +143,6 @@ class ProbeSpec:
     """Without a mailbox the run stops after the SMTP leg (outcome ``sent``)."""
     timeout: float = DEFAULT_RUN_TIMEOUT
     """The one deadline for the whole run, both legs included."""
+    reflector: bool = False
+    """``rcpt_to`` is a mailbox we don't own that auto-replies or forwards to
+    ``mailbox``; the run confirms the reply by the token in its subject."""

@@ -43,7 +43,15 @@ def mailbox(stack: MailStack, kind: str = "imaps", **changes: object) -> Mailbox
     port, tls = (
         (stack.imaps_port, TlsMode.TLS) if kind == "imaps" else (stack.imap_port, TlsMode.STARTTLS)
     )
-    base = Mailbox(stack.host, port, SINK, Secret(stack.users[SINK]), tls, trusted, timeout=10)
+    base = Mailbox(
+        stack.host,
+        port,
+        SINK,
+        password=Secret(stack.users[SINK]),
+        tls=tls,
+        tls_settings=trusted,
+        timeout=10,
+    )
     return replace(base, **changes)  # type: ignore[arg-type]
 
 

@@ -264,6 +264,7 @@ def test_passwords_come_from_the_environment() -> None:
     assert spec.smtp.password is not None
     assert spec.smtp.password.reveal() == "smtp-pw-from-env"
     assert spec.mailbox is not None
+    assert spec.mailbox.password is not None
     assert spec.mailbox.password.reveal() == "imap-pw-from-env"
 
 
@@ -288,6 +289,7 @@ def test_passwords_come_from_files_without_their_trailing_newline(tmp_path: Path
     assert spec.smtp.password is not None
     assert spec.smtp.password.reveal() == "smtp pw from file"
     assert spec.mailbox is not None
+    assert spec.mailbox.password is not None
     assert spec.mailbox.password.reveal() == "imap pw from file"
 
 

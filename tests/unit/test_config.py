@@ -865,6 +865,7 @@ def test_passwords_are_secrets_and_repr_of_config_shows_none_of_them() -> None:
     spec = config.probes[0].spec
     assert isinstance(spec.smtp.password, Secret)
     assert spec.mailbox is not None
+    assert spec.mailbox.password is not None
     assert spec.mailbox.password.reveal() == IMAP_PASSWORD
     shown = repr(config) + str(config) + repr(config.mailboxes)
     for secret in SECRETS:
@@ -938,6 +939,7 @@ def test_password_expands_environment_variables(
 ) -> None:
     text = BASE.replace("password: ${IMAP_PASSWORD}", f'password: "{written}"')
     mailbox = parse_config(text, environ={"SMTP_PASSWORD": "s", **environ}).mailboxes[0]
+    assert mailbox.password is not None
     assert mailbox.password.reveal() == password
 
 
