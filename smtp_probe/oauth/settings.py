@@ -21,7 +21,7 @@ MICROSOFT_AUTHORITY: Final = "https://login.microsoftonline.com"
 """Entra ID's global cloud; sovereign clouds have their own (e.g. login.microsoftonline.us)."""
 GOOGLE_SCOPE: Final = "https://mail.google.com/"
 """The only scope Gmail accepts for IMAP and SMTP."""
-GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"
+GOOGLE_TOKEN_URI: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 DEFAULT_TOKEN_TIMEOUT: Final = 10.0
 """Longest wait for one token request (HTTP or command); the run deadline still bounds it."""
 DEFAULT_COMMAND_LIFETIME: Final = 300.0
@@ -32,7 +32,7 @@ class Grant(enum.StrEnum):
     """The OAuth2 grant a generic client uses at its token endpoint."""
 
     CLIENT_CREDENTIALS = "client_credentials"
-    REFRESH_TOKEN = "refresh_token"
+    REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a grant name
 
 
 @dataclass(frozen=True, slots=True)
