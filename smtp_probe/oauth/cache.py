@@ -1,0 +1,165 @@
+"""One OAuth client's tokens: fetched once, shared by every probe and watcher, refreshed ahead of expiry.
+
+A :class:`TokenCache` sits in front of one provider's *fetch* function (a
+blocking call that asks the token endpoint or runs the token command). It
+holds the current token in memory only, hands it out while it has a while
+left to live, and fetches a new one when it is close to expiry or a server
+refused it. One fetch runs at a time per client; callers arriving meanwhile
+wait for it (within their own timeout) instead of asking the endpoint again.
+
+A fetch runs in a worker thread that the caller waits for with a hard
+deadline: a token endpoint that accepts the connection and never answers
+costs a run its timeout, never more, whatever the HTTP library does.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from smtp_probe.probe.credentials import AccessToken, TokenError
+from smtp_probe.secret import Secret
+
+REFRESH_AHEAD_MAX: Final = 300.0
+"""A token is replaced at most this many seconds before it expires ..."""
+REFRESH_AHEAD_SHARE: Final = 0.25
+"""... or when less than this share of its lifetime is left, if that comes later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What a provider's fetch returns: the token and when it expires (epoch seconds, if known)."""
+
+    value: Secret
+    expires_at: float | None
+
+
+Fetch = Callable[[float], Fetched]
+"""A provider's blocking token request; its argument is the timeout in seconds.
+
+Raises :class:`TokenError` with a reason that names no secret.
+"""
+
+
+class TokenObserver(Protocol):
+    """Told about every token request (the daemon's metrics)."""
+
+    def token_requested(
+        self, client: str, result: str, seconds: float, expires_at: float | None
+    ) -> None:
+        """One request to ``client``'s endpoint ended with ``result`` (``success`` or an error)."""
+        ...
+
+
+@dataclass(slots=True)
+class _Current:
+    token: AccessToken
+    refresh_at: float | None
+    """Wall-clock second after which the token is replaced; ``None``: never by age."""
+
+
+class TokenCache:
+    """The :class:`~smtp_probe.probe.credentials.TokenSource` of one OAuth client."""
+
+    def __init__(self, client: str, fetch: Fetch, *, timeout: float) -> None:
+        """``fetch`` asks the provider; ``timeout`` caps one request whatever the caller allows."""
+        self._client = client
+        self._fetch = fetch
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._current: _Current | None = None
+        self.observer: TokenObserver | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenCache({self._client!r})"
+
+    @property
+    def client(self) -> str:
+        """The client's name in ``oauth_clients``."""
+        return self._client
+
+    @property
+    def expires_at(self) -> float | None:
+        """When the cached token expires (epoch seconds), if there is one and it says."""
+        current = self._current
+        return current.token.expires_at if current else None
+
+    def token(self, timeout: float) -> AccessToken:
+        """The cached token, or a new one if it is due for refresh.
+
+        Raises:
+            TokenError: the fetch failed or did not end within ``timeout``.
+        """
+        give_up = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            raise TokenError(
+                f"no token within {timeout:g}s (another request to the endpoint is still running)",
+                "timeout",
+            )
+        try:
+            current = self._current
+            if current is not None and not _due(current):
+                return current.token
+            fetched = self._request(max(0.0, give_up - time.monotonic()))
+            token = AccessToken(fetched.value, fetched.expires_at, fresh=True)
+            self._current = _Current(token, _refresh_at(fetched.expires_at))
+            return token
+        finally:
+            self._lock.release()
+
+    def reject(self, token: AccessToken) -> None:
+        """Forget ``token`` if it is still the cached one: the next :meth:`token` fetches anew."""
+        with self._lock:
+            if self._current is not None and self._current.token.value == token.value:
+                self._current = None
+
+    def _request(self, timeout: float) -> Fetched:
+        """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's)."""
+        limit = min(timeout, self._timeout)
+        box: list[Fetched | BaseException] = []
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                box.append(self._fetch(limit))
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                box.append(exc)
+            finally:
+                done.set()
+
+        started = time.monotonic()
+        worker = threading.Thread(target=work, name=f"oauth {self._client}", daemon=True)
+        worker.start()
+        finished = done.wait(limit)
+        seconds = time.monotonic() - started
+        if not finished:
+            self._observe("timeout", seconds, None)
+            raise TokenError(f"no answer from the token endpoint within {limit:g}s", "timeout")
+        outcome = box[0]
+        if isinstance(outcome, TokenError):
+            self._observe(outcome.result, seconds, None)
+            raise outcome
+        if isinstance(outcome, BaseException):
+            self._observe("bad_response", seconds, None)
+            raise TokenError(f"token request failed: {type(outcome).__name__}", "bad_response")
+        self._observe("success", seconds, outcome.expires_at)
+        return outcome
+
+    def _observe(self, result: str, seconds: float, expires_at: float | None) -> None:
+        observer = self.observer
+        if observer is not None:
+            observer.token_requested(self._client, result, seconds, expires_at)
+
+
+def _refresh_at(expires_at: float | None) -> float | None:
+    if expires_at is None:
+        return None
+    lifetime = max(0.0, expires_at - time.time())
+    return expires_at - min(REFRESH_AHEAD_MAX, lifetime * REFRESH_AHEAD_SHARE)
+
+
+def _due(current: _Current) -> bool:
+    return current.refresh_at is not None and time.time() >= current.refresh_at
