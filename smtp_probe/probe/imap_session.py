@@ -3,18 +3,17 @@
 An :class:`ImapSession` is one connection to one mailbox: connected (implicit
 TLS or STARTTLS), logged in (``LOGIN`` with a password, or ``AUTHENTICATE
 OAUTHBEARER``/``XOAUTH2`` with a token from the mailbox's source, asked at
-every login), capabilities read. It selects folders, reads
-their status, finds and fetches new probe messages, deletes one message by
-UID, enters and leaves IDLE, and logs out, writing what it says and hears to
-a transcript. Only the watcher thread uses it (imapclient is blocking and not
+every login), capabilities read. It selects folders, reads their status,
+finds and fetches new probe messages, deletes one message by UID, enters and
+leaves IDLE, and logs out, writing what it says and hears to a transcript.
+Only the watcher thread uses it (imapclient is blocking and not
 thread-safe), and every call is bounded by the socket timeout.
 
 Failures come out as this module's errors: opening a session raises
 :class:`ImapError` naming the stage that failed (``oauth`` when no token
-could be had); once open, any failed
-command raises :class:`ConnectionLost` (the session is of no further use:
-reconnect), except a failed delete, which is an :class:`ImapError` at
-``cleanup`` and leaves the session usable.
+could be had); once open, any failed command raises :class:`ConnectionLost`
+(the session is of no further use: reconnect), except a failed delete, which
+is an :class:`ImapError` at ``cleanup`` and leaves the session usable.
 """
 
 from __future__ import annotations

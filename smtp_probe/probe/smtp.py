@@ -515,7 +515,7 @@ async def _authenticate_oauth(
         raise session.fail(
             f"server offers neither {sasl.OAUTHBEARER} nor {sasl.XOAUTH2} (AUTH {names})"
         )
-    token = session.token or await _new_token(session, source)
+    token = session.token if session.token is not None else await _new_token(session, source)
     refusal = await _sasl_exchange(session, client, mechanism, token)
     if refusal is None:
         return
