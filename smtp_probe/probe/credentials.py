@@ -8,6 +8,11 @@ the OAuth libraries; a run that needs no token never loads them.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -65,3 +70,62 @@ class TokenSource(Protocol):
     def reject(self, token: AccessToken) -> None:
         """A server refused ``token``: drop it, so the next :meth:`token` fetches anew."""
         ...
+
+
+async def obtain(source: TokenSource, deadline: float) -> AccessToken:
+    """A token from ``source`` before ``deadline`` (monotonic), without blocking the event loop.
+
+    ``source.token`` runs in a daemon thread of its own rather than the
+    default executor: a source that overruns its timeout must hold neither
+    the run (which gives up at the deadline) nor the event loop's small
+    shared thread pool (DNS lookups wait there), nor ``asyncio.run``'s
+    shutdown (Python 3.11 waits for executor threads without a limit).
+
+    Raises:
+        TokenError: the source failed, or had no token by the deadline
+            (result ``timeout``).
+    """
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TokenError("no time left before the run deadline", "timeout")
+    future: concurrent.futures.Future[AccessToken] = concurrent.futures.Future()
+    context = contextvars.copy_context()  # the log context, as asyncio.to_thread would keep it
+
+    def fetch() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(context.run(source.token, remaining))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting run
+            future.set_exception(exc)
+
+    threading.Thread(target=fetch, name=f"oauth token {source.client}", daemon=True).start()
+    try:
+        async with asyncio.timeout(remaining) as limit:
+            return await asyncio.wrap_future(future)
+    except TimeoutError:
+        if not limit.expired():
+            raise  # the source's own, not the deadline
+        raise TokenError(
+            f"no token within {remaining:.3g}s (the run deadline)", "timeout"
+        ) from None
+
+
+def describe(token: AccessToken, *, now: float | None = None) -> str:
+    """``cached, expires in 57m``: where a token came from and how long it lives, never its value."""
+    origin = "fresh" if token.fresh else "cached"
+    if token.expires_at is None:
+        return f"{origin}, expiry unknown"
+    left = token.expires_at - (time.time() if now is None else now)
+    if left <= 0:
+        return f"{origin}, expired {_span(-left)} ago"
+    return f"{origin}, expires in {_span(left)}"
+
+
+def _span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    minutes = int(seconds // 60)
+    if minutes < 120:
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"

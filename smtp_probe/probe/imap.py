@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from smtp_probe.probe.credentials import AccessToken
 from smtp_probe.probe.imap_session import (
     ConnectionLost,
     FetchedMessage,
@@ -165,6 +166,7 @@ class MailboxWatcher:
         self._idle_capable = False
         self._transcript = Transcript()
         self._deadline = 0.0
+        self._first_token: AccessToken | None = None
         self._delay = mailbox.poll_min
         self._restart_polling = False
 
@@ -202,10 +204,15 @@ class MailboxWatcher:
         with self._lock:
             self._probe_names = frozenset(names)
 
-    async def start(self, transcript: Transcript, deadline: float) -> None:
+    async def start(
+        self, transcript: Transcript, deadline: float, token: AccessToken | None = None
+    ) -> None:
         """Connect, log in and select the folder, before ``deadline`` (monotonic).
 
-        The session is written to ``transcript``. A persistent watcher keeps
+        The session is written to ``transcript``. A mailbox with ``oauth``
+        logs in with ``token`` the first time if given (the run fetched it
+        already: it counts as fresh if the run's request fetched it), and
+        asks its source at every later login. A persistent watcher keeps
         retrying in the background after a failed first attempt; the error is
         still raised so the caller can report it.
 
@@ -218,6 +225,7 @@ class MailboxWatcher:
             raise RuntimeError("watcher already started")
         self._transcript = transcript
         self._deadline = deadline
+        self._first_token = token
         transcript.mask(self.mailbox.password.reveal() if self.mailbox.password else None)
         self._thread = threading.Thread(
             target=self._run, name=f"imap-watcher {self.mailbox.username}", daemon=True
@@ -400,7 +408,8 @@ class MailboxWatcher:
             timeout = mailbox.timeout  # a background reconnect has no run deadline
         else:
             timeout = max(0.5, min(mailbox.timeout, self._deadline - time.monotonic()))
-        session = ImapSession.open(mailbox, transcript, timeout)
+        token, self._first_token = self._first_token, None
+        session = ImapSession.open(mailbox, transcript, timeout, token=token)
         self._session = session
         self._idle_capable = session.idle_capable
         try:

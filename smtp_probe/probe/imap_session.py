@@ -1,21 +1,24 @@
 """One blocking IMAP session on imapclient: the only module that knows its exceptions.
 
 An :class:`ImapSession` is one connection to one mailbox: connected (implicit
-TLS or STARTTLS), logged in, capabilities read. It selects folders, reads
-their status, finds and fetches new probe messages, deletes one message by
-UID, enters and leaves IDLE, and logs out, writing what it says and hears to
-a transcript. Only the watcher thread uses it (imapclient is blocking and not
+TLS or STARTTLS), logged in (``LOGIN`` with a password, or ``AUTHENTICATE
+OAUTHBEARER``/``XOAUTH2`` with a token from the mailbox's source, asked at
+every login), capabilities read. It selects folders, reads their status,
+finds and fetches new probe messages, deletes one message by UID, enters and
+leaves IDLE, and logs out, writing what it says and hears to a transcript.
+Only the watcher thread uses it (imapclient is blocking and not
 thread-safe), and every call is bounded by the socket timeout.
 
 Failures come out as this module's errors: opening a session raises
-:class:`ImapError` naming the stage that failed; once open, any failed
-command raises :class:`ConnectionLost` (the session is of no further use:
-reconnect), except a failed delete, which is an :class:`ImapError` at
-``cleanup`` and leaves the session usable.
+:class:`ImapError` naming the stage that failed (``oauth`` when no token
+could be had); once open, any failed command raises :class:`ConnectionLost`
+(the session is of no further use: reconnect), except a failed delete, which
+is an :class:`ImapError` at ``cleanup`` and leaves the session usable.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.parser
 import email.policy
@@ -30,17 +33,22 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DELETED, JUNK
 
+from smtp_probe.probe import sasl
+from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
 from smtp_probe.probe.message import PROBE_HEADER
 from smtp_probe.probe.result import Stage
 from smtp_probe.probe.spec import Mailbox, TlsMode
 from smtp_probe.probe.tls import client_context, describe_verify_error
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.transcript import REDACTED, Transcript
 
 _FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
 """What imapclient raises when a command fails or the connection breaks (ssl errors are OSErrors)."""
+_TEMPORARY: Final = "[UNAVAILABLE]"
+"""RFC 5530: the server could not check the credentials now (Dovecot: its token
+introspection endpoint is down); not a verdict on the token."""
 
 
 class ImapError(Exception):
@@ -98,16 +106,30 @@ class ImapSession:
         """The folder selected last; deletes happen there."""
 
     @classmethod
-    def open(cls, mailbox: Mailbox, transcript: Transcript, timeout: float) -> ImapSession:
+    def open(
+        cls,
+        mailbox: Mailbox,
+        transcript: Transcript,
+        timeout: float,
+        *,
+        token: AccessToken | None = None,
+    ) -> ImapSession:
         """Connect, upgrade with STARTTLS if asked, log in and read the capabilities.
 
         ``timeout`` bounds every socket operation of the session until
         :meth:`set_timeout` changes it.
 
+        A mailbox with ``oauth`` logs in with ``token``, or gets one from its
+        source before connecting (from the shared cache, usually), so a token
+        that cannot be had costs no connection.
+
         Raises:
-            ImapError: at ``imap_connect``, ``imap_starttls``, ``imap_login`` or
+            ImapError: at ``oauth`` (no token within ``timeout``),
+                ``imap_connect``, ``imap_starttls``, ``imap_login`` or
                 ``imap_select`` (capabilities), with a one-line reason.
         """
+        if mailbox.oauth is not None and token is None:
+            token = _token(mailbox.oauth, transcript, timeout)
         transcript.note(f"imap: connecting to {mailbox.address} (tls: {mailbox.tls})")
         context = client_context(mailbox.tls_settings) if mailbox.tls is not TlsMode.NONE else None
         try:
@@ -123,14 +145,19 @@ class ImapSession:
         client.normalise_times = False
         session = cls(client, in_tls=mailbox.tls is TlsMode.TLS)
         try:
-            session._log_in(mailbox, context, transcript)
+            session._log_in(mailbox, context, transcript, token, timeout)
         except BaseException:
             session.shutdown()
             raise
         return session
 
     def _log_in(
-        self, mailbox: Mailbox, context: ssl.SSLContext | None, transcript: Transcript
+        self,
+        mailbox: Mailbox,
+        context: ssl.SSLContext | None,
+        transcript: Transcript,
+        token: AccessToken | None,
+        timeout: float,
     ) -> None:
         client = self._client
         if self.in_tls:
@@ -147,17 +174,10 @@ class ImapSession:
             self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
             transcript.note(f"TLS established ({self._tls_version()})")
 
-        password = mailbox.password.reveal() if mailbox.password else ""
-        # The transcript redacts LOGIN's password and scrubs the registered secret.
-        self._sent(f"LOGIN {mailbox.username} {password}", transcript)
-        try:
-            reply = client.login(mailbox.username, password)
-        except LoginError as exc:
-            self._received(f"NO {_reason(exc)}", transcript)
-            raise ImapError(Stage.IMAP_LOGIN, f"login refused: {_reason(exc)}") from None
-        except _FAILURES as exc:
-            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
-        self._received(f"OK {_text(reply)}", transcript)
+        if mailbox.oauth is not None and token is not None:
+            self._authenticate(mailbox, mailbox.oauth, token, transcript, timeout)
+        else:
+            self._login(mailbox, transcript)
 
         try:
             capabilities = {_text(c).upper() for c in client.capabilities()}
@@ -165,6 +185,135 @@ class ImapSession:
             raise ImapError(Stage.IMAP_SELECT, _reason(exc)) from None
         self.idle_capable = "IDLE" in capabilities
         self.uidplus = "UIDPLUS" in capabilities
+
+    def _login(self, mailbox: Mailbox, transcript: Transcript) -> None:
+        """``LOGIN`` with the mailbox's password.
+
+        Raises:
+            ImapError: at ``imap_login``.
+        """
+        password = mailbox.password.reveal() if mailbox.password else ""
+        # The transcript redacts LOGIN's password and scrubs the registered secret.
+        self._sent(f"LOGIN {mailbox.username} {password}", transcript)
+        try:
+            reply = self._client.login(mailbox.username, password)
+        except LoginError as exc:
+            self._received(f"NO {_reason(exc)}", transcript)
+            raise ImapError(Stage.IMAP_LOGIN, f"login refused: {_reason(exc)}") from None
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
+        self._received(f"OK {_text(reply)}", transcript)
+
+    def _authenticate(
+        self,
+        mailbox: Mailbox,
+        source: TokenSource,
+        token: AccessToken,
+        transcript: Transcript,
+        timeout: float,
+    ) -> None:
+        """``AUTHENTICATE OAUTHBEARER`` (or ``XOAUTH2``) as the pre-login capabilities offer.
+
+        A token from the cache that the server refuses is rejected, and the
+        login tried once more on the same connection with a fresh one (a
+        failed AUTHENTICATE leaves the session unauthenticated, free to try
+        again). A fresh token refused, or a temporary failure, is final.
+
+        Raises:
+            ImapError: at ``imap_login``, or at ``oauth`` when the new token
+                could not be had.
+        """
+        try:
+            capabilities = [_text(c).upper() for c in self._client.capabilities()]
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
+        offered = [c.removeprefix("AUTH=") for c in capabilities if c.startswith("AUTH=")]
+        mechanism = sasl.choose(offered)
+        if mechanism is None:
+            names = ", ".join(f"AUTH={name}" for name in offered) or "no AUTH= mechanism"
+            raise ImapError(
+                Stage.IMAP_LOGIN,
+                f"server offers neither AUTH={sasl.OAUTHBEARER} nor AUTH={sasl.XOAUTH2} "
+                f"(it offers {names})",
+            )
+        refusal = self._sasl_exchange(mechanism, mailbox, token, transcript)
+        if refusal is None:
+            return
+        reason, temporary = refusal
+        if temporary or token.fresh:
+            raise ImapError(Stage.IMAP_LOGIN, reason)
+        source.reject(token)
+        transcript.note(
+            f"imap: the cached token from {source.client} was refused; "
+            "trying once more with a new one"
+        )
+        token = _token(source, transcript, timeout)
+        refusal = self._sasl_exchange(mechanism, mailbox, token, transcript)
+        if refusal is not None:
+            raise ImapError(Stage.IMAP_LOGIN, refusal[0])
+
+    def _sasl_exchange(
+        self, mechanism: str, mailbox: Mailbox, token: AccessToken, transcript: Transcript
+    ) -> tuple[str, bool] | None:
+        """One AUTHENTICATE: ``None`` when logged in, else the reason and whether it is temporary.
+
+        imaplib sends no initial response on the command line; it answers
+        the server's first (empty) ``+`` with the token. A second ``+`` is the
+        error challenge: it is shown decoded and acknowledged as the
+        mechanism requires (imapclient's own ``oauth2_login`` would send the
+        token again), and the tagged ``NO`` follows. Anything after that is
+        cancelled with ``*``.
+
+        Raises:
+            ImapError: at ``imap_login``: the connection broke.
+        """
+        payload = sasl.initial_response(
+            mechanism,
+            user=mailbox.username,
+            token=token.value.reveal(),
+            host=mailbox.host,
+            port=mailbox.port,
+        )
+        transcript.mask(payload.decode())
+        challenges: list[bytes] = []
+        answered = False
+
+        def respond(challenge: bytes) -> bytes | None:
+            nonlocal answered
+            if not answered:
+                answered = True
+                return payload
+            if challenges:
+                self._received(f"+ {sasl.shown_challenge(challenge)}", transcript)
+                self._sent("*", transcript)
+                return None  # imaplib sends "*": cancel
+            challenges.append(challenge)
+            reply = sasl.error_response(mechanism)
+            self._received(f"+ {sasl.shown_challenge(challenge)}", transcript)
+            self._sent(base64.b64encode(reply).decode(), transcript)
+            return reply
+
+        self._sent(f"AUTHENTICATE {mechanism} {REDACTED}", transcript)
+        try:
+            reply = self._client.sasl_login(mechanism, respond)
+        except LoginError as exc:
+            text = _reason(exc)
+            self._received(f"NO {text}", transcript)
+            temporary = _TEMPORARY in text.upper()
+            if temporary:
+                reason = (
+                    f"AUTHENTICATE {mechanism} failed for now: {text} "
+                    "(a temporary failure on the server's side, not a refused token)"
+                )
+            else:
+                reason = f"AUTHENTICATE {mechanism} refused: {text}"
+                if challenges:
+                    reason += f" (token refused: {sasl.challenge_summary(challenges[0])})"
+            return reason, temporary
+        except _FAILURES as exc:
+            raise ImapError(Stage.IMAP_LOGIN, _reason(exc)) from None
+        self._received(f"OK {_text(reply)}", transcript)
+        return None
 
     def set_timeout(self, seconds: float) -> None:
         """Bound every later socket operation by ``seconds``."""
@@ -350,6 +499,21 @@ class ImapSession:
         sock = self._client.socket()
         version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
         return version or "unknown version"
+
+
+def _token(source: TokenSource, transcript: Transcript, timeout: float) -> AccessToken:
+    """A token from ``source`` within ``timeout``, noted and masked in ``transcript``.
+
+    Raises:
+        ImapError: at ``oauth``: the source failed or ran out of time.
+    """
+    try:
+        token = source.token(timeout)
+    except TokenError as exc:
+        raise ImapError(Stage.OAUTH, f"{source.client}: {exc.reason}") from None
+    transcript.mask(token.value.reveal())
+    transcript.note(f"imap: oauth token from {source.client} ({describe(token)})")
+    return token
 
 
 @contextlib.contextmanager

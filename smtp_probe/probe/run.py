@@ -7,6 +7,12 @@ they are known, so a later failure can add a verdict but never lose them.
 
 The IMAP leg (imapclient, the header parser) is imported only by a run that
 has a mailbox: ``smtp-probe check`` without ``--imap`` starts without it.
+
+A route that logs in with OAuth2 gets its tokens first, before anything
+connects: a token that cannot be had fails the run at stage ``oauth`` with
+nothing sent. The daemon's shared watchers log in on their own (and go down
+at ``oauth`` when they cannot get a token), so a run using one fetches only
+the SMTP server's token.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.message import Token, TokenSigner, build_message
 from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
 from smtp_probe.probe.smtp import SmtpSendError, send_message
@@ -41,6 +48,7 @@ async def run_probe(
     """
     run = _Run(spec, signer.new(spec.name))
     try:
+        await _fetch_tokens(run, own_watcher=watcher is None)
         if watcher is not None:
             return await _imap_failure_reported(run, _send_and_confirm(run, watcher))
         if spec.mailbox is not None:
@@ -48,11 +56,62 @@ async def run_probe(
         await _send(run)
         run.transcript.note("no mailbox given: stopping after the SMTP leg")
         return run.result(Outcome.SENT)
+    except _NoToken as exc:
+        run.transcript.note(f"FAILED at {Stage.OAUTH}: {exc.reason}")
+        return run.result(Outcome.ERROR, Stage.OAUTH, exc.reason)
     except SmtpSendError as exc:
-        return run.result(Outcome.SEND_FAILED, exc.stage, exc.reason)
+        # A token that could not be renewed after a refusal: nothing was sent.
+        outcome = Outcome.ERROR if exc.stage is Stage.OAUTH else Outcome.SEND_FAILED
+        return run.result(outcome, exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a run reports, it never crashes its caller
         run.transcript.note(f"internal error: {exc!r}")
         return run.result(Outcome.ERROR, run.stage, f"internal error: {exc!r}")
+
+
+class _NoToken(Exception):
+    """A token the run needs could not be obtained; ``reason`` names the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def _fetch_tokens(run: _Run, *, own_watcher: bool) -> None:
+    """Get the OAuth2 tokens the run logs in with, before anything connects.
+
+    Each leg logs in with the token fetched here (the mailbox's only when
+    this run opens its own watcher), so a token fetched for this run counts
+    as fresh on both legs. One source used by both legs is asked once.
+
+    Raises:
+        _NoToken: a source failed, or had no token by the run deadline.
+    """
+    spec = run.spec
+    smtp_source = spec.smtp.oauth
+    imap_source = spec.mailbox.oauth if spec.mailbox is not None and own_watcher else None
+    if smtp_source is None and imap_source is None:
+        return
+    before, run.stage = run.stage, Stage.OAUTH
+    run.smtp_token = await _token(run, smtp_source) if smtp_source is not None else None
+    if imap_source is not None:
+        same = imap_source is smtp_source
+        run.mailbox_token = run.smtp_token if same else await _token(run, imap_source)
+    run.stage = before
+
+
+async def _token(run: _Run, source: TokenSource) -> AccessToken:
+    """A token from ``source`` by the run deadline, masked and noted in the transcript.
+
+    Raises:
+        _NoToken: the source failed or ran out of time.
+    """
+    try:
+        token = await obtain(source, run.deadline)
+    except TokenError as exc:
+        raise _NoToken(f"{source.client}: {exc.reason}") from None
+    run.transcript.mask(token.value.reveal())
+    run.transcript.note(f"oauth: token from {source.client} ({describe(token)})")
+    return token
 
 
 async def _imap_failure_reported(run: _Run, leg: Awaitable[RunResult]) -> RunResult:
@@ -75,7 +134,7 @@ async def _with_own_watcher(run: _Run, mailbox: Mailbox, signer: TokenSigner) ->
 
     watcher = MailboxWatcher(mailbox, signer)
     try:
-        await watcher.start(run.transcript, run.deadline)
+        await watcher.start(run.transcript, run.deadline, token=run.mailbox_token)
         return await _send_and_confirm(run, watcher)
     finally:
         # Logging out takes milliseconds; a hung server must not hold the
@@ -120,6 +179,7 @@ async def _send(run: _Run) -> None:
             rcpt_to=spec.rcpt_to,
             transcript=run.transcript,
             deadline=run.deadline,
+            token=run.smtp_token,
         )
     except SmtpSendError as exc:
         run.smtp = exc.report
@@ -141,6 +201,10 @@ class _Run:
         """Where the run is now: what an unexpected failure is blamed on."""
         self.smtp = SmtpReport()
         self.arrival: Arrival | None = None
+        self.smtp_token: AccessToken | None = None
+        """The SMTP server's OAuth2 token, fetched before the run connected anywhere."""
+        self.mailbox_token: AccessToken | None = None
+        """The mailbox's, when this run logs in to it itself."""
 
     def arrived(self, arrival: Arrival) -> RunResult:
         """The message was found: delivered, in junk, or found but not cleaned up."""

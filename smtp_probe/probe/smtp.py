@@ -11,6 +11,7 @@ knows aiosmtplib's exceptions.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import os
 import re
@@ -26,10 +27,12 @@ from typing import Any, Final
 import aiosmtplib
 from aiosmtplib.protocol import normalize_message_line_endings
 
+from smtp_probe.probe import sasl
+from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.result import SmtpReport, Stage
 from smtp_probe.probe.spec import SmtpServer, TlsMode
 from smtp_probe.probe.tls import client_context, describe_verify_error
-from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.transcript import REDACTED, Transcript
 
 _QUEUE_ID: Final = (
     re.compile(r"queued as\s+<?([A-Za-z0-9._@-]+?)>?(?:\s|$)", re.IGNORECASE),
@@ -43,6 +46,13 @@ _NOT_ESMTP: Final = frozenset({500, 502})
 """EHLO replies that mean "unknown command": greet with HELO instead (RFC 5321 §3.2)."""
 _START_INPUT: Final = 354
 _OK: Final = 250
+_AUTH_CONTINUE: Final = 334
+_AUTH_OK: Final = 235
+_AUTH_REFUSED: Final = 535
+"""The reply to credentials that are wrong (RFC 4954); a token refused so may just be stale."""
+_COMMAND_LINE_MAX: Final = 512
+"""RFC 5321's command line limit, CRLF included; RFC 4954 §4 says an initial
+response that would break it goes on a line of its own after a ``334``."""
 _LEADING_DOT: Final = re.compile(rb"(?m)^\.")
 
 
@@ -87,6 +97,8 @@ class _Session:
     tls_version: str | None = None
     accepted_at: float | None = None
     in_tls: bool = False
+    token: AccessToken | None = None
+    """The OAuth2 token to log in with (servers with ``oauth``); replaced when refused."""
 
     def enter(self, stage: Stage) -> None:
         """Close the timing of the current stage and start ``stage``."""
@@ -138,18 +150,25 @@ async def send_message(
     rcpt_to: str,
     transcript: Transcript,
     deadline: float,
+    token: AccessToken | None = None,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
     Returns the report of a message accepted by the final ``250``; its
     ``accepted_at`` is when delivery time starts counting.
 
+    A server with ``oauth`` logs in with ``token`` (fetched from the source
+    at AUTH time when not given). A token from the cache that the server
+    refuses is rejected and AUTH tried once more with a fresh one.
+
     Raises:
         SmtpSendError: the submission failed; it names the stage, the reason and
-            carries the reply code and timings seen so far.
+            carries the reply code and timings seen so far. Stage ``oauth``:
+            a new token was needed and could not be obtained.
     """
-    session = _Session(server, transcript, deadline)
+    session = _Session(server, transcript, deadline, token=token)
     transcript.mask(server.password.reveal() if server.password else None)
+    transcript.mask(token.value.reveal() if token else None)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
@@ -444,12 +463,23 @@ async def _ehlo(session: _Session, client: aiosmtplib.SMTP, helo: str) -> None:
 
 
 async def _authenticate(session: _Session, client: aiosmtplib.SMTP) -> None:
+    """``AUTH`` with the password, or with an OAuth2 token when the server has ``oauth``.
+
+    Raises:
+        SmtpSendError: at ``auth`` (no usable mechanism, refused), or at
+            ``oauth`` (a new token could not be obtained).
+    """
     server = session.server
     username = server.username or ""
     password = server.password.reveal() if server.password else ""
     if not client.supports_extension("auth"):
         hint = "" if session.in_tls else " (many servers offer AUTH only after STARTTLS)"
         raise session.fail(f"server offers no AUTH{hint}")
+    if server.oauth is not None:
+        # What the server offers, not only what aiosmtplib has a method for.
+        offered = list(dict.fromkeys(method.lower() for method in client.server_auth_methods))
+        await _authenticate_oauth(session, client, server.oauth, offered)
+        return
     offered = [method.lower() for method in client.supported_auth_methods]
     mechanism = next((m for m in _AUTH_PREFERENCE if m in offered), None)
     if mechanism is None:
@@ -465,6 +495,134 @@ async def _authenticate(session: _Session, client: aiosmtplib.SMTP) -> None:
         f"AUTH {mechanism.upper()} ********",
         methods[mechanism](username, password, timeout=session.op_timeout()),
     )
+
+
+async def _authenticate_oauth(
+    session: _Session, client: aiosmtplib.SMTP, source: TokenSource, offered: list[str]
+) -> None:
+    """``AUTH OAUTHBEARER`` (or ``XOAUTH2``); a refused token from the cache gets one more try.
+
+    The retry is on the same connection: SMTP allows a new AUTH after a
+    failed one. A fresh token that is refused is the credential's fault,
+    not the cache's, and is not retried.
+
+    Raises:
+        SmtpSendError: at ``auth`` or ``oauth``.
+    """
+    mechanism = sasl.choose(offered)
+    if mechanism is None:
+        names = " ".join(name.upper() for name in offered) or "no mechanism"
+        raise session.fail(
+            f"server offers neither {sasl.OAUTHBEARER} nor {sasl.XOAUTH2} (AUTH {names})"
+        )
+    token = session.token if session.token is not None else await _new_token(session, source)
+    refusal = await _sasl_exchange(session, client, mechanism, token)
+    if refusal is None:
+        return
+    if token.fresh or not client.is_connected:
+        raise session.fail(refusal)
+    source.reject(token)
+    session.transcript.note(
+        f"oauth: the cached token from {source.client} was refused; trying once more with a new one"
+    )
+    token = await _new_token(session, source)
+    refusal = await _sasl_exchange(session, client, mechanism, token)
+    if refusal is not None:
+        raise session.fail(refusal)
+
+
+async def _new_token(session: _Session, source: TokenSource) -> AccessToken:
+    """A token from ``source`` within the run deadline, noted and masked in the transcript.
+
+    Raises:
+        SmtpSendError: at ``oauth``: none could be obtained.
+    """
+    try:
+        token = await obtain(source, session.deadline)
+    except TokenError as exc:
+        raise session.fail(f"{source.client}: {exc.reason}", Stage.OAUTH) from None
+    session.transcript.mask(token.value.reveal())
+    session.transcript.note(f"oauth: token from {source.client} ({describe(token)})")
+    session.token = token
+    return token
+
+
+async def _sasl_exchange(
+    session: _Session, client: aiosmtplib.SMTP, mechanism: str, token: AccessToken
+) -> str | None:
+    """One OAuth2 AUTH exchange: ``None`` when logged in, the reason when the token was refused.
+
+    The initial response goes on the AUTH line when it fits in the command
+    line limit (large Entra ID tokens do not), else after the ``334``. A
+    ``334`` answering it is the error challenge: shown decoded, acknowledged
+    as the mechanism requires, then comes the refusal.
+
+    Raises:
+        SmtpSendError: at ``auth``, for any failure but a ``535`` (a
+            temporary ``454``, a protocol error): nothing a new token mends.
+    """
+    server = session.server
+    payload = sasl.initial_response(
+        mechanism,
+        user=server.username or "",
+        token=token.value.reveal(),
+        host=server.host,
+        port=server.port,
+    )
+    session.transcript.mask(payload.decode())
+    encoded = base64.b64encode(payload)
+    name = mechanism.encode()
+    if len(b"AUTH " + name + b" " + encoded) + 2 <= _COMMAND_LINE_MAX:
+        session.sent(f"AUTH {mechanism} {REDACTED}")
+        reply = await _auth_reply(session, client, b"AUTH", name, encoded)
+    else:
+        session.sent(f"AUTH {mechanism}")
+        reply = await _auth_reply(session, client, b"AUTH", name)
+        if reply.code == _AUTH_CONTINUE:
+            session.received(reply.code, reply.message)
+            session.sent(REDACTED)
+            reply = await _auth_reply(session, client, encoded)
+    challenge: bytes | None = None
+    if reply.code == _AUTH_CONTINUE:
+        challenge = _decoded(reply.message)
+        session.received(reply.code, sasl.shown_challenge(challenge))
+        acknowledgement = base64.b64encode(sasl.error_response(mechanism))
+        session.sent(acknowledgement.decode())
+        reply = await _auth_reply(session, client, acknowledgement)
+        if reply.code == _AUTH_CONTINUE:
+            session.received(reply.code, reply.message)
+            session.sent("*")
+            reply = await _auth_reply(session, client, b"*")
+            session.received(reply.code, reply.message)
+            raise session.fail(f"server sent a second challenge after the {mechanism} error")
+    session.received(reply.code, reply.message)
+    if reply.code == _AUTH_OK:
+        return None
+    reason = f"{reply.code} {_first_line(reply.message)}"
+    if challenge is not None:
+        reason += f" (token refused: {sasl.challenge_summary(challenge)})"
+    if reply.code != _AUTH_REFUSED:
+        raise session.fail(reason)
+    return reason
+
+
+async def _auth_reply(
+    session: _Session, client: aiosmtplib.SMTP, *line: bytes
+) -> aiosmtplib.SMTPResponse:
+    """Send one line of an AUTH exchange (already in the transcript) and return the reply.
+
+    As aiosmtplib's own ``auth_login`` does: ``execute_command`` returns any
+    reply, error codes included; only a lost connection or a timeout raise.
+    """
+    return await client.execute_command(*line, timeout=session.op_timeout())
+
+
+def _decoded(challenge: str) -> bytes:
+    """A ``334`` challenge's bytes; one that is not base64 is taken as it came."""
+    try:
+        return base64.b64decode(challenge.strip(), validate=True)
+    except ValueError:
+        return challenge.encode()
 
 
 async def _quit(session: _Session, client: aiosmtplib.SMTP) -> None:

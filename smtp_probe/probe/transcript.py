@@ -2,7 +2,7 @@
 
 Direction marks: ``->`` sent and ``<-`` received in the clear, ``~>`` and
 ``<~`` inside TLS, ``===`` notes from the probe itself. Secrets never enter
-a transcript: AUTH and LOGIN arguments are replaced before a line is stored,
+a transcript: AUTH, AUTHENTICATE and LOGIN arguments are replaced before a line is stored,
 and every registered secret (and its base64 forms) is scrubbed from every
 line as a second line of defence.
 """
@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Final
 
 REDACTED: Final = "********"
-_SMTP_AUTH: Final = re.compile(r"^(AUTH\s+\S+)(\s+.*)?$", re.IGNORECASE)
+_SASL: Final = re.compile(r"^((?:AUTH|AUTHENTICATE)\s+\S+)(\s+.*)?$", re.IGNORECASE)
+"""SMTP ``AUTH`` and IMAP ``AUTHENTICATE`` (with an initial response, RFC 4959)."""
 _IMAP_LOGIN: Final = re.compile(r"^(LOGIN\s+\S+)(\s+.*)?$", re.IGNORECASE)
 
 
@@ -47,12 +48,13 @@ class Line:
 
 
 def redact_command(text: str) -> str:
-    """Hide the credentials in an SMTP ``AUTH`` or IMAP ``LOGIN`` command line.
+    """Hide the credentials in an SMTP ``AUTH``, IMAP ``AUTHENTICATE`` or ``LOGIN`` command line.
 
-    ``AUTH PLAIN dGVzd…`` becomes ``AUTH PLAIN ********``;
+    ``AUTH PLAIN dGVzd…`` becomes ``AUTH PLAIN ********``,
+    ``AUTHENTICATE XOAUTH2 dXNl…`` becomes ``AUTHENTICATE XOAUTH2 ********``;
     ``LOGIN user secret`` becomes ``LOGIN user ********``.
     """
-    for pattern in (_SMTP_AUTH, _IMAP_LOGIN):
+    for pattern in (_SASL, _IMAP_LOGIN):
         match = pattern.match(text)
         if match is not None:
             return f"{match.group(1)} {REDACTED}" if match.group(2) else match.group(1)

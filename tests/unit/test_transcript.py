@@ -161,3 +161,10 @@ def test_render_gives_one_string_per_line_in_the_telnet_format() -> None:
     assert all(pattern.match(text) for text in rendered), rendered
     assert rendered[1] == "      2.0ms  -> EHLO probe"
     assert rendered[2].endswith("ms  ~> MAIL FROM:<a@b.c>")
+
+
+def test_imap_authenticate_initial_response_is_redacted() -> None:
+    payload = base64.b64encode(b"user=u\x01auth=Bearer ya29.secret\x01\x01").decode()
+
+    assert redact_command(f"AUTHENTICATE XOAUTH2 {payload}") == f"AUTHENTICATE XOAUTH2 {REDACTED}"
+    assert redact_command("AUTHENTICATE OAUTHBEARER") == "AUTHENTICATE OAUTHBEARER"
