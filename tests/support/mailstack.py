@@ -70,18 +70,22 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "BOUNCE",
     "DEFER_450",
     "DISCARD",
     "DOMAIN",
+    "FORWARDER",
     "HOLD",
     "JUNK_ADDRESS",
     "OUTAGE",
+    "REFLECTOR",
     "REJECT_550",
+    "TRASH_FOLDER",
     "USERS",
+    "IntrospectionEndpoint",
     "MailStack",
     "MailStackError",
 ]
@@ -94,7 +98,22 @@ DOMAIN = "example.test"
 USERS: Mapping[str, str] = {
     "probe@example.test": "probe-secret",
     "sink@example.test": "sink-secret",
+    "reflector@example.test": "reflector-secret",
+    "forward@example.test": "forward-secret",
 }
+
+#: Answers every message with a real Sieve ``vacation`` auto-reply to the
+#: envelope sender, subject ``Auto: <original subject>`` (so a probe token in
+#: the subject comes back).  Like every RFC 3834 responder it stays silent
+#: for mail marked ``Auto-Submitted`` (other than ``no``), for ``Precedence:
+#: bulk/list/junk``, mailing-list mail, a null or ``MAILER-DAEMON``-style
+#: sender, and mail whose To/Cc does not name this address.
+REFLECTOR = "reflector@example.test"
+#: Passes every message on unchanged to ``sink@example.test`` (Sieve
+#: ``redirect``; the envelope sender stays the original one).
+FORWARDER = "forward@example.test"
+#: sink's ``\Trash`` SPECIAL-USE folder (also ``\Junk`` ``Junk``, ``\Sent`` ``Sent``).
+TRASH_FOLDER = "Trash"
 
 #: Address whose mail lands in sink's ``Junk`` folder (LMTP detail mailbox).
 JUNK_ADDRESS = "sink+Junk@example.test"
@@ -128,6 +147,15 @@ _TERM_WAIT = 1.0
 
 class MailStackError(RuntimeError):
     """The mail stack could not be started or a server command failed."""
+
+
+class IntrospectionEndpoint(Protocol):
+    """Anything with an RFC 7662 token introspection URL (the test OAuth server)."""
+
+    @property
+    def introspection_url(self) -> str:
+        """``http://127.0.0.1:PORT/...``: where Dovecot POSTs ``token=...``."""
+        ...
 
 
 # Configuration templates live as files beside this module
@@ -444,9 +472,25 @@ class MailStack:
     host: str = _HOST
     domain: str = DOMAIN
 
-    def __init__(self, *, start_timeout: float = 20.0) -> None:
-        """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up."""
+    def __init__(
+        self,
+        *,
+        oauth: str | IntrospectionEndpoint | None = None,
+        oauth_timeout: float = 5.0,
+        start_timeout: float = 20.0,
+    ) -> None:
+        """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up.
+
+        ``oauth``: an introspection URL, or an object with an
+        ``introspection_url`` (the test authorization server), turns on the
+        XOAUTH2 and OAUTHBEARER mechanisms for IMAP and SMTP submission;
+        Dovecot then asks that endpoint about every token, giving up after
+        ``oauth_timeout`` seconds.  The URL is read at :meth:`start`.
+        Passwords keep working for PLAIN and LOGIN either way.
+        """
         self.start_timeout = start_timeout
+        self.oauth = oauth
+        self.oauth_timeout = oauth_timeout
         self.users: dict[str, str] = dict(USERS)
         self.dovecot_version = ""
         self.postfix_version = ""
@@ -829,13 +873,14 @@ class MailStack:
             os.utime(path, (past, past))
 
     def _write_dovecot_config(self, layout: _Layout) -> None:
-        """dovecot.conf (2.3 or 2.4 syntax), passwd-file and mail root."""
+        """dovecot.conf (2.3 or 2.4 syntax), passwd-file, mail root, Sieve scripts."""
         layout.dovecot_dir.mkdir(mode=0o755)
         (layout.dovecot_dir / "state").mkdir(mode=0o755)
         layout.vmail_dir.mkdir(mode=0o755)
         mail_user = pwd.getpwnam(_MAIL_USER)
         mail_group = grp.getgrnam(_MAIL_GROUP)
         os.chown(layout.vmail_dir, mail_user.pw_uid, mail_group.gr_gid)
+        self._write_sieve_scripts(layout, mail_user.pw_uid, mail_group.gr_gid)
         users_file = layout.dovecot_dir / "users"
         # throwaway test credentials; the auth process (user dovecot) reads it
         users_file.write_text(
@@ -855,13 +900,58 @@ class MailStack:
             "imap_port": layout.imap_port,
             "imaps_port": layout.imaps_port,
             "queue_dir": layout.queue_dir,
+            "smtp_port": layout.smtp_port,
+            "auth_mechanisms": "plain login",
         }
         version = "2.4" if self._dovecot_is_24() else "2.3"
-        layout.dovecot_conf.write_text(
-            _render(_template(f"dovecot/dovecot-{version}.conf"), values)
-            + "\n"
-            + _render(_template("dovecot/common.conf"), values)
-        )
+        parts = [
+            _render(_template(f"dovecot/dovecot-{version}.conf"), values),
+            _render(_template("dovecot/common.conf"), values),
+        ]
+        url = self._introspection_url()
+        if url is not None:
+            values |= {
+                "auth_mechanisms": "plain login xoauth2 oauthbearer",
+                "introspection_url": url,
+                "oauth_timeout_msecs": max(1, round(self.oauth_timeout * 1000)),
+                "oauth2_file": layout.dovecot_dir / "dovecot-oauth2.conf.ext",
+            }
+            parts[1] = _render(_template("dovecot/common.conf"), values)
+            parts.append(_render(_template(f"dovecot/oauth-{version}.conf"), values))
+            if version == "2.3":
+                ext = layout.dovecot_dir / "dovecot-oauth2.conf.ext"
+                ext.write_text(_render(_template("dovecot/oauth2-2.3.conf.ext"), values))
+                ext.chmod(0o644)
+        layout.dovecot_conf.write_text("\n".join(parts))
+
+    def _introspection_url(self) -> str | None:
+        """The introspection URL from ``oauth`` (a string or a server object), or None."""
+        oauth = self.oauth
+        if oauth is None:
+            return None
+        url = oauth if isinstance(oauth, str) else oauth.introspection_url
+        if not url.startswith(f"http://{_HOST}:"):
+            # the stack must never talk to anything off this machine
+            raise MailStackError(
+                f"oauth introspection URL must be http://{_HOST}:PORT/..., got {url!r}"
+            )
+        return url
+
+    @staticmethod
+    def _write_sieve_scripts(layout: _Layout, uid: int, gid: int) -> None:
+        """The reflector's and forwarder's active Sieve script, in their home directories.
+
+        Dovecot's LMTP (running as the mail user) compiles each on first
+        delivery and saves the binary beside it, so the homes belong to that user.
+        """
+        for address, name in ((REFLECTOR, "reflector.sieve"), (FORWARDER, "forward.sieve")):
+            local, _, domain = address.partition("@")
+            home = layout.vmail_dir / domain / local
+            home.mkdir(parents=True, mode=0o755)
+            script = home / ".dovecot.sieve"
+            script.write_text(_template(f"sieve/{name}"))
+            for path in (home.parent, home, script):
+                os.chown(path, uid, gid)
 
     def _start_postfix(self, layout: _Layout) -> None:
         """``postfix -c DIR start``: creates the queue dirs, checks, daemonizes."""
