@@ -67,6 +67,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +140,10 @@ _MAIL_GROUP = "nogroup"
 _SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin")
 _PACKAGES_HINT = (
     "install them with: DEBIAN_FRONTEND=noninteractive apt-get install -y "
-    "postfix dovecot-imapd dovecot-lmtpd"
+    "postfix dovecot-imapd dovecot-lmtpd dovecot-sieve"
 )
+# the reflector and forwarder users need it (Debian package dovecot-sieve)
+_SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so")
 # grace period after SIGTERM before SIGKILL (test servers: nothing to save)
 _TERM_WAIT = 1.0
 
@@ -794,6 +797,11 @@ class MailStack:
             )
         for name in ("postfix", "postconf", "postqueue", "postsuper", "dovecot"):
             self._bins[name] = _find_binary(name)
+        if not _SIEVE_PLUGIN.is_file():
+            # Dovecot would refuse to start with a less helpful "Plugin not found"
+            raise MailStackError(
+                f"Dovecot's Sieve plugin {_SIEVE_PLUGIN} is missing; {_PACKAGES_HINT}"
+            )
         for user in ("postfix", "dovecot", "dovenull", _MAIL_USER):
             try:
                 pwd.getpwnam(user)
@@ -925,15 +933,22 @@ class MailStack:
         layout.dovecot_conf.write_text("\n".join(parts))
 
     def _introspection_url(self) -> str | None:
-        """The introspection URL from ``oauth`` (a string or a server object), or None."""
+        """The introspection URL from ``oauth`` (a string or a server object), or None.
+
+        Raises MailStackError unless it is plain HTTP to 127.0.0.1 (it may
+        carry the introspecting client's credentials as userinfo).
+        """
         oauth = self.oauth
         if oauth is None:
             return None
         url = oauth if isinstance(oauth, str) else oauth.introspection_url
-        if not url.startswith(f"http://{_HOST}:"):
-            # the stack must never talk to anything off this machine
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != _HOST or parts.port is None:
+            # the stack must never talk to anything off this machine; no
+            # https: Dovecot would need the server's CA and nothing gains
             raise MailStackError(
-                f"oauth introspection URL must be http://{_HOST}:PORT/..., got {url!r}"
+                f"oauth introspection URL must be http://{_HOST}:PORT/..., got "
+                f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
             )
         return url
 
