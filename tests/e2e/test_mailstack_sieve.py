@@ -1,12 +1,11 @@
-"""The mail stack's reflector, forwarder and Trash folder, against the real Dovecot (Sieve) + Postfix.
+r"""The mail stack's reflector, forwarder and Trash folder, against the real Dovecot (Sieve) + Postfix.
 
 Reflector mode and the Gmail-style trash cleanup are tested end to end
 against these; here we prove they behave as the harness promises: the
 ``vacation`` reflector answers a probe message (built by smtp_probe's own
-message builder) with the token kept in the subject, and - like every RFC
-3834 responder, Exchange's and Gmail's included - ignores mail marked
-``Auto-Submitted``; the ``redirect`` forwarder passes a probe message on to
-sink unchanged; sink has a ``\\Trash`` SPECIAL-USE folder.
+message builder) with the token kept in the subject, and - as RFC 3834 asks of
+every automatic responder - ignores mail marked ``Auto-Submitted``; the ``redirect`` forwarder passes a probe message on to
+sink unchanged; sink has a ``\Trash`` SPECIAL-USE folder.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ def _unfolded(value: str) -> str:
 def _wait_inbox(
     stack: MailStack, needle: str, count: int = 1, timeout: float = WAIT
 ) -> list[bytes]:
-    """sink's INBOX messages containing ``needle``, once there are ``count`` (or time is up)."""
+    """The INBOX messages of sink containing ``needle``, once there are ``count`` (or time is up)."""
     deadline = time.monotonic() + timeout
     while True:
         found = [raw for raw in stack.maildir_messages(SINK) if needle.encode() in raw]
