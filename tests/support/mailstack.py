@@ -4,9 +4,13 @@ What: :class:`MailStack` starts Debian's own ``postfix`` and ``dovecot`` binarie
 with configuration, queue, mail storage, sockets and logs that all live in one
 fresh temporary directory, listening only on free ``127.0.0.1`` ports.  It gives
 the tests an MX-style SMTP port, a submission port (STARTTLS + AUTH), an
-implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, two virtual users,
-a ``\Junk`` folder reachable by address (``sink+Junk@example.test``) and a few
-fault-injection recipients.
+implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, the virtual users
+``probe`` and ``sink``, ``\Junk``/``\Trash``/``\Sent`` SPECIAL-USE folders
+(``Junk`` reachable by address: ``sink+Junk@example.test``), a Sieve
+``vacation`` reflector and a ``redirect`` forwarder (:data:`REFLECTOR`,
+:data:`FORWARDER`), a few fault-injection recipients and, when started with
+``oauth=``, OAuth2 bearer-token logins (XOAUTH2 and OAUTHBEARER) on IMAP and
+submission, checked by RFC 7662 introspection at a test authorization server.
 
 Why: the probe under test measures a real SMTP -> queue -> LMTP -> Maildir ->
 IMAP round trip.  Mocks cannot reproduce the queueing, TLS, SASL, special-use
@@ -47,7 +51,24 @@ Behaviour worth knowing when writing tests against it:
 * Maildir files hold bare-LF line endings, whatever came over the wire;
 * while Dovecot is stopped, connections to the submission/smtps ports are
   dropped (Postfix's smtpd exits without its SASL backend); the MX port
-  still queues mail, which is deferred until Dovecot is back.
+  still queues mail, which is deferred until Dovecot is back;
+* OAuth (``MailStack(oauth=...)``): a token is good for the user that
+  introspection names (its ``username``), for that user only; passwords work
+  only with PLAIN/LOGIN and tokens only with XOAUTH2/OAUTHBEARER.  A bad
+  token gets IMAP ``NO [AUTHENTICATIONFAILED]`` and, on SMTP, a ``334``
+  base64 JSON error challenge (XOAUTH2 ``{"status":"401","schemes":"bearer",
+  ...}``, OAUTHBEARER ``{"status":"invalid_token",...}``; 2.4 adds keys) and
+  ``535 5.7.8`` after the client's empty answer.  Introspection refused or
+  hanging past ``oauth_timeout``: IMAP ``NO [UNAVAILABLE]``, but SMTP still
+  ``535`` (Postfix has no temporary-failure reply for it; on 2.4 the
+  challenge first says ``"status":"500"``/``"internal_failure"``);
+* the reflector answers from ``reflector@example.test`` to the envelope
+  sender with ``Auto: <original subject>`` (the subject may arrive folded and
+  with doubled blanks: compare tokens, not exact text), ``In-Reply-To`` the
+  original ``Message-ID``, no custom headers and a null envelope sender; it
+  stays silent for ``Auto-Submitted`` mail, as smtp_probe's normal probe
+  message is (Dovecot logs "discarding vacation response to auto-submitted
+  message"); the sieve users' replies and redirects go out through the MX port.
 """
 
 from __future__ import annotations
