@@ -1,10 +1,13 @@
-"""Root test configuration: the session-wide real Postfix + Dovecot stack.
+"""Root test configuration: the session-wide real Postfix + Dovecot stack and OAuth server.
 
 The ``mailstack`` fixture starts one private :class:`tests.support.mailstack.MailStack`
 (real servers on free 127.0.0.1 ports, everything in a temp dir) the first
-time a test asks for it, and stops it when the session ends.  A test session
-that never requests it starts no servers.  A missing Postfix/Dovecot is an
-error, never a skip: CI must fail loudly on a broken machine.
+time a test asks for it, and stops it when the session ends.  It accepts
+passwords (PLAIN/LOGIN) and OAuth bearer tokens (XOAUTH2/OAUTHBEARER, IMAP and
+SMTP submission), which Dovecot checks by introspection at the session's
+``oauth_server`` (:class:`tests.support.oauth_server.OAuthServer`).  A test
+session that never requests them starts no servers.  A missing
+Postfix/Dovecot is an error, never a skip: CI must fail loudly on a broken machine.
 """
 
 from __future__ import annotations
@@ -14,13 +17,26 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.mailstack import MailStack
+from tests.support.oauth_server import OAuthServer
 from tests.support.routes import BYSTANDER_SUBJECT, SINK, bystanders, probe_messages
 
 
 @pytest.fixture(scope="session")
-def mailstack() -> Iterator[MailStack]:
-    """A started private mail stack, shared by the whole session."""
-    stack = MailStack()
+def oauth_server() -> Iterator[OAuthServer]:
+    """The session's OAuth2 authorization server; the mail stack introspects its tokens.
+
+    A test that changes it (stops it, makes it fail or hang, revokes a
+    client) puts it back as it found it: the mail stack and later tests
+    share it.
+    """
+    with OAuthServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mailstack(oauth_server: OAuthServer) -> Iterator[MailStack]:
+    """A started private mail stack with OAuth, shared by the whole session."""
+    stack = MailStack(oauth=oauth_server)
     stack.start()
     try:
         yield stack

@@ -4,9 +4,13 @@ What: :class:`MailStack` starts Debian's own ``postfix`` and ``dovecot`` binarie
 with configuration, queue, mail storage, sockets and logs that all live in one
 fresh temporary directory, listening only on free ``127.0.0.1`` ports.  It gives
 the tests an MX-style SMTP port, a submission port (STARTTLS + AUTH), an
-implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, two virtual users,
-a ``\Junk`` folder reachable by address (``sink+Junk@example.test``) and a few
-fault-injection recipients.
+implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, the virtual users
+``probe`` and ``sink``, ``\Junk``/``\Trash``/``\Sent`` SPECIAL-USE folders
+(``Junk`` reachable by address: ``sink+Junk@example.test``), a Sieve
+``vacation`` reflector and a ``redirect`` forwarder (:data:`REFLECTOR`,
+:data:`FORWARDER`), a few fault-injection recipients and, when started with
+``oauth=``, OAuth2 bearer-token logins (XOAUTH2 and OAUTHBEARER) on IMAP and
+submission, checked by RFC 7662 introspection at a test authorization server.
 
 Why: the probe under test measures a real SMTP -> queue -> LMTP -> Maildir ->
 IMAP round trip.  Mocks cannot reproduce the queueing, TLS, SASL, special-use
@@ -47,7 +51,24 @@ Behaviour worth knowing when writing tests against it:
 * Maildir files hold bare-LF line endings, whatever came over the wire;
 * while Dovecot is stopped, connections to the submission/smtps ports are
   dropped (Postfix's smtpd exits without its SASL backend); the MX port
-  still queues mail, which is deferred until Dovecot is back.
+  still queues mail, which is deferred until Dovecot is back;
+* OAuth (``MailStack(oauth=...)``): a token is good for the user that
+  introspection names (its ``username``), for that user only; passwords work
+  only with PLAIN/LOGIN and tokens only with XOAUTH2/OAUTHBEARER.  A bad
+  token gets IMAP ``NO [AUTHENTICATIONFAILED]`` and, on SMTP, a ``334``
+  base64 JSON error challenge (XOAUTH2 ``{"status":"401","schemes":"bearer",
+  ...}``, OAUTHBEARER ``{"status":"invalid_token",...}``; 2.4 adds keys) and
+  ``535 5.7.8`` after the client's empty answer.  Introspection refused or
+  hanging past ``oauth_timeout``: IMAP ``NO [UNAVAILABLE]``, but SMTP still
+  ``535`` (Postfix has no temporary-failure reply for it; on 2.4 the
+  challenge first says ``"status":"500"``/``"internal_failure"``);
+* the reflector answers from ``reflector@example.test`` to the envelope
+  sender with ``Auto: <original subject>`` (the subject may arrive folded and
+  with doubled blanks: compare tokens, not exact text), ``In-Reply-To`` the
+  original ``Message-ID``, no custom headers and a null envelope sender; it
+  stays silent for ``Auto-Submitted`` mail, as smtp_probe's normal probe
+  message is (Dovecot logs "discarding vacation response to auto-submitted
+  message"); the sieve users' replies and redirects go out through the MX port.
 """
 
 from __future__ import annotations
@@ -67,21 +88,26 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "BOUNCE",
     "DEFER_450",
     "DISCARD",
     "DOMAIN",
+    "FORWARDER",
     "HOLD",
     "JUNK_ADDRESS",
     "OUTAGE",
+    "REFLECTOR",
     "REJECT_550",
+    "TRASH_FOLDER",
     "USERS",
+    "IntrospectionEndpoint",
     "MailStack",
     "MailStackError",
 ]
@@ -94,7 +120,22 @@ DOMAIN = "example.test"
 USERS: Mapping[str, str] = {
     "probe@example.test": "probe-secret",
     "sink@example.test": "sink-secret",
+    "reflector@example.test": "reflector-secret",
+    "forward@example.test": "forward-secret",
 }
+
+#: Answers every message with a real Sieve ``vacation`` auto-reply to the
+#: envelope sender, subject ``Auto: <original subject>`` (so a probe token in
+#: the subject comes back).  Like every RFC 3834 responder it stays silent
+#: for mail marked ``Auto-Submitted`` (other than ``no``), for ``Precedence:
+#: bulk/list/junk``, mailing-list mail, a null or ``MAILER-DAEMON``-style
+#: sender, and mail whose To/Cc does not name this address.
+REFLECTOR = "reflector@example.test"
+#: Passes every message on unchanged to ``sink@example.test`` (Sieve
+#: ``redirect``; the envelope sender stays the original one).
+FORWARDER = "forward@example.test"
+#: sink's ``\Trash`` SPECIAL-USE folder (also ``\Junk`` ``Junk``, ``\Sent`` ``Sent``).
+TRASH_FOLDER = "Trash"
 
 #: Address whose mail lands in sink's ``Junk`` folder (LMTP detail mailbox).
 JUNK_ADDRESS = "sink+Junk@example.test"
@@ -120,14 +161,25 @@ _MAIL_GROUP = "nogroup"
 _SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin")
 _PACKAGES_HINT = (
     "install them with: DEBIAN_FRONTEND=noninteractive apt-get install -y "
-    "postfix dovecot-imapd dovecot-lmtpd"
+    "postfix dovecot-imapd dovecot-lmtpd dovecot-sieve"
 )
+# the reflector and forwarder users need it (Debian package dovecot-sieve)
+_SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so")
 # grace period after SIGTERM before SIGKILL (test servers: nothing to save)
 _TERM_WAIT = 1.0
 
 
 class MailStackError(RuntimeError):
     """The mail stack could not be started or a server command failed."""
+
+
+class IntrospectionEndpoint(Protocol):
+    """Anything with an RFC 7662 token introspection URL (the test OAuth server)."""
+
+    @property
+    def introspection_url(self) -> str:
+        """``http://127.0.0.1:PORT/...``: where Dovecot POSTs ``token=...``."""
+        ...
 
 
 # Configuration templates live as files beside this module
@@ -444,9 +496,25 @@ class MailStack:
     host: str = _HOST
     domain: str = DOMAIN
 
-    def __init__(self, *, start_timeout: float = 20.0) -> None:
-        """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up."""
+    def __init__(
+        self,
+        *,
+        oauth: str | IntrospectionEndpoint | None = None,
+        oauth_timeout: float = 5.0,
+        start_timeout: float = 20.0,
+    ) -> None:
+        """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up.
+
+        ``oauth``: an introspection URL, or an object with an
+        ``introspection_url`` (the test authorization server), turns on the
+        XOAUTH2 and OAUTHBEARER mechanisms for IMAP and SMTP submission;
+        Dovecot then asks that endpoint about every token, giving up after
+        ``oauth_timeout`` seconds.  The URL is read at :meth:`start`.
+        Passwords keep working for PLAIN and LOGIN either way.
+        """
         self.start_timeout = start_timeout
+        self.oauth = oauth
+        self.oauth_timeout = oauth_timeout
         self.users: dict[str, str] = dict(USERS)
         self.dovecot_version = ""
         self.postfix_version = ""
@@ -750,6 +818,11 @@ class MailStack:
             )
         for name in ("postfix", "postconf", "postqueue", "postsuper", "dovecot"):
             self._bins[name] = _find_binary(name)
+        if not _SIEVE_PLUGIN.is_file():
+            # Dovecot would refuse to start with a less helpful "Plugin not found"
+            raise MailStackError(
+                f"Dovecot's Sieve plugin {_SIEVE_PLUGIN} is missing; {_PACKAGES_HINT}"
+            )
         for user in ("postfix", "dovecot", "dovenull", _MAIL_USER):
             try:
                 pwd.getpwnam(user)
@@ -829,13 +902,14 @@ class MailStack:
             os.utime(path, (past, past))
 
     def _write_dovecot_config(self, layout: _Layout) -> None:
-        """dovecot.conf (2.3 or 2.4 syntax), passwd-file and mail root."""
+        """dovecot.conf (2.3 or 2.4 syntax), passwd-file, mail root, Sieve scripts."""
         layout.dovecot_dir.mkdir(mode=0o755)
         (layout.dovecot_dir / "state").mkdir(mode=0o755)
         layout.vmail_dir.mkdir(mode=0o755)
         mail_user = pwd.getpwnam(_MAIL_USER)
         mail_group = grp.getgrnam(_MAIL_GROUP)
         os.chown(layout.vmail_dir, mail_user.pw_uid, mail_group.gr_gid)
+        self._write_sieve_scripts(layout, mail_user.pw_uid, mail_group.gr_gid)
         users_file = layout.dovecot_dir / "users"
         # throwaway test credentials; the auth process (user dovecot) reads it
         users_file.write_text(
@@ -855,13 +929,65 @@ class MailStack:
             "imap_port": layout.imap_port,
             "imaps_port": layout.imaps_port,
             "queue_dir": layout.queue_dir,
+            "smtp_port": layout.smtp_port,
+            "auth_mechanisms": "plain login",
         }
         version = "2.4" if self._dovecot_is_24() else "2.3"
-        layout.dovecot_conf.write_text(
-            _render(_template(f"dovecot/dovecot-{version}.conf"), values)
-            + "\n"
-            + _render(_template("dovecot/common.conf"), values)
-        )
+        parts = [
+            _render(_template(f"dovecot/dovecot-{version}.conf"), values),
+            _render(_template("dovecot/common.conf"), values),
+        ]
+        url = self._introspection_url()
+        if url is not None:
+            values |= {
+                "auth_mechanisms": "plain login xoauth2 oauthbearer",
+                "introspection_url": url,
+                "oauth_timeout_msecs": max(1, round(self.oauth_timeout * 1000)),
+                "oauth2_file": layout.dovecot_dir / "dovecot-oauth2.conf.ext",
+            }
+            parts[1] = _render(_template("dovecot/common.conf"), values)
+            parts.append(_render(_template(f"dovecot/oauth-{version}.conf"), values))
+            if version == "2.3":
+                ext = layout.dovecot_dir / "dovecot-oauth2.conf.ext"
+                ext.write_text(_render(_template("dovecot/oauth2-2.3.conf.ext"), values))
+                ext.chmod(0o644)
+        layout.dovecot_conf.write_text("\n".join(parts))
+
+    def _introspection_url(self) -> str | None:
+        """The introspection URL from ``oauth`` (a string or a server object), or None.
+
+        Raises MailStackError unless it is plain HTTP to 127.0.0.1 (it may
+        carry the introspecting client's credentials as userinfo).
+        """
+        oauth = self.oauth
+        if oauth is None:
+            return None
+        url = oauth if isinstance(oauth, str) else oauth.introspection_url
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or parts.hostname != _HOST or parts.port is None:
+            # the stack must never talk to anything off this machine; no
+            # https: Dovecot would need the server's CA and nothing gains
+            raise MailStackError(
+                f"oauth introspection URL must be http://{_HOST}:PORT/..., got "
+                f"{parts.scheme}://{parts.hostname}:{parts.port}{parts.path}"
+            )
+        return url
+
+    @staticmethod
+    def _write_sieve_scripts(layout: _Layout, uid: int, gid: int) -> None:
+        """The reflector's and forwarder's active Sieve script, in their home directories.
+
+        Dovecot's LMTP (running as the mail user) compiles each on first
+        delivery and saves the binary beside it, so the homes belong to that user.
+        """
+        for address, name in ((REFLECTOR, "reflector.sieve"), (FORWARDER, "forward.sieve")):
+            local, _, domain = address.partition("@")
+            home = layout.vmail_dir / domain / local
+            home.mkdir(parents=True, mode=0o755)
+            script = home / ".dovecot.sieve"
+            script.write_text(_template(f"sieve/{name}"))
+            for path in (home.parent, home, script):
+                os.chown(path, uid, gid)
 
     def _start_postfix(self, layout: _Layout) -> None:
         """``postfix -c DIR start``: creates the queue dirs, checks, daemonizes."""

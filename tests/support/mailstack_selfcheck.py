@@ -3,7 +3,8 @@
 What: ``python -m tests.support.mailstack_selfcheck`` starts a :class:`MailStack`,
 prints the server versions, ports and start-up time, sends one message over
 submission (STARTTLS + AUTH, certificate verified) with the standard
-library's smtplib, waits for it in the Maildir, times a correct login right
+library's smtplib, waits for it in the Maildir, waits for the Sieve
+reflector's auto-reply to a second message, times a correct login right
 after a failed one (SMTP AUTH and IMAP LOGIN), then stops the stack.  Exit
 status 0 means the machine is ready for the end-to-end tests.
 
@@ -20,7 +21,7 @@ import time
 import uuid
 from email.message import EmailMessage
 
-from tests.support.mailstack import MailStack
+from tests.support.mailstack import REFLECTOR, MailStack
 
 PROBE = "probe@example.test"
 SINK = "sink@example.test"
@@ -79,6 +80,25 @@ def main() -> int:
                 return 1
             time.sleep(0.01)
         print(f"delivered to the Maildir {1000 * (time.monotonic() - sent):.0f} ms after send")
+
+        # the Sieve reflector (needs dovecot-sieve): its reply reaches sink
+        reflect = uuid.uuid4().hex
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = SINK, REFLECTOR, f"selfcheck {reflect}"
+        msg.set_content("selfcheck\n")
+        sent = time.monotonic()
+        with smtplib.SMTP(stack.host, stack.smtp_port, timeout=20) as smtp:
+            smtp.send_message(msg)
+        while not any(
+            b"Auto: selfcheck " + reflect.encode() in raw for raw in stack.maildir_messages(SINK)
+        ):
+            if time.monotonic() - sent > 15:
+                print("FAIL: no reply from the Sieve reflector within 15 s")
+                return 1
+            time.sleep(0.01)
+        print(
+            f"reflector's reply in the Maildir {1000 * (time.monotonic() - sent):.0f} ms after send"
+        )
 
         failures = 0
         for name, check, password in (

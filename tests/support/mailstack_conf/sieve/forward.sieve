@@ -1,0 +1,2 @@
+# forward@example.test: pass every message on, unchanged, to sink.
+redirect "sink@example.test";
