@@ -4,17 +4,22 @@ Everything long-lived is built here and handed down; nothing below reads
 global state, and nothing below imports this module (the HTTP handlers see
 the daemon through ``server.interface.Monitor``). A reload swaps in a new
 config only once it validates, then adds, reschedules or removes jobs by
-probe name and opens or retires mailbox watchers to match.
+probe name and opens or retires mailbox watchers to match. OAuth clients
+whose settings a reload leaves unchanged keep their token cache (and the
+token in it), so a reload neither refetches tokens nor reconnects their
+mailboxes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Final
 
 import structlog
@@ -25,6 +30,7 @@ from smtp_probe.config.errors import ConfigError
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.history import RunHistory
 from smtp_probe.metrics import Metrics
+from smtp_probe.probe.credentials import TokenSource
 from smtp_probe.probe.result import RunResult
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec
@@ -135,6 +141,7 @@ class Daemon:
                 self.metrics.reloaded(ok=False, at=time.time())
                 _LOG.error("reload failed, keeping the running config", errors=list(exc.errors))
                 return False, str(exc)
+            config = keep_unchanged_oauth_clients(self.config, config)
             self.config = config
             self._configure(config)
             await self._watchers.sync(_specs(config), key=_secret_bytes(config))
@@ -146,6 +153,11 @@ class Daemon:
     def _configure(self, config: Config) -> None:
         self.metrics.configure(config.probes)
         self._history.configure(p.spec.name for p in config.probes)
+        for cache in config.oauth_clients.values():
+            cache.observer = self.metrics
+        self.metrics.configure_oauth(
+            {name: cache.expires_at for name, cache in config.oauth_clients.items()}
+        )
 
     # ----------------------------------------------------------------- runs
 
@@ -212,6 +224,48 @@ class Daemon:
         )
         mailboxes = tuple(MailboxStatus(s.mailbox, s.up, s.reason) for s in self._watchers.states())
         return Status(probes, mailboxes, history_size=self._history.size)
+
+
+def keep_unchanged_oauth_clients(running: Config, loaded: Config) -> Config:
+    """``loaded``, with ``running``'s token cache for every OAuth client whose settings are equal.
+
+    The loader builds a new, empty cache per client; swapping the running one
+    back in (in :attr:`Config.oauth_clients` and in every server and mailbox
+    that uses it) keeps its token across the reload, and keeps the mailbox
+    equal to the one its watcher serves, so the watcher is not reopened. A
+    client whose settings changed (a rotated secret included: secrets compare
+    by value) gets the new cache and fetches a token with its new settings.
+    """
+    swap: dict[TokenSource, TokenSource] = {}
+    for name, cache in loaded.oauth_clients.items():
+        kept = running.oauth_clients.get(name)
+        settings = loaded.oauth_settings.get(name)
+        if kept is None or kept is cache or settings is None:
+            continue
+        if running.oauth_settings.get(name) == settings:
+            swap[cache] = kept
+    if not swap:
+        return loaded
+    probes = tuple(
+        dataclasses.replace(probe, spec=_with_sources(probe.spec, swap)) for probe in loaded.probes
+    )
+    clients = {
+        name: running.oauth_clients[name] if cache in swap else cache
+        for name, cache in loaded.oauth_clients.items()
+    }
+    return dataclasses.replace(loaded, probes=probes, oauth_clients=MappingProxyType(clients))
+
+
+def _with_sources(spec: ProbeSpec, swap: Mapping[TokenSource, TokenSource]) -> ProbeSpec:
+    """``spec`` with each token source that is a key of ``swap`` replaced by its value."""
+    smtp, mailbox = spec.smtp, spec.mailbox
+    if smtp.oauth is not None and smtp.oauth in swap:
+        smtp = dataclasses.replace(smtp, oauth=swap[smtp.oauth])
+    if mailbox is not None and mailbox.oauth is not None and mailbox.oauth in swap:
+        mailbox = dataclasses.replace(mailbox, oauth=swap[mailbox.oauth])
+    if smtp is spec.smtp and mailbox is spec.mailbox:
+        return spec
+    return dataclasses.replace(spec, smtp=smtp, mailbox=mailbox)
 
 
 def _specs(config: Config) -> list[ProbeSpec]:

@@ -3,9 +3,17 @@
 Values describe the *last scheduled run* of each probe; ``/probe`` runs on
 demand never touch them. Every probe's series are created when the probe is
 added, so a restart or a probe that never succeeds cannot hide behind
-``absent()``, and removed when a reload drops the probe. Labels carry only
-the configured probe name, a stage or an outcome: never host names,
-addresses, error text or tokens.
+``absent()``, and removed when a reload drops the probe. The same holds for
+every configured OAuth client (``client`` label): its token series exist
+from the moment it is configured, for every result a request can have.
+Labels carry only the configured probe or client name, a stage, an outcome
+or a token request's result class: never host names, addresses, error text
+or tokens.
+
+Token requests are reported by the clients' token caches, from whichever
+thread asked for a token (a run's worker thread, a mailbox watcher), so the
+client series are guarded by a lock; the probe series change on the event
+loop only.
 
 A thousand probes make some 60,000 samples. prometheus_client's generic
 exposition needs most of a second for that, on the event loop, so the
@@ -17,7 +25,8 @@ offered to the registry as a collector, so ``generate_latest`` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -48,6 +57,18 @@ def _number(value: float) -> str:
 
 
 _LE: Final = (*(_number(b) for b in DELIVERY_BUCKETS), "+Inf")
+
+TOKEN_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Token-request histogram buckets: a local endpoint, a cloud one, up to a slow timeout."""
+_TOKEN_LE: Final = (*(_number(b) for b in TOKEN_BUCKETS), "+Inf")
+TOKEN_RESULTS: Final = (
+    "success", "invalid_client", "unauthorized_client", "invalid_grant", "http_error",
+    "timeout", "unreachable", "bad_response", "command_failed",
+)  # fmt: skip
+"""Every ``result`` of a token request: ``success`` or a ``TokenError.result``."""
+_UNCLASSIFIED: Final = "bad_response"
+"""Where a result outside :data:`TOKEN_RESULTS` is counted (the cache's own
+word for a failure it cannot classify); a label never takes free text."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +147,26 @@ RELOAD_TIME = _Family(
 BUILD_INFO = _Family(
     "smtp_probe_build_info", "gauge", "Always 1; the version label says which build runs"
 )
+TOKEN_REQUESTS = _Family(
+    "smtp_probe_oauth_token_requests",
+    "counter",
+    "Requests for an OAuth2 access token (token endpoint or token command), by configured "
+    "client and result: success, or the class of the error (invalid_client, "
+    "unauthorized_client, invalid_grant, http_error, timeout, unreachable, bad_response, "
+    "command_failed)",
+)
+TOKEN_EXPIRY = _Family(
+    "smtp_probe_oauth_token_expiry_timestamp_seconds",
+    "gauge",
+    "Unix time the client's current access token expires; 0 before its first token, "
+    "or when the endpoint did not say",
+)
+TOKEN_DURATION = _Family(
+    "smtp_probe_oauth_token_request_duration_seconds",
+    "histogram",
+    "Seconds one token request took, whatever its result",
+)
+PER_CLIENT: Final = (TOKEN_REQUESTS, TOKEN_EXPIRY, TOKEN_DURATION)
 
 
 @dataclass
@@ -161,13 +202,41 @@ class _Probe:
         return out
 
 
+@dataclass
+class _Client:
+    """The current values of one OAuth client's series."""
+
+    expiry: float = 0.0
+    requests: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TOKEN_RESULTS, 0.0))
+    buckets: list[float] = field(default_factory=lambda: [0.0] * len(TOKEN_BUCKETS))
+    """Observations per bucket (not cumulative); ``+Inf`` is ``count``."""
+    seconds_sum: float = 0.0
+    count: float = 0.0
+
+    def cumulative(self) -> list[float]:
+        total, out = 0.0, []
+        for count in self.buckets:
+            total += count
+            out.append(total)
+        out.append(self.count)
+        return out
+
+
 class Metrics:
-    """The exporter's metrics, how a run result updates them, and their exposition."""
+    """The exporter's metrics, how a run result updates them, and their exposition.
+
+    It is also the :class:`smtp_probe.oauth.cache.TokenObserver` the daemon
+    hands every configured token cache.
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._probes: dict[str, _Probe] = {}
         self._text: dict[str, dict[_Family, str]] = {}
+        self._clients: dict[str, _Client] = {}
+        self._client_text: dict[str, tuple[str, ...]] = {}
+        """Client name -> its sample lines of each :data:`PER_CLIENT` family, in order."""
+        self._client_lock = threading.Lock()
         self._reload_ok = 0.0
         self._reload_time = 0.0
         registry.register(self)
@@ -186,6 +255,49 @@ class Metrics:
                 state = self._probes[name] = _Probe(probe.interval, probe.spec.timeout)
             state.interval, state.timeout = probe.interval, probe.spec.timeout
             self._render(name)
+
+    def configure_oauth(self, clients: Mapping[str, float | None]) -> None:
+        """Create the series of new OAuth clients, drop removed ones, set each token's expiry.
+
+        ``clients`` maps every configured client to the expiry of the token its
+        cache holds now (``None``: no token yet, or one that did not say), so
+        a client whose cache a reload replaced stops showing the old token.
+        Request counts of a kept client carry on.
+        """
+        with self._client_lock:
+            for name in self._clients.keys() - clients.keys():
+                del self._clients[name]
+                del self._client_text[name]
+            for name, expires_at in clients.items():
+                state = self._clients.setdefault(name, _Client())
+                state.expiry = expires_at or 0.0
+                self._client_text[name] = _client_lines(name, state)
+
+    def token_requested(
+        self, client: str, result: str, seconds: float, expires_at: float | None
+    ) -> None:
+        """Count one token request of ``client`` (``TokenObserver``); thread-safe.
+
+        A success sets the expiry gauge (0 when the token did not say); a
+        failure leaves it at the token still held. Requests of a client that
+        is not configured (any more) are not counted.
+        """
+        with self._client_lock:
+            state = self._clients.get(client)
+            if state is None:
+                return
+            label = result if result in state.requests else _UNCLASSIFIED
+            state.requests[label] += 1
+            if result == "success":
+                state.expiry = expires_at or 0.0
+            seconds = max(0.0, seconds)
+            state.seconds_sum += seconds
+            state.count += 1
+            for index, bound in enumerate(TOKEN_BUCKETS):
+                if seconds <= bound:
+                    state.buckets[index] += 1
+                    break
+            self._client_text[client] = _client_lines(client, state)
 
     def record(self, result: RunResult) -> None:
         """Account for one finished scheduled run of a configured probe."""
@@ -270,6 +382,11 @@ class Metrics:
         for family in PER_PROBE:
             out.append(_header(family, openmetrics))
             out.extend(text[family] for text in texts)
+        with self._client_lock:
+            client_texts = list(self._client_text.values())
+        for index, family in enumerate(PER_CLIENT):
+            out.append(_header(family, openmetrics))
+            out.extend(text[index] for text in client_texts)
         for family, value in ((RELOAD_OK, self._reload_ok), (RELOAD_TIME, self._reload_time)):
             out.append(_header(family, openmetrics))
             out.append(f"{family.name} {_number(value)}\n")
@@ -281,7 +398,7 @@ class Metrics:
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples (lets the registry check names cheaply)."""
-        for family in (*PER_PROBE, RELOAD_OK, RELOAD_TIME, BUILD_INFO):
+        for family in (*PER_PROBE, *PER_CLIENT, RELOAD_OK, RELOAD_TIME, BUILD_INFO):
             yield _empty(family)
 
     def collect(self) -> Iterator[Metric]:
@@ -298,11 +415,30 @@ class Metrics:
                 [name], list(zip(_LE, state.cumulative(), strict=True)), state.delivery_sum
             )
         yield from families.values()
+        yield from self._collect_clients()
         yield GaugeMetricFamily(RELOAD_OK.name, RELOAD_OK.help, value=self._reload_ok)
         yield GaugeMetricFamily(RELOAD_TIME.name, RELOAD_TIME.help, value=self._reload_time)
         build = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
+
+    def _collect_clients(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(TOKEN_REQUESTS.name, TOKEN_REQUESTS.help,
+                                       labels=["client", "result"])  # fmt: skip
+        expiry = GaugeMetricFamily(TOKEN_EXPIRY.name, TOKEN_EXPIRY.help, labels=["client"])
+        duration = HistogramMetricFamily(TOKEN_DURATION.name, TOKEN_DURATION.help,
+                                         labels=["client"])  # fmt: skip
+        with self._client_lock:
+            for name, state in self._clients.items():
+                for result, count in state.requests.items():
+                    requests.add_metric([name, result], count)
+                expiry.add_metric([name], state.expiry)
+                duration.add_metric(
+                    [name],
+                    list(zip(_TOKEN_LE, state.cumulative(), strict=True)),
+                    state.seconds_sum,
+                )
+        yield from (requests, expiry, duration)
 
 
 def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], float]]:
@@ -357,6 +493,24 @@ def _lines(family: _Family, probe: str, state: _Probe) -> str:
     return "".join(out)
 
 
+def _client_lines(client: str, state: _Client) -> tuple[str, ...]:
+    """The sample lines of one client for each :data:`PER_CLIENT` family, in the text format."""
+    label = f'client="{_escape(client)}"'
+    requests = "".join(
+        f'{TOKEN_REQUESTS.name}_total{{{label},result="{result}"}} {_number(count)}\n'
+        for result, count in state.requests.items()
+    )
+    expiry = f"{TOKEN_EXPIRY.name}{{{label}}} {_number(state.expiry)}\n"
+    name = TOKEN_DURATION.name
+    duration = "".join(
+        f'{name}_bucket{{{label},le="{le}"}} {_number(count)}\n'
+        for le, count in zip(_TOKEN_LE, state.cumulative(), strict=True)
+    )
+    duration += f"{name}_count{{{label}}} {_number(state.count)}\n"
+    duration += f"{name}_sum{{{label}}} {_number(state.seconds_sum)}\n"
+    return requests, expiry, duration
+
+
 def _header(family: _Family, openmetrics: bool) -> str:
     kind = family.kind
     name = family.name
@@ -371,6 +525,8 @@ def _empty(
     labels = list(_LABEL_NAMES.get(family, ("probe",))) if family in PER_PROBE else None
     if family is BUILD_INFO:
         labels = ["version"]
+    elif family in PER_CLIENT:
+        labels = ["client", "result"] if family is TOKEN_REQUESTS else ["client"]
     if family.kind == "counter":
         return CounterMetricFamily(family.name, family.help, labels=labels)
     if family.kind == "histogram":

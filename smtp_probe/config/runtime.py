@@ -7,12 +7,19 @@ compare equal and a reload can be diffed. Built only by
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from smtp_probe.config import values
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.secret import Secret
+
+if TYPE_CHECKING:
+    from smtp_probe.oauth.cache import TokenCache
+    from smtp_probe.oauth.settings import OAuthClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +57,16 @@ class Config:
     """Key that signs run tokens; ``None`` means a random key per process."""
     source: Path | None = None
     """The file this config was read from, if any."""
+    oauth_clients: Mapping[str, TokenCache] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    """Every ``oauth_clients`` entry's token cache, by name: the very objects the
+    probes' ``SmtpServer.oauth`` / ``Mailbox.oauth`` hold."""
+    oauth_settings: Mapping[str, OAuthClient] = field(
+        default_factory=lambda: MappingProxyType({}), hash=False
+    )
+    """What each ``oauth_clients`` entry says (same names as :attr:`oauth_clients`):
+    a reload keeps a client's cache, and its token, while these stay equal."""
     _by_name: dict[str, ScheduledProbe] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )

@@ -11,28 +11,44 @@ real Prometheus scrapes it. Every panel query, every variable query and every
 annotation is evaluated through Prometheus' HTTP API with the template
 variables substituted as Grafana would; any error fails, every panel must
 return data, and the core panels must show what really happened.
+
+The "OAuth tokens" row has its own case: the mail-stack daemon logs in with
+passwords, so its panels are checked against a daemon (the real
+:class:`~smtp_probe.app.Daemon` and HTTP server, in this process) whose two
+OAuth clients' token caches stand in front of small token endpoints of our
+own, one issuing short-lived tokens and one refusing the client; a second
+real Prometheus scrapes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
 import re
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
+from smtp_probe.app import Daemon as InProcessDaemon
+from smtp_probe.config.runtime import Config, ServerSettings
 from smtp_probe.metrics import Metrics
+from smtp_probe.oauth.cache import Fetched, TokenCache
+from smtp_probe.probe.credentials import TokenError
+from smtp_probe.secret import Secret
+from smtp_probe.server.http import HttpServer
 from tests.support.daemon_proc import Daemon, start_daemon, stop_daemon
 from tests.support.mailstack import MailStack
 from tests.support.prom import Prometheus, PrometheusError
@@ -59,9 +75,15 @@ CORE_METRICS = {
     "smtp_probe_stage_duration_seconds",
     "smtp_probe_late_messages_total",
     "smtp_probe_config_last_reload_successful",
+    "smtp_probe_oauth_token_requests_total",
+    "smtp_probe_oauth_token_expiry_timestamp_seconds",
+    "smtp_probe_oauth_token_request_duration_seconds_bucket",
     "up",
 }
 """Metrics the dashboard must show somewhere (the operator's questions)."""
+OAUTH_ROW = "OAuth tokens"
+TOKEN_LIFETIME = 4.0
+"""Seconds the test endpoint's tokens live: several renewals within a minute."""
 
 _VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\[\[(\w+)(?::\w+)?\]\]|\$(\w+)")
 _METRIC = re.compile(r"\b(smtp_probe_\w+|up)\b")
@@ -109,6 +131,12 @@ def queries(dashboard: dict[str, Any]) -> list[Query]:
                       instant, ranged)
             )  # fmt: skip
     return out
+
+
+def oauth_panel_titles(dashboard: dict[str, Any]) -> set[str]:
+    """Titles of the panels in the "OAuth tokens" row (a collapsed row holds its panels)."""
+    (row,) = [p for p in dashboard["panels"] if p["type"] == "row" and p["title"] == OAUTH_ROW]
+    return {panel["title"] for panel in row["panels"]}
 
 
 def variable(dashboard: dict[str, Any], name: str) -> dict[str, Any]:
@@ -337,7 +365,10 @@ def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: 
     now = time.time()
     problems: list[str] = []
     instant_results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    oauth = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
     for query in queries(dashboard):
+        if query.panel in oauth:
+            continue
         expr = substitute(query.expr, values)
         where = f"{query.panel} [{query.ref}] {expr}"
         result, error = evaluate(warmed, "/api/v1/query", query=expr, time=f"{now:.3f}")
@@ -416,3 +447,155 @@ def test_variable_queries_and_annotations_run(warmed: Prometheus) -> None:
                 start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
             )  # fmt: skip
             assert not error, f"annotation {annotation['name']}: {error}"
+
+
+# --------------------------------------------------------------------------- the OAuth row
+
+
+class TokenEndpoint:
+    """A token endpoint as a provider's fetch sees it.
+
+    It issues tokens that live ``lifetime`` seconds or, with ``refuse``,
+    answers ``invalid_client`` like Entra ID for a client whose secret expired.
+    """
+
+    def __init__(self, *, lifetime: float = TOKEN_LIFETIME, refuse: bool = False) -> None:
+        self.lifetime = lifetime
+        self.refuse = refuse
+        self.issued = 0
+
+    def __call__(self, timeout: float) -> Fetched:
+        time.sleep(0.03)  # a request takes a little while: the duration panel has values
+        if self.refuse:
+            raise TokenError("token endpoint: invalid_client (HTTP 401)", "invalid_client")
+        self.issued += 1
+        return Fetched(Secret(f"access-token-{self.issued}"), time.time() + self.lifetime)
+
+
+@dataclass
+class OAuthDaemon:
+    """The in-process daemon with two OAuth clients, its port and its token caches."""
+
+    port: int
+    caches: dict[str, TokenCache]
+
+
+def ask_for_tokens(caches: dict[str, TokenCache], stop: threading.Event) -> None:
+    """What probes do: ask each client for a token every few tenths of a second."""
+    while not stop.wait(0.3):
+        for cache in caches.values():
+            with contextlib.suppress(TokenError):
+                cache.token(2.0)
+
+
+@pytest.fixture(scope="module")
+def oauth_daemon() -> Iterator[OAuthDaemon]:
+    """A daemon (no probes) with clients ``m365`` (tokens) and ``workspace`` (refused)."""
+    caches = {
+        "m365": TokenCache("m365", TokenEndpoint(), timeout=2.0),
+        "workspace": TokenCache("workspace", TokenEndpoint(refuse=True), timeout=2.0),
+    }
+    config = Config((), oauth_clients=MappingProxyType(caches))
+    started = threading.Event()
+    stop = threading.Event()
+    bound: list[int] = []
+    failure: list[BaseException] = []
+
+    async def serve() -> None:
+        daemon = InProcessDaemon(config)
+        http = HttpServer(daemon, ServerSettings("127.0.0.1", 0))
+        await http.start()
+        await daemon.start()
+        bound.append(http.bound.port)
+        started.set()
+        try:
+            await asyncio.to_thread(stop.wait)
+        finally:
+            await daemon.stop()
+            await http.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # noqa: BLE001 - reported by the fixture below
+            failure.append(exc)
+            started.set()
+
+    server = threading.Thread(target=run, name="oauth daemon")
+    server.start()
+    asker = threading.Thread(target=ask_for_tokens, args=(caches, stop), name="token asker")
+    try:
+        assert started.wait(30), "the daemon did not start"
+        assert not failure, failure
+        asker.start()
+        yield OAuthDaemon(bound[0], caches)
+    finally:
+        stop.set()
+        if asker.is_alive():
+            asker.join(10)
+        server.join(30)
+
+
+@pytest.fixture(scope="module")
+def oauth_prometheus(oauth_daemon: OAuthDaemon) -> Iterator[Prometheus]:
+    """A real Prometheus scraping the OAuth daemon, once it has seen tokens come and go."""
+    server = Prometheus([f"127.0.0.1:{oauth_daemon.port}"], job=JOB)
+    server.start()
+    try:
+        by_client = (
+            'sum by (probe) (label_replace(smtp_probe_oauth_token_requests_total, "probe", '
+            '"$1", "client", "(.+)"))'
+        )
+        first = server.wait_for(by_client, lambda r: set(r) == {"m365", "workspace"}, timeout=20)
+        # Two more renewals of m365's token seen by Prometheus itself: rate() has data.
+        server.wait_for(
+            'sum by (probe) (label_replace(smtp_probe_oauth_token_requests_total{result="success"}'
+            ', "probe", "$1", "client", "(.+)"))',
+            lambda r: r.get("m365", 0) >= first["m365"] + 2,
+            timeout=40,
+        )
+        yield server
+    finally:
+        server.stop()
+
+
+def test_oauth_row_queries_show_what_the_token_caches_did(
+    oauth_prometheus: Prometheus, oauth_daemon: OAuthDaemon
+) -> None:
+    """Every query of the OAuth row runs, returns data, and shows both clients as they are."""
+    dashboard = load_dashboard()
+    titles = oauth_panel_titles(dashboard)
+    assert len(titles) >= 3
+    values = grafana_values()
+    now = time.time()
+    results: dict[str, list[dict[str, Any]]] = {}
+    problems: list[str] = []
+    for query in queries(dashboard):
+        if query.panel not in titles:
+            continue
+        expr = substitute(query.expr, values)
+        result, error = evaluate(oauth_prometheus, "/api/v1/query", query=expr, time=f"{now:.3f}")
+        if error or not result:
+            problems.append(f"{query.panel}: {error or 'no data (instant)'}: {expr}")
+        results[query.panel] = result
+        if query.range or query.panel_type in RANGE_PANEL_TYPES:
+            series, error = evaluate(
+                oauth_prometheus, "/api/v1/query_range", query=expr,
+                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
+            )  # fmt: skip
+            if error or not any(s["values"] for s in series):
+                problems.append(f"{query.panel}: {error or 'no data (range)'}: {expr}")
+    assert not problems, "\n".join(problems)
+
+    failed = by_labels(results["OAuth token failures (time range)"], "client")
+    assert failed[("workspace",)] > 0
+    assert failed[("m365",)] == 0
+    requests = by_labels(results["OAuth token requests by result"], "client", "result")
+    assert set(requests) == {("m365", "success"), ("workspace", "invalid_client")}, requests
+    expiry = by_labels(results["OAuth token time to expiry"], "client")
+    assert set(expiry) == {("m365",)}, "a client that never got a token has no expiry"
+    assert -2 < expiry[("m365",)] <= TOKEN_LIFETIME, expiry
+    p95 = by_labels(results["OAuth token request duration (p95)"], "client")
+    assert set(p95) == {("m365",), ("workspace",)}, p95
+    assert all(0.025 <= seconds <= 0.5 for seconds in p95.values()), p95
+    assert oauth_daemon.caches["workspace"].expires_at is None

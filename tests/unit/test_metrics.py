@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -399,8 +400,12 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
+    "smtp_probe_oauth_token_requests_total": "counter",
+    "smtp_probe_oauth_token_expiry_timestamp_seconds": "gauge",
+    "smtp_probe_oauth_token_request_duration_seconds": "histogram",
 }
-"""DESIGN.md's metrics table: every name with its Prometheus type."""
+"""DESIGN.md's metrics table (and the README's, for metrics added by later issues):
+every name with its Prometheus type."""
 
 PER_RUN_GAUGES = (
     "smtp_probe_success",
@@ -422,7 +427,7 @@ def test_every_contract_metric_is_exposed_with_its_type() -> None:
 
 
 def test_every_exposed_metric_is_in_the_contract() -> None:
-    """No metric sneaks in outside DESIGN.md's table (new ones need the table first).
+    """No metric sneaks in outside the contract tables (new ones need a table entry first).
 
     prometheus_client's own ``*_created`` companions of counters and
     histograms are not ours and are left out.
@@ -432,6 +437,16 @@ def test_every_exposed_metric_is_in_the_contract() -> None:
     types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", exposition(registry), re.MULTILINE))
 
     assert {name for name in types if not name.endswith("_created")} == set(CONTRACT_TYPES)
+
+
+def test_the_readme_metrics_table_lists_exactly_the_contract_metrics() -> None:
+    """The README's table is where users look; it names every metric, and no other."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `smtp_probe_")]
+    listed = {name for row in rows for name in re.findall(r"`(smtp_probe_\w+)", row.split("|")[1])}
+
+    assert listed == set(CONTRACT_TYPES)
 
 
 def test_help_of_per_run_gauges_says_values_come_from_the_last_scheduled_run() -> None:

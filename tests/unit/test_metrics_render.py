@@ -31,6 +31,10 @@ def busy_metrics() -> Metrics:
     metrics.late_message("alpha")
     metrics.run_started("beta")
     metrics.reloaded(ok=True, at=1_700_000_000.5)
+    metrics.configure_oauth({"m365": None, "workspace": 1_700_003_600.0})
+    metrics.token_requested("m365", "success", 0.31, 1_700_003_599.5)
+    metrics.token_requested("m365", "invalid_client", 0.04, None)
+    metrics.token_requested("workspace", "timeout", 10.0, None)
     return metrics
 
 
@@ -50,6 +54,8 @@ def test_openmetrics_render_is_what_the_openmetrics_encoder_writes_and_parses() 
     names = {family.name for family in families}
     assert "smtp_probe_runs" in names
     assert "smtp_probe_delivery_duration_seconds" in names
+    assert "smtp_probe_oauth_token_requests" in names
+    assert "smtp_probe_oauth_token_request_duration_seconds" in names
 
 
 def test_a_removed_probe_leaves_no_line_behind() -> None:
@@ -58,3 +64,12 @@ def test_a_removed_probe_leaves_no_line_behind() -> None:
 
     assert b'probe="beta"' not in metrics.render()
     assert b'probe="alpha"' in metrics.render()
+
+
+def test_a_removed_oauth_client_leaves_no_line_behind_and_the_render_still_matches() -> None:
+    metrics = busy_metrics()
+    metrics.configure_oauth({"m365": None})
+
+    assert b'client="workspace"' not in metrics.render()
+    assert b'client="m365"' in metrics.render()
+    assert metrics.render() == generate_latest(metrics.registry)
