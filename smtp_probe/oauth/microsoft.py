@@ -49,7 +49,6 @@ class MicrosoftFetch:
     """The fetch of one Microsoft client; its MSAL application is built at the first fetch and kept."""
 
     def __init__(self, client: OAuthClient, settings: MicrosoftClient) -> None:
-        self._client = client
         self._settings = settings
         self._session = TokenSession(client.ca_file)
         self._app: Any = None
@@ -73,22 +72,23 @@ class MicrosoftFetch:
             raise transport_error(exc, self._authority, timeout) from None
         except msal.exceptions.MsalServiceError:
             raise http_status_error(self._session.last_status, secrets=self._secrets) from None
-        except ValueError:
+        except ValueError:  # MSAL parses every answer below 500 as JSON
+            status = self._session.last_status
+            if status is not None and status >= 400:
+                raise http_status_error(status, secrets=self._secrets) from None
             raise TokenError(
                 f"token endpoint: its answer is not JSON (HTTP {self._status()})", "bad_response"
             ) from None
-        if not isinstance(result, dict):
-            raise no_token(self._session.last_status)
-        token = result.get("access_token")
-        if "error" in result or not isinstance(token, str) or not token:
-            if "error" not in result:
-                raise no_token(self._session.last_status)
+        if isinstance(result, dict) and "error" in result:
             raise endpoint_error(
                 result.get("error"),
                 result.get("error_description"),
                 self._session.last_status,
                 secrets=self._secrets,
             )
+        token = result.get("access_token") if isinstance(result, dict) else None
+        if not isinstance(token, str) or not token:
+            raise no_token(self._session.last_status)
         expires_in = result.get("expires_in")
         expires_at = time.time() + expires_in if isinstance(expires_in, int | float) else None
         return Fetched(Secret(token), expires_at)
@@ -139,8 +139,6 @@ def certificate_credential(certificate_file: Path, key_file: Path | None) -> dic
             the key does not belong to the certificate (``invalid_client``).
     """
     certificate_text = _read(certificate_file, "certificate_file")
-    key_path = key_file or certificate_file
-    key_text = certificate_text if key_file is None else _read(key_file, "private_key_file")
     match = _CERTIFICATE.search(certificate_text)
     if match is None:
         raise TokenError(
@@ -153,18 +151,20 @@ def certificate_credential(certificate_file: Path, key_file: Path | None) -> dic
             f"certificate_file {certificate_file}: the certificate cannot be parsed",
             "invalid_client",
         ) from None
+    where = f"private_key_file {key_file}" if key_file else f"certificate_file {certificate_file}"
+    key_text = certificate_text if key_file is None else _read(key_file, "private_key_file")
     try:
         key = serialization.load_pem_private_key(key_text.encode(), password=None)
     except (ValueError, TypeError):
         raise TokenError(
-            f"{key_path}: no unencrypted PEM private key in it", "invalid_client"
+            f"{where}: no unencrypted PEM private key in it", "invalid_client"
         ) from None
     public = serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(serialization.Encoding.PEM, public) != (
         certificate.public_key().public_bytes(serialization.Encoding.PEM, public)
     ):
         raise TokenError(
-            f"{key_path}: the private key does not belong to the certificate in {certificate_file}",
+            f"{where}: the private key does not belong to the certificate in {certificate_file}",
             "invalid_client",
         )
     key_pem = key.private_bytes(

@@ -173,6 +173,50 @@ def test_microsoft_errors_are_not_replayed_the_endpoint_is_asked_again(
     assert server.requests("m365-app") == before + 3
 
 
+def test_microsoft_authority_without_a_tenant_document_fails_discovery(
+    server: OAuthServer,
+) -> None:
+    settings = MicrosoftClient("no/such", "m365-app", Secret(CANARY_SECRET), authority=server.url)
+    error = refused(oauth_client(server, settings))
+
+    assert (error.result, error.reason) == (
+        "http_error",
+        f"token endpoint: tenant discovery at {server.url}/no/such failed (HTTP 404)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({}, "certificate_file {dir}/app.pem: No such file or directory"),
+        ({"app.pem": "no pem here"}, "certificate_file {dir}/app.pem: no PEM certificate in it"),
+        (
+            {
+                "app.pem": "CERT",
+                "app.key": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            },
+            "private_key_file {dir}/app.key: no unencrypted PEM private key in it",
+        ),
+    ],
+)
+def test_microsoft_unusable_certificate_files_are_named(
+    server: OAuthServer, tmp_path: Path, files: dict[str, str], expected: str
+) -> None:
+    certificate = server.add_certificate_client("m365-files-app")
+    for name, text in files.items():
+        (tmp_path / name).write_text(text.replace("CERT", certificate.certificate_pem))
+    settings = MicrosoftClient(
+        TENANT,
+        "m365-files-app",
+        certificate_file=tmp_path / "app.pem",
+        private_key_file=tmp_path / "app.key",
+        authority=server.url,
+    )
+    error = refused(oauth_client(server, settings))
+
+    assert (error.result, error.reason) == ("invalid_client", expected.format(dir=tmp_path))
+
+
 def test_microsoft_default_authority_stays_off_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """login.microsoftonline.com through the test's refusing proxy: unreachable, not a lookup elsewhere."""
     settings = MicrosoftClient(TENANT, "m365-app", Secret(CANARY_SECRET))
@@ -316,19 +360,22 @@ def test_generic_wrong_secret_is_invalid_client(server: OAuthServer) -> None:
 # ------------------------------------------------------- failures of any kind
 
 
-def test_503_is_an_http_error_for_every_provider(
-    server: OAuthServer, service_account_file: Path
+@pytest.mark.parametrize("status", [503, 400])
+def test_a_bare_http_error_is_an_http_error_for_every_provider(
+    server: OAuthServer, service_account_file: Path, status: int
 ) -> None:
+    """A gateway's error page (not an OAuth error document), whether 5xx or 4xx."""
     google = oauth_client(
         server, GoogleClient(service_account_file=service_account_file, subject=USER)
     )
-    server.fail_with(503)
+    server.fail_with(status)
     try:
         errors = [refused(client) for client in (microsoft(server), generic(server), google)]
     finally:
         server.fail_with(None)
 
-    assert {(e.result, e.reason) for e in errors} == {("http_error", "token endpoint: HTTP 503")}
+    expected = ("http_error", f"token endpoint: HTTP {status}")
+    assert {(e.result, e.reason) for e in errors} == {expected}
 
 
 def test_a_stopped_endpoint_is_unreachable_for_every_provider(
