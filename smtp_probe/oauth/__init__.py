@@ -16,12 +16,20 @@ if TYPE_CHECKING:
 
 
 def token_source(client: OAuthClient) -> TokenCache:
-    """The token cache of ``client``; its provider library loads on the first fetch."""
-    from smtp_probe.oauth.cache import Fetched, TokenCache
+    """The token cache of ``client``; its provider library loads on the first fetch.
+
+    The provider's fetch (and the library object it keeps, e.g. MSAL's
+    application) lives as long as this cache: a reloaded config builds anew.
+    """
+    from smtp_probe.oauth.cache import Fetch, Fetched, TokenCache
+
+    built: list[Fetch] = []
 
     def fetch(timeout: float) -> Fetched:
-        from smtp_probe.oauth.providers import fetch_token
+        if not built:
+            from smtp_probe.oauth.providers import fetcher
 
-        return fetch_token(client, timeout)
+            built.append(fetcher(client))
+        return built[0](timeout)
 
     return TokenCache(client.name, fetch, timeout=client.timeout)

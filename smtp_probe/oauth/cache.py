@@ -6,6 +6,10 @@ holds the current token in memory only, hands it out while it has a while
 left to live, and fetches a new one when it is close to expiry or a server
 refused it. One fetch runs at a time per client; callers arriving meanwhile
 wait for it (within their own timeout) instead of asking the endpoint again.
+When refreshing ahead fails, the current token is still handed out while it
+has more than a few seconds to live (the failure is reported all the same),
+and the next call asks again. A token handed out again from the cache is
+marked ``fresh=False``: a server that refuses it gets one retry with a new one.
 
 A fetch runs in a worker thread that the caller waits for with a hard
 deadline: a token endpoint that accepts the connection and never answers
@@ -27,6 +31,9 @@ REFRESH_AHEAD_MAX: Final = 300.0
 """A token is replaced at most this many seconds before it expires ..."""
 REFRESH_AHEAD_SHARE: Final = 0.25
 """... or when less than this share of its lifetime is left, if that comes later."""
+LAST_USE_MARGIN: Final = 5.0
+"""A token this close to expiry is not handed out when its refresh failed: it
+could expire between the SMTP AUTH and the IMAP login of one run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +66,8 @@ class _Current:
     token: AccessToken
     refresh_at: float | None
     """Wall-clock second after which the token is replaced; ``None``: never by age."""
+    cached: AccessToken
+    """The same token as handed out again from the cache (``fresh=False``)."""
 
 
 class TokenCache:
@@ -96,16 +105,28 @@ class TokenCache:
         give_up = time.monotonic() + timeout
         if not self._lock.acquire(timeout=max(0.0, timeout)):
             raise TokenError(
-                f"no token within {timeout:g}s (another request to the endpoint is still running)",
+                f"no token within {_seconds(timeout)}s (another request to the endpoint is still running)",
                 "timeout",
             )
         try:
             current = self._current
             if current is not None and not _due(current):
-                return current.token
-            fetched = self._request(max(0.0, give_up - time.monotonic()))
+                return current.cached
+            try:
+                fetched = self._request(max(0.0, give_up - time.monotonic()))
+            except TokenError:
+                # Refreshing ahead failed (and was observed): the token still
+                # works for a while, so this run goes on with it; the next
+                # call asks the endpoint again.
+                if current is not None and _usable(current.token):
+                    return current.cached
+                raise
             token = AccessToken(fetched.value, fetched.expires_at, fresh=True)
-            self._current = _Current(token, _refresh_at(fetched.expires_at))
+            self._current = _Current(
+                token,
+                _refresh_at(fetched.expires_at),
+                AccessToken(fetched.value, fetched.expires_at, fresh=False),
+            )
             return token
         finally:
             self._lock.release()
@@ -137,7 +158,9 @@ class TokenCache:
         seconds = time.monotonic() - started
         if not finished:
             self._observe("timeout", seconds, None)
-            raise TokenError(f"no answer from the token endpoint within {limit:g}s", "timeout")
+            raise TokenError(
+                f"no answer from the token endpoint within {_seconds(limit)}s", "timeout"
+            )
         outcome = box[0]
         if isinstance(outcome, TokenError):
             self._observe(outcome.result, seconds, None)
@@ -154,11 +177,21 @@ class TokenCache:
             observer.token_requested(self._client, result, seconds, expires_at)
 
 
+def _seconds(value: float) -> str:
+    """``0.3`` for the 0.299997 s a deadline left: what a reader expects to see."""
+    return f"{round(value, 1):g}"
+
+
 def _refresh_at(expires_at: float | None) -> float | None:
     if expires_at is None:
         return None
     lifetime = max(0.0, expires_at - time.time())
     return expires_at - min(REFRESH_AHEAD_MAX, lifetime * REFRESH_AHEAD_SHARE)
+
+
+def _usable(token: AccessToken) -> bool:
+    """Still worth sending: more than :data:`LAST_USE_MARGIN` seconds before it expires."""
+    return token.expires_at is not None and time.time() < token.expires_at - LAST_USE_MARGIN
 
 
 def _due(current: _Current) -> bool:

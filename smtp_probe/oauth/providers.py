@@ -1,20 +1,51 @@
-"""Asking each kind of provider for a token: one blocking call per kind, errors in our words.
+"""Asking each kind of provider for a token: one fetch function per configured client.
 
-Placeholder for issue 8's token providers (msal, google-auth, authlib and
-``token_command``); the provider helpers replace the bodies below.
+:func:`fetcher` picks the provider module by the client's settings and
+imports it (and with it msal, google-auth, authlib or requests) only then:
+a process that never fetches a token never loads them. The fetch it returns
+keeps the library's client object (MSAL's application, google-auth's
+credentials, authlib's session) from one fetch to the next; the
+:class:`~smtp_probe.oauth.cache.TokenCache` in front of it decides when to fetch.
 """
 
 from __future__ import annotations
 
-from smtp_probe.oauth.cache import Fetched
-from smtp_probe.oauth.settings import OAuthClient
-from smtp_probe.probe.credentials import TokenError
+from smtp_probe.oauth.cache import Fetch, Fetched
+from smtp_probe.oauth.settings import (
+    CommandClient,
+    GenericClient,
+    GoogleClient,
+    MicrosoftClient,
+    OAuthClient,
+)
+
+
+def fetcher(client: OAuthClient) -> Fetch:
+    """The blocking fetch of ``client``'s provider (its argument: the timeout in seconds)."""
+    settings = client.provider
+    if isinstance(settings, MicrosoftClient):
+        from smtp_probe.oauth.microsoft import MicrosoftFetch
+
+        return MicrosoftFetch(client, settings)
+    if isinstance(settings, GoogleClient):
+        from smtp_probe.oauth.google import GoogleFetch
+
+        return GoogleFetch(client, settings)
+    if isinstance(settings, GenericClient):
+        from smtp_probe.oauth.generic import GenericFetch
+
+        return GenericFetch(client, settings)
+    if isinstance(settings, CommandClient):
+        from smtp_probe.oauth.command import CommandFetch
+
+        return CommandFetch(settings)
+    raise TypeError(f"unknown provider settings {type(settings).__name__}")
 
 
 def fetch_token(client: OAuthClient, timeout: float) -> Fetched:
-    """Ask ``client``'s provider for a new token within ``timeout`` seconds.
+    """Ask ``client``'s provider for a new token within ``timeout`` seconds (a one-off fetch).
 
     Raises:
         TokenError: the endpoint or command failed; the reason names no secret.
     """
-    raise TokenError(f"{type(client.provider).__name__} is not built yet", "bad_response")
+    return fetcher(client)(timeout)

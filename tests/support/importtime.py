@@ -27,6 +27,11 @@ HEAVY_MODULES: Final = (
     "apscheduler",
     "jinja2",
     "importlib.metadata",
+    # OAuth: loaded at the first token fetch, never by a check that needs no token.
+    "msal",
+    "google",
+    "authlib",
+    "requests",
 )
 """What an SMTP-only check with flags never needs (each also names its submodules)."""
 

@@ -119,6 +119,17 @@ def test_check_from_a_config_file_imports_the_schema(tmp_path: Path) -> None:
             "probe_from_args(args, {'SMTP_PROBE_IMAP_PASSWORD': 'pw'})",
             "smtp_probe.check",
         ),
+        # A token source of every provider kind, built but not yet asked for a token.
+        (
+            "from pathlib import Path\n"
+            "from smtp_probe.oauth import token_source\n"
+            "from smtp_probe.oauth.settings import *\n"
+            "from smtp_probe.secret import Secret\n"
+            "for p in (MicrosoftClient('t', 'c', Secret('s')), GenericClient('https://i/t', 'c'),\n"
+            "          GoogleClient(service_account_file=Path('sa.json')), CommandClient(('h',))):\n"
+            "    token_source(OAuthClient('n', p))",
+            "smtp_probe.oauth.cache",
+        ),
     ],
 )
 def test_what_check_needs_imports_nothing_heavy(code: str, module: str) -> None:
