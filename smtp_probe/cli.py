@@ -17,7 +17,6 @@ fine), and :func:`program` skips the interpreter's teardown after ``check``.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -30,7 +29,7 @@ from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, r
 from smtp_probe.config import values
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.report import ExitCode
-from smtp_probe.shard import load_shard, parse_shard
+from smtp_probe.shard import config_loader, parse_shard
 
 if TYPE_CHECKING:
     from smtp_probe.config.runtime import ServerSettings
@@ -280,7 +279,7 @@ def _run(args: argparse.Namespace) -> int:
 
     log.setup(args.log_level)
     index, count = args.shard or (0, 1)
-    load = functools.partial(load_shard, args.config, index, count)
+    load = config_loader(args.config, index, count)
     config = load()
     if args.shard:
         log.get(__name__).info("shard", shard=f"{index}/{count}", probes=len(config.probes))

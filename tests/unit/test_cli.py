@@ -21,6 +21,7 @@ from smtp_probe.check import (
 )
 from smtp_probe.cli import build_parser, main
 from smtp_probe.config import load_config, values
+from smtp_probe.oauth.cache import TokenCache
 from smtp_probe.probe.spec import ProbeSpec, TlsMode
 from tests.support.cli_proc import REPO, run_cli
 
@@ -446,6 +447,48 @@ def test_without_timeout_a_probe_of_a_config_keeps_its_own_deadline(config_file:
     assert spec == configured.spec
 
 
+@pytest.fixture
+def oauth_config_file(tmp_path: Path) -> Path:
+    """A config whose relay logs in with OAuth, and a route of two probes through it."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "oauth_clients: {helper: {token_command: \"sh -c 'echo not-a-real-token'\"}}\n"
+        "smtp_servers:\n"
+        "  relay: {host: 127.0.0.1, port: 9, tls: none, username: probe, oauth: helper}\n"
+        "  direct: {host: 127.0.0.1, port: 9, tls: none}\n"
+        "mailboxes: {inbox: {host: 127.0.0.1, port: 9, tls: none, username: b, oauth: helper}}\n"
+        "routes:\n"
+        "  out:\n"
+        "    senders: [{smtp: relay, from: a@example.test}, {smtp: direct, from: a@example.test}]\n"
+        "    mailboxes: [{mailbox: inbox, to: b@example.test}]\n"
+    )
+    return path
+
+
+def test_a_route_probe_of_a_config_runs_by_its_expanded_name_with_its_oauth_client(
+    oauth_config_file: Path,
+) -> None:
+    args = build_parser().parse_args(
+        ["check", "--config", str(oauth_config_file), "--probe", "out-relay-to-inbox"]
+    )
+    spec, _signer = probe_from_config(args)
+    assert spec.name == "out-relay-to-inbox"
+    assert spec.mailbox is not None
+    assert isinstance(spec.smtp.oauth, TokenCache)
+    assert spec.smtp.oauth.client == "helper"
+    # One client, one cache: the server and the mailbox share it.
+    assert spec.mailbox.oauth is spec.smtp.oauth
+    assert spec.smtp.password is None
+
+
+def test_an_unknown_probe_lists_the_route_made_names(
+    oauth_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(["--config", str(oauth_config_file), "--probe", "out"], capsys)
+    assert_usage_error(code, err, "--probe")
+    assert "(have: out-relay-to-inbox, out-direct-to-inbox)" in err
+
+
 def test_an_unknown_probe_of_a_config_exits_3_naming_probe(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -515,10 +558,17 @@ def test_run_with_its_address_taken_exits_3_with_one_line_saying_so(config_file:
 # ----------------------------------------------- validate and config-schema
 
 
-def test_validate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_prints_a_summary_then_every_probe_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     demo = REPO / "config" / "demo.yml"
     assert main(["validate", "--config", str(demo)]) == 0
-    assert capsys.readouterr().out == f"{demo}: valid: 3 probe(s), 1 mailbox(es)\n"
+    assert capsys.readouterr().out.splitlines() == [
+        f"{demo}: valid: 3 probe(s), 1 mailbox(es)",
+        "  sandbox-inbox: sandbox -> sandbox, probe@sandbox.test -> demo@sandbox.test",
+        "  sandbox-junk: sandbox -> sandbox, probe@sandbox.test -> demo+junk@sandbox.test",
+        "  sandbox-rejected: sandbox -> sandbox, probe@sandbox.test -> nobody@elsewhere.test",
+    ]
 
 
 def test_validate_prints_every_located_error_and_exits_3(
@@ -533,7 +583,7 @@ def test_validate_prints_every_located_error_and_exits_3(
         f"{path}: 2 errors:",
         f"  - {path}:2:21: probes[0].smtp: unknown server (smtp_servers defines none)",
         f"  - {path}:2:48: probes[0].port: unknown key; allowed keys: "
-        "name, smtp, mailbox, from, to, interval, timeout, jitter",
+        "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector",
     ]
 
 
