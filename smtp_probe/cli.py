@@ -5,7 +5,7 @@ the flag, never a traceback. Each flag's value goes through the parser of
 its value type (:mod:`smtp_probe.config.values`, the same as the config
 file's), so a malformed value is refused while the arguments are parsed.
 Passwords are read from files or the environment, never from argv, where
-``ps`` would show them.
+``ps`` would show them (a token command is a program to run, not a secret).
 
 A monitor starts ``smtp-probe check`` every minute per route, so this
 module and what it imports at the top stay light: each command imports its
@@ -70,6 +70,7 @@ _ADDRESS = _flag(values.parse_address, "address")
 _HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
 _TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
 _LISTEN = _flag(_parse_listen, "listen address")
+_COMMAND = _flag(values.split_command, "command")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -110,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file holding the SMTP password (or set {SMTP_PASSWORD_ENV})",
     )
     smtp.add_argument(
+        "--smtp-token-command",
+        metavar="CMD",
+        type=_COMMAND,
+        help="log in with an OAuth2 token (XOAUTH2/OAUTHBEARER) that CMD prints, instead of "
+        "a password; CMD is split like a shell would, but no shell runs",
+    )
+    smtp.add_argument(
         "--from", dest="mail_from", metavar="ADDR", type=_ADDRESS, help="envelope sender"
     )
     smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", type=_ADDRESS, help="recipient")
@@ -139,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=Path,
         help=f"file holding the IMAP password (or set {IMAP_PASSWORD_ENV})",
+    )
+    imap.add_argument(
+        "--imap-token-command",
+        metavar="CMD",
+        type=_COMMAND,
+        help="log in with an OAuth2 token that CMD prints, instead of a password",
     )
     imap.add_argument(
         "--folder",

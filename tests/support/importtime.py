@@ -27,6 +27,12 @@ HEAVY_MODULES: Final = (
     "apscheduler",
     "jinja2",
     "importlib.metadata",
+    # OAuth: loaded at the first token fetch, never to build a client or a check.
+    "msal",
+    "google.auth",
+    "google.oauth2",
+    "authlib",
+    "requests",
 )
 """What an SMTP-only check with flags never needs (each also names its submodules)."""
 
