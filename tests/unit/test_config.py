@@ -6,13 +6,17 @@ exact error line(s) it must produce, as blackbox_exporter's config tests do.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import trustme
+import yaml
 
 from smtp_probe.config import load_config, messages, parse_config
 from smtp_probe.config.errors import ConfigError
@@ -1486,9 +1490,96 @@ def test_example_config_states_every_key() -> None:
         "interval", "timeout", "jitter", "host", "port", "tls", "verify", "ca_file",
         "username", "password", "password_file", "helo", "folder", "junk_folders",
         "poll_interval", "idle", "name", "smtp", "mailbox", "from", "to", "listen",
+        "oauth_clients", "provider", "tenant", "client_id", "client_secret",
+        "client_secret_file", "certificate_file", "private_key_file", "scope", "authority",
+        "service_account_file", "subject", "token_uri", "token_url", "grant", "refresh_token",
+        "refresh_token_file", "token_command", "lifetime", "oauth", "cleanup", "reflector",
+        "routes", "senders",
     }  # fmt: skip
     missing = {key for key in keys if f"{key}:" not in example}
     assert missing == set()
+
+
+# The example's commented-out blocks for OAuth, presets, reflector and routes, by first line.
+EXAMPLE_BLOCKS = ("# oauth_clients:", "  # m365:", "  # - name: via-partner-autoreply", "# routes:")
+
+
+def uncomment(text: str, first_lines: tuple[str, ...]) -> str:
+    """``text`` with each commented block starting at one of ``first_lines`` uncommented.
+
+    A block runs on while lines start with the first line's indent and ``#``;
+    one ``# `` is taken off each, so ``# #`` lines stay comments.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    prefix: str | None = None
+    for line in lines:
+        if prefix is not None and not line.startswith(prefix):
+            prefix = None
+        if prefix is None and line.rstrip("\n") in first_lines:
+            prefix = line[: line.index("#") + 1]
+        if prefix is not None:
+            line = prefix[:-1] + line[len(prefix) :].removeprefix(" ")
+        out.append(line)
+    return "".join(out)
+
+
+def test_example_config_with_its_oauth_preset_reflector_and_route_examples_uncommented_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commented examples are a config too.
+
+    Uncommented, with the files they name given, the example loads and is
+    valid by the schema.
+    """
+    example = (REPO / "config" / "example.yml").read_text()
+    text = uncomment(example, EXAMPLE_BLOCKS)
+    assert text.count("\n") == example.count("\n")
+    for name, content in {
+        "smtp-password": "smtp\n",
+        "probe-token": "0" * 64 + "\n",
+        "entra-secret": "entra\n",
+        "idp-secret": "idp\n",
+        "google-service-account.json": (CONFIGS / "secrets" / "service-account.json").read_text(),
+    }.items():
+        (tmp_path / name).write_text(content)
+    helper = tmp_path / "bin" / "oauth2-helper"
+    helper.parent.mkdir()
+    helper.write_text("#!/bin/sh\necho not-a-real-token\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ.get('PATH', '')}")
+    path = tmp_path / "example.yml"
+    path.write_text(text.replace("/run/secrets/", f"{tmp_path}/"))
+
+    config = load_config(path, environ={"IMAP_PASSWORD": "imap"})
+
+    assert [p.name for p in config.probes] == [
+        "relay-to-inbox",
+        "mx-to-inbox",
+        "via-partner-autoreply",
+        "outbound-relay-to-m365",
+        "outbound-relay-to-gmail",
+        "outbound-gmail-to-m365",
+        "outbound-gmail-to-gmail",
+    ]
+    assert list(config.oauth_settings) == ["m365", "workspace", "idp", "helper"]
+    assert [type(c.provider) for c in config.oauth_settings.values()] == [
+        MicrosoftClient,
+        GoogleClient,
+        GenericClient,
+        CommandClient,
+    ]
+    gmail = config.probe("outbound-gmail-to-gmail")
+    assert gmail is not None
+    assert gmail.spec.mailbox is not None
+    assert gmail.spec.mailbox.cleanup is Cleanup.TRASH
+    assert gmail.spec.smtp.host == "smtp.gmail.com"
+    reflector = config.probe("via-partner-autoreply")
+    assert reflector is not None
+    assert reflector.spec.reflector
+    schema = json.loads((REPO / "config" / "smtp-probe.schema.json").read_text())
+    problems = list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(text)))
+    assert problems == []
 
 
 # ------------------------------------------- OAuth clients, presets, routes
