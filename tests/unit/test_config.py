@@ -1837,3 +1837,56 @@ def test_a_shared_mailbox_defined_twice_differently_is_caught_through_routes_too
         "folder) as mailboxes.gmail with different settings; probes watching one mailbox "
         "share one connection, so define it once"
     ]
+
+
+@pytest.mark.parametrize(
+    ("client", "errors"),
+    [
+        (
+            "{provider: google}",
+            [
+                "<config>:3:6: oauth_clients.c: provider google needs service_account_file and "
+                "subject (a service account with domain-wide delegation), or client_id, "
+                "client_secret and refresh_token (an installed app)"
+            ],
+        ),
+        (
+            "{provider: generic}",
+            [
+                "<config>:3:6: oauth_clients.c.token_url: required with provider: generic",
+                "<config>:3:6: oauth_clients.c.client_id: required with provider: generic",
+                "<config>:3:6: oauth_clients.c: grant client_credentials needs client_secret "
+                "or client_secret_file",
+            ],
+        ),
+        (
+            "{provider: microsoft, tenant: t, client_id: c, client_secret: s, "
+            "certificate_file: x.pem}",
+            [
+                "<config>:3:89: oauth_clients.c.certificate_file: cannot read "
+                "{cwd}/x.pem: No such file or directory",
+                "<config>:3:89: oauth_clients.c.certificate_file: give either client_secret or "
+                "certificate_file, not both",
+            ],
+        ),
+        (
+            "{token_command: []}",
+            ["<config>:3:22: oauth_clients.c.token_command: must not be empty"],
+        ),
+        (
+            "{token_command: ['  ', x]}",
+            ["<config>:3:22: oauth_clients.c.token_command: the command needs a program to run"],
+        ),
+    ],
+)
+def test_what_each_kind_of_oauth_client_needs(
+    client: str, errors: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (
+        "smtp_servers: {s: {host: smtp.example.com}}\n"
+        "oauth_clients:\n"
+        f"  c: {client}\n"
+        "probes: [{name: p, smtp: s, from: a@b.c, to: d@e.f}]\n"
+    )
+    assert _errors(text) == [error.format(cwd=tmp_path) for error in errors]
