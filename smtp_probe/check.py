@@ -8,7 +8,10 @@ a route alike. This module puts the flags together into a
 
 Passwords never come from argv, where ``ps`` would show them: from a file
 (``--smtp-password-file``, one trailing newline stripped, as in the
-config) or from the environment.
+config) or from the environment. Instead of a password, either leg can log
+in with OAuth2 tokens printed by a program (``--smtp-token-command``,
+``--imap-token-command``): the config's ``token_command`` client, built
+here without loading any OAuth library.
 """
 
 from __future__ import annotations
@@ -27,11 +30,16 @@ from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
 from smtp_probe.secret import Secret
 
 if TYPE_CHECKING:
+    from smtp_probe.oauth.cache import TokenCache
+    from smtp_probe.oauth.settings import OAuthClient
     from smtp_probe.probe.message import TokenSigner
 
 SMTP_PASSWORD_ENV: Final = "SMTP_PROBE_SMTP_PASSWORD"  # noqa: S105 - a variable name
 IMAP_PASSWORD_ENV: Final = "SMTP_PROBE_IMAP_PASSWORD"  # noqa: S105 - a variable name
 CHECK_PROBE_NAME: Final = "check"
+SMTP_TOKEN_CLIENT: Final = "smtp-token-command"  # noqa: S105 - a client name
+"""The name of ``--smtp-token-command``'s OAuth client (as an ``oauth_clients`` key would be)."""
+IMAP_TOKEN_CLIENT: Final = "imap-token-command"  # noqa: S105 - a client name
 
 
 class UsageError(Exception):
@@ -80,7 +88,8 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
         raise UsageError("--config and --probe go together")
     route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
                    "--imap": args.imap, "--smtp-user": args.smtp_user,
-                   "--imap-user": args.imap_user}  # fmt: skip
+                   "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
+                   "--imap-token-command": args.imap_token_command}  # fmt: skip
     for flag, value in route_flags.items():
         if value:
             raise UsageError(f"{flag}: the route comes from --config; drop the flag")
@@ -111,17 +120,26 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
     tls_settings = TlsSettings(verify=not args.insecure, ca_file=_ca_file(args.ca_file))
 
     smtp_host, smtp_port = args.smtp
-    smtp_password = None
+    smtp_password = smtp_oauth = None
     if args.smtp_user:
         smtp_password = _password(
             args.smtp_password_file, "--smtp-password-file", SMTP_PASSWORD_ENV, environ
         )
-        if smtp_password is None:
+        smtp_oauth = _token_command(
+            args.smtp_token_command,
+            "--smtp-token-command",
+            SMTP_TOKEN_CLIENT,
+            f"--smtp-password-file or ${SMTP_PASSWORD_ENV}" if smtp_password else None,
+        )
+        if smtp_password is None and smtp_oauth is None:
             raise UsageError(
-                f"--smtp-user needs a password: --smtp-password-file FILE or ${SMTP_PASSWORD_ENV}"
+                "--smtp-user needs a password (--smtp-password-file FILE or "
+                f"${SMTP_PASSWORD_ENV}) or --smtp-token-command CMD"
             )
     elif args.smtp_password_file:
         raise UsageError("--smtp-password-file: given without --smtp-user")
+    elif args.smtp_token_command:
+        raise UsageError("--smtp-token-command: needs --smtp-user (the account the token is for)")
     smtp = SmtpServer(
         host=smtp_host,
         port=values.smtp_port(args.smtp_tls) if smtp_port is None else smtp_port,
@@ -129,6 +147,7 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         tls_settings=tls_settings,
         username=args.smtp_user,
         password=smtp_password,
+        oauth=smtp_oauth,
         helo=args.helo,
         timeout=command_timeout,
     )
@@ -139,9 +158,16 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         imap_password = _password(
             args.imap_password_file, "--imap-password-file", IMAP_PASSWORD_ENV, environ
         )
-        if imap_password is None:
+        imap_oauth = _token_command(
+            args.imap_token_command,
+            "--imap-token-command",
+            IMAP_TOKEN_CLIENT,
+            f"--imap-password-file or ${IMAP_PASSWORD_ENV}" if imap_password else None,
+        )
+        if imap_password is None and imap_oauth is None:
             raise UsageError(
-                f"--imap needs a password: --imap-password-file FILE or ${IMAP_PASSWORD_ENV}"
+                "--imap needs a password (--imap-password-file FILE or "
+                f"${IMAP_PASSWORD_ENV}) or --imap-token-command CMD"
             )
         mailbox = Mailbox(
             host=imap_host,
@@ -150,6 +176,7 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
             tls_settings=tls_settings,
             username=args.imap_user or args.rcpt_to,
             password=imap_password,
+            oauth=imap_oauth,
             folder=args.folder,
             idle=not args.no_idle,
             timeout=command_timeout,
@@ -158,6 +185,7 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         for flag, value in (
             ("--imap-user", args.imap_user),
             ("--imap-password-file", args.imap_password_file),
+            ("--imap-token-command", args.imap_token_command),
         ):
             if value:
                 raise UsageError(f"{flag}: given without --imap")
@@ -178,6 +206,45 @@ def _ca_file(path: Path | None) -> Path | None:
         return values.check_ca_file(path)
     except ValueError as exc:
         raise UsageError(f"--ca-file: {exc}") from None
+
+
+def _token_command(
+    argv: tuple[str, ...] | None, flag: str, name: str, password_from: str | None
+) -> TokenCache | None:
+    """The token source of ``flag``'s command (already split into words), if it is given.
+
+    ``password_from`` says where the leg's password came from, if it has one.
+
+    Raises:
+        UsageError: a password is given too, or the program cannot be run.
+    """
+    if argv is None:
+        return None
+    if password_from is not None:
+        raise UsageError(
+            f"{flag}: give either a token command or a password ({password_from}), not both"
+        )
+    from smtp_probe.oauth import token_source  # a light module: no OAuth library until a fetch
+
+    return token_source(token_command_client(argv, flag, name))
+
+
+def token_command_client(argv: tuple[str, ...], flag: str, name: str) -> OAuthClient:
+    """The OAuth client that runs ``argv`` for tokens, as a config's ``token_command`` does.
+
+    A bare program name is looked up in ``PATH``; a path is relative to the
+    working directory, as in a shell.
+
+    Raises:
+        UsageError: the program cannot be run; names ``flag``.
+    """
+    from smtp_probe.oauth.settings import CommandClient, OAuthClient
+
+    try:
+        command = values.check_command(argv, Path.cwd())
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from None
+    return OAuthClient(name=name, provider=CommandClient(command=command))
 
 
 def _password(path: Path | None, flag: str, env: str, environ: Mapping[str, str]) -> Secret | None:

@@ -5,7 +5,7 @@ the flag, never a traceback. Each flag's value goes through the parser of
 its value type (:mod:`smtp_probe.config.values`, the same as the config
 file's), so a malformed value is refused while the arguments are parsed.
 Passwords are read from files or the environment, never from argv, where
-``ps`` would show them.
+``ps`` would show them (a token command is a program to run, not a secret).
 
 A monitor starts ``smtp-probe check`` every minute per route, so this
 module and what it imports at the top stay light: each command imports its
@@ -17,7 +17,6 @@ fine), and :func:`program` skips the interpreter's teardown after ``check``.
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -30,7 +29,7 @@ from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, r
 from smtp_probe.config import values
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.report import ExitCode
-from smtp_probe.shard import load_shard, parse_shard
+from smtp_probe.shard import config_loader, parse_shard
 
 if TYPE_CHECKING:
     from smtp_probe.config.runtime import ServerSettings
@@ -71,6 +70,7 @@ _ADDRESS = _flag(values.parse_address, "address")
 _HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
 _TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
 _LISTEN = _flag(_parse_listen, "listen address")
+_COMMAND = _flag(values.split_command, "command")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file holding the SMTP password (or set {SMTP_PASSWORD_ENV})",
     )
     smtp.add_argument(
+        "--smtp-token-command",
+        metavar="CMD",
+        type=_COMMAND,
+        help="log in with an OAuth2 token (XOAUTH2/OAUTHBEARER) that CMD prints, instead of "
+        "a password; CMD is split like a shell would, but no shell runs",
+    )
+    smtp.add_argument(
         "--from", dest="mail_from", metavar="ADDR", type=_ADDRESS, help="envelope sender"
     )
     smtp.add_argument("--to", dest="rcpt_to", metavar="ADDR", type=_ADDRESS, help="recipient")
@@ -140,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         type=Path,
         help=f"file holding the IMAP password (or set {IMAP_PASSWORD_ENV})",
+    )
+    imap.add_argument(
+        "--imap-token-command",
+        metavar="CMD",
+        type=_COMMAND,
+        help="log in with an OAuth2 token that CMD prints, instead of a password",
     )
     imap.add_argument(
         "--folder",
@@ -280,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
 
     log.setup(args.log_level)
     index, count = args.shard or (0, 1)
-    load = functools.partial(load_shard, args.config, index, count)
+    load = config_loader(args.config, index, count)
     config = load()
     if args.shard:
         log.get(__name__).info("shard", shard=f"{index}/{count}", probes=len(config.probes))

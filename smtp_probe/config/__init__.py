@@ -16,13 +16,19 @@
 * **Frozen values.** The result is frozen dataclasses and tuples, so two
   loads of the same file compare equal and a reload can be diffed.
 
-Secrets come from ``password_file`` (one trailing newline stripped) or from
-``password`` with ``${VAR}`` references expanded from the environment
-(``$${`` writes a literal ``${``). Expansion applies to ``password`` only:
-every other value is taken literally, so a ``$`` in a folder name or an
-address never needs escaping. Relative paths (``password_file``,
-``ca_file``, ``token_secret_file``) are relative to the config file's
-directory, so a config and its secrets can move together.
+Secrets come from a ``*_file`` key (one trailing newline stripped) or
+from ``password`` (or an OAuth client's ``client_secret`` and
+``refresh_token``) with ``${VAR}`` references expanded from the
+environment (``$${`` writes a literal ``${``). Expansion applies to those
+secret keys only: every other value is taken literally, so a ``$`` in a
+folder name or an address never needs escaping. Relative paths (every
+``*_file`` key, a token command's program) are relative to the config
+file's directory, so a config and its secrets can move together.
+
+``routes`` are shorthand: each expands into ordinary probes, one per
+sender and mailbox, named ``{route}-{smtp}-to-{mailbox}``. Each OAuth
+client becomes one token cache, shared by every server and mailbox that
+names it.
 
 A probe's ``timeout`` and ``jitter`` default to the ``defaults`` section but
 are fitted to the probe's interval (see :mod:`.timing`). YAML details: a key
@@ -56,8 +62,13 @@ if TYPE_CHECKING:
 __all__ = ["load_config", "parse_config"]
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, previous: Config | None = None
+) -> Config:
     """Read and validate the config file at ``path`` (see :func:`.load.load_config`).
+
+    ``previous`` is the config a reload replaces: unchanged OAuth clients
+    keep its token caches.
 
     Raises:
         ConfigError: the file cannot be read, is not valid YAML, or does not
@@ -65,11 +76,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """
     from smtp_probe.config import load  # the schema is heavy: imported on first use
 
-    return load.load_config(path, environ)
+    return load.load_config(path, environ, previous=previous)
 
 
 def parse_config(
-    text: str, *, source: Path | None = None, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    previous: Config | None = None,
 ) -> Config:
     """Validate the YAML document ``text`` (see :func:`.load.parse_config`).
 
@@ -78,4 +93,4 @@ def parse_config(
     """
     from smtp_probe.config import load  # the schema is heavy: imported on first use
 
-    return load.parse_config(text, source=source, environ=environ)
+    return load.parse_config(text, source=source, environ=environ, previous=previous)

@@ -8,8 +8,11 @@ several mistakes gets all of them in one report, in document order:
    files; :mod:`.messages` locates and words its errors;
 3. each model's rules run on the raw mappings, valid or not: passwords,
    timing against the interval, references between sections;
-4. only a document without problems is built into a :class:`Config`
-   (one last check: definitions of one shared mailbox must agree).
+4. only a document without problems is built into a :class:`Config`:
+   routes expanded into probes, one token source per OAuth client (kept
+   from the config it replaces when the client is unchanged), presets
+   filled in; one last check each: definitions of one shared mailbox
+   agree, an app certificate without ``private_key_file`` holds its key.
 """
 
 from __future__ import annotations
@@ -17,25 +20,41 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from pydantic import ValidationError
 
-from smtp_probe.config import messages, references, timing, tree
+from smtp_probe import oauth
+from smtp_probe.config import messages, references, timing, tree, values
 from smtp_probe.config.document import Document, compose
 from smtp_probe.config.errors import ConfigError, Problems
-from smtp_probe.config.model import ConfigFile, Context, Defaults
+from smtp_probe.config.model import ConfigFile, Context, Defaults, OAuthProvider
 from smtp_probe.config.model import Mailbox as MailboxEntry
+from smtp_probe.config.model import OAuthClient as OAuthClientEntry
 from smtp_probe.config.model import SmtpServer as SmtpServerEntry
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.config.values import imap_port, kind_of, smtp_port
+from smtp_probe.oauth.cache import TokenCache
+from smtp_probe.oauth.settings import (
+    CommandClient,
+    GenericClient,
+    GoogleClient,
+    MicrosoftClient,
+    OAuthClient,
+    Provider,
+)
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
 
 
-def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
+def load_config(
+    path: Path, environ: Mapping[str, str] | None = None, *, previous: Config | None = None
+) -> Config:
     """Read and validate the config file at ``path``.
 
-    ``environ`` supplies ``${VAR}`` references in passwords (default:
-    ``os.environ``).
+    ``environ`` supplies ``${VAR}`` references in passwords and OAuth
+    secrets (default: ``os.environ``). ``previous`` is the config this one
+    replaces (a reload): OAuth clients with unchanged settings keep its
+    token caches, and the tokens in them.
 
     Raises:
         ConfigError: the file cannot be read, is not valid YAML, or does not
@@ -50,18 +69,23 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}:{line}: not UTF-8 text"], path) from None
-    return parse_config(text, source=path, environ=environ)
+    return parse_config(text, source=path, environ=environ, previous=previous)
 
 
 def parse_config(
-    text: str, *, source: Path | None = None, environ: Mapping[str, str] | None = None
+    text: str,
+    *,
+    source: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    previous: Config | None = None,
 ) -> Config:
     """Validate the YAML document ``text`` into a :class:`Config`.
 
     ``source`` is the file it came from: it names the file in errors and is
     the directory relative paths are resolved against (the current directory
     without it). ``environ`` supplies ``${VAR}`` references in passwords
-    (default: ``os.environ``).
+    and OAuth secrets (default: ``os.environ``). ``previous``: see
+    :func:`load_config`.
 
     Raises:
         ConfigError: every problem found, in document order, with its location.
@@ -91,43 +115,100 @@ def parse_config(
             problems.add(document.position(at), at, message)
     if problems or model is None:
         raise problems.error()
-    return _build(model, document, source)
+    return _build(model, document, source, previous)
 
 
-def _build(model: ConfigFile, document: Document, source: Path | None) -> Config:
+def _build(
+    model: ConfigFile, document: Document, source: Path | None, previous: Config | None
+) -> Config:
     """The runtime config of a valid document.
 
     Raises:
-        ConfigError: two definitions of one shared mailbox disagree.
+        ConfigError: two definitions of one shared mailbox disagree, or an
+            app certificate holds no private key and none is given.
     """
     defaults = model.defaults or Defaults()
-    servers = {name: _smtp_server(entry) for name, entry in (model.smtp_servers or {}).items()}
-    mailboxes = {name: _mailbox(entry) for name, entry in (model.mailboxes or {}).items()}
+    clients = {
+        name: _oauth_client(name, entry) for name, entry in (model.oauth_clients or {}).items()
+    }
+    sources = {name: _token_source(client, previous) for name, client in clients.items()}
+    servers = {
+        name: _smtp_server(entry, sources) for name, entry in (model.smtp_servers or {}).items()
+    }
+    mailboxes = {name: _mailbox(entry, sources) for name, entry in (model.mailboxes or {}).items()}
     probes: list[ScheduledProbe] = []
-    for probe in model.probes:
+
+    def schedule(
+        name: str,
+        smtp: str,
+        mailbox: str | None,
+        mail_from: str,
+        rcpt_to: str,
+        times: tuple[float | None, float | None, float | None],
+        reflector: bool,
+    ) -> None:
+        interval, timeout, jitter = times
         fitted = timing.fit(
-            defaults.interval if probe.interval is None else probe.interval,
-            probe.timeout,
-            probe.jitter,
+            defaults.interval if interval is None else interval,
+            timeout,
+            jitter,
             default_timeout=defaults.timeout,
             default_jitter=defaults.jitter,
         )
         spec = ProbeSpec(
-            name=probe.name,
-            smtp=servers[probe.smtp],
-            mail_from=probe.mail_from,
-            rcpt_to=probe.rcpt_to,
-            mailbox=None if probe.mailbox is None else mailboxes[probe.mailbox],
+            name=name,
+            smtp=servers[smtp],
+            mail_from=mail_from,
+            rcpt_to=rcpt_to,
+            mailbox=None if mailbox is None else mailboxes[mailbox],
             timeout=fitted.timeout,
+            reflector=reflector,
         )
-        probes.append(ScheduledProbe(spec=spec, interval=fitted.interval, jitter=fitted.jitter))
-    used = [
-        (probe.mailbox, mailboxes[probe.mailbox])
-        for probe in model.probes
-        if probe.mailbox is not None
-    ]
+        probes.append(
+            ScheduledProbe(
+                spec, fitted.interval, fitted.jitter, smtp_name=smtp, mailbox_name=mailbox
+            )
+        )
+
+    for probe in model.probes:
+        schedule(
+            probe.name,
+            probe.smtp,
+            probe.mailbox,
+            probe.mail_from,
+            probe.rcpt_to,
+            (probe.interval, probe.timeout, probe.jitter),
+            probe.reflector,
+        )
+    for route_name, route in (model.routes or {}).items():
+        for sender in route.senders:
+            for target in route.mailboxes:
+                schedule(
+                    references.route_probe_name(route_name, sender.smtp, target.mailbox),
+                    sender.smtp,
+                    target.mailbox,
+                    sender.mail_from,
+                    target.rcpt_to,
+                    (route.interval, route.timeout, route.jitter),
+                    route.reflector,
+                )
+    used = [(p.mailbox_name, mailboxes[p.mailbox_name]) for p in probes if p.mailbox_name]
     for loc, message in references.shared_mailbox_conflicts(used):
         document.problems.add(document.position(loc), loc, message)
+    for name, client in clients.items():
+        provider = client.provider
+        if (
+            isinstance(provider, MicrosoftClient)
+            and provider.certificate_file is not None
+            and provider.private_key_file is None
+            and not values.has_private_key(provider.certificate_file)
+        ):
+            loc = ("oauth_clients", name, "certificate_file")
+            document.problems.add(
+                document.position(loc),
+                loc,
+                f"{provider.certificate_file} holds no private key; give private_key_file",
+            )
     if document.problems:
         raise document.problems.error()
     return Config(
@@ -135,35 +216,105 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         server=model.server.listen if model.server is not None else ServerSettings(),
         token_secret=model.token_secret_file,
         source=source,
+        oauth_clients=MappingProxyType(sources),
+        oauth_settings=MappingProxyType(clients),
     )
 
 
-def _smtp_server(entry: SmtpServerEntry) -> SmtpServer:
+def _oauth_client(name: str, entry: OAuthClientEntry) -> OAuthClient:
+    """The settings of a valid ``oauth_clients`` entry (its rules hold)."""
+    client_secret = entry.client_secret or entry.client_secret_file
+    refresh_token = entry.refresh_token or entry.refresh_token_file
+    provider: Provider
+    if entry.token_command is not None:
+        provider = CommandClient(command=entry.token_command, lifetime=entry.lifetime)
+    elif entry.provider == OAuthProvider.MICROSOFT:
+        provider = MicrosoftClient(
+            tenant=_given(entry.tenant),
+            client_id=_given(entry.client_id),
+            client_secret=client_secret,
+            certificate_file=entry.certificate_file,
+            private_key_file=entry.private_key_file,
+            **_set(scope=entry.scope, authority=entry.authority),
+        )
+    elif entry.provider == OAuthProvider.GOOGLE:
+        provider = GoogleClient(
+            service_account_file=entry.service_account_file,
+            subject=entry.subject,
+            client_id=entry.client_id,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            token_uri=entry.token_uri,
+            **_set(scope=entry.scope),
+        )
+    else:
+        provider = GenericClient(
+            token_url=_given(entry.token_url),
+            client_id=_given(entry.client_id),
+            grant=entry.grant,
+            client_secret=client_secret,
+            refresh_token=refresh_token,
+            scope=entry.scope,
+        )
+    return OAuthClient(name=name, provider=provider, timeout=entry.timeout, ca_file=entry.ca_file)
+
+
+def _given(value: str | None) -> str:
+    if value is None:  # pragma: no cover - the entry's rules demand it
+        raise AssertionError("a valid oauth_clients entry has this key")
+    return value
+
+
+def _set(**keys: str | None) -> dict[str, str]:
+    """The keys that are written; the settings' own defaults stand for the others."""
+    return {key: value for key, value in keys.items() if value is not None}
+
+
+def _token_source(client: OAuthClient, previous: Config | None) -> TokenCache:
+    """``client``'s token cache: the one ``previous`` has if the client is unchanged, else new."""
+    if previous is not None and previous.oauth_settings.get(client.name) == client:
+        kept = previous.oauth_clients.get(client.name)
+        if kept is not None:
+            return kept
+    return oauth.token_source(client)
+
+
+def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> SmtpServer:
+    host, tls = entry.host, entry.tls
+    if entry.provider is not None:
+        preset_host, preset_tls = values.SMTP_PRESETS[entry.provider]
+        host = host or preset_host
+        tls = tls if "tls" in entry.model_fields_set else preset_tls
     return SmtpServer(
-        host=entry.host,
-        port=smtp_port(entry.tls) if entry.port is None else entry.port,
-        tls=entry.tls,
+        host=_given(host),
+        port=smtp_port(tls) if entry.port is None else entry.port,
+        tls=tls,
         tls_settings=TlsSettings(verify=entry.verify, ca_file=entry.ca_file),
         username=entry.username,
         password=entry.password or entry.password_file,
+        oauth=None if entry.oauth is None else sources[entry.oauth],
         helo=entry.helo,
         timeout=entry.timeout,
     )
 
 
-def _mailbox(entry: MailboxEntry) -> Mailbox:
-    password = entry.password or entry.password_file
-    if password is None:  # pragma: no cover - Mailbox.rules demands one
-        raise AssertionError("a valid mailbox has a password")
+def _mailbox(entry: MailboxEntry, sources: Mapping[str, TokenCache]) -> Mailbox:
+    host, tls = entry.host, entry.tls
+    if entry.provider is not None:
+        preset_host, preset_tls = values.IMAP_PRESETS[entry.provider]
+        host = host or preset_host
+        tls = tls if "tls" in entry.model_fields_set else preset_tls
     return Mailbox(
-        host=entry.host,
-        port=imap_port(entry.tls) if entry.port is None else entry.port,
+        host=_given(host),
+        port=imap_port(tls) if entry.port is None else entry.port,
         username=entry.username,
-        password=password,
-        tls=entry.tls,
+        password=entry.password or entry.password_file,
+        oauth=None if entry.oauth is None else sources[entry.oauth],
+        tls=tls,
         tls_settings=TlsSettings(verify=entry.verify, ca_file=entry.ca_file),
         folder=entry.folder,
         junk_folders=entry.junk_folders,
+        cleanup=entry.cleanup,
         idle=entry.idle,
         poll_interval=entry.poll_interval,
         timeout=entry.timeout,
@@ -171,10 +322,23 @@ def _mailbox(entry: MailboxEntry) -> Mailbox:
 
 
 def validate(path: Path) -> str:
-    """``smtp-probe validate``: the one-line summary of a valid config file.
+    """``smtp-probe validate``: a valid config's summary line, then each probe it runs.
+
+    One line per probe, routes expanded: ``NAME: SMTP -> MAILBOX, FROM -> TO``
+    (names from the file; ``(no mailbox)`` for a submit-only probe,
+    `` (reflector)`` for a reflector probe).
 
     Raises:
         ConfigError: the file does not validate.
     """
     config = load_config(path)
-    return f"{path}: valid: {len(config.probes)} probe(s), {len(config.mailboxes)} mailbox(es)"
+    lines = [f"{path}: valid: {len(config.probes)} probe(s), {len(config.mailboxes)} mailbox(es)"]
+    for probe in config.probes:
+        spec = probe.spec
+        mailbox = probe.mailbox_name if probe.mailbox_name is not None else "(no mailbox)"
+        reflector = " (reflector)" if spec.reflector else ""
+        lines.append(
+            f"  {probe.name}: {probe.smtp_name} -> {mailbox}, "
+            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}"
+        )
+    return "\n".join(lines)

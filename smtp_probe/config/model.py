@@ -8,21 +8,23 @@ YAML scalar becomes that type, through the parsers of
 unknown keys and are frozen.
 
 Reading a value may need the world outside the file: ``${VAR}`` in a
-``password`` comes from the environment, ``password_file``, ``ca_file`` and
-``token_secret_file`` are read relative to the config file. Validation
-takes a :class:`Context` with both, so a validated :class:`ConfigFile`
-holds secrets and checked paths, not text still to be resolved.
+``password`` (or an OAuth ``client_secret`` or ``refresh_token``) comes from
+the environment; ``*_file`` keys are read relative to the config file, and
+a ``token_command``'s program must be there to run. Validation takes a
+:class:`Context` with both, so a validated :class:`ConfigFile` holds secrets
+and checked paths, not text still to be resolved.
 
-Rules that tie keys together (one password, not two; a jitter shorter than
-the interval; references between sections) are each model's :meth:`rules`:
-they run on the raw mapping even when some of its keys are bad, so one
-load reports every error.
+Rules that tie keys together (one password, not two; the keys each kind of
+OAuth client takes; a jitter shorter than the interval; references between
+sections) are each model's :meth:`rules`: they run on the raw mapping even
+when some of its keys are bad, so one load reports every error.
 """
 
 from __future__ import annotations
 
+import enum
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Final
@@ -38,14 +40,16 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
 )
-from pydantic.config import JsonDict
+from pydantic.config import JsonDict, JsonValue
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from smtp_probe.config import references, timing, values
 from smtp_probe.config.errors import Loc
 from smtp_probe.config.runtime import ServerSettings, parse_listen
-from smtp_probe.config.values import TlsMode
+from smtp_probe.config.values import Preset, TlsMode
+from smtp_probe.oauth import settings as oauth_settings
+from smtp_probe.probe.spec import Cleanup
 from smtp_probe.secret import Secret
 
 ERROR_TYPE: Final = "smtp_probe_config"
@@ -156,15 +160,40 @@ def _ca_file(text: str, context: Context) -> Path:
     return values.check_ca_file(values.resolve_path(text, context.base_dir))
 
 
-def _folders(items: list[Any], context: Context) -> tuple[str, ...]:
+def _in_file_dir(check: Callable[[Path], Path]) -> Callable[[Any, Context], Path]:
+    """A path relative to the config file, checked by ``check`` (exists, holds the right thing)."""
+    return lambda text, context: check(values.resolve_path(text, context.base_dir))
+
+
+def _strings(items: list[Any], *, blank_ok: bool = False) -> tuple[str, ...]:
+    """The items of a list of strings; every item that is not one is reported at its index."""
     bad = [(index, item) for index, item in enumerate(items) if not TEXT.accepts(item)]
-    blank = [index for index, item in enumerate(items) if TEXT.accepts(item) and not item.strip()]
+    blank = [
+        index
+        for index, item in enumerate(items)
+        if TEXT.accepts(item) and not item.strip() and not blank_ok
+    ]
     if bad or blank:
         problems = [(f"expected a string, got {values.kind_of(item)}", (i,)) for i, item in bad]
         problems += [("must not be empty", (i,)) for i in blank]
         problems.sort(key=lambda problem: problem[1])
         raise _problems(tuple(m for m, _ in problems), tuple(loc for _, loc in problems))
     return tuple(items)
+
+
+def _folders(items: list[Any], context: Context) -> tuple[str, ...]:
+    return _strings(items)
+
+
+def _command(value: str | list[Any], context: Context) -> tuple[str, ...]:
+    """A token command: an argv list as written, or a string split into words (no shell)."""
+    if isinstance(value, str):
+        argv = values.split_command(value)
+    else:
+        if not value:
+            raise ValueError("must not be empty")
+        argv = _strings(value, blank_ok=True)  # an empty argument is an argument
+    return values.check_command(argv, context.base_dir)
 
 
 _NOT_BLANK: Final = {"minLength": 1, "pattern": values.NOT_BLANK_PATTERN}
@@ -183,6 +212,35 @@ TLS: Final = _text(
     values.parse_tls_mode,
     enum=[mode.value for mode in TlsMode],
 )
+
+
+def _choice(choices: type[enum.StrEnum]) -> Value:
+    """One word of an enum; a near miss gets "did you mean"."""
+    words = [choice.value for choice in choices]
+
+    def parse(text: str) -> enum.StrEnum:
+        try:
+            return choices(text)
+        except ValueError:
+            suggestion = values.closest(text, words)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            raise ValueError(f"expected one of {', '.join(words)}{hint}") from None
+
+    return _text(f"one of {', '.join(words)}", parse, enum=words)
+
+
+class OAuthProvider(enum.StrEnum):
+    """Where an ``oauth_clients`` entry gets its tokens (``token_command`` is the fourth way)."""
+
+    MICROSOFT = "microsoft"
+    GOOGLE = "google"
+    GENERIC = "generic"
+
+
+PRESET: Final = _choice(Preset)
+CLEANUP: Final = _choice(Cleanup)
+OAUTH_PROVIDER: Final = _choice(OAuthProvider)
+GRANT: Final = _choice(oauth_settings.Grant)
 
 
 def _duration(parse: Callable[[str], float], pattern: str) -> Value:
@@ -221,6 +279,37 @@ TOKEN_SECRET_FILE: Final = Value(
     "a file path", str, _token_secret_file, {"type": "string", **_NOT_BLANK}
 )
 CA_FILE: Final = Value("a file path", str, _ca_file, {"type": "string", **_NOT_BLANK})
+CERTIFICATE_FILE: Final = Value(
+    "a file path",
+    str,
+    _in_file_dir(values.check_certificate_file),
+    {"type": "string", **_NOT_BLANK},
+)
+PRIVATE_KEY_FILE: Final = Value(
+    "a file path",
+    str,
+    _in_file_dir(values.check_private_key_file),
+    {"type": "string", **_NOT_BLANK},
+)
+SERVICE_ACCOUNT_FILE: Final = Value(
+    "a file path",
+    str,
+    _in_file_dir(values.check_service_account_file),
+    {"type": "string", **_NOT_BLANK},
+)
+WORD: Final = _text("a string", values.parse_word, pattern=values.WORD_PATTERN)
+URL: Final = _text("a URL", values.parse_url, pattern=values.URL_PATTERN)
+COMMAND: Final = Value(
+    "a command: a list of words, or a string",
+    (str, list),
+    _command,
+    {
+        "anyOf": [
+            {"type": "string", **_NOT_BLANK},
+            {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        ]
+    },
+)
 FOLDERS: Final = Value(
     "a list of strings",
     list,
@@ -252,25 +341,48 @@ class Section(BaseModel):
         return iter(())
 
 
+_CREDENTIAL_KEYS: Final = ("password", "password_file", "oauth")
+
+
 def _credentials(raw: Mapping[str, object], *, username_required: bool) -> Iterator[Violation]:
-    """A password from ``password`` or ``password_file`` (one of them), and a username with it."""
-    has_password = "password" in raw or "password_file" in raw
+    """One way to log in (``password``, ``password_file`` or ``oauth``), and a username with it."""
+    given = [key for key in _CREDENTIAL_KEYS if key in raw]
     if "password" in raw and "password_file" in raw:
         yield ("password_file",), "give either password or password_file, not both"
+    if "oauth" in raw and len(given) > 1:
+        yield ("oauth",), "give either oauth or a password, not both"
     if username_required:
-        if not has_password:
-            yield (), "needs password or password_file"
-    elif has_password and "username" not in raw:
-        key = "password" if "password" in raw else "password_file"
-        yield (key,), "a password needs a username"
-    elif "username" in raw and not has_password:
-        yield ("username",), "a username needs password or password_file"
+        if not given:
+            yield (), "needs password, password_file or oauth"
+    elif given and "username" not in raw:
+        key = given[0]
+        if key == "oauth":
+            yield (key,), "oauth needs a username (the account the token is for)"
+        else:
+            yield (key,), "a password needs a username"
+    elif "username" in raw and not given:
+        yield ("username",), "a username needs password, password_file or oauth"
 
 
-_ONE_PASSWORD: Final[JsonDict] = {"not": {"required": ["password", "password_file"]}}
-_A_PASSWORD: Final[JsonDict] = {
-    "anyOf": [{"required": ["password"]}, {"required": ["password_file"]}]
-}
+def _required(keys: Sequence[str]) -> list[JsonValue]:
+    return [{"required": [key]} for key in keys]
+
+
+def _not_together(*pairs: tuple[str, str]) -> list[JsonValue]:
+    return [{"not": {"required": list(pair)}} for pair in pairs]
+
+
+_ONE_CREDENTIAL: Final = _not_together(
+    ("password", "password_file"), ("oauth", "password"), ("oauth", "password_file")
+)
+_A_CREDENTIAL: Final[JsonDict] = {"anyOf": _required(_CREDENTIAL_KEYS)}
+_A_HOST: Final[JsonDict] = {"anyOf": _required(["host", "provider"])}
+
+
+def _host(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A host, unless a provider preset gives one."""
+    if "host" not in raw and "provider" not in raw:
+        yield ("host",), "required key is missing"
 
 
 class Defaults(Section):
@@ -304,7 +416,9 @@ class Defaults(Section):
             yield from timing.check(interval, None, jitter)
 
 
-_HOST_HELP: Final = "Host name or IP address (IPv6 without brackets). Required."
+_HOST_HELP: Final = (
+    "Host name or IP address (IPv6 without brackets). Required unless provider gives it."
+)
 _VERIFY_HELP: Final = (
     "Verify the server's certificate chain and host name. false is for test servers only: "
     "anyone on the path could read the password."
@@ -315,13 +429,25 @@ _CA_FILE_HELP: Final = (
 )
 _CREDENTIAL_HELP: Final = (
     "The password, written here. ${VAR} is replaced by the environment variable VAR "
-    "(write $${ for a literal ${). Give password or password_file, not both."
+    "(write $${ for a literal ${). Give one of password, password_file or oauth."
 )
 _CREDENTIAL_FILE_HELP: Final = (
     "File holding the password (less one trailing newline), relative to the config file's "
-    "directory. Give password or password_file, not both."
+    "directory. Give one of password, password_file or oauth."
+)
+_OAUTH_HELP: Final = (
+    "Log in with an OAuth2 access token (SASL XOAUTH2 or OAUTHBEARER) from this "
+    "oauth_clients entry, instead of a password; needs username. Servers and mailboxes "
+    "naming one client share its tokens."
 )
 _REPLY_TIMEOUT_HELP: Final = "The longest wait for any one reply; the run's timeout still applies."
+
+
+def _preset_help(presets: Mapping[Preset, tuple[str, TlsMode]], port: Callable[..., int]) -> str:
+    filled = "; ".join(
+        f"{preset.value}: {host}:{port(tls)} {tls.value}" for preset, (host, tls) in presets.items()
+    )
+    return f"Fill in host and tls for a mail provider ({filled}). Keys written here win."
 
 
 class SmtpServer(Section):
@@ -331,14 +457,20 @@ class SmtpServer(Section):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                _ONE_PASSWORD,
-                {"if": _A_PASSWORD, "then": {"required": ["username"]}},
-                {"if": {"required": ["username"]}, "then": _A_PASSWORD},
+                _A_HOST,
+                *_ONE_CREDENTIAL,
+                {"if": _A_CREDENTIAL, "then": {"required": ["username"]}},
+                {"if": {"required": ["username"]}, "then": _A_CREDENTIAL},
             ]
         }
     )
 
-    host: Annotated[str, HOST] = Field(description=_HOST_HELP)
+    provider: Annotated[Preset | None, PRESET] = Field(
+        None,
+        description=_preset_help(values.SMTP_PRESETS, values.smtp_port)
+        + " google with tls: tls is port 465.",
+    )
+    host: Annotated[str | None, HOST] = Field(None, description=_HOST_HELP)
     port: Annotated[int | None, PORT] = Field(
         None, description="TCP port. Default by tls: none 25, starttls 587, tls 465."
     )
@@ -352,12 +484,13 @@ class SmtpServer(Section):
     username: Annotated[str | None, TEXT] = Field(
         None,
         description="Log in with AUTH as this user. Without it the probe submits "
-        "unauthenticated (port 25 relays). A username needs a password.",
+        "unauthenticated (port 25 relays). A username needs a password or oauth.",
     )
     password: Annotated[Secret | None, PASSWORD] = Field(None, description=_CREDENTIAL_HELP)
     password_file: Annotated[Secret | None, PASSWORD_FILE] = Field(
         None, description=_CREDENTIAL_FILE_HELP
     )
+    oauth: Annotated[str | None, REFERENCE] = Field(None, description=_OAUTH_HELP)
     helo: Annotated[str | None, HELO] = Field(
         None, description="Name to greet with in EHLO. Default: this host's name."
     )
@@ -369,17 +502,23 @@ class SmtpServer(Section):
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """At most one password, and a username and a password only together."""
-        return _credentials(raw, username_required=False)
+        """A host or a provider; at most one way to log in, and a username only with one."""
+        yield from _host(raw)
+        yield from _credentials(raw, username_required=False)
 
 
 class Mailbox(Section):
     """An IMAP mailbox the probes watch for their messages."""
 
     plural: ClassVar[str] = "mailboxes"
-    model_config = ConfigDict(json_schema_extra={"allOf": [_ONE_PASSWORD, _A_PASSWORD]})
+    model_config = ConfigDict(
+        json_schema_extra={"allOf": [_A_HOST, *_ONE_CREDENTIAL, _A_CREDENTIAL]}
+    )
 
-    host: Annotated[str, HOST] = Field(description=_HOST_HELP)
+    provider: Annotated[Preset | None, PRESET] = Field(
+        None, description=_preset_help(values.IMAP_PRESETS, values.imap_port)
+    )
+    host: Annotated[str | None, HOST] = Field(None, description=_HOST_HELP)
     port: Annotated[int | None, PORT] = Field(
         None, description="TCP port. Default by tls: tls 993, otherwise 143."
     )
@@ -394,6 +533,7 @@ class Mailbox(Section):
     password_file: Annotated[Secret | None, PASSWORD_FILE] = Field(
         None, description=_CREDENTIAL_FILE_HELP
     )
+    oauth: Annotated[str | None, REFERENCE] = Field(None, description=_OAUTH_HELP)
     folder: Annotated[str, TEXT] = Field(
         values.DEFAULT_FOLDER, description="Folder the message should arrive in."
     )
@@ -402,6 +542,13 @@ class Mailbox(Section):
         description="Folders that count as junk: a message found there is outcome junk. "
         "Leave the key out to use the folder the server marks \\Junk (SPECIAL-USE); "
         "[] means no junk folder at all.",
+    )
+    cleanup: Annotated[Cleanup | None, CLEANUP] = Field(
+        None,
+        description="How our message is removed once found. expunge: flag it \\Deleted and "
+        "expunge it where it is; trash: move it to the \\Trash folder (SPECIAL-USE) and expunge "
+        "it there, as Gmail needs (expunging from INBOX only removes a label). "
+        "Default: trash on Gmail (X-GM-EXT-1), else expunge.",
     )
     poll_interval: Annotated[float, POLL_INTERVAL] = Field(
         values.DEFAULT_POLL_INTERVAL,
@@ -422,14 +569,374 @@ class Mailbox(Section):
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """Exactly one password."""
-        return _credentials(raw, username_required=True)
+        """A host or a provider, and exactly one way to log in."""
+        yield from _host(raw)
+        yield from _credentials(raw, username_required=True)
+
+
+COMMAND_KIND: Final = "token_command"
+"""The kind of an ``oauth_clients`` entry that runs a program instead of naming a provider."""
+
+_OAUTH_KEYS: Final[Mapping[str, frozenset[str]]] = {
+    OAuthProvider.MICROSOFT: frozenset(
+        {"provider", "tenant", "client_id", "client_secret", "client_secret_file",
+         "certificate_file", "private_key_file", "scope", "authority", "timeout", "ca_file"}
+    ),
+    OAuthProvider.GOOGLE: frozenset(
+        {"provider", "service_account_file", "subject", "client_id", "client_secret",
+         "client_secret_file", "refresh_token", "refresh_token_file", "scope", "token_uri",
+         "timeout", "ca_file"}
+    ),
+    OAuthProvider.GENERIC: frozenset(
+        {"provider", "token_url", "grant", "client_id", "client_secret", "client_secret_file",
+         "refresh_token", "refresh_token_file", "scope", "timeout", "ca_file"}
+    ),
+    COMMAND_KIND: frozenset({"token_command", "lifetime", "timeout"}),
+}  # fmt: skip
+"""The keys each kind of OAuth client takes; any other key of the entry is an error."""
+
+_CLIENT_SECRET: Final = ("client_secret", "client_secret_file")
+_REFRESH_TOKEN: Final = ("refresh_token", "refresh_token_file")
+_INSTALLED_APP: Final = ("client_id", *_CLIENT_SECRET, *_REFRESH_TOKEN)
+_GOOGLE_NEEDS: Final = (
+    "service_account_file and subject (a service account with domain-wide delegation), "
+    "or client_id, client_secret and refresh_token (an installed app)"
+)
+
+
+def _kind_name(kind: str) -> str:
+    return kind if kind == COMMAND_KIND else f"provider: {kind}"
+
+
+def _or(words: Sequence[str]) -> str:
+    """``a``, ``a or b``, ``a, b or c``."""
+    return " or ".join(filter(None, [", ".join(words[:-1]), words[-1]]))
+
+
+def _used_by(key: str) -> str:
+    """Which kinds of client take ``key``, for "only with ..."."""
+    providers = [kind.value for kind in OAuthProvider if key in _OAUTH_KEYS[kind]]
+    kinds = [f"provider: {_or(providers)}"] if providers else []
+    if key in _OAUTH_KEYS[COMMAND_KIND]:
+        kinds.append(COMMAND_KIND)
+    return _or(kinds)
+
+
+def _oauth_kind(raw: Mapping[str, object]) -> Iterator[Violation | str]:
+    """The entry's kind (a provider or ``token_command``), after what is wrong with choosing it.
+
+    Yields violations, then the kind as the last item if there is one.
+    """
+    if "provider" in raw and COMMAND_KIND in raw:
+        yield (COMMAND_KIND,), "give either provider or token_command, not both"
+    elif COMMAND_KIND in raw:
+        yield COMMAND_KIND
+    elif "provider" not in raw:
+        yield (), "needs provider (microsoft, google or generic) or token_command"
+    else:
+        provider = OAUTH_PROVIDER.read(raw["provider"])
+        if provider is not None:  # else reported where it is written
+            yield str(provider)
+
+
+def _one_of(raw: Mapping[str, object], keys: Sequence[str]) -> str | None:
+    """The first of ``keys`` written in ``raw``."""
+    return next((key for key in keys if key in raw), None)
+
+
+def _microsoft(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """Tenant and client id, and a client secret or a certificate (its key beside it)."""
+    for key in ("tenant", "client_id"):
+        if key not in raw:
+            yield (key,), "required with provider: microsoft"
+    secret = _one_of(raw, _CLIENT_SECRET)
+    if secret is None and "certificate_file" not in raw:
+        yield (), "provider microsoft needs client_secret, client_secret_file or certificate_file"
+    elif secret is not None and "certificate_file" in raw:
+        yield ("certificate_file",), f"give either {secret} or certificate_file, not both"
+    if "private_key_file" in raw and "certificate_file" not in raw:
+        yield ("private_key_file",), "a private key needs certificate_file"
+
+
+def _google(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A service account acting for a subject, or an installed app's refresh token; not both."""
+    app_key = _one_of(raw, _INSTALLED_APP)
+    if "service_account_file" in raw:
+        if app_key is not None:
+            yield (
+                (app_key,),
+                (
+                    "not used with service_account_file: give a service account "
+                    "(service_account_file, subject) or an installed app "
+                    "(client_id, client_secret, refresh_token), not both"
+                ),
+            )
+        if "subject" not in raw:
+            yield (
+                ("subject",),
+                (
+                    "required with service_account_file: the mailbox user the service account "
+                    "acts for (domain-wide delegation)"
+                ),
+            )
+    elif app_key is not None:
+        if "subject" in raw:
+            yield ("subject",), "only used with service_account_file"
+        for keys in (("client_id",), _CLIENT_SECRET, _REFRESH_TOKEN):
+            if _one_of(raw, keys) is None:
+                yield (
+                    (keys[0],),
+                    ("required for an installed app (client_id, client_secret, refresh_token)"),
+                )
+    else:
+        yield (), f"provider google needs {_GOOGLE_NEEDS}"
+
+
+def _generic(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """Token URL and client id, and what the grant needs."""
+    for key in ("token_url", "client_id"):
+        if key not in raw:
+            yield (key,), "required with provider: generic"
+    grant = GRANT.read(raw["grant"]) if "grant" in raw else oauth_settings.Grant.CLIENT_CREDENTIALS
+    if grant == oauth_settings.Grant.CLIENT_CREDENTIALS:
+        if _one_of(raw, _CLIENT_SECRET) is None:
+            yield (), "grant client_credentials needs client_secret or client_secret_file"
+        refresh = _one_of(raw, _REFRESH_TOKEN)
+        if refresh is not None:
+            yield (refresh,), "only used with grant: refresh_token"
+    elif grant == oauth_settings.Grant.REFRESH_TOKEN and _one_of(raw, _REFRESH_TOKEN) is None:
+        yield (), "grant refresh_token needs refresh_token or refresh_token_file"
+
+
+_PROVIDER_RULES: Final[Mapping[str, Callable[[Mapping[str, object]], Iterator[Violation]]]] = {
+    OAuthProvider.MICROSOFT: _microsoft,
+    OAuthProvider.GOOGLE: _google,
+    OAuthProvider.GENERIC: _generic,
+}
+
+
+def _forbidden(kind: str) -> JsonDict:
+    others = sorted(set().union(*_OAUTH_KEYS.values()) - _OAUTH_KEYS[kind])
+    return {"not": {"anyOf": _required(others)}}
+
+
+def _either(keys: Sequence[str]) -> JsonDict:
+    return {"anyOf": _required(keys)}
+
+
+def _when_provider(provider: OAuthProvider, then: list[JsonValue]) -> JsonDict:
+    return {
+        "if": {"required": ["provider"], "properties": {"provider": {"const": provider.value}}},
+        "then": {"allOf": [_forbidden(provider), *then]},
+    }
+
+
+_OAUTH_SCHEMA: Final[JsonDict] = {
+    "allOf": [
+        {"oneOf": _required(["provider", COMMAND_KIND])},
+        *_not_together(_CLIENT_SECRET, _REFRESH_TOKEN),
+        _when_provider(
+            OAuthProvider.MICROSOFT,
+            [
+                {"required": ["tenant", "client_id"]},
+                _either([*_CLIENT_SECRET, "certificate_file"]),
+                *_not_together(*((key, "certificate_file") for key in _CLIENT_SECRET)),
+                {"if": {"required": ["private_key_file"]}, "then": {"required": ["certificate_file"]}},
+            ],
+        ),
+        _when_provider(
+            OAuthProvider.GOOGLE,
+            [
+                {
+                    "oneOf": [
+                        {"required": ["service_account_file", "subject"],
+                         "not": _either(_INSTALLED_APP)},
+                        {"required": ["client_id"],
+                         "allOf": [_either(_CLIENT_SECRET), _either(_REFRESH_TOKEN)],
+                         "not": _either(["service_account_file", "subject"])},
+                    ]
+                }
+            ],
+        ),
+        _when_provider(
+            OAuthProvider.GENERIC,
+            [
+                {"required": ["token_url", "client_id"]},
+                {
+                    "if": {"required": ["grant"],
+                           "properties": {"grant": {"const": oauth_settings.Grant.REFRESH_TOKEN.value}}},
+                    "then": _either(_REFRESH_TOKEN),
+                    "else": {"allOf": [_either(_CLIENT_SECRET),
+                                       {"not": _either(_REFRESH_TOKEN)}]},
+                },
+            ],
+        ),
+        {"if": {"required": [COMMAND_KIND]}, "then": _forbidden(COMMAND_KIND)},
+    ]
+}  # fmt: skip
+_WRITTEN_HELP: Final = (
+    "written here; ${VAR} is replaced by the environment variable VAR (write $${ for a "
+    "literal ${). Or give {key}_file, not both."
+)
+_FROM_FILE_HELP: Final = (
+    "File holding the {what} (less one trailing newline), relative to the config file's "
+    "directory. Or give {key}, not both."
+)
+
+
+class OAuthClient(Section):
+    """Where OAuth2 access tokens come from: an identity provider, or a command that prints one."""
+
+    plural: ClassVar[str] = "OAuth clients"
+    model_config = ConfigDict(json_schema_extra=_OAUTH_SCHEMA)
+
+    provider: Annotated[OAuthProvider | None, OAUTH_PROVIDER] = Field(
+        None,
+        description="microsoft: Entra ID client credentials (MSAL); google: a service account "
+        "with domain-wide delegation, or an installed app's refresh token (google-auth); "
+        "generic: any OAuth2 token endpoint (authlib). Or give token_command instead.",
+    )
+    token_command: Annotated[tuple[str, ...] | None, COMMAND] = Field(
+        None,
+        description="Run this program for a token instead (no provider then): a list of words, "
+        "or a string split like a shell would (quotes, backslashes; no shell runs). It prints "
+        "the access token, or JSON with access_token and expires_in. A program written with a "
+        "/ is relative to the config file's directory; a bare name is looked up in PATH.",
+    )
+    tenant: Annotated[str | None, WORD] = Field(
+        None,
+        description="microsoft: the Entra ID tenant: its domain (contoso.onmicrosoft.com) "
+        "or its id.",
+    )
+    client_id: Annotated[str | None, WORD] = Field(
+        None,
+        description="microsoft, generic, google installed app: the application (client) id.",
+    )
+    client_secret: Annotated[Secret | None, PASSWORD] = Field(
+        None, description="The client secret, " + _WRITTEN_HELP.replace("{key}", "client_secret")
+    )
+    client_secret_file: Annotated[Secret | None, PASSWORD_FILE] = Field(
+        None,
+        description=_FROM_FILE_HELP.format(what="client secret", key="client_secret"),
+    )
+    certificate_file: Annotated[Path | None, CERTIFICATE_FILE] = Field(
+        None,
+        description="microsoft: PEM certificate registered with the app, instead of a client "
+        "secret; its private key in private_key_file or in the same file. Relative to the "
+        "config file's directory.",
+    )
+    private_key_file: Annotated[Path | None, PRIVATE_KEY_FILE] = Field(
+        None,
+        description="microsoft: PEM private key of certificate_file, if not in that file.",
+    )
+    service_account_file: Annotated[Path | None, SERVICE_ACCOUNT_FILE] = Field(
+        None,
+        description="google: the service account's JSON key file; the service account needs "
+        "domain-wide delegation of the scope. Relative to the config file's directory.",
+    )
+    subject: Annotated[str | None, ADDRESS] = Field(
+        None,
+        description="google with service_account_file: the mailbox user the service account "
+        "acts for.",
+    )
+    token_url: Annotated[str | None, URL] = Field(
+        None, description="generic: the token endpoint (https://; http:// to localhost only)."
+    )
+    grant: Annotated[oauth_settings.Grant, GRANT] = Field(
+        oauth_settings.Grant.CLIENT_CREDENTIALS,
+        description="generic: client_credentials (needs a client secret) or refresh_token "
+        "(needs refresh_token; a client secret is optional).",
+    )
+    refresh_token: Annotated[Secret | None, PASSWORD] = Field(
+        None,
+        description="google installed app, generic refresh_token grant: the refresh token, "
+        + _WRITTEN_HELP.replace("{key}", "refresh_token"),
+    )
+    refresh_token_file: Annotated[Secret | None, PASSWORD_FILE] = Field(
+        None,
+        description=_FROM_FILE_HELP.format(what="refresh token", key="refresh_token"),
+    )
+    scope: Annotated[str | None, TEXT] = Field(
+        None,
+        description=f"The scope(s) to ask for, space-separated. Default: microsoft "
+        f"{oauth_settings.MICROSOFT_SCOPE}, google {oauth_settings.GOOGLE_SCOPE}, generic none.",
+    )
+    authority: Annotated[str | None, URL] = Field(
+        None,
+        description=f"microsoft: the Entra ID cloud. Default {oauth_settings.MICROSOFT_AUTHORITY}; "
+        "sovereign clouds have their own (https://login.microsoftonline.us).",
+    )
+    token_uri: Annotated[str | None, URL] = Field(
+        None,
+        description="google: override of the token endpoint. Default: the service account "
+        f"file's, or {oauth_settings.GOOGLE_TOKEN_URI}.",
+    )
+    lifetime: Annotated[float, DURATION] = Field(
+        oauth_settings.DEFAULT_COMMAND_LIFETIME,
+        description="token_command: how long a token whose output says nothing about its "
+        "expiry is reused.",
+        json_schema_extra=_seconds(oauth_settings.DEFAULT_COMMAND_LIFETIME),
+    )
+    timeout: Annotated[float, DURATION] = Field(
+        oauth_settings.DEFAULT_TOKEN_TIMEOUT,
+        description="The longest wait for one token (request or command); the run's timeout "
+        "still applies.",
+        json_schema_extra=_seconds(oauth_settings.DEFAULT_TOKEN_TIMEOUT),
+    )
+    ca_file: Annotated[Path | None, CA_FILE] = Field(
+        None,
+        description="PEM file of CA certificates to trust for the token endpoint instead of "
+        "the system's. Relative to the config file's directory.",
+    )
+
+    @classmethod
+    def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
+        """A provider or a command; the keys of that kind and no others; each secret once."""
+        kind: str | None = None
+        for found in _oauth_kind(raw):
+            if isinstance(found, str):
+                kind = found
+            else:
+                yield found
+        for pair in (_CLIENT_SECRET, _REFRESH_TOKEN):
+            if all(key in raw for key in pair):
+                yield (pair[1],), f"give either {pair[0]} or {pair[1]}, not both"
+        if kind is None:
+            return
+        known = set().union(*_OAUTH_KEYS.values())
+        for key in raw:
+            if key in known and key not in _OAUTH_KEYS[kind]:
+                yield (key,), f"not used with {_kind_name(kind)}; only with {_used_by(key)}"
+        if kind in _PROVIDER_RULES:
+            yield from _PROVIDER_RULES[kind](raw)
+
+
+_INTERVAL_HELP: Final = "How often this probe runs. Default: defaults.interval."
+_TIMEOUT_HELP: Final = (
+    "The deadline of one run; not longer than the interval. "
+    "Default: defaults.timeout, capped at the interval."
+)
+_JITTER_HELP: Final = (
+    "Random shift of each run; shorter than the interval. "
+    "Default: defaults.jitter, capped at half the interval."
+)
+_REFLECTOR_HELP: Final = (
+    "to is an address we don't own that auto-replies or forwards to the mailbox: the run "
+    "is delivered when the reply, carrying the run's signed token in its subject, arrives "
+    "there. Needs mailbox."
+)
 
 
 class Probe(Section):
     """A route: one tagged message via an SMTP server, (with a mailbox) confirmed on arrival."""
 
     plural: ClassVar[str] = "probes"
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["reflector"], "properties": {"reflector": {"const": True}}},
+            "then": {"required": ["mailbox"]},
+        }
+    )
 
     name: Annotated[str, PROBE_NAME] = Field(
         description="Unique name: the probe label of every metric. 1-64 letters, digits, "
@@ -447,19 +954,75 @@ class Probe(Section):
     rcpt_to: Annotated[str, ADDRESS] = Field(
         alias="to", description="Recipient; normally the address whose mailbox is watched."
     )
-    interval: Annotated[float | None, DURATION] = Field(
-        None, description="How often this probe runs. Default: defaults.interval."
+    interval: Annotated[float | None, DURATION] = Field(None, description=_INTERVAL_HELP)
+    timeout: Annotated[float | None, DURATION] = Field(None, description=_TIMEOUT_HELP)
+    jitter: Annotated[float | None, JITTER] = Field(None, description=_JITTER_HELP)
+    reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
+
+    @classmethod
+    def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
+        """A reflector probe needs the mailbox the reply comes back to."""
+        if BOOL.read(raw.get("reflector")) and "mailbox" not in raw:
+            yield ("reflector",), "a reflector probe needs a mailbox: the reply is seen there"
+
+
+class RouteSender(Section):
+    """One way out of a route: an SMTP server and the sender address used through it."""
+
+    plural: ClassVar[str] = "senders"
+
+    smtp: Annotated[str, REFERENCE] = Field(description="A name from smtp_servers.")
+    mail_from: Annotated[str, ADDRESS] = Field(
+        alias="from", description="Envelope sender and From header: a bare address, no <>."
     )
-    timeout: Annotated[float | None, DURATION] = Field(
-        None,
-        description="The deadline of one run; not longer than the interval. "
-        "Default: defaults.timeout, capped at the interval.",
+
+
+class RouteMailbox(Section):
+    """One destination of a route: a mailbox and the address that delivers into it."""
+
+    plural: ClassVar[str] = "mailboxes"
+
+    mailbox: Annotated[str, REFERENCE] = Field(description="A name from mailboxes.")
+    rcpt_to: Annotated[str, ADDRESS] = Field(
+        alias="to", description="Recipient, delivered into the mailbox."
     )
-    jitter: Annotated[float | None, JITTER] = Field(
-        None,
-        description="Random shift of each run; shorter than the interval. "
-        "Default: defaults.jitter, capped at half the interval.",
-    )
+
+
+def _null_is_empty(value: object) -> object:
+    """A list with every entry commented out is an empty list, reported as such."""
+    return [] if value is None else value
+
+
+def _not_empty(what: str) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
+    def check(items: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not items:
+            raise _error(f"a route needs at least one {what}")
+        return items
+
+    return check
+
+
+class Route(Section):
+    """Senders x mailboxes: one probe per pair, named ``{route}-{smtp}-to-{mailbox}``."""
+
+    plural: ClassVar[str] = "routes"
+
+    senders: Annotated[
+        tuple[RouteSender, ...],
+        Field(strict=False, json_schema_extra={"minItems": 1}),
+        BeforeValidator(_null_is_empty),
+        AfterValidator(_not_empty("sender")),
+    ] = Field(description="Where the messages leave: {smtp: SERVER, from: ADDRESS} each.")
+    mailboxes: Annotated[
+        tuple[RouteMailbox, ...],
+        Field(strict=False, json_schema_extra={"minItems": 1}),
+        BeforeValidator(_null_is_empty),
+        AfterValidator(_not_empty("mailbox")),
+    ] = Field(description="Where they arrive: {mailbox: MAILBOX, to: ADDRESS} each.")
+    interval: Annotated[float | None, DURATION] = Field(None, description=_INTERVAL_HELP)
+    timeout: Annotated[float | None, DURATION] = Field(None, description=_TIMEOUT_HELP)
+    jitter: Annotated[float | None, JITTER] = Field(None, description=_JITTER_HELP)
+    reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
 
 
 class Server(Section):
@@ -472,19 +1035,18 @@ class Server(Section):
     )
 
 
-def _null_is_empty(value: object) -> object:
-    """``probes:`` with every entry commented out is an empty list, reported as such."""
-    return [] if value is None else value
-
-
-def _at_least_one(probes: tuple[Probe, ...]) -> tuple[Probe, ...]:
-    if not probes:
-        raise _error("no probes are configured; add at least one")
-    return probes
+_SOME_PROBES: Final[JsonDict] = {
+    "anyOf": [
+        {"required": ["probes"], "properties": {"probes": {"minItems": 1}}},
+        {"required": ["routes"], "properties": {"routes": {"minProperties": 1}}},
+    ]
+}
 
 
 class ConfigFile(Section):
     """The smtp-probe daemon's config file (smtp-probe run --config FILE)."""
+
+    model_config = ConfigDict(json_schema_extra=_SOME_PROBES)
 
     defaults: Defaults | None = Field(
         None, description="Defaults for every probe that does not set its own value."
@@ -495,6 +1057,12 @@ class ConfigFile(Section):
         "bytes, surrounding whitespace ignored (make one with: openssl rand -hex 32). "
         "Without it a random key is made at every start.",
     )
+    oauth_clients: dict[str, OAuthClient] | None = Field(
+        None,
+        description="Where OAuth2 access tokens come from, by name; smtp_servers and "
+        "mailboxes refer to a name with oauth. Tokens are cached in memory per client and "
+        "shared by everything that names it.",
+    )
     smtp_servers: dict[str, SmtpServer] | None = Field(
         None, description="SMTP servers the probes submit through, by name."
     )
@@ -503,36 +1071,54 @@ class ConfigFile(Section):
         description="IMAP mailboxes the probes watch, by name. Probes sharing one mailbox "
         "share one connection to it.",
     )
-    probes: Annotated[
-        tuple[Probe, ...],
-        Field(strict=False, json_schema_extra={"minItems": 1}),
-        BeforeValidator(_null_is_empty),
-        AfterValidator(_at_least_one),
-    ] = Field(description="The probes; at least one.")
+    probes: Annotated[tuple[Probe, ...], Field(strict=False), BeforeValidator(_null_is_empty)] = (
+        Field((), description="The probes. At least one probe, here or made by routes.")
+    )
+    routes: dict[str, Route] | None = Field(
+        None,
+        description="Probes by the pair: each route makes one probe per sender and mailbox, "
+        "named ROUTE-SMTP-to-MAILBOX, each an ordinary probe.",
+    )
     server: Server | None = Field(None, description="Where the HTTP server listens.")
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """Probes refer to defined servers and mailboxes, and their timing fits their interval."""
+        """Some probes; references between sections hold; each probe's timing fits its interval."""
+        yield from _some_probes(raw)
         yield from references.check(raw)
         yield from _probe_timing(raw)
 
 
+def _some_probes(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """At least one probe, written in probes or made by a route."""
+    routes = raw.get("routes")
+    if routes is not None and (not isinstance(routes, dict) or routes):
+        return  # a route makes probes (or is malformed, and reported as such)
+    if "probes" not in raw:
+        yield ("probes",), "required key is missing"
+    elif raw["probes"] is None or raw["probes"] == []:
+        yield ("probes",), "no probes are configured; add at least one"
+
+
 def _probe_timing(raw: Mapping[str, object]) -> Iterator[Violation]:
-    """A timeout or jitter written in a probe must fit its interval (its own or the default)."""
-    probes = raw.get("probes")
-    if not isinstance(probes, list):
-        return
+    """A timeout or jitter written in a probe or route must fit its interval (or the default's)."""
     default_interval = _default_interval(raw.get("defaults"))
-    for index, probe in enumerate(probes):
-        if not isinstance(probe, dict):
+    scheduled: list[tuple[Loc, object]] = []
+    probes = raw.get("probes")
+    if isinstance(probes, list):
+        scheduled += [(("probes", index), probe) for index, probe in enumerate(probes)]
+    routes = raw.get("routes")
+    if isinstance(routes, dict):
+        scheduled += [(("routes", name), route) for name, route in routes.items()]
+    for at, entry in scheduled:
+        if not isinstance(entry, dict):
             continue
-        interval = DURATION.read(probe["interval"]) if "interval" in probe else default_interval
+        interval = DURATION.read(entry["interval"]) if "interval" in entry else default_interval
         if interval is None:  # bad, and reported where it is written
             continue
-        timeout = DURATION.read(probe.get("timeout"))
-        for loc, message in timing.check(interval, timeout, JITTER.read(probe.get("jitter"))):
-            yield ("probes", index, *loc), message
+        timeout = DURATION.read(entry.get("timeout"))
+        for loc, message in timing.check(interval, timeout, JITTER.read(entry.get("jitter"))):
+            yield (*at, *loc), message
 
 
 def _default_interval(section: object) -> float | None:

@@ -1,7 +1,11 @@
-"""The validated config the daemon runs: probes with their schedules, and where to serve.
+"""The validated config the daemon runs: probes with their schedules, OAuth clients, where to serve.
 
 Plain frozen values (dataclasses and tuples), so two loads of one file
-compare equal and a reload can be diffed. Built only by
+compare equal and a reload can be diffed. The exception is an OAuth
+client's token cache, which is one live object per client shared by every
+server and mailbox naming it: two caches are equal only if they are the
+same object, so a reload keeps a client's cache (given the config it
+replaces) when the client's settings did not change. Built only by
 :mod:`smtp_probe.config.load`; nothing here parses or validates.
 """
 
@@ -11,15 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING
 
 from smtp_probe.config import values
+from smtp_probe.oauth.cache import TokenCache
+from smtp_probe.oauth.settings import OAuthClient
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.secret import Secret
-
-if TYPE_CHECKING:
-    from smtp_probe.oauth.cache import TokenCache
-    from smtp_probe.oauth.settings import OAuthClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,10 @@ class ScheduledProbe:
     """Seconds between the starts of two runs."""
     jitter: float
     """Up to this many seconds of random shift per run, so probes don't fire in lockstep."""
+    smtp_name: str = field(default="", compare=False)
+    """The ``smtp_servers`` entry it sends through, for listings (what runs is :attr:`spec`)."""
+    mailbox_name: str | None = field(default=None, compare=False)
+    """The ``mailboxes`` entry it watches, if any, for listings."""
 
     @property
     def name(self) -> str:
@@ -60,13 +65,13 @@ class Config:
     oauth_clients: Mapping[str, TokenCache] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
-    """Every ``oauth_clients`` entry's token cache, by name: the very objects the
-    probes' ``SmtpServer.oauth`` / ``Mailbox.oauth`` hold."""
+    """The token source of every ``oauth_clients`` entry, by name: the very object the
+    servers and mailboxes naming it hold, for the daemon to observe (metrics)."""
     oauth_settings: Mapping[str, OAuthClient] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
-    """What each ``oauth_clients`` entry says (same names as :attr:`oauth_clients`):
-    a reload keeps a client's cache, and its token, while these stay equal."""
+    """What each ``oauth_clients`` entry says; a reload keeps the cache of a client whose
+    settings are unchanged."""
     _by_name: dict[str, ScheduledProbe] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=dict
     )

@@ -22,10 +22,12 @@ behind the CA check, ``ipaddress``, ``difflib``) are imported where used.
 
 from __future__ import annotations
 
+import enum
 import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Final
 
 from smtp_probe.probe.spec import (
@@ -75,6 +77,30 @@ MAX_DURATION: Final = 31 * 24 * 3600.0
 MIN_PORT: Final = 1
 MAX_PORT: Final = 65535
 
+
+class Preset(enum.StrEnum):
+    """A mail provider whose servers a ``provider:`` key fills in (host and TLS mode)."""
+
+    MICROSOFT365 = "microsoft365"
+    GOOGLE = "google"
+
+
+SMTP_PRESETS: Final[Mapping[Preset, tuple[str, TlsMode]]] = MappingProxyType(
+    {
+        Preset.MICROSOFT365: ("smtp.office365.com", TlsMode.STARTTLS),
+        Preset.GOOGLE: ("smtp.gmail.com", TlsMode.STARTTLS),
+    }
+)
+"""Host and TLS mode of each provider's submission server; the port follows the TLS mode
+(587 for STARTTLS; Gmail also takes implicit TLS on 465, Exchange Online does not)."""
+IMAP_PRESETS: Final[Mapping[Preset, tuple[str, TlsMode]]] = MappingProxyType(
+    {
+        Preset.MICROSOFT365: ("outlook.office365.com", TlsMode.TLS),
+        Preset.GOOGLE: ("imap.gmail.com", TlsMode.TLS),
+    }
+)
+"""Host and TLS mode of each provider's IMAP server (993)."""
+
 # ---------------------------------------------------------- what the file says
 
 # Patterns for the JSON Schema (ECMA-262 regular expressions that Python's re
@@ -88,6 +114,10 @@ HOST_PATTERN: Final = r"^(?:[^\s:\[\]]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*(?:%\S+)?)$"
 HELO_PATTERN: Final = r"^[!-~]+$"
 LISTEN_PATTERN: Final = r"^(?:\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]*)(?::\d{1,5})?$"
 NOT_BLANK_PATTERN: Final = r"\S"
+WORD_PATTERN: Final = r"^\S+$"
+URL_PATTERN: Final = (
+    r"^(?:https://[^\s/?#]+|http://(?:localhost|127\.[0-9.]+|\[::1\])(?::\d+)?)(?:[/?#]\S*)?$"
+)
 
 DURATION_EXAMPLES: Final = "500ms, 30s, 5m or 1h"
 ADDRESS_EXPECTED: Final = "a mail address like probe@example.com (one @, no spaces, no <>)"
@@ -356,6 +386,59 @@ def parse_helo(text: str) -> str:
     return text
 
 
+def parse_word(text: str) -> str:
+    """One word without whitespace: a client id, a tenant, a program name.
+
+    Raises:
+        ValueError: empty or with whitespace.
+    """
+    not_blank(text)
+    if any(c.isspace() for c in text):
+        raise ValueError("expected one word, without spaces")
+    return text
+
+
+def parse_url(text: str) -> str:
+    """An ``https://`` URL of a token endpoint or authority (``http://`` to loopback only).
+
+    A client secret or refresh token goes to this URL: in the clear it
+    would cross the network readable, so plain ``http`` is for a test
+    server on this host.
+
+    Raises:
+        ValueError: not an http(s) URL with a host, with whitespace, or
+            ``http://`` to another host.
+    """
+    from urllib.parse import urlsplit  # here, not at the top: only OAuth settings need it
+
+    if not text.isprintable() or any(c.isspace() for c in text):
+        raise ValueError("expected a URL without spaces")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises for a malformed port
+    except ValueError:
+        raise ValueError("expected a URL like https://login.example.com/path") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("expected a URL like https://login.example.com/path")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            "use https://: over http:// the client's secret would cross the network in the "
+            "clear (http:// is allowed to localhost only)"
+        )
+    return text
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress  # here, not at the top: only http:// URLs need it
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def parse_probe_name(text: str) -> str:
     """A probe name, fit for a Prometheus label value and a ``Subject`` header.
 
@@ -481,6 +564,122 @@ def read_token_secret(path: Path) -> Secret:
         return Secret(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not UTF-8 text ({advice})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+_PEM_CERTIFICATE: Final = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY: Final = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+def check_certificate_file(path: Path) -> Path:
+    """``path`` if it is a readable PEM file with a certificate (an app's, not a CA bundle).
+
+    Raises:
+        ValueError: unreadable or without a PEM certificate.
+    """
+    if _PEM_CERTIFICATE not in _read_bytes(path):
+        raise ValueError(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    return path
+
+
+def check_private_key_file(path: Path) -> Path:
+    """``path`` if it is a readable PEM file with a private key; the key is not kept.
+
+    Raises:
+        ValueError: unreadable or without a PEM private key.
+    """
+    if _PEM_PRIVATE_KEY.search(_read_bytes(path)) is None:
+        raise ValueError(f"{path} holds no PEM private key (-----BEGIN PRIVATE KEY-----)")
+    return path
+
+
+def has_private_key(path: Path) -> bool:
+    """Whether the PEM file at ``path`` holds a private key (``False`` when unreadable)."""
+    try:
+        return _PEM_PRIVATE_KEY.search(path.read_bytes()) is not None
+    except OSError:
+        return False
+
+
+def check_service_account_file(path: Path) -> Path:
+    """``path`` if it is a Google service account key file (JSON); the key is not kept.
+
+    Raises:
+        ValueError: unreadable, not JSON, or not a service account's key.
+    """
+    import json  # here, not at the top: only Google service accounts need it
+
+    content = _read_bytes(path)
+    expected = (
+        f"{path} is not a service account key file "
+        '(JSON with "type": "service_account", client_email and private_key)'
+    )
+    try:
+        data = json.loads(content)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError; their text quotes the file
+        raise ValueError(expected) from None
+    if (
+        not isinstance(data, dict)
+        or data.get("type") != "service_account"
+        or not data.get("client_email")
+        or not data.get("private_key")
+    ):
+        raise ValueError(expected)
+    return path
+
+
+def split_command(text: str) -> tuple[str, ...]:
+    """A command line split into its words as a POSIX shell would, without running a shell.
+
+    No variables, globs, pipes or redirections: quotes and backslashes only.
+
+    Raises:
+        ValueError: an unclosed quote or a trailing backslash, or no words.
+    """
+    import shlex  # here, not at the top: only token commands need it
+
+    try:
+        words = tuple(shlex.split(text))
+    except ValueError as exc:  # shlex's messages ("No closing quotation") quote nothing
+        raise ValueError(f"cannot split the command: {str(exc).lower()}") from None
+    if not words:
+        raise ValueError("must not be empty")
+    return words
+
+
+def check_command(argv: Sequence[str], base_dir: Path) -> tuple[str, ...]:
+    """``argv`` with its program checked, so a token command that cannot run fails at load.
+
+    A program written with a ``/`` is resolved against ``base_dir`` and must
+    be an executable file; a bare name must be found in ``PATH``, and stays
+    as written, looked up in ``PATH`` when it runs, as a
+    shell would. The message never names the program (the location does):
+    a command line is where people put things they should not.
+
+    Raises:
+        ValueError: no program, or it cannot be run.
+    """
+    import shutil  # here, not at the top: only token commands need it
+
+    if not argv or not argv[0].strip():
+        raise ValueError("the command needs a program to run")
+    program, *arguments = argv
+    if "/" not in program:
+        if shutil.which(program) is None:
+            raise ValueError("the program is not found in PATH")
+        return (program, *arguments)
+    path = resolve_path(program, base_dir)
+    if not path.is_file():
+        raise ValueError(f"the program {path} does not exist")
+    if not os.access(path, os.X_OK):
+        raise ValueError(f"the program {path} is not executable")
+    return (str(path), *arguments)
 
 
 def check_ca_file(path: Path) -> Path:

@@ -27,9 +27,10 @@ HEAVY_MODULES: Final = (
     "apscheduler",
     "jinja2",
     "importlib.metadata",
-    # OAuth: loaded at the first token fetch, never by a check that needs no token.
+    # OAuth: loaded at the first token fetch, never to build a client or a check.
     "msal",
-    "google",
+    "google.auth",
+    "google.oauth2",
     "authlib",
     "requests",
 )

@@ -14,13 +14,18 @@ import trustme
 
 from smtp_probe.check import (
     IMAP_PASSWORD_ENV,
+    IMAP_TOKEN_CLIENT,
     SMTP_PASSWORD_ENV,
+    SMTP_TOKEN_CLIENT,
     UsageError,
     probe_from_args,
     probe_from_config,
+    token_command_client,
 )
 from smtp_probe.cli import build_parser, main
 from smtp_probe.config import load_config, values
+from smtp_probe.oauth.cache import TokenCache
+from smtp_probe.oauth.settings import CommandClient, OAuthClient
 from smtp_probe.probe.spec import ProbeSpec, TlsMode
 from tests.support.cli_proc import REPO, run_cli
 
@@ -29,6 +34,7 @@ TO = ["--to", "sink@rcpt.example"]
 ADDRESSES = [*FROM, *TO]
 # Port 9 (discard) on loopback: were a usage check ever skipped, the run fails fast and locally.
 SMTP = ["--smtp", "127.0.0.1:9", "--smtp-tls", "none"]
+TOKEN_COMMAND = "sh -c 'echo not-a-real-token'"  # noqa: S105 - a command line
 
 
 @pytest.fixture(autouse=True)
@@ -84,6 +90,36 @@ FLAG_ERRORS = [
     ),
     pytest.param(
         [*SMTP, *ADDRESSES, "--imap-user", "sink"], "--imap-user", "", id="imap-user-without-imap"
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--smtp-token-command", TOKEN_COMMAND],
+        "--smtp-token-command",
+        "--smtp-user",
+        id="smtp-token-command-without-smtp-user",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap-token-command", TOKEN_COMMAND],
+        "--imap-token-command",
+        "without --imap",
+        id="imap-token-command-without-imap",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--smtp-user", "probe", "--smtp-token-command", "helper 'unclosed"],
+        "--smtp-token-command",
+        "no closing quotation",
+        id="smtp-token-command-unclosed-quote",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--smtp-user", "probe", "--smtp-token-command", "no-such-program-xyz"],
+        "--smtp-token-command",
+        "not found in PATH",
+        id="smtp-token-command-not-in-path",
+    ),
+    pytest.param(
+        [*SMTP, *ADDRESSES, "--imap", "127.0.0.1:9", "--imap-token-command", "./no-such-helper -v"],
+        "--imap-token-command",
+        "does not exist",
+        id="imap-token-command-missing-program",
     ),
     pytest.param([*SMTP, *FROM], "--to", "", id="to-missing"),
     pytest.param([*SMTP, *FROM, "--to", "sink"], "--to", "", id="to-no-at"),
@@ -326,6 +362,75 @@ def test_no_password_appears_in_the_repr_of_the_spec(tmp_path: Path) -> None:
     assert text.count("<secret>") == 2
 
 
+def test_token_commands_log_in_with_oauth_on_both_legs_instead_of_a_password() -> None:
+    spec = spec_of(
+        [*SMTP, *ADDRESSES, "--smtp-user", "probe", "--smtp-token-command", TOKEN_COMMAND,
+         "--imap", "imap.example", "--imap-token-command", "sh -c 'echo other'"]
+    )  # fmt: skip
+    assert spec.mailbox is not None
+    assert (spec.smtp.username, spec.smtp.password) == ("probe", None)
+    assert (spec.mailbox.username, spec.mailbox.password) == ("sink@rcpt.example", None)
+    assert isinstance(spec.smtp.oauth, TokenCache)
+    assert isinstance(spec.mailbox.oauth, TokenCache)
+    assert (spec.smtp.oauth.client, spec.mailbox.oauth.client) == (
+        SMTP_TOKEN_CLIENT,
+        IMAP_TOKEN_CLIENT,
+    )
+
+
+def test_a_token_command_is_split_without_a_shell_into_a_command_client() -> None:
+    """The words a shell would see, and no shell: the same client a config's token_command is."""
+    client = token_command_client(
+        ("sh", "-c", "echo $HOME; echo *"), "--smtp-token-command", SMTP_TOKEN_CLIENT
+    )
+    assert client == OAuthClient(
+        SMTP_TOKEN_CLIENT, CommandClient(command=("sh", "-c", "echo $HOME; echo *"))
+    )
+    parsed = build_parser().parse_args(
+        ["check", "--smtp-token-command", "helper --account 'probe one' a\\ b"]
+    )
+    assert parsed.smtp_token_command == ("helper", "--account", "probe one", "a b")
+
+
+def test_a_token_command_program_path_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper = tmp_path / "helper"
+    helper.write_text("#!/bin/sh\necho token\n")
+    helper.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    client = token_command_client(("./helper", "-v"), "--imap-token-command", IMAP_TOKEN_CLIENT)
+    assert client.provider == CommandClient(command=(str(helper), "-v"))
+
+
+@pytest.mark.parametrize("leg", ["smtp", "imap"])
+@pytest.mark.parametrize("password_from", ["file", "env"])
+def test_a_token_command_and_a_password_for_one_leg_exit_3_naming_the_token_command(
+    leg: str,
+    password_from: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("pw-canary-value\n")
+    argv = [*SMTP, *ADDRESSES]
+    if leg == "smtp":
+        argv += ["--smtp-user", "probe"]
+    else:
+        argv += ["--imap", "127.0.0.1:9"]
+    argv += [f"--{leg}-token-command", TOKEN_COMMAND]
+    if password_from == "file":  # noqa: S105 - where the password comes from
+        argv += [f"--{leg}-password-file", str(secret)]
+    else:
+        env = SMTP_PASSWORD_ENV if leg == "smtp" else IMAP_PASSWORD_ENV
+        monkeypatch.setenv(env, "pw-canary-value")
+    code, err = run_main(argv, capsys)
+    assert_usage_error(code, err, f"--{leg}-token-command")
+    assert "not both" in err
+    assert "pw-canary-value" not in err
+
+
 def test_insecure_switches_off_verification_on_both_legs() -> None:
     spec = spec_of([*SMTP, *ADDRESSES, "--imap", "imap.example", "--insecure"], IMAP_ENV)
     assert spec.mailbox is not None
@@ -446,6 +551,48 @@ def test_without_timeout_a_probe_of_a_config_keeps_its_own_deadline(config_file:
     assert spec == configured.spec
 
 
+@pytest.fixture
+def oauth_config_file(tmp_path: Path) -> Path:
+    """A config whose relay logs in with OAuth, and a route of two probes through it."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "oauth_clients: {helper: {token_command: \"sh -c 'echo not-a-real-token'\"}}\n"
+        "smtp_servers:\n"
+        "  relay: {host: 127.0.0.1, port: 9, tls: none, username: probe, oauth: helper}\n"
+        "  direct: {host: 127.0.0.1, port: 9, tls: none}\n"
+        "mailboxes: {inbox: {host: 127.0.0.1, port: 9, tls: none, username: b, oauth: helper}}\n"
+        "routes:\n"
+        "  out:\n"
+        "    senders: [{smtp: relay, from: a@example.test}, {smtp: direct, from: a@example.test}]\n"
+        "    mailboxes: [{mailbox: inbox, to: b@example.test}]\n"
+    )
+    return path
+
+
+def test_a_route_probe_of_a_config_runs_by_its_expanded_name_with_its_oauth_client(
+    oauth_config_file: Path,
+) -> None:
+    args = build_parser().parse_args(
+        ["check", "--config", str(oauth_config_file), "--probe", "out-relay-to-inbox"]
+    )
+    spec, _signer = probe_from_config(args)
+    assert spec.name == "out-relay-to-inbox"
+    assert spec.mailbox is not None
+    assert isinstance(spec.smtp.oauth, TokenCache)
+    assert spec.smtp.oauth.client == "helper"
+    # One client, one cache: the server and the mailbox share it.
+    assert spec.mailbox.oauth is spec.smtp.oauth
+    assert spec.smtp.password is None
+
+
+def test_an_unknown_probe_lists_the_route_made_names(
+    oauth_config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = run_main(["--config", str(oauth_config_file), "--probe", "out"], capsys)
+    assert_usage_error(code, err, "--probe")
+    assert "(have: out-relay-to-inbox, out-direct-to-inbox)" in err
+
+
 def test_an_unknown_probe_of_a_config_exits_3_naming_probe(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -473,6 +620,8 @@ def test_config_without_probe_and_probe_without_config_exit_3(
         ["--imap", "imap.example"],
         ["--smtp-user", "probe"],
         ["--imap-user", "sink"],
+        ["--smtp-token-command", TOKEN_COMMAND],
+        ["--imap-token-command", TOKEN_COMMAND],
     ],
     ids=lambda route: route[0],
 )
@@ -515,10 +664,17 @@ def test_run_with_its_address_taken_exits_3_with_one_line_saying_so(config_file:
 # ----------------------------------------------- validate and config-schema
 
 
-def test_validate_prints_a_summary_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+def test_validate_prints_a_summary_then_every_probe_and_exits_0(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     demo = REPO / "config" / "demo.yml"
     assert main(["validate", "--config", str(demo)]) == 0
-    assert capsys.readouterr().out == f"{demo}: valid: 3 probe(s), 1 mailbox(es)\n"
+    assert capsys.readouterr().out.splitlines() == [
+        f"{demo}: valid: 3 probe(s), 1 mailbox(es)",
+        "  sandbox-inbox: sandbox -> sandbox, probe@sandbox.test -> demo@sandbox.test",
+        "  sandbox-junk: sandbox -> sandbox, probe@sandbox.test -> demo+junk@sandbox.test",
+        "  sandbox-rejected: sandbox -> sandbox, probe@sandbox.test -> nobody@elsewhere.test",
+    ]
 
 
 def test_validate_prints_every_located_error_and_exits_3(
@@ -533,7 +689,7 @@ def test_validate_prints_every_located_error_and_exits_3(
         f"{path}: 2 errors:",
         f"  - {path}:2:21: probes[0].smtp: unknown server (smtp_servers defines none)",
         f"  - {path}:2:48: probes[0].port: unknown key; allowed keys: "
-        "name, smtp, mailbox, from, to, interval, timeout, jitter",
+        "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector",
     ]
 
 

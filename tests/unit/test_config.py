@@ -6,17 +6,31 @@ exact error line(s) it must produce, as blackbox_exporter's config tests do.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import FrozenInstanceError, replace
 from pathlib import Path
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 import trustme
+import yaml
 
 from smtp_probe.config import load_config, messages, parse_config
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
-from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.oauth.cache import TokenCache
+from smtp_probe.oauth.settings import (
+    CommandClient,
+    GenericClient,
+    GoogleClient,
+    Grant,
+    MicrosoftClient,
+    OAuthClient,
+)
+from smtp_probe.probe.spec import Cleanup, Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import ca_file_problem
 from smtp_probe.secret import Secret
 
@@ -28,19 +42,37 @@ BAD = CONFIGS / "bad"
 CANARY = "hunter2-canary-written-in-the-file"
 SMTP_PASSWORD = "hunter2-smtp-env"  # noqa: S105
 IMAP_PASSWORD = "hunter2-imap-env"  # noqa: S105
-ENVIRON = {"SMTP_PASSWORD": SMTP_PASSWORD, "IMAP_PASSWORD": IMAP_PASSWORD}
+CLIENT_SECRET = "hunter2-client-secret-env"  # noqa: S105
+REFRESH_TOKEN = "hunter2-refresh-token-env"  # noqa: S105
+ENVIRON = {
+    "SMTP_PASSWORD": SMTP_PASSWORD,
+    "IMAP_PASSWORD": IMAP_PASSWORD,
+    "CLIENT_SECRET": CLIENT_SECRET,
+    "REFRESH_TOKEN": REFRESH_TOKEN,
+}
 SECRETS = (
     CANARY,
     SMTP_PASSWORD,
     IMAP_PASSWORD,
+    CLIENT_SECRET,
+    REFRESH_TOKEN,
     "hunter2-from-file",
+    "hunter2-client-secret-file",
+    "hunter2-service-account-key",
+    "hunter2-app-key",
     "0123456789abcdef0123456789abcdef",
 )
 
-_ALLOWED_TOP = "defaults, token_secret_file, smtp_servers, mailboxes, probes, server"
-_ALLOWED_SMTP = "host, port, tls, verify, ca_file, username, password, password_file, helo, timeout"
-_ALLOWED_PROBE = "name, smtp, mailbox, from, to, interval, timeout, jitter"
+_ALLOWED_TOP = (
+    "defaults, token_secret_file, oauth_clients, smtp_servers, mailboxes, probes, routes, server"
+)
+_ALLOWED_SMTP = (
+    "provider, host, port, tls, verify, ca_file, username, password, password_file, oauth, "
+    "helo, timeout"
+)
+_ALLOWED_PROBE = "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector"
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
+_PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 # file stem -> the exact errors, in order. {file} is the config's path, {dir}
 # its directory, {secrets} the shared secrets directory, {not_pem} what
@@ -87,7 +119,8 @@ BAD_CONFIGS: dict[str, list[str]] = {
         "{file}:5:15: smtp_servers.relay.password: a password needs a username"
     ],
     "username_without_password": [
-        "{file}:5:15: smtp_servers.relay.username: a username needs password or password_file"
+        "{file}:5:15: smtp_servers.relay.username: a username needs password, password_file "
+        "or oauth"
     ],
     "password_env_missing": [
         "{file}:11:15: mailboxes.inbox.password: environment variable IMAP_PASWORD is not set"
@@ -103,7 +136,9 @@ BAD_CONFIGS: dict[str, list[str]] = {
         "{file}:11:20: mailboxes.inbox.password_file: {secrets}/empty is empty"
     ],
     "mailbox_missing_username": ["{file}:9:5: mailboxes.inbox.username: required key is missing"],
-    "mailbox_missing_password": ["{file}:9:5: mailboxes.inbox: needs password or password_file"],
+    "mailbox_missing_password": [
+        "{file}:9:5: mailboxes.inbox: needs password, password_file or oauth"
+    ],
     "junk_folders_not_a_list": [
         "{file}:12:19: mailboxes.inbox.junk_folders: expected a list of strings, got a string"
     ],
@@ -165,6 +200,124 @@ BAD_CONFIGS: dict[str, list[str]] = {
     ],
     "listen_bad": ["{file}:19:11: server.listen: expected a port number 1-65535"],
     "server_unknown_key": ["{file}:19:3: server.port: unknown key; allowed keys: listen"],
+    # OAuth clients, presets, cleanup, reflector, routes
+    "oauth_client_secret_and_file": [
+        "{file}:8:25: oauth_clients.m365.client_secret_file: "
+        "give either client_secret or client_secret_file, not both"
+    ],
+    "oauth_provider_unknown": [
+        "{file}:4:15: oauth_clients.m365.provider: expected one of microsoft, google, generic "
+        "(did you mean 'microsoft'?)"
+    ],
+    "oauth_key_of_another_provider": [
+        "{file}:5:13: oauth_clients.workspace.tenant: not used with provider: google; "
+        "only with provider: microsoft"
+    ],
+    "oauth_microsoft_incomplete": [
+        "{file}:4:5: oauth_clients.m365.tenant: required with provider: microsoft",
+        "{file}:4:5: oauth_clients.m365: provider microsoft needs client_secret, "
+        "client_secret_file or certificate_file",
+        "{file}:6:23: oauth_clients.m365.private_key_file: a private key needs certificate_file",
+    ],
+    "oauth_certificate_without_key": [
+        "{file}:7:23: oauth_clients.m365.certificate_file: {secrets}/app-cert.pem holds no "
+        "private key; give private_key_file"
+    ],
+    "oauth_certificate_file_missing": [
+        "{file}:7:23: oauth_clients.m365.certificate_file: cannot read {dir}/no-such-cert.pem: "
+        "No such file or directory"
+    ],
+    "oauth_google_installed_app_incomplete": [
+        "{file}:4:5: oauth_clients.workspace.refresh_token: required for an installed app "
+        "(client_id, client_secret, refresh_token)",
+        "{file}:7:14: oauth_clients.workspace.subject: only used with service_account_file",
+    ],
+    "oauth_google_service_account_without_subject": [
+        "{file}:4:5: oauth_clients.workspace.subject: required with service_account_file: "
+        "the mailbox user the service account acts for (domain-wide delegation)",
+        "{file}:6:20: oauth_clients.workspace.client_secret: not used with service_account_file: "
+        "give a service account (service_account_file, subject) or an installed app "
+        "(client_id, client_secret, refresh_token), not both",
+    ],
+    "oauth_service_account_file_not_json": [
+        "{file}:5:27: oauth_clients.workspace.service_account_file: {secrets}/smtp-password is "
+        'not a service account key file (JSON with "type": "service_account", client_email '
+        "and private_key)"
+    ],
+    "oauth_generic_grant_needs": [
+        "{file}:4:5: oauth_clients.idp: grant refresh_token needs refresh_token or "
+        "refresh_token_file",
+        "{file}:14:20: oauth_clients.idp2.refresh_token: only used with grant: refresh_token",
+    ],
+    "oauth_generic_http_token_url": [
+        "{file}:5:16: oauth_clients.idp.token_url: use https://: over http:// the client's "
+        "secret would cross the network in the clear (http:// is allowed to localhost only)"
+    ],
+    "oauth_command_and_provider": [
+        "{file}:5:20: oauth_clients.idp.token_command: give either provider or token_command, "
+        "not both",
+        "{file}:14:15: oauth_clients.idp2.lifetime: not used with provider: generic; "
+        "only with token_command",
+    ],
+    "oauth_command_bad": [
+        "{file}:4:20: oauth_clients.unclosed.token_command: cannot split the command: "
+        "no closing quotation",
+        "{file}:6:20: oauth_clients.missing.token_command: the program {dir}/no-such-helper "
+        "does not exist",
+        "{file}:8:20: oauth_clients.not-executable.token_command: the program {secrets}/token "
+        "is not executable",
+        "{file}:10:5: oauth_clients.nothing: needs provider (microsoft, google or generic) "
+        "or token_command",
+    ],
+    "oauth_secret_env_missing": [
+        "{file}:7:20: oauth_clients.workspace.refresh_token: environment variable REFRESH_TOKNE "
+        "is not set"
+    ],
+    "oauth_unknown_client": [
+        "{file}:9:70: smtp_servers.m365.oauth: unknown OAuth client; did you mean 'm365'?"
+    ],
+    "oauth_and_password": [
+        "{file}:9:41: smtp_servers.m365.oauth: oauth needs a username "
+        "(the account the token is for)",
+        "{file}:14:12: mailboxes.m365.oauth: give either oauth or a password, not both",
+    ],
+    "oauth_client_of_another_provider": [
+        "{file}:11:70: mailboxes.m365.oauth: provider microsoft365 takes tokens of a provider: "
+        "microsoft client; oauth_clients.workspace is provider: google"
+    ],
+    "preset_unknown": [
+        "{file}:4:15: smtp_servers.m365.provider: expected one of microsoft365, google "
+        "(did you mean 'microsoft365'?)"
+    ],
+    "cleanup_unknown": ["{file}:9:14: mailboxes.gmail.cleanup: expected one of expunge, trash"],
+    "reflector_without_mailbox": [
+        "{file}:12:16: probes[0].reflector: a reflector probe needs a mailbox: "
+        "the reply is seen there"
+    ],
+    "route_unknown_references": [
+        "{file}:11:22: routes.outbound.senders[0].smtp: unknown server; did you mean 'relay'?",
+        "{file}:12:27: routes.outbound.mailboxes[0].mailbox: unknown mailbox (defined: inbox)",
+    ],
+    "route_name_taken": [
+        "{file}:13:5: routes.out: senders[0] x mailboxes[0] makes the probe name "
+        "'out-relay-to-inbox', which probes[0] has already",
+        "{file}:13:5: routes.out: senders[1] x mailboxes[0] makes the probe name "
+        "'out-relay-to-inbox', which probes[0] has already",
+    ],
+    "route_bad_names": [
+        "{file}:13:5: routes['out bound']: a route name starts the names of its probes: "
+        f"expected {_PROBE_NAME}",
+        "{file}:16:5: routes.out: senders[0] x mailboxes[0] makes the probe name "
+        "'out-a-server-with-a-rather-long-name-for-a-probe-name-part-to-inbox', "
+        f"which is not {_PROBE_NAME}",
+    ],
+    "route_incomplete": [
+        "{file}:9:15: routes.out.senders[0]: expected a mapping, got a string",
+        "{file}:10:16: routes.out.mailboxes: a route needs at least one mailbox",
+        "{file}:12:14: routes.out.timeout: 120s is longer than the interval 60s; "
+        "runs would overlap",
+    ],
+    "routes_empty": ["{file}:2:1: probes: required key is missing"],
 }
 
 # A valid base document, for tests that vary one thing.
@@ -369,7 +522,8 @@ def test_rules_across_keys_are_checked_even_when_a_key_beside_them_is_bad() -> N
         "    username: probe@example.com\n    port: x\n",
     )
     assert _errors(text) == [
-        "<config>:4:15: smtp_servers.relay.username: a username needs password or password_file",
+        "<config>:4:15: smtp_servers.relay.username: a username needs password, password_file "
+        "or oauth",
         "<config>:5:11: smtp_servers.relay.port: expected a port number 1-65535, got a string",
     ]
 
@@ -639,7 +793,63 @@ def test_a_key_given_as_null_is_an_error_not_its_default() -> None:
 # ----------------------------------------------------------- good config
 
 
-def _good_expected() -> Config:
+GOOD_OAUTH: dict[str, OAuthClient] = {
+    "m365": OAuthClient(
+        "m365",
+        MicrosoftClient(
+            tenant="contoso.onmicrosoft.com",
+            client_id="11111111-2222-3333-4444-555555555555",
+            client_secret=Secret("hunter2-client-secret-file"),
+        ),
+    ),
+    "m365-cert": OAuthClient(
+        "m365-cert",
+        MicrosoftClient(
+            tenant="7f8e9d0c-1b2a-4c3d-9e8f-0a1b2c3d4e5f",
+            client_id="11111111-2222-3333-4444-555555555555",
+            certificate_file=CONFIGS / "secrets" / "app-cert.pem",
+            private_key_file=CONFIGS / "secrets" / "app-key.pem",
+            authority="https://login.microsoftonline.us",
+        ),
+        timeout=5.0,
+    ),
+    "workspace": OAuthClient(
+        "workspace",
+        GoogleClient(
+            service_account_file=CONFIGS / "secrets" / "service-account.json",
+            subject="probe@example.com",
+        ),
+    ),
+    "installed-app": OAuthClient(
+        "installed-app",
+        GoogleClient(
+            client_id="1234-abc.apps.googleusercontent.com",
+            client_secret=Secret(CLIENT_SECRET),
+            refresh_token=Secret(REFRESH_TOKEN),
+        ),
+    ),
+    "idp": OAuthClient(
+        "idp",
+        GenericClient(
+            token_url="https://idp.example.com/oauth2/token",  # noqa: S106 - a URL
+            client_id="smtp-probe",
+            grant=Grant.REFRESH_TOKEN,
+            refresh_token=Secret(f"pre-{REFRESH_TOKEN}"),
+            scope="mail.send mail.read",
+        ),
+    ),
+    "helper": OAuthClient(
+        "helper",
+        CommandClient(
+            command=(str(CONFIGS / "secrets" / "oauth2-helper"), "--account", "probe one"),
+            lifetime=600.0,
+        ),
+    ),
+}
+
+
+def _good_expected(oauth: Mapping[str, TokenCache]) -> Config:
+    """What good.yml says, spelt out; its token caches are ``oauth`` (live objects: by identity)."""
     smtp_password = Secret("hunter2-from-file")
     imap_password = Secret(IMAP_PASSWORD)
     relay = SmtpServer(
@@ -660,6 +870,13 @@ def _good_expected() -> Config:
     )
     unverified = replace(submissions, tls_settings=TlsSettings(verify=False))
     mx = SmtpServer(host="2001:db8::25", port=25, tls=TlsMode.NONE)
+    gmail_smtp = SmtpServer(
+        host="smtp.gmail.com",
+        port=465,
+        tls=TlsMode.TLS,
+        username="probe@example.com",
+        oauth=oauth["workspace"],
+    )
     inbox = Mailbox(
         host="imap.example.net", port=993, username="probe@example.net", password=imap_password
     )
@@ -675,7 +892,25 @@ def _good_expected() -> Config:
         poll_interval=0.25,
         timeout=10.0,
     )
+    m365 = Mailbox(
+        host="outlook.office365.com", port=993, username="probe@contoso.com", oauth=oauth["m365"]
+    )
+    gmail = Mailbox(
+        host="imap.example.org",
+        port=993,
+        username="probe@example.com",
+        oauth=oauth["workspace"],
+        cleanup=Cleanup.TRASH,
+    )
     from_, to = "probe@example.com", "probe@example.net"
+    outbound = [
+        (f"outbound-{smtp_name}-to-{mailbox_name}", smtp, mailbox, rcpt)
+        for smtp_name, smtp in (("relay", relay), ("gmail", gmail_smtp))
+        for mailbox_name, mailbox, rcpt in (
+            ("m365", m365, "probe@contoso.com"),
+            ("gmail", gmail, "probe@example.com"),
+        )
+    ]
     return Config(
         probes=(
             ScheduledProbe(ProbeSpec("relay-to-inbox", relay, from_, to, inbox, 90.0), 120.0, 10.0),
@@ -690,15 +925,39 @@ def _good_expected() -> Config:
                 300.0,
                 0.0,
             ),
+            ScheduledProbe(
+                ProbeSpec(
+                    "via-autoreply",
+                    relay,
+                    from_,
+                    "autoreply@elsewhere.example",
+                    inbox,
+                    90.0,
+                    reflector=True,
+                ),
+                120.0,
+                10.0,
+            ),
+            *(
+                ScheduledProbe(ProbeSpec(name, smtp, from_, rcpt, mailbox, 90.0), 300.0, 0.0)
+                for name, smtp, mailbox, rcpt in outbound
+            ),
         ),
         server=ServerSettings("::1", 9100),
         token_secret=Secret("0123456789abcdef0123456789abcdef"),
         source=CONFIGS / "good.yml",
+        oauth_clients=oauth,
+        oauth_settings=GOOD_OAUTH,
     )
 
 
+def _load_good() -> Config:
+    return load_config(CONFIGS / "good.yml", environ=ENVIRON)
+
+
 def test_good_config_becomes_exactly_the_expected_values() -> None:
-    assert load_config(CONFIGS / "good.yml", environ=ENVIRON) == _good_expected()
+    config = _load_good()
+    assert config == _good_expected(config.oauth_clients)
 
 
 def test_good_config_loads_the_same_whatever_the_working_directory(
@@ -706,19 +965,66 @@ def test_good_config_loads_the_same_whatever_the_working_directory(
 ) -> None:
     """Relative secret paths are relative to the config file, not to where the daemon runs."""
     monkeypatch.chdir(tmp_path)
-    assert load_config(CONFIGS / "good.yml", environ=ENVIRON) == _good_expected()
+    config = _load_good()
+    assert config == _good_expected(config.oauth_clients)
 
 
-def test_two_loads_of_one_file_are_equal_and_hash_alike() -> None:
-    first = load_config(CONFIGS / "good.yml", environ=ENVIRON)
-    second = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+def test_each_oauth_client_is_one_token_source_shared_by_all_that_name_it() -> None:
+    config = _load_good()
+    assert set(config.oauth_clients) == set(GOOD_OAUTH)
+    by_name = {p.name: p.spec for p in config.probes}
+    m365 = config.oauth_clients["m365"]
+    workspace = config.oauth_clients["workspace"]
+    assert len({id(source) for source in config.oauth_clients.values()}) == len(GOOD_OAUTH)
+    assert isinstance(m365, TokenCache)
+    assert m365.client == "m365"
+    # smtp_servers.gmail and mailboxes.gmail name one client: one object, every probe.
+    for name in ("outbound-gmail-to-m365", "outbound-gmail-to-gmail"):
+        assert by_name[name].smtp.oauth is workspace
+    for name in ("outbound-relay-to-m365", "outbound-gmail-to-m365"):
+        mailbox = by_name[name].mailbox
+        assert mailbox is not None
+        assert mailbox.oauth is m365
+    assert by_name["relay-to-inbox"].smtp.oauth is None
+
+
+def test_a_reload_keeps_the_token_sources_of_unchanged_clients_only() -> None:
+    first = _load_good()
+    second = load_config(CONFIGS / "good.yml", environ=ENVIRON, previous=first)
+    assert second == first
+    assert hash(second) == hash(first)
+    rotated = load_config(
+        CONFIGS / "good.yml", environ={**ENVIRON, "CLIENT_SECRET": "rotated"}, previous=second
+    )
+    kept = {name for name in GOOD_OAUTH if rotated.oauth_clients[name] is first.oauth_clients[name]}
+    assert kept == set(GOOD_OAUTH) - {"installed-app"}
+    assert rotated != first
+
+
+def test_two_loads_without_the_previous_config_have_their_own_token_sources() -> None:
+    """A token cache is a live object, equal only to itself.
+
+    A config given no previous one starts with empty caches, and differs
+    from one whose caches may already hold tokens.
+    """
+    first, second = _load_good(), _load_good()
+    assert first.oauth_settings == second.oauth_settings
+    assert all(first.oauth_clients[n] is not second.oauth_clients[n] for n in GOOD_OAUTH)
+    assert first != second
+
+
+def test_two_loads_of_a_file_without_oauth_are_equal_and_hash_alike() -> None:
+    first = parse_config(BASE, environ=ENVIRON)
+    second = parse_config(BASE, environ=ENVIRON)
     assert first == second
     assert hash(first) == hash(second)
 
 
 def test_a_changed_password_makes_the_configs_unequal() -> None:
-    first = load_config(CONFIGS / "good.yml", environ=ENVIRON)
-    second = load_config(CONFIGS / "good.yml", environ={**ENVIRON, "IMAP_PASSWORD": "rotated"})
+    first = _load_good()
+    second = load_config(
+        CONFIGS / "good.yml", environ={**ENVIRON, "IMAP_PASSWORD": "rotated"}, previous=first
+    )
     assert first != second
 
 
@@ -741,7 +1047,12 @@ def test_probe_finds_a_probe_by_name() -> None:
 
 def test_mailboxes_lists_each_watched_mailbox_once_in_order_of_first_use() -> None:
     config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
-    assert [m.folder for m in config.mailboxes] == ["INBOX", "Probes"]
+    assert [(m.host, m.folder) for m in config.mailboxes] == [
+        ("imap.example.net", "INBOX"),
+        ("imap.example.net", "Probes"),
+        ("outlook.office365.com", "INBOX"),
+        ("imap.example.org", "INBOX"),
+    ]
 
 
 def test_identical_definitions_of_one_mailbox_are_one_mailbox() -> None:
@@ -1179,6 +1490,403 @@ def test_example_config_states_every_key() -> None:
         "interval", "timeout", "jitter", "host", "port", "tls", "verify", "ca_file",
         "username", "password", "password_file", "helo", "folder", "junk_folders",
         "poll_interval", "idle", "name", "smtp", "mailbox", "from", "to", "listen",
+        "oauth_clients", "provider", "tenant", "client_id", "client_secret",
+        "client_secret_file", "certificate_file", "private_key_file", "scope", "authority",
+        "service_account_file", "subject", "token_uri", "token_url", "grant", "refresh_token",
+        "refresh_token_file", "token_command", "lifetime", "oauth", "cleanup", "reflector",
+        "routes", "senders",
     }  # fmt: skip
     missing = {key for key in keys if f"{key}:" not in example}
     assert missing == set()
+
+
+# The example's commented-out blocks for OAuth, presets, reflector and routes, by first line.
+EXAMPLE_BLOCKS = ("# oauth_clients:", "  # m365:", "  # - name: via-partner-autoreply", "# routes:")
+
+
+def uncomment(text: str, first_lines: tuple[str, ...]) -> str:
+    """``text`` with each commented block starting at one of ``first_lines`` uncommented.
+
+    A block runs on while lines start with the first line's indent and ``#``;
+    one ``# `` is taken off each, so ``# #`` lines stay comments.
+    """
+    lines = text.splitlines(keepends=True)
+    out: list[str] = []
+    prefix: str | None = None
+    for line in lines:
+        if prefix is not None and not line.startswith(prefix):
+            prefix = None
+        if prefix is None and line.rstrip("\n") in first_lines:
+            prefix = line[: line.index("#") + 1]
+        if prefix is not None:
+            line = prefix[:-1] + line[len(prefix) :].removeprefix(" ")
+        out.append(line)
+    return "".join(out)
+
+
+def test_example_config_with_its_oauth_preset_reflector_and_route_examples_uncommented_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The commented examples are a config too.
+
+    Uncommented, with the files they name given, the example loads and is
+    valid by the schema.
+    """
+    example = (REPO / "config" / "example.yml").read_text()
+    text = uncomment(example, EXAMPLE_BLOCKS)
+    assert text.count("\n") == example.count("\n")
+    for name, content in {
+        "smtp-password": "smtp\n",
+        "probe-token": "0" * 64 + "\n",
+        "entra-secret": "entra\n",
+        "idp-secret": "idp\n",
+        "google-service-account.json": (CONFIGS / "secrets" / "service-account.json").read_text(),
+    }.items():
+        (tmp_path / name).write_text(content)
+    helper = tmp_path / "bin" / "oauth2-helper"
+    helper.parent.mkdir()
+    helper.write_text("#!/bin/sh\necho not-a-real-token\n")
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ.get('PATH', '')}")
+    path = tmp_path / "example.yml"
+    path.write_text(text.replace("/run/secrets/", f"{tmp_path}/"))
+
+    config = load_config(path, environ={"IMAP_PASSWORD": "imap"})
+
+    assert [p.name for p in config.probes] == [
+        "relay-to-inbox",
+        "mx-to-inbox",
+        "via-partner-autoreply",
+        "outbound-relay-to-m365",
+        "outbound-relay-to-gmail",
+        "outbound-gmail-to-m365",
+        "outbound-gmail-to-gmail",
+    ]
+    assert list(config.oauth_settings) == ["m365", "workspace", "idp", "helper"]
+    assert [type(c.provider) for c in config.oauth_settings.values()] == [
+        MicrosoftClient,
+        GoogleClient,
+        GenericClient,
+        CommandClient,
+    ]
+    gmail = config.probe("outbound-gmail-to-gmail")
+    assert gmail is not None
+    assert gmail.spec.mailbox is not None
+    assert gmail.spec.mailbox.cleanup is Cleanup.TRASH
+    assert gmail.spec.smtp.host == "smtp.gmail.com"
+    reflector = config.probe("via-partner-autoreply")
+    assert reflector is not None
+    assert reflector.spec.reflector
+    schema = json.loads((REPO / "config" / "smtp-probe.schema.json").read_text())
+    problems = list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(text)))
+    assert problems == []
+
+
+# ------------------------------------------- OAuth clients, presets, routes
+
+OAUTH_BASE = """\
+oauth_clients:
+  m365:
+    provider: microsoft
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    client_secret: ${CLIENT_SECRET}
+smtp_servers:
+  m365: {provider: microsoft365, username: probe@contoso.com, oauth: m365}
+mailboxes:
+  m365: {provider: microsoft365, username: probe@contoso.com, oauth: m365}
+probes:
+  - {name: m365-to-m365, smtp: m365, mailbox: m365, from: probe@contoso.com, to: probe@contoso.com}
+"""
+
+
+@pytest.mark.parametrize(
+    ("entry", "host", "port", "tls"),
+    [
+        ("{provider: microsoft365}", "smtp.office365.com", 587, TlsMode.STARTTLS),
+        ("{provider: google}", "smtp.gmail.com", 587, TlsMode.STARTTLS),
+        ("{provider: google, tls: tls}", "smtp.gmail.com", 465, TlsMode.TLS),
+        ("{provider: google, port: 2525}", "smtp.gmail.com", 2525, TlsMode.STARTTLS),
+        ("{provider: microsoft365, host: relay.example}", "relay.example", 587, TlsMode.STARTTLS),
+    ],
+)
+def test_an_smtp_provider_preset_fills_host_port_and_tls_and_written_keys_win(
+    entry: str, host: str, port: int, tls: TlsMode
+) -> None:
+    text = f"smtp_servers: {{s: {entry}}}\nprobes: [{{name: p, smtp: s, from: a@b.c, to: d@e.f}}]\n"
+    smtp = parse_config(text, environ={}).probes[0].spec.smtp
+    assert (smtp.host, smtp.port, smtp.tls) == (host, port, tls)
+
+
+@pytest.mark.parametrize(
+    ("preset", "host"), [("microsoft365", "outlook.office365.com"), ("google", "imap.gmail.com")]
+)
+def test_an_imap_provider_preset_fills_host_port_and_tls(preset: str, host: str) -> None:
+    text = BASE.replace("host: imap.example.net", f"provider: {preset}")
+    mailbox = parse_config(text, environ=ENVIRON).mailboxes[0]
+    assert (mailbox.host, mailbox.port, mailbox.tls) == (host, 993, TlsMode.TLS)
+
+
+def test_a_mailbox_with_oauth_has_no_password_and_shares_the_servers_token_source() -> None:
+    config = parse_config(OAUTH_BASE, environ=ENVIRON)
+    spec = config.probes[0].spec
+    assert spec.mailbox is not None
+    assert spec.mailbox.password is None
+    assert spec.mailbox.oauth is spec.smtp.oauth is config.oauth_clients["m365"]
+    assert spec.smtp.username == "probe@contoso.com"
+
+
+def test_oauth_secrets_are_secrets_that_no_repr_or_str_shows() -> None:
+    config = load_config(CONFIGS / "good.yml", environ=ENVIRON)
+    settings = config.oauth_settings
+    m365, app, idp = (settings[name].provider for name in ("m365", "installed-app", "idp"))
+    assert isinstance(m365, MicrosoftClient)
+    assert isinstance(app, GoogleClient)
+    assert isinstance(idp, GenericClient)
+    revealed = {
+        "m365": m365.client_secret,
+        "installed-app": app.client_secret,
+        "installed-app refresh": app.refresh_token,
+        "idp": idp.refresh_token,
+    }
+    assert {name: secret.reveal() for name, secret in revealed.items() if secret} == {
+        "m365": "hunter2-client-secret-file",
+        "installed-app": CLIENT_SECRET,
+        "installed-app refresh": REFRESH_TOKEN,
+        "idp": f"pre-{REFRESH_TOKEN}",
+    }
+    shown = "".join(
+        [repr(config), str(config), repr(dict(settings)), repr(dict(config.oauth_clients))]
+    )
+    assert shown.count("<secret>") >= len(revealed)
+    for secret in SECRETS:
+        assert secret not in shown
+
+
+def test_a_canary_client_secret_and_refresh_token_never_appear_in_errors() -> None:
+    """Every other key of the client wrong, and the secrets written in the file or expanded."""
+    text = OAUTH_BASE.replace(
+        "    client_secret: ${CLIENT_SECRET}\n",
+        f"    client_secret: {CANARY}\n"
+        "    client_secret_file: no-such-file\n"
+        f"    refresh_token: {CANARY}-refresh\n"
+        "    scope: ''\n"
+        "    tenant_id: x\n",
+    )
+    errors = _errors(text, environ={"CLIENT_SECRET": CANARY})
+    assert len(errors) >= 5, errors
+    assert not any(CANARY in error for error in errors), errors
+
+
+def test_a_certificate_holding_its_own_key_needs_no_private_key_file(tmp_path: Path) -> None:
+    secrets = CONFIGS / "secrets"
+    (tmp_path / "app.pem").write_text(
+        (secrets / "app-cert.pem").read_text() + (secrets / "app-key.pem").read_text()
+    )
+    text = OAUTH_BASE.replace("client_secret: ${CLIENT_SECRET}", "certificate_file: app.pem")
+    config = parse_config(text, source=tmp_path / "c.yml", environ={})
+    provider = config.oauth_settings["m365"].provider
+    assert provider == MicrosoftClient(
+        tenant="contoso.onmicrosoft.com",
+        client_id="11111111-2222-3333-4444-555555555555",
+        certificate_file=tmp_path / "app.pem",
+    )
+
+
+def test_a_token_command_list_is_taken_word_for_word_and_each_bad_word_reported() -> None:
+    good = OAUTH_BASE.replace(
+        "    provider: microsoft\n    tenant: contoso.onmicrosoft.com\n"
+        "    client_id: 11111111-2222-3333-4444-555555555555\n"
+        "    client_secret: ${CLIENT_SECRET}\n",
+        "    token_command: [sh, -c, 'echo $TOKEN', '']\n    timeout: 3s\n",
+    )
+    client = parse_config(good, environ={}).oauth_settings["m365"]
+    assert client == OAuthClient("m365", CommandClient(("sh", "-c", "echo $TOKEN", "")), 3.0)
+    bad = good.replace("[sh, -c, 'echo $TOKEN', '']", "[sh, 5, [x]]")
+    assert _errors(bad, environ={}) == [
+        "<config>:3:25: oauth_clients.m365.token_command[1]: expected a string, got an integer",
+        "<config>:3:28: oauth_clients.m365.token_command[2]: expected a string, got a list",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "line"),
+    [
+        ("oauth_clients.m365.provider", "    provider: {v}\n"),
+        ("oauth_clients.m365.tenant", "    tenant: {v}\n"),
+        ("oauth_clients.m365.client_id", "    client_id: {v}\n"),
+        ("oauth_clients.m365.authority", "    authority: {v}\n"),
+        ("oauth_clients.m365.scope", None),
+        ("oauth_clients.m365.timeout", "    timeout: {v}\n"),
+    ],
+)
+def test_a_value_in_an_oauth_key_is_never_echoed(key: str, line: str | None) -> None:
+    """As for every other key: an error may point at the value, never show it."""
+    v = f'"{ECHO}"'
+    lines = OAUTH_BASE.splitlines(keepends=True)
+    name = key.rsplit(".", 1)[1]
+    kept = [existing for existing in lines if not existing.startswith(f"    {name}:")]
+    written = (line or f"    {name}: {{v}}\n").format(v=v)
+    text = "".join([*kept[:3], written, *kept[3:]])
+    errors = _errors(text + "not_a_section: 1\n")
+    assert not any(ECHO in error for error in errors), errors
+    assert any(f": {key}: " in error for error in errors) == (name != "scope"), errors
+
+
+def test_a_value_in_a_token_command_is_never_echoed() -> None:
+    text = OAUTH_BASE.replace(
+        "    provider: microsoft\n    tenant: contoso.onmicrosoft.com\n"
+        "    client_id: 11111111-2222-3333-4444-555555555555\n"
+        "    client_secret: ${CLIENT_SECRET}\n",
+        f'    token_command: "{ECHO} --password hunter2"\n',
+    )
+    assert _errors(text) == [
+        "<config>:3:20: oauth_clients.m365.token_command: the program is not found in PATH"
+    ]
+
+
+def test_mailbox_cleanup_is_expunge_or_trash_and_absent_means_auto() -> None:
+    auto = parse_config(OAUTH_BASE, environ=ENVIRON).mailboxes[0]
+    assert auto.cleanup is None
+    for mode in Cleanup:
+        text = OAUTH_BASE.replace("oauth: m365}\nprobes", f"oauth: m365, cleanup: {mode}}}\nprobes")
+        assert parse_config(text, environ=ENVIRON).mailboxes[0].cleanup is mode
+
+
+def test_a_reflector_probe_is_an_ordinary_probe_with_reflector_set() -> None:
+    text = BASE + "    reflector: true\n"
+    (probe,) = parse_config(text, environ=ENVIRON).probes
+    assert probe.spec.reflector is True
+    assert parse_config(BASE, environ=ENVIRON).probes[0].spec.reflector is False
+
+
+ROUTES = """\
+defaults: {interval: 2m, timeout: 90s, jitter: 10s}
+smtp_servers:
+  internal: {host: smtp.example.com}
+  gmail: {provider: google, username: probe@example.com, password: "${SMTP_PASSWORD}"}
+mailboxes:
+  m365: {provider: microsoft365, username: probe@contoso.com, password: "${IMAP_PASSWORD}"}
+  gmail: {provider: google, username: probe@example.com, password: "${IMAP_PASSWORD}"}
+routes:
+  outbound:
+    senders: [{smtp: internal, from: probe@example.com}, {smtp: gmail, from: probe@example.com}]
+    mailboxes: [{mailbox: m365, to: probe@contoso.com}, {mailbox: gmail, to: probe@example.com}]
+  echo:
+    senders: [{smtp: internal, from: probe@example.com}]
+    mailboxes: [{mailbox: m365, to: autoreply@elsewhere.example}]
+    interval: 30s
+    reflector: true
+"""
+
+
+def test_routes_alone_make_ordinary_probes_named_route_smtp_to_mailbox() -> None:
+    """Senders x mailboxes, senders first; each a plain ScheduledProbe with the route's timing."""
+    config = parse_config(ROUTES, environ=ENVIRON)
+    made = [
+        (p.name, p.smtp_name, p.mailbox_name, p.spec.rcpt_to, p.interval, p.spec.timeout, p.jitter)
+        for p in config.probes
+    ]
+    assert made == [
+        ("outbound-internal-to-m365", "internal", "m365", "probe@contoso.com", 120, 90, 10),
+        ("outbound-internal-to-gmail", "internal", "gmail", "probe@example.com", 120, 90, 10),
+        ("outbound-gmail-to-m365", "gmail", "m365", "probe@contoso.com", 120, 90, 10),
+        ("outbound-gmail-to-gmail", "gmail", "gmail", "probe@example.com", 120, 90, 10),
+        ("echo-internal-to-m365", "internal", "m365", "autoreply@elsewhere.example", 30, 30, 10),
+    ]
+    assert [p.spec.reflector for p in config.probes] == [False] * 4 + [True]
+    assert config.probe("outbound-gmail-to-m365") is config.probes[2]
+    gmail = config.probes[2].spec.smtp
+    assert (gmail.host, gmail.port) == ("smtp.gmail.com", 587)
+    assert len(config.mailboxes) == 2
+
+
+def test_routes_and_probes_together_list_the_probes_first() -> None:
+    text = ROUTES + (
+        "probes:\n"
+        "  - {name: internal-to-m365, smtp: internal, mailbox: m365,\n"
+        "     from: probe@example.com, to: probe@contoso.com}\n"
+    )
+    names = [p.name for p in parse_config(text, environ=ENVIRON).probes]
+    assert names[0] == "internal-to-m365"
+    assert len(names) == 6
+
+
+def test_a_route_name_taken_by_a_later_route_names_the_first_route() -> None:
+    """Route ``a`` via ``b-c`` and route ``a-b`` via ``c`` both make ``a-b-c-to-m``."""
+    text = """\
+smtp_servers: {b-c: {host: smtp.example.com}, c: {host: smtp.example.com}}
+mailboxes: {m: {host: imap.example.net, username: u, password: p}}
+routes:
+  a: {senders: [{smtp: b-c, from: a@b.c}], mailboxes: [{mailbox: m, to: a@b.c}]}
+  a-b: {senders: [{smtp: c, from: a@b.c}], mailboxes: [{mailbox: m, to: a@b.c}]}
+"""
+    assert _errors(text) == [
+        "<config>:5:8: routes.a-b: senders[0] x mailboxes[0] makes the probe name "
+        "'a-b-c-to-m', which routes.a (senders[0] x mailboxes[0]) has already"
+    ]
+
+
+def test_a_shared_mailbox_defined_twice_differently_is_caught_through_routes_too() -> None:
+    text = ROUTES.replace(
+        "routes:\n",
+        '  gmail2: {provider: google, username: probe@example.com, password: "other"}\nroutes:\n',
+    ).replace("{mailbox: m365, to: autoreply@elsewhere.example}", "{mailbox: gmail2, to: a@b.c}")
+    assert _errors(text) == [
+        "<config>:8:11: mailboxes.gmail2: watches the same mailbox (host, port, username and "
+        "folder) as mailboxes.gmail with different settings; probes watching one mailbox "
+        "share one connection, so define it once"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("client", "errors"),
+    [
+        (
+            "{provider: google}",
+            [
+                "<config>:3:6: oauth_clients.c: provider google needs service_account_file and "
+                "subject (a service account with domain-wide delegation), or client_id, "
+                "client_secret and refresh_token (an installed app)"
+            ],
+        ),
+        (
+            "{provider: generic}",
+            [
+                "<config>:3:6: oauth_clients.c.token_url: required with provider: generic",
+                "<config>:3:6: oauth_clients.c.client_id: required with provider: generic",
+                "<config>:3:6: oauth_clients.c: grant client_credentials needs client_secret "
+                "or client_secret_file",
+            ],
+        ),
+        (
+            "{provider: microsoft, tenant: t, client_id: c, client_secret: s, "
+            "certificate_file: x.pem}",
+            [
+                "<config>:3:89: oauth_clients.c.certificate_file: cannot read "
+                "{cwd}/x.pem: No such file or directory",
+                "<config>:3:89: oauth_clients.c.certificate_file: give either client_secret or "
+                "certificate_file, not both",
+            ],
+        ),
+        (
+            "{token_command: []}",
+            ["<config>:3:22: oauth_clients.c.token_command: must not be empty"],
+        ),
+        (
+            "{token_command: ['  ', x]}",
+            ["<config>:3:22: oauth_clients.c.token_command: the command needs a program to run"],
+        ),
+    ],
+)
+def test_what_each_kind_of_oauth_client_needs(
+    client: str, errors: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = (
+        "smtp_servers: {s: {host: smtp.example.com}}\n"
+        "oauth_clients:\n"
+        f"  c: {client}\n"
+        "probes: [{name: p, smtp: s, from: a@b.c, to: d@e.f}]\n"
+    )
+    assert _errors(text) == [error.format(cwd=tmp_path) for error in errors]

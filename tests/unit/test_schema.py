@@ -110,6 +110,22 @@ def test_every_shipped_config_is_valid_by_the_schema() -> None:
         "username_without_password",
         "mailbox_missing_password",
         "mailbox_missing_username",
+        "oauth_client_secret_and_file",
+        "oauth_provider_unknown",
+        "oauth_key_of_another_provider",
+        "oauth_microsoft_incomplete",
+        "oauth_google_installed_app_incomplete",
+        "oauth_google_service_account_without_subject",
+        "oauth_generic_grant_needs",
+        "oauth_generic_http_token_url",
+        "oauth_command_and_provider",
+        "oauth_command_bad",
+        "oauth_and_password",
+        "preset_unknown",
+        "cleanup_unknown",
+        "reflector_without_mailbox",
+        "route_incomplete",
+        "routes_empty",
     ],
 )
 def test_bad_configs_fail_the_schema_too(stem: str) -> None:
@@ -148,4 +164,25 @@ def test_value_types_are_spelt_out() -> None:
     assert "pattern" in properties["Probe/from"]
     assert "pattern" in properties["Probe/to"]
     assert properties["Server/listen"]["default"] == ":10587"
-    assert set(json_schema()["required"]) == {"probes"}
+    assert "required" not in json_schema(), "probes may come from routes alone"
+
+
+@pytest.mark.parametrize(
+    ("config", "valid"),
+    [
+        ({}, False),
+        ({"probes": []}, False),
+        ({"routes": {}}, False),
+        ({"probes": [{"name": "p", "smtp": "s", "from": "a@b", "to": "c@d"}]}, True),
+        (
+            {"routes": {"r": {"senders": [{"smtp": "s", "from": "a@b"}],
+                              "mailboxes": [{"mailbox": "m", "to": "c@d"}]}}},
+            True,
+        ),
+    ],
+)  # fmt: skip
+def test_the_schema_wants_a_probe_written_or_made_by_a_route(
+    config: dict[str, Any], valid: bool
+) -> None:
+    errors = [error.message for error in validator().iter_errors(config)]
+    assert (errors == []) == valid, errors

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from smtp_probe.config import parse_config
-from smtp_probe.shard import load_shard, parse_shard, shard, shard_of
+from smtp_probe.shard import config_loader, load_shard, parse_shard, shard, shard_of
 
 CONFIG = """
 smtp_servers:
@@ -69,3 +69,43 @@ def test_load_shard_reads_the_file_and_keeps_the_shard(tmp_path: Path) -> None:
     assert loaded.source == path
     assert loaded.probes == shard(whole, 1, 3).probes
     assert load_shard(path).probes == whole.probes
+
+
+OAUTH_CONFIG = """\
+oauth_clients:
+  one: {token_command: [sh, -c, "echo one"]}
+  two: {token_command: [sh, -c, "echo two"]}
+smtp_servers:
+  a: {host: smtp.example.com, username: probe, oauth: one}
+  b: {host: smtp.example.com, username: probe, oauth: two}
+probes:
+  - {name: via-a, smtp: a, from: p@example.com, to: q@example.com}
+  - {name: via-b, smtp: b, from: p@example.com, to: q@example.com}
+"""
+
+
+def test_the_daemons_loader_keeps_the_token_sources_of_unchanged_oauth_clients(
+    tmp_path: Path,
+) -> None:
+    """A reload must not throw away cached tokens, nor the watchers whose mailboxes hold them."""
+    path = tmp_path / "probes.yml"
+    path.write_text(OAUTH_CONFIG)
+    load = config_loader(path, 0, 1)
+    first = load()
+    second = load()
+    assert second == first
+    assert second.oauth_clients["one"] is first.oauth_clients["one"]
+    path.write_text(OAUTH_CONFIG.replace("echo two", "echo changed"))
+    third = load()
+    assert third.oauth_clients["one"] is first.oauth_clients["one"]
+    assert third.oauth_clients["two"] is not first.oauth_clients["two"]
+    via_b = third.probe("via-b")
+    assert via_b is not None
+    assert via_b.spec.smtp.oauth is third.oauth_clients["two"]
+
+
+def test_every_shard_keeps_every_oauth_client(tmp_path: Path) -> None:
+    path = tmp_path / "probes.yml"
+    path.write_text(OAUTH_CONFIG)
+    for index in range(3):
+        assert set(config_loader(path, index, 3)().oauth_clients) == {"one", "two"}

@@ -91,6 +91,43 @@ def test_check_with_a_mailbox_imports_imapclient(closed_port: int) -> None:
     assert {m for m in heavy(modules) if not m.startswith(("imapclient", "importlib."))} == set()
 
 
+def test_check_with_token_commands_builds_its_oauth_clients_without_an_oauth_library(
+    closed_port: int,
+) -> None:
+    """A token command is the config's token_command client: no msal, google-auth or authlib."""
+    command = f"{sys.executable} -c 'print(1)'"
+    done, modules = imported_by(
+        ["-m", "smtp_probe", "check", "--smtp", f"127.0.0.1:{closed_port}", "--smtp-tls", "none",
+         *ADDRESSES, "--smtp-user", "probe", "--smtp-token-command", command,
+         "--imap", f"127.0.0.1:{closed_port}", "--imap-tls", "none",
+         "--imap-token-command", command, "--format", "nagios"],
+    )  # fmt: skip
+
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert done.stdout.startswith("SMTP-PROBE CRITICAL"), done.stdout
+    assert {"smtp_probe.oauth", "smtp_probe.oauth.settings", "smtp_probe.oauth.cache"} <= modules
+    assert {m for m in heavy(modules) if not m.startswith(("imapclient", "importlib."))} == set()
+
+
+def test_building_every_kind_of_oauth_client_and_its_token_source_imports_no_oauth_library() -> (
+    None
+):
+    code = (
+        "from pathlib import Path\n"
+        "from smtp_probe.oauth import token_source\n"
+        "from smtp_probe.oauth.settings import *\n"
+        "from smtp_probe.secret import Secret\n"
+        "for provider in (MicrosoftClient('t', 'c', Secret('s')), GoogleClient(Path('sa.json'), "
+        "'a@b'), GenericClient('https://idp.test/token', 'c'), CommandClient(('true',))):\n"
+        "    token_source(OAuthClient('c', provider))\n"
+    )
+    done, modules = imported_by(["-c", code])
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"smtp_probe.oauth.settings", "smtp_probe.oauth.cache"} <= modules
+    assert heavy(modules) == []
+
+
 def test_check_from_a_config_file_imports_the_schema(tmp_path: Path) -> None:
     """``check --config FILE --probe NAME`` reads the file: pydantic and YAML are its business."""
     config = tmp_path / "config.yml"

@@ -305,7 +305,7 @@ def test_a_token_secret_shorter_than_16_bytes_is_refused_without_its_length(
     (tmp_path / "token").write_text("  short-secret \n")
     message = refused(read_token_secret, tmp_path / "token")
     assert message.startswith(f"{tmp_path}/token holds fewer than 16 bytes")
-    # The secret is 12 bytes; tmp_path may hold "12" itself, so look past it.
+    # The path is the test's own (pytest-of-root/pytest-127/... may hold a 12).
     assert "12" not in message.removeprefix(f"{tmp_path}/token")
 
 
@@ -318,3 +318,155 @@ def test_a_missing_ca_file_names_the_file(tmp_path: Path) -> None:
     assert refused(check_ca_file, tmp_path / "ca.pem") == (
         f"CA file {tmp_path}/ca.pem does not exist"
     )
+
+
+# -------------------------------------------------------- OAuth client values
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://login.microsoftonline.com",
+        "https://idp.example.com:8443/oauth2/token?tenant=a#x",
+        "http://localhost:8080/token",
+        "http://127.0.0.1/token",
+        "http://[::1]:9000/token",
+    ],
+)
+def test_token_urls_that_are_accepted(url: str) -> None:
+    assert values.parse_url(url) == url
+    assert re.search(values.URL_PATTERN, url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message", "schema_too"),
+    [
+        ("http://idp.example.com/token", "use https://", True),
+        ("http://10.0.0.1/token", "use https://", True),
+        ("ftp://idp.example.com/token", "expected a URL like https://", True),
+        ("idp.example.com/token", "expected a URL like https://", True),
+        ("https:///token", "expected a URL like https://", True),
+        ("https://idp.example.com/a b", "expected a URL without spaces", True),
+        # The port is the parser's to check; the schema's pattern lets it through.
+        ("https://idp.example.com:99999/token", "expected a URL like https://", False),
+        ("https://idp.example.com:port/token", "expected a URL like https://", False),
+    ],
+)
+def test_token_urls_that_are_refused(url: str, message: str, schema_too: bool) -> None:
+    """Plain http only to this host: a client secret must not cross a network in the clear."""
+    assert refused(values.parse_url, url).startswith(message)
+    assert (re.search(values.URL_PATTERN, url) is None) == schema_too
+
+
+@pytest.mark.parametrize(("text", "ok"), [("contoso.onmicrosoft.com", True), ("a b", False)])
+def test_a_word_has_no_spaces(text: str, ok: bool) -> None:
+    assert (re.search(values.WORD_PATTERN, text) is not None) == ok
+    if ok:
+        assert values.parse_word(text) == text
+    else:
+        assert refused(values.parse_word, text) == "expected one word, without spaces"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("oauth2-helper --account probe", ("oauth2-helper", "--account", "probe")),
+        ("helper 'two words' \"and $HOME\"", ("helper", "two words", "and $HOME")),
+        ("helper a\\ b", ("helper", "a b")),
+        ("helper; rm -rf /", ("helper;", "rm", "-rf", "/")),
+    ],
+)
+def test_a_command_is_split_into_words_like_a_shell_would_but_never_run_by_one(
+    text: str, words: tuple[str, ...]
+) -> None:
+    """Quotes and backslashes only: no variables, no ``;``, no globbing."""
+    assert values.split_command(text) == words
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("helper 'unclosed", "cannot split the command: no closing quotation"),
+        ("helper \\", "cannot split the command: no escaped character"),
+        ("   ", "must not be empty"),
+    ],
+)
+def test_a_command_that_cannot_be_split_is_refused(text: str, message: str) -> None:
+    assert refused(values.split_command, text) == message
+
+
+def test_a_command_program_with_a_slash_is_resolved_against_the_base_and_must_run(
+    tmp_path: Path,
+) -> None:
+    helper = tmp_path / "bin" / "helper"
+    helper.parent.mkdir()
+    helper.write_text("#!/bin/sh\necho token\n")
+    with pytest.raises(ValueError, match="is not executable"):
+        values.check_command(["bin/helper", "-v"], tmp_path)
+    helper.chmod(0o755)
+    assert values.check_command(["bin/helper", "-v"], tmp_path) == (str(helper), "-v")
+    with pytest.raises(ValueError, match=f"^the program {tmp_path}/nope does not exist$"):
+        values.check_command(["./nope"], tmp_path)
+
+
+def test_a_bare_command_program_is_looked_up_in_path_and_kept_as_written(tmp_path: Path) -> None:
+    assert values.check_command(["sh", "-c", "echo token"], tmp_path) == (
+        "sh",
+        "-c",
+        "echo token",
+    )
+    message = refused(lambda argv: values.check_command(argv, tmp_path), ["no-such-program-xyz"])
+    assert message == "the program is not found in PATH"
+
+
+def test_a_certificate_file_needs_a_pem_certificate_and_a_key_file_a_pem_key(
+    tmp_path: Path,
+) -> None:
+    cert, key, both = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "both.pem"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key.write_text("-----BEGIN RSA PRIVATE KEY-----\nhunter2-key\n-----END RSA PRIVATE KEY-----\n")
+    both.write_text(cert.read_text() + key.read_text())
+    assert values.check_certificate_file(cert) == cert
+    assert values.check_private_key_file(key) == key
+    assert (values.has_private_key(cert), values.has_private_key(both)) == (False, True)
+    assert refused(values.check_certificate_file, key) == (
+        f"{key} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    )
+    assert refused(values.check_private_key_file, cert) == (
+        f"{cert} holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
+    )
+    assert refused(values.check_private_key_file, tmp_path / "none.pem") == (
+        f"cannot read {tmp_path}/none.pem: No such file or directory"
+    )
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"type": "authorized_user", "client_email": "a@b", "private_key": "hunter2-key"}',
+        b'{"type": "service_account", "private_key": "hunter2-key"}',
+        b'["service_account", "hunter2-key"]',
+        b"hunter2-key: not json",
+        b"\xff\xfe hunter2-key",
+    ],
+)
+def test_a_service_account_file_must_be_a_service_accounts_json_key(
+    tmp_path: Path, content: bytes
+) -> None:
+    """The message names the file and what it should hold, never what it holds."""
+    path = tmp_path / "sa.json"
+    path.write_bytes(content)
+    message = refused(values.check_service_account_file, path)
+    assert message.startswith(f"{path} is not a service account key file")
+    assert "hunter2" not in message
+
+
+def test_presets_fill_the_providers_hosts_and_tls_modes() -> None:
+    assert {p: (h, t, values.smtp_port(t)) for p, (h, t) in values.SMTP_PRESETS.items()} == {
+        values.Preset.MICROSOFT365: ("smtp.office365.com", TlsMode.STARTTLS, 587),
+        values.Preset.GOOGLE: ("smtp.gmail.com", TlsMode.STARTTLS, 587),
+    }
+    assert {p: (h, t, values.imap_port(t)) for p, (h, t) in values.IMAP_PRESETS.items()} == {
+        values.Preset.MICROSOFT365: ("outlook.office365.com", TlsMode.TLS, 993),
+        values.Preset.GOOGLE: ("imap.gmail.com", TlsMode.TLS, 993),
+    }
