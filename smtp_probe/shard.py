@@ -37,37 +37,21 @@ def shard(config: Config, index: int, count: int) -> Config:
     return replace(config, probes=kept)
 
 
-def load_shard(
-    path: Path, index: int = 0, count: int = 1, *, previous: Config | None = None
-) -> Config:
+def load_shard(path: Path, index: int = 0, count: int = 1) -> Config:
     """Load the config file at ``path`` and keep shard ``index`` of ``count``.
 
-    ``previous`` is the config this one replaces (see
-    :func:`smtp_probe.config.load_config`). Every shard keeps every OAuth
-    client: a client is cheap until a probe asks it for a token.
+    Every shard keeps every OAuth client: a client is cheap until a probe
+    asks it for a token.
 
     Raises:
         ConfigError: the file does not validate.
     """
-    return shard(load_config(path, previous=previous), index, count)
+    return shard(load_config(path), index, count)
 
 
 def config_loader(path: Path, index: int = 0, count: int = 1) -> Callable[[], Config]:
-    """The daemon's ``load``: shard ``index`` of ``count`` of the file at ``path``, at every call.
-
-    Each load is handed the one before it, so a reload keeps the token
-    caches (and cached tokens) of OAuth clients it leaves unchanged. The
-    daemon applies every config this returns (a load that raises changes
-    nothing), so the last one loaded is the one running.
-    """
-    loaded: list[Config] = []
-
-    def load() -> Config:
-        config = load_shard(path, index, count, previous=loaded[-1] if loaded else None)
-        loaded[:] = [config]
-        return config
-
-    return load
+    """The daemon's ``load``: shard ``index`` of ``count`` of the file at ``path``, at every call."""
+    return lambda: load_shard(path, index, count)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -62,13 +62,8 @@ if TYPE_CHECKING:
 __all__ = ["load_config", "parse_config"]
 
 
-def load_config(
-    path: Path, environ: Mapping[str, str] | None = None, *, previous: Config | None = None
-) -> Config:
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file at ``path`` (see :func:`.load.load_config`).
-
-    ``previous`` is the config a reload replaces: unchanged OAuth clients
-    keep its token caches.
 
     Raises:
         ConfigError: the file cannot be read, is not valid YAML, or does not
@@ -76,7 +71,7 @@ def load_config(
     """
     from smtp_probe.config import load  # the schema is heavy: imported on first use
 
-    return load.load_config(path, environ, previous=previous)
+    return load.load_config(path, environ)
 
 
 def parse_config(
@@ -84,7 +79,6 @@ def parse_config(
     *,
     source: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    previous: Config | None = None,
 ) -> Config:
     """Validate the YAML document ``text`` (see :func:`.load.parse_config`).
 
@@ -93,4 +87,4 @@ def parse_config(
     """
     from smtp_probe.config import load  # the schema is heavy: imported on first use
 
-    return load.parse_config(text, source=source, environ=environ, previous=previous)
+    return load.parse_config(text, source=source, environ=environ)

@@ -46,15 +46,13 @@ from smtp_probe.oauth.settings import (
 from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
 
 
-def load_config(
-    path: Path, environ: Mapping[str, str] | None = None, *, previous: Config | None = None
-) -> Config:
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the config file at ``path``.
 
     ``environ`` supplies ``${VAR}`` references in passwords and OAuth
-    secrets (default: ``os.environ``). ``previous`` is the config this one
-    replaces (a reload): OAuth clients with unchanged settings keep its
-    token caches, and the tokens in them.
+    secrets (default: ``os.environ``). Every OAuth client gets a new, empty
+    token cache; the daemon keeps its running caches across a reload
+    (:func:`smtp_probe.app.keep_unchanged_oauth_clients`).
 
     Raises:
         ConfigError: the file cannot be read, is not valid YAML, or does not
@@ -69,7 +67,7 @@ def load_config(
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError([f"{path}:{line}: not UTF-8 text"], path) from None
-    return parse_config(text, source=path, environ=environ, previous=previous)
+    return parse_config(text, source=path, environ=environ)
 
 
 def parse_config(
@@ -77,15 +75,13 @@ def parse_config(
     *,
     source: Path | None = None,
     environ: Mapping[str, str] | None = None,
-    previous: Config | None = None,
 ) -> Config:
     """Validate the YAML document ``text`` into a :class:`Config`.
 
     ``source`` is the file it came from: it names the file in errors and is
     the directory relative paths are resolved against (the current directory
     without it). ``environ`` supplies ``${VAR}`` references in passwords
-    and OAuth secrets (default: ``os.environ``). ``previous``: see
-    :func:`load_config`.
+    and OAuth secrets (default: ``os.environ``).
 
     Raises:
         ConfigError: every problem found, in document order, with its location.
@@ -115,12 +111,10 @@ def parse_config(
             problems.add(document.position(at), at, message)
     if problems or model is None:
         raise problems.error()
-    return _build(model, document, source, previous)
+    return _build(model, document, source)
 
 
-def _build(
-    model: ConfigFile, document: Document, source: Path | None, previous: Config | None
-) -> Config:
+def _build(model: ConfigFile, document: Document, source: Path | None) -> Config:
     """The runtime config of a valid document.
 
     Raises:
@@ -131,7 +125,7 @@ def _build(
     clients = {
         name: _oauth_client(name, entry) for name, entry in (model.oauth_clients or {}).items()
     }
-    sources = {name: _token_source(client, previous) for name, client in clients.items()}
+    sources = {name: oauth.token_source(client) for name, client in clients.items()}
     servers = {
         name: _smtp_server(entry, sources) for name, entry in (model.smtp_servers or {}).items()
     }
@@ -268,15 +262,6 @@ def _given(value: str | None) -> str:
 def _set(**keys: str | None) -> dict[str, str]:
     """The keys that are written; the settings' own defaults stand for the others."""
     return {key: value for key, value in keys.items() if value is not None}
-
-
-def _token_source(client: OAuthClient, previous: Config | None) -> TokenCache:
-    """``client``'s token cache: the one ``previous`` has if the client is unchanged, else new."""
-    if previous is not None and previous.oauth_settings.get(client.name) == client:
-        kept = previous.oauth_clients.get(client.name)
-        if kept is not None:
-            return kept
-    return oauth.token_source(client)
 
 
 def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> SmtpServer:

@@ -18,6 +18,7 @@ import pytest
 import trustme
 import yaml
 
+from smtp_probe.app import keep_unchanged_oauth_clients
 from smtp_probe.config import load_config, messages, parse_config
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings, parse_listen
@@ -990,11 +991,11 @@ def test_each_oauth_client_is_one_token_source_shared_by_all_that_name_it() -> N
 
 def test_a_reload_keeps_the_token_sources_of_unchanged_clients_only() -> None:
     first = _load_good()
-    second = load_config(CONFIGS / "good.yml", environ=ENVIRON, previous=first)
+    second = keep_unchanged_oauth_clients(first, _load_good())
     assert second == first
     assert hash(second) == hash(first)
-    rotated = load_config(
-        CONFIGS / "good.yml", environ={**ENVIRON, "CLIENT_SECRET": "rotated"}, previous=second
+    rotated = keep_unchanged_oauth_clients(
+        second, load_config(CONFIGS / "good.yml", environ={**ENVIRON, "CLIENT_SECRET": "rotated"})
     )
     kept = {name for name in GOOD_OAUTH if rotated.oauth_clients[name] is first.oauth_clients[name]}
     assert kept == set(GOOD_OAUTH) - {"installed-app"}
@@ -1022,8 +1023,8 @@ def test_two_loads_of_a_file_without_oauth_are_equal_and_hash_alike() -> None:
 
 def test_a_changed_password_makes_the_configs_unequal() -> None:
     first = _load_good()
-    second = load_config(
-        CONFIGS / "good.yml", environ={**ENVIRON, "IMAP_PASSWORD": "rotated"}, previous=first
+    second = keep_unchanged_oauth_clients(
+        first, load_config(CONFIGS / "good.yml", environ={**ENVIRON, "IMAP_PASSWORD": "rotated"})
     )
     assert first != second
 

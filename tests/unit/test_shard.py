@@ -84,26 +84,6 @@ probes:
 """
 
 
-def test_the_daemons_loader_keeps_the_token_sources_of_unchanged_oauth_clients(
-    tmp_path: Path,
-) -> None:
-    """A reload must not throw away cached tokens, nor the watchers whose mailboxes hold them."""
-    path = tmp_path / "probes.yml"
-    path.write_text(OAUTH_CONFIG)
-    load = config_loader(path, 0, 1)
-    first = load()
-    second = load()
-    assert second == first
-    assert second.oauth_clients["one"] is first.oauth_clients["one"]
-    path.write_text(OAUTH_CONFIG.replace("echo two", "echo changed"))
-    third = load()
-    assert third.oauth_clients["one"] is first.oauth_clients["one"]
-    assert third.oauth_clients["two"] is not first.oauth_clients["two"]
-    via_b = third.probe("via-b")
-    assert via_b is not None
-    assert via_b.spec.smtp.oauth is third.oauth_clients["two"]
-
-
 def test_every_shard_keeps_every_oauth_client(tmp_path: Path) -> None:
     path = tmp_path / "probes.yml"
     path.write_text(OAUTH_CONFIG)
