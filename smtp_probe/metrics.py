@@ -71,7 +71,8 @@ FAILURES = _Family(
 OUTCOMES = _Family(
     "smtp_probe_outcomes",
     "counter",
-    "Scheduled runs by outcome (delivered, junk, sent, send_failed, not_delivered, bounced, error)",
+    "Scheduled runs by outcome (delivered, junk, sent, send_failed, throttled, not_delivered, "
+    "bounced, error)",
 )
 DELIVERY = _Family(
     "smtp_probe_delivery_duration_seconds",

@@ -34,8 +34,12 @@ _RESET: Final = "\x1b[0m"
 
 
 def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> ExitCode:
-    """OK when delivered (or sent, SMTP-only); WARNING when slow or in junk; else CRITICAL."""
-    if result.outcome is Outcome.JUNK:
+    """OK when delivered (or sent, SMTP-only); WARNING when slow, in junk or throttled; else CRITICAL.
+
+    Throttling is a server asking us to slow down for now, not a broken
+    route: a warning, like a slow delivery.
+    """
+    if result.outcome in (Outcome.JUNK, Outcome.THROTTLED):
         return ExitCode.WARNING
     if result.outcome is Outcome.DELIVERED:
         slow = (

@@ -19,6 +19,10 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     """Accepted by SMTP; delivery not checked (``check`` without ``--imap``)."""
     SEND_FAILED = "send_failed"
+    THROTTLED = "throttled"
+    """The SMTP server turned the message away for now because of rate or
+    connection limits (a ``4xx`` that says so): a temporary refusal, not a
+    broken route."""
     NOT_DELIVERED = "not_delivered"
     BOUNCED = "bounced"
     ERROR = "error"

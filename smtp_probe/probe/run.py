@@ -49,7 +49,8 @@ async def run_probe(
         run.transcript.note("no mailbox given: stopping after the SMTP leg")
         return run.result(Outcome.SENT)
     except SmtpSendError as exc:
-        return run.result(Outcome.SEND_FAILED, exc.stage, exc.reason)
+        outcome = Outcome.THROTTLED if exc.throttled else Outcome.SEND_FAILED
+        return run.result(outcome, exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a run reports, it never crashes its caller
         run.transcript.note(f"internal error: {exc!r}")
         return run.result(Outcome.ERROR, run.stage, f"internal error: {exc!r}")

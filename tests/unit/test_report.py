@@ -61,6 +61,11 @@ def test_delivered_into_junk_is_warning() -> None:
     assert exit_code(make_result(Outcome.JUNK, delivery=0.5)) == 1
 
 
+def test_throttled_by_the_server_is_warning_not_critical() -> None:
+    """A server asking us to slow down is a temporary condition, not a broken route."""
+    assert exit_code(failed(Outcome.THROTTLED)) is ExitCode.WARNING
+
+
 def test_sent_without_a_delivery_check_is_ok() -> None:
     assert exit_code(make_result(Outcome.SENT)) == 0
 
