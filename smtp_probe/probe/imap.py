@@ -1,4 +1,4 @@
-"""The IMAP leg's watcher: one thread per mailbox that spots probe messages as they land.
+r"""The IMAP leg's watcher: one thread per mailbox that spots probe messages as they land.
 
 One :class:`MailboxWatcher` owns one IMAP session (:mod:`.imap_session`) to
 one mailbox and serves every probe that delivers there. Its thread
@@ -11,7 +11,9 @@ one mailbox and serves every probe that delivers there. Its thread
   polls so a server that pushes new mail wakes it at once;
 * while nothing is in flight, sits in IDLE (or polls slowly without it);
 * matches arrivals by the probe header *and* a valid signature, and deletes
-  exactly that message by UID. Nothing else in the mailbox is ever touched;
+  exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
+  moving it to ``\\Trash`` and deleting its copy there, found by UID and
+  token again). Nothing else in the mailbox is ever touched;
 * reconnects with backoff when it is persistent (the daemon's), or gives up
   on the first failure when it is one-shot (``check``).
 
@@ -40,9 +42,9 @@ from smtp_probe.probe.imap_session import (
     ImapError,
     ImapSession,
 )
-from smtp_probe.probe.message import Token, TokenSigner, token_key
+from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, token_key
 from smtp_probe.probe.result import Arrival, Stage
-from smtp_probe.probe.spec import Mailbox
+from smtp_probe.probe.spec import Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
 
 __all__ = ["Expected", "ImapError", "MailboxWatcher"]
@@ -163,6 +165,9 @@ class MailboxWatcher:
         self._folder = _FolderState(mailbox.folder)
         self._junk: list[_FolderState] = []
         self._idle_capable = False
+        self._cleanup = Cleanup.EXPUNGE
+        self._trash: str | None = None
+        self._trash_looked_up = False
         self._transcript = Transcript()
         self._deadline = 0.0
         self._delay = mailbox.poll_min
@@ -409,13 +414,36 @@ class MailboxWatcher:
             self._junk = [known.get(name, _FolderState(name)) for name in self._junk_names()]
             for state in self._junk:
                 self._track(state, session.status(state.name))
+            cleanup = self._choose_cleanup(session)
         except ConnectionLost as exc:
             raise ImapError(Stage.IMAP_SELECT, exc.reason) from None
         # The start deadline bounded the connection; commands from now on get the full timeout.
         session.set_timeout(mailbox.timeout)
         mode = "IDLE + polling" if self.uses_idle else "polling (no IDLE)"
         junk = ", ".join(self.junk_folders) or "none"
-        transcript.note(f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}")
+        transcript.note(
+            f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}; cleanup: {cleanup}"
+        )
+
+    def _choose_cleanup(self, session: ImapSession) -> str:
+        r"""Decide how our messages are removed on this connection; say how, for the transcript.
+
+        ``trash`` when the mailbox says so, or (left to us) when the server
+        is Gmail: there an expunge from INBOX only takes a label away and
+        the message stays in All Mail. The ``\Trash`` folder is looked up
+        at the first cleanup, on each connection.
+
+        Raises:
+            ConnectionLost: the connection broke.
+        """
+        self._trash, self._trash_looked_up = None, False
+        chosen = self.mailbox.cleanup
+        if chosen is not None:
+            self._cleanup = chosen
+            return str(chosen)
+        gmail = session.has("X-GM-EXT-1")
+        self._cleanup = Cleanup.TRASH if gmail else Cleanup.EXPUNGE
+        return f"{self._cleanup} (the server has X-GM-EXT-1: Gmail)" if gmail else "expunge"
 
     def _junk_names(self) -> list[str]:
         configured = self.mailbox.junk_folders
@@ -589,10 +617,14 @@ class MailboxWatcher:
                 f"imap: found UID {message.uid} in {state.name}; token signature verified"
             )
         cleanup_error: str | None = None
+        lost: ConnectionLost | None = None
         try:
-            self._live.delete(message.uid, transcript)
+            self._remove(state, message, transcript)
         except ImapError as exc:
             cleanup_error = exc.reason
+        except ConnectionLost as exc:
+            # Recorded first, so the run learns that its message arrived; then reconnect.
+            cleanup_error, lost = f"connection lost during cleanup: {exc.reason}", exc
         arrival = Arrival(
             uid=message.uid,
             folder=state.name,
@@ -615,3 +647,40 @@ class MailboxWatcher:
             owner._wake()
         elif self._on_late is not None:
             self._on_late(probe)
+        if lost is not None:
+            raise lost
+
+    def _remove(self, state: _FolderState, message: FetchedMessage, transcript: Transcript) -> None:
+        r"""Delete our verified ``message`` from ``state``'s folder, the way the mailbox wants.
+
+        Raises:
+            ImapError: at ``cleanup``: the delete failed, or ``trash`` was
+                asked for and the server has no ``\Trash`` folder (then
+                nothing is touched).
+            ConnectionLost: the connection broke.
+        """
+        session = self._live
+        if self._cleanup is Cleanup.EXPUNGE:
+            session.delete(message.uid, transcript)
+            return
+        if not self._trash_looked_up:
+            self._trash, self._trash_looked_up = session.trash_folder(), True
+        trash = self._trash
+        if trash is None:
+            reason = (
+                "cleanup is trash, but the server has no \\Trash folder "
+                f"(SPECIAL-USE, or one named Trash): left in {state.name}"
+            )
+            transcript.note(f"imap: {reason}")
+            raise ImapError(Stage.CLEANUP, reason)
+        if trash == state.name:
+            session.delete(message.uid, transcript)
+            return
+        token = message.token
+        session.trash(
+            message.uid,
+            trash,
+            transcript,
+            search=["HEADER", PROBE_HEADER, token],
+            ours=lambda copy: copy.token == token,
+        )
