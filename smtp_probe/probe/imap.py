@@ -12,7 +12,7 @@ one mailbox and serves every probe that delivers there. Its thread
 * while nothing is in flight, sits in IDLE (or polls slowly without it);
 * matches arrivals by the probe header *and* a valid signature, and deletes
   exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
-  moving it to ``\\Trash`` and deleting its copy there, found by UID and
+  moving it to ``\Trash`` and deleting its copy there, found by UID and
   token again). Nothing else in the mailbox is ever touched;
 * reconnects with backoff when it is persistent (the daemon's), or gives up
   on the first failure when it is one-shot (``check``).

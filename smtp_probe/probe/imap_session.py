@@ -3,7 +3,7 @@ r"""One blocking IMAP session on imapclient: the only module that knows its exce
 An :class:`ImapSession` is one connection to one mailbox: connected (implicit
 TLS or STARTTLS), logged in, capabilities read. It selects folders, reads
 their status, finds and fetches new probe messages, deletes one message by
-UID (in place, or by moving it to ``\\Trash`` and deleting it there), enters
+UID (in place, or by moving it to ``\Trash`` and deleting it there), enters
 and leaves IDLE, and logs out, writing what it says and hears to
 a transcript. Only the watcher thread uses it (imapclient is blocking and not
 thread-safe), and every call is bounded by the socket timeout.
