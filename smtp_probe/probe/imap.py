@@ -42,7 +42,7 @@ from smtp_probe.probe.imap_session import (
     ImapError,
     ImapSession,
 )
-from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, token_key
+from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, parse_subject, token_key
 from smtp_probe.probe.result import Arrival, Stage
 from smtp_probe.probe.spec import Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
@@ -76,10 +76,14 @@ class Expected:
         token: Token,
         transcript: Transcript,
         loop: asyncio.AbstractEventLoop,
+        *,
+        reflector: bool = False,
     ) -> None:
         self.probe = probe
         self.token = token
         self.transcript = transcript
+        self.reflector = reflector
+        """A reflector run: its message comes back as a reply, known by the token in its Subject."""
         self.polls = 0
         """Poll rounds of the mailbox while this run was waiting."""
         self._watcher = watcher
@@ -110,6 +114,21 @@ class Expected:
             self._loop.call_soon_threadsafe(self._woken.set)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Whose a found message is: the probe, the run waiting for it (if any), the token seen."""
+
+    probe: str
+    expected: Expected | None
+    key: str
+    token: str
+    """The token as found (verified for ``probe``)."""
+    by_subject: bool
+    """Found in the Subject (a reflector's reply), not in our header."""
+    prefix: str = ""
+    """The reply or forward prefixes before the Subject's mark."""
+
+
 @dataclass
 class _FolderState:
     """Where we are in one folder: the next UID we have not looked at yet."""
@@ -135,6 +154,7 @@ class MailboxWatcher:
         on_late: Callable[[str], None] | None = None,
         persistent: bool = False,
         probe_names: Iterable[str] = (),
+        reflector_probes: Iterable[str] = (),
     ) -> None:
         """Prepare a watcher; nothing connects before :meth:`start`.
 
@@ -144,12 +164,18 @@ class MailboxWatcher:
         ``probe_names``; one-shot watchers (``check``) give up on the first
         failure. ``on_late`` is called (from the watcher thread) with the
         probe name of every late arrival or leftover it deletes.
+        ``reflector_probes`` (of ``probe_names``) are answered by a
+        reflector: their replies are looked for by Subject as well, from
+        the first sweep on.
         """
         self.mailbox = mailbox
         self._signer = signer
         self._on_late = on_late
         self._persistent = persistent
         self._probe_names: frozenset[str] = frozenset(probe_names)
+        self._reflector_probes: frozenset[str] = frozenset(reflector_probes)
+        self._reflector_seen = False
+        """A reflector run registered here: its (late) reply is looked for from then on."""
         # One attribute, so the loop never reads a stage of one failure with
         # the reason of another: None while up, else (stage, reason).
         self._down: tuple[Stage, str] | None = (Stage.IMAP_CONNECT, "not connected yet")
@@ -202,10 +228,14 @@ class MailboxWatcher:
         """The folders whose arrivals count as junk placement."""
         return tuple(state.name for state in self._junk)
 
-    def set_probe_names(self, names: Iterable[str]) -> None:
-        """Say which probes deliver here, so their leftovers can be recognised and removed."""
+    def set_probe_names(self, names: Iterable[str], *, reflectors: Iterable[str] = ()) -> None:
+        """Say which probes deliver here (and which of them by a reflector's reply).
+
+        Their leftovers can then be recognised and removed.
+        """
         with self._lock:
             self._probe_names = frozenset(names)
+            self._reflector_probes = frozenset(reflectors)
 
     async def start(self, transcript: Transcript, deadline: float) -> None:
         """Connect, log in and select the folder, before ``deadline`` (monotonic).
@@ -238,7 +268,7 @@ class MailboxWatcher:
 
     @contextlib.asynccontextmanager
     async def expecting(
-        self, probe: str, token: Token, transcript: Transcript
+        self, probe: str, token: Token, transcript: Transcript, *, reflector: bool = False
     ) -> AsyncIterator[Expected]:
         """Register a run's token *before* its message is sent; unregister on leaving.
 
@@ -246,19 +276,23 @@ class MailboxWatcher:
         run (so it is never mistaken for a leftover and swept away), even if
         it lands before :meth:`Expected.arrival` is awaited. A token whose
         message has not arrived when the block is left is remembered, so a
-        late arrival is recognised, counted and deleted.
+        late arrival is recognised, counted and deleted. A ``reflector`` run
+        also claims a message whose Subject carries its token (a reply).
 
         Raises:
             ImapError: the mailbox is unreachable (at the stage of its last
                 failure); nothing is registered, and no mail should be sent.
         """
-        expected = Expected(self, probe, token, transcript, asyncio.get_running_loop())
+        expected = Expected(
+            self, probe, token, transcript, asyncio.get_running_loop(), reflector=reflector
+        )
         with self._lock:
             # Checked under the lock: a watcher going down marks itself down
             # first, then fails every registered run under this lock.
             down = self._down
             if down is None:
                 self._expectations[token.key] = expected
+                self._reflector_seen = self._reflector_seen or reflector
         if down is not None:
             stage, why = down
             reason = f"mailbox unreachable: {why}"
@@ -580,7 +614,7 @@ class MailboxWatcher:
     def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
         """Find probe messages with UIDs we have not looked at yet and deal with each."""
         session = self._live
-        uids = session.search_probe_uids(state.next_uid)
+        uids = session.search_probe_uids(state.next_uid, subjects=self._by_subject())
         found_at = time.monotonic() if seen_at is None else seen_at
         if not uids:
             return
@@ -588,38 +622,80 @@ class MailboxWatcher:
         for message in session.fetch_probe_headers(uids):
             self._match(state, message, found_at)
 
-    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
-        key = token_key(message.token)
+    def _by_subject(self) -> bool:
+        """Whether replies (known by the Subject alone) are looked for here."""
         with self._lock:
-            expected = self._expectations.get(key)
-            late_probe = self._expired.get(key) if expected is None else None
-            names = self._probe_names
-        probe = expected.probe if expected else late_probe
-        if probe is None:
-            # A leftover of an earlier run (or an earlier life of this daemon with
-            # the same token secret)? Only if it verifies for a probe of ours.
-            probe = next((n for n in sorted(names) if self._signer.verify(n, message.token)), None)
-        if probe is None:
-            return  # someone else's, or a stranger's: never touched
-        if self._signer.verify(probe, message.token) is None:
-            # Our run id with a signature we did not make: a forgery or a
-            # mangled copy. It proves nothing and it is not ours to delete.
+            return self._reflector_seen or bool(self._reflector_probes)
+
+    def _claim(self, state: _FolderState, message: FetchedMessage) -> _Claim | None:
+        """Whose ``message`` is, by our header's token, else (reflector runs) its Subject's.
+
+        ``None`` for a stranger's message, a forgery, or a reply to a run
+        that is not a reflector run: those are never touched.
+        """
+        candidates = [(message.token, False, "")] if message.token else []
+        if self._by_subject():
+            parsed = parse_subject(message.subject)
+            if parsed is not None:
+                candidates.append((parsed.token, True, parsed.prefix))
+        for text, by_subject, prefix in candidates:
+            key = token_key(text)
+            with self._lock:
+                expected = self._expectations.get(key)
+                late_probe = self._expired.get(key) if expected is None else None
+                names = self._probe_names
+            probe = expected.probe if expected else late_probe
+            if probe is None:
+                # A leftover of an earlier run (or an earlier life of this daemon with
+                # the same token secret)? Only if it verifies for a probe of ours.
+                probe = next((n for n in sorted(names) if self._signer.verify(n, text)), None)
+            if probe is None:
+                continue  # someone else's, or a stranger's
+            where = f"UID {message.uid} in {state.name}"
+            if self._signer.verify(probe, text) is None:
+                # Our run id with a signature we did not make: a forgery or a
+                # mangled copy. It proves nothing and it is not ours to delete.
+                if expected is not None:
+                    field = "Subject" if by_subject else "header"
+                    expected.transcript.note(
+                        f"imap: {where} carries this run's id in its {field} but a bad "
+                        "signature; ignored, left untouched"
+                    )
+                continue
+            if by_subject and expected is not None and not expected.reflector:
+                expected.transcript.note(
+                    f"imap: {where} carries this run's token in its Subject only, and this "
+                    "is not a reflector run; ignored, left untouched"
+                )
+                return None
+            return _Claim(probe, expected, key, text, by_subject, prefix)
+        return None
+
+    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
+        claim = self._claim(state, message)
+        if claim is None:
+            return
+        expected, key = claim.expected, claim.key
+        where = f"UID {message.uid} in {state.name}"
+        if message.content_type == "multipart/report":
+            # A DSN quotes our token; it says the message did NOT get there.
             if expected is not None:
                 expected.transcript.note(
-                    f"imap: UID {message.uid} in {state.name} carries this run's id but a bad "
-                    "signature; ignored, left untouched"
+                    f"imap: {where} is a delivery status notification (multipart/report) "
+                    "quoting this run's token; not counted as delivered, left untouched"
                 )
             return
         # Leftovers and late arrivals belong to no run: their lines are not kept.
         transcript = expected.transcript if expected else Transcript()
         if expected is not None:
-            transcript.note(
-                f"imap: found UID {message.uid} in {state.name}; token signature verified"
-            )
+            how = ""
+            if claim.by_subject:
+                how = f" by the token in its Subject ({claim.prefix or 'no prefix'})"
+            transcript.note(f"imap: found {where}{how}; token signature verified")
         cleanup_error: str | None = None
         lost: ConnectionLost | None = None
         try:
-            self._remove(state, message, transcript)
+            self._remove(state, message, claim, transcript)
         except ImapError as exc:
             cleanup_error = exc.reason
         except ConnectionLost as exc:
@@ -634,6 +710,8 @@ class MailboxWatcher:
             junk=state is not self._folder,
             deleted=cleanup_error is None,
             cleanup_error=cleanup_error,
+            by_subject=claim.by_subject,
+            date=message.date,
         )
         with self._lock:
             # The run may have given up while we were deleting: then it is late.
@@ -646,11 +724,13 @@ class MailboxWatcher:
         if owner is not None:
             owner._wake()
         elif self._on_late is not None:
-            self._on_late(probe)
+            self._on_late(claim.probe)
         if lost is not None:
             raise lost
 
-    def _remove(self, state: _FolderState, message: FetchedMessage, transcript: Transcript) -> None:
+    def _remove(
+        self, state: _FolderState, message: FetchedMessage, claim: _Claim, transcript: Transcript
+    ) -> None:
         r"""Delete our verified ``message`` from ``state``'s folder, the way the mailbox wants.
 
         Raises:
@@ -676,11 +756,26 @@ class MailboxWatcher:
         if trash == state.name:
             session.delete(message.uid, transcript)
             return
-        token = message.token
-        session.trash(
-            message.uid,
-            trash,
-            transcript,
-            search=["HEADER", PROBE_HEADER, token],
-            ours=lambda copy: copy.token == token,
-        )
+        token = claim.token
+        if claim.by_subject:
+            session.trash(
+                message.uid,
+                trash,
+                transcript,
+                search=["SUBJECT", token],
+                ours=lambda copy: _subject_token(copy) == token,
+            )
+        else:
+            session.trash(
+                message.uid,
+                trash,
+                transcript,
+                search=["HEADER", PROBE_HEADER, token],
+                ours=lambda copy: copy.token == token,
+            )
+
+
+def _subject_token(message: FetchedMessage) -> str | None:
+    """The token in ``message``'s Subject, if it has one."""
+    parsed = parse_subject(message.subject)
+    return parsed.token if parsed is not None else None

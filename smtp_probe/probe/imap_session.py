@@ -31,13 +31,15 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import DELETED, JUNK, TRASH
 
-from smtp_probe.probe.message import PROBE_HEADER
+from smtp_probe.probe.message import PROBE_HEADER, SUBJECT_MARK, decode_subject, header_date
 from smtp_probe.probe.result import Stage
 from smtp_probe.probe.spec import Mailbox, TlsMode
 from smtp_probe.probe.tls import client_context, describe_verify_error
 from smtp_probe.probe.transcript import Transcript
 
-_FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
+_FETCH_HEADERS: Final = (
+    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE)]"
+)
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -80,6 +82,12 @@ class FetchedMessage:
     internaldate: datetime | None
     received: tuple[str, ...]
     """``Received:`` headers, newest first, each unfolded onto one line."""
+    subject: str = ""
+    """The Subject, decoded (a reflector's reply carries the token only there)."""
+    date: datetime | None = None
+    """The ``Date:`` header, if it parses: when the message was written."""
+    content_type: str = ""
+    """The top-level media type in lower case (``multipart/report`` is a DSN), or ``""``."""
 
 
 class ImapSession:
@@ -258,13 +266,20 @@ class ImapSession:
         with _lost_on_failure():
             self._client.noop()
 
-    def search_probe_uids(self, from_uid: int) -> list[int]:
+    def search_probe_uids(self, from_uid: int, *, subjects: bool = False) -> list[int]:
         """UIDs from ``from_uid`` on of messages that carry the probe header, ascending.
+
+        With ``subjects``, also those whose Subject mentions ``smtp-probe``
+        (a reflector's reply drops our header but keeps the Subject): one
+        server-side substring search finds every run's reply at once, late
+        ones included.
 
         Raises:
             ConnectionLost: the server refused or the connection broke.
         """
         criteria = ["UID", f"{from_uid}:*", "HEADER", PROBE_HEADER, ""]
+        if subjects:
+            criteria[2:] = ["OR", "HEADER", PROBE_HEADER, "", "SUBJECT", SUBJECT_MARK]
         with _lost_on_failure():
             found = self._client.search(criteria)
         # "N:*" matches the highest UID even when it is below N (RFC 3501).
@@ -290,6 +305,9 @@ class ImapSession:
                     token=str(headers.get(PROBE_HEADER, "")).strip(),
                     internaldate=internaldate if isinstance(internaldate, datetime) else None,
                     received=received,
+                    subject=decode_subject(str(headers.get("Subject", ""))),
+                    date=header_date(str(headers.get("Date", ""))),
+                    content_type=headers.get_content_type() if "Content-Type" in headers else "",
                 )
             )
         return messages
