@@ -92,7 +92,8 @@ FAILURES = _Family(
 OUTCOMES = _Family(
     "smtp_probe_outcomes",
     "counter",
-    "Scheduled runs by outcome (delivered, junk, sent, send_failed, not_delivered, bounced, error)",
+    "Scheduled runs by outcome (delivered, junk, sent, send_failed, throttled, not_delivered, "
+    "bounced, error)",
 )
 DELIVERY = _Family(
     "smtp_probe_delivery_duration_seconds",
@@ -130,9 +131,16 @@ LATE = _Family(
     "runs), and were cleaned up",
 )
 IN_FLIGHT = _Family("smtp_probe_in_flight", "gauge", "Runs of this probe in progress now")
+REFLECTOR_LEG = _Family(
+    "smtp_probe_reflector_leg_seconds",
+    "gauge",
+    "Reflector probes only: seconds of each leg of the delivery, outbound (our 250 to the "
+    "reflector's timestamp) and return (from there to our mailbox), 0 when not measured" + _LAST,
+)
+REFLECTOR_LEGS: Final = ("outbound", "return")
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
-    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT,
+    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -192,6 +200,8 @@ class _Probe:
     last_success: float = 0.0
     late: float = 0.0
     in_flight: float = 0.0
+    legs: dict[str, float] | None = None
+    """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -254,6 +264,10 @@ class Metrics:
             if state is None:
                 state = self._probes[name] = _Probe(probe.interval, probe.spec.timeout)
             state.interval, state.timeout = probe.interval, probe.spec.timeout
+            if not probe.spec.reflector:
+                state.legs = None
+            elif state.legs is None:
+                state.legs = dict.fromkeys(REFLECTOR_LEGS, 0.0)
             self._render(name)
 
     def configure_oauth(self, clients: Mapping[str, float | None]) -> None:
@@ -319,6 +333,10 @@ class Metrics:
         for stage in SMTP_STAGES:
             state.stage_seconds[stage] = timings.get(stage, 0.0)
         state.stage_seconds[Stage.DELIVERY] = result.delivery_seconds or 0.0
+        if state.legs is not None:
+            legs = result.reflector
+            state.legs["outbound"] = legs.outbound_seconds if legs else 0.0
+            state.legs["return"] = legs.return_seconds if legs else 0.0
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -460,10 +478,13 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     yield TIMEOUT, [probe], state.timeout
     yield LATE, [probe], state.late
     yield IN_FLIGHT, [probe], state.in_flight
+    for leg, seconds in (state.legs or {}).items():
+        yield REFLECTOR_LEG, [probe, leg], seconds
 
 
 _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
-                       STAGE_DURATION: ("probe", "stage")}  # fmt: skip
+                       STAGE_DURATION: ("probe", "stage"),
+                       REFLECTOR_LEG: ("probe", "leg")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

@@ -34,8 +34,12 @@ _RESET: Final = "\x1b[0m"
 
 
 def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> ExitCode:
-    """OK when delivered (or sent, SMTP-only); WARNING when slow or in junk; else CRITICAL."""
-    if result.outcome is Outcome.JUNK:
+    """OK when delivered (or sent, SMTP-only); WARNING when slow, in junk or throttled; else CRITICAL.
+
+    Throttling is a server asking us to slow down for now, not a broken
+    route: a warning, like a slow delivery.
+    """
+    if result.outcome in (Outcome.JUNK, Outcome.THROTTLED):
         return ExitCode.WARNING
     if result.outcome is Outcome.DELIVERED:
         slow = (
@@ -61,9 +65,16 @@ def verdict(result: RunResult, *, warning_seconds: float | None = None) -> str:
         slow = ""
         if code is ExitCode.WARNING and result.outcome is Outcome.DELIVERED:
             slow = f" (slower than {warning_seconds:g}s)"
+        legs = result.reflector
+        via = ""
+        if legs is not None:
+            via = (
+                f" (via the reflector: out {_ms(legs.outbound_seconds)}, "
+                f"back {_ms(legs.return_seconds)})"
+            )
         return (
             f"{code.name}: {what} {where} {_ms(result.delivery_seconds)} after the 250{slow}"
-            f"{queue}; {total}"
+            f"{via}{queue}; {total}"
         )
     if result.outcome is Outcome.SENT:
         return f"{code.name}: accepted by SMTP ({smtp.reply_code}){queue}; delivery not checked; {total}"
@@ -130,6 +141,12 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             round(result.delivery_seconds, 6) if result.delivery_seconds is not None else None
         ),
         "folder": result.folder,
+        "reflector": None
+        if result.reflector is None
+        else {
+            "outbound_seconds": round(result.reflector.outbound_seconds, 6),
+            "return_seconds": round(result.reflector.return_seconds, 6),
+        },
         "imap": None
         if arrival is None
         else {
@@ -159,6 +176,9 @@ def render_nagios(
     if result.delivery_seconds is not None:
         warn = f"{warning_seconds:g}" if warning_seconds is not None else ""
         perf.insert(0, f"delivery={result.delivery_seconds:.6f}s;{warn};;0")
+    if result.reflector is not None:
+        perf.insert(1, f"outbound={result.reflector.outbound_seconds:.6f}s;;;0")
+        perf.insert(2, f"return={result.reflector.return_seconds:.6f}s;;;0")
     perf.extend(
         f"{stage}={seconds:.6f}s;;;0" for stage, seconds in result.smtp.stage_seconds.items()
     )

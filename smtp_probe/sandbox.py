@@ -14,9 +14,18 @@ running event loop, on 127.0.0.1 only:
   the time of delivery as ``INTERNALDATE``.
 
 pymap advertises ``IDLE``, ``UIDPLUS`` and ``MOVE``; the sandbox adds the
-RFC 6154 ``\Junk`` attribute to the ``Junk`` folder in ``LIST`` (without
-claiming the ``SPECIAL-USE`` capability, whose ``LIST ... RETURN`` syntax
-pymap does not parse), which is how real servers such as Dovecot mark it.
+RFC 6154 ``\Junk`` and ``\Trash`` attributes to its ``Junk`` and ``Trash``
+folders in ``LIST`` (without claiming the ``SPECIAL-USE`` capability, whose
+``LIST ... RETURN`` syntax pymap does not parse), which is how real servers
+such as Dovecot mark them.
+
+For protocol tests the sandbox can stand for other servers' IMAP
+capabilities: ``imap_extensions`` adds capability names to the list a
+client sees after login (``X-GM-EXT-1``: Gmail; pymap does not implement
+Gmail's commands, so this only serves a client's detection of the server),
+and ``imap_withheld`` takes some away (``MOVE``, ``UIDPLUS``: an older
+server; pymap still answers those commands, a client that reads the list
+does not send them).
 
 ``delivery_delay`` holds each accepted message back that many seconds before
 it becomes visible over IMAP, as a real queue would.
@@ -36,6 +45,7 @@ import email.utils
 import errno
 import ipaddress
 import math
+import re
 import secrets
 import uuid
 import weakref
@@ -66,6 +76,7 @@ __all__ = [
     "JUNK_FOLDER",
     "JUNK_RECIPIENT",
     "SANDBOX_DOMAIN",
+    "TRASH_FOLDER",
     "MailSandbox",
     "SandboxAddress",
     "SandboxError",
@@ -81,6 +92,11 @@ JUNK_FOLDER: Final = "Junk"
 r"""The folder marked ``\Junk`` in ``LIST``."""
 JUNK_RECIPIENT: Final = f"demo+junk@{SANDBOX_DOMAIN}"
 """Mail to this address is delivered into :data:`JUNK_FOLDER` instead of ``INBOX``."""
+TRASH_FOLDER: Final = "Trash"
+r"""The folder marked ``\Trash`` in ``LIST``."""
+_SPECIAL_USE: Final = {JUNK_FOLDER: b"Junk", TRASH_FOLDER: b"Trash"}
+"""RFC 6154 attributes by folder (pymap writes the backslash)."""
+_CAPABILITY: Final = re.compile(r"[A-Z0-9][A-Z0-9=+.-]*")
 
 _IDENT: Final = "smtp-probe sandbox"
 _ServerFactory: TypeAlias = Callable[[], Awaitable[asyncio.Server]]
@@ -110,9 +126,12 @@ class MailSandbox:
     the simulated queue time between the ``250`` that accepts a message and
     the moment it shows up over IMAP.
 
+    ``imap_extensions`` and ``imap_withheld`` change the capabilities IMAP
+    lists after login (see the module docstring).
+
     Raises:
-        SandboxError: ``host`` is not a loopback address, or a port or the
-            delay is out of range.
+        SandboxError: ``host`` is not a loopback address, a port or the
+            delay is out of range, or a capability name is not one.
     """
 
     def __init__(
@@ -122,6 +141,8 @@ class MailSandbox:
         smtp_port: int = 0,
         imap_port: int = 0,
         delivery_delay: float = 0.0,
+        imap_extensions: Iterable[str] = (),
+        imap_withheld: Iterable[str] = (),
     ) -> None:
         self._host = _loopback_host(host)
         for name, port in (("smtp_port", smtp_port), ("imap_port", imap_port)):
@@ -133,6 +154,10 @@ class MailSandbox:
             raise SandboxError(
                 f"delivery_delay must be a finite number of seconds >= 0, not {delivery_delay}"
             )
+        self._capabilities = _Capabilities(
+            _capability_names("imap_extensions", imap_extensions),
+            frozenset(_capability_names("imap_withheld", imap_withheld)),
+        )
         self._smtp_port = smtp_port
         self._imap_port = imap_port
         self._delay = delivery_delay
@@ -163,9 +188,10 @@ class MailSandbox:
             )
         loop = asyncio.get_running_loop()
         self._mailboxes = mailboxes = _SandboxMailboxSet()
-        await mailboxes.add_mailbox(JUNK_FOLDER)
-        await mailboxes.set_subscribed(JUNK_FOLDER, True)
-        imap = await _imap_server(mailboxes)
+        for folder in _SPECIAL_USE:
+            await mailboxes.add_mailbox(folder)
+            await mailboxes.set_subscribed(folder, True)
+        imap = await _imap_server(mailboxes, self._capabilities)
         try:
             smtp_server = await self._listen(
                 "SMTP",
@@ -352,12 +378,42 @@ def _received_header(session: Session, queue_id: str, recipients: Sequence[str])
 # ---------------------------------------------------------------------- pymap
 
 
+@dataclass(frozen=True)
+class _Capabilities:
+    """Capability names to add to, and to take from, what pymap lists after login."""
+
+    extensions: tuple[bytes, ...] = ()
+    withheld: frozenset[bytes] = frozenset()
+
+
+def _capability_names(option: str, names: Iterable[str]) -> tuple[bytes, ...]:
+    """``names`` as IMAP capability atoms.
+
+    Raises:
+        SandboxError: one is not a capability name (letters, digits, ``=+.-``).
+    """
+    atoms = []
+    for name in names:
+        if not isinstance(name, str) or not _CAPABILITY.fullmatch(name.upper()):
+            raise SandboxError(f"{option}: {name!r} is not an IMAP capability name")
+        atoms.append(name.upper().encode())
+    return tuple(atoms)
+
+
 class _SandboxConfig(DictConfig):
-    """pymap's dict-backend config with a greeting that needs no DNS lookup."""
+    """pymap's dict-backend config: a greeting that needs no DNS lookup, chosen capabilities."""
+
+    capabilities: _Capabilities = _Capabilities()
 
     @property
     def greeting(self) -> bytes:
         return f"{SANDBOX_DOMAIN} {_IDENT} ready".encode()
+
+    @property
+    def login_capability(self) -> Sequence[bytes]:
+        chosen = self.capabilities
+        listed = [cap for cap in super().login_capability if cap not in chosen.withheld]
+        return [*listed, *(cap for cap in chosen.extensions if cap not in listed)]
 
 
 @dataclass(frozen=True)
@@ -372,13 +428,14 @@ class _SpecialUseEntry(ListEntry):
 
 
 class _SpecialUseTree(ListTree):
-    r"""A mailbox tree that marks :data:`JUNK_FOLDER` ``\Junk``."""
+    r"""A mailbox tree that marks :data:`JUNK_FOLDER` ``\Junk`` and :data:`TRASH_FOLDER` ``\Trash``."""
 
     def list(self) -> Iterable[ListEntry]:
         for entry in super().list():
-            if entry.name == JUNK_FOLDER and entry.exists:
+            use = _SPECIAL_USE.get(entry.name)
+            if use is not None and entry.exists:
                 yield _SpecialUseEntry(
-                    entry.name, entry.exists, entry.marked, entry.has_children, b"Junk"
+                    entry.name, entry.exists, entry.marked, entry.has_children, use
                 )
             else:
                 yield entry
@@ -398,7 +455,7 @@ class _SandboxMailboxSet(MailboxSet):
         return _SpecialUseTree(self.delimiter).update(*names)
 
 
-async def _imap_server(mailboxes: _SandboxMailboxSet) -> IMAPServer:
+async def _imap_server(mailboxes: _SandboxMailboxSet, capabilities: _Capabilities) -> IMAPServer:
     """A pymap IMAP server whose only user, :data:`DEMO_USER`, owns ``mailboxes``."""
     config = _SandboxConfig(
         Namespace(),
@@ -416,6 +473,7 @@ async def _imap_server(mailboxes: _SandboxMailboxSet) -> IMAPServer:
         proxy_protocol=ProxyProtocolNoop(),
         reject_dnsbl=False,
     )
+    config.capabilities = capabilities
     login = Login(config)
     password = await Passwords(config).hash_password(DEMO_PASSWORD)
     await login.demo_user_identity.set(UserMetadata(config, DEMO_USER, password=password))

@@ -89,19 +89,28 @@ class WatcherPool:
             for mailbox in list(self._active):
                 self._retire(mailbox)
         needed: dict[Mailbox, list[str]] = {}
+        reflectors: dict[Mailbox, list[str]] = {}
         for spec in probes:
             if spec.mailbox is not None:
                 needed.setdefault(spec.mailbox, []).append(spec.name)
+                if spec.reflector:
+                    reflectors.setdefault(spec.mailbox, []).append(spec.name)
         for mailbox in self._active.keys() - needed.keys():
             self._retire(mailbox)
         starting: list[MailboxWatcher] = []
         for mailbox, names in needed.items():
             lease = self._active.get(mailbox)
+            replying = reflectors.get(mailbox, [])
             if lease is not None:
-                lease.watcher.set_probe_names(names)
+                lease.watcher.set_probe_names(names, reflectors=replying)
                 continue
             watcher = MailboxWatcher(
-                mailbox, self._signer, on_late=self._on_late, persistent=True, probe_names=names
+                mailbox,
+                self._signer,
+                on_late=self._on_late,
+                persistent=True,
+                probe_names=names,
+                reflector_probes=replying,
             )
             self._active[mailbox] = _Lease(watcher)
             starting.append(watcher)

@@ -1,4 +1,4 @@
-"""The IMAP leg's watcher: one thread per mailbox that spots probe messages as they land.
+r"""The IMAP leg's watcher: one thread per mailbox that spots probe messages as they land.
 
 One :class:`MailboxWatcher` owns one IMAP session (:mod:`.imap_session`) to
 one mailbox and serves every probe that delivers there. Its thread
@@ -11,7 +11,9 @@ one mailbox and serves every probe that delivers there. Its thread
   polls so a server that pushes new mail wakes it at once;
 * while nothing is in flight, sits in IDLE (or polls slowly without it);
 * matches arrivals by the probe header *and* a valid signature, and deletes
-  exactly that message by UID. Nothing else in the mailbox is ever touched;
+  exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
+  moving it to ``\Trash`` and deleting its copy there, found by UID and
+  token again). Nothing else in the mailbox is ever touched;
 * reconnects with backoff when it is persistent (the daemon's), or gives up
   on the first failure when it is one-shot (``check``).
 
@@ -41,9 +43,9 @@ from smtp_probe.probe.imap_session import (
     ImapError,
     ImapSession,
 )
-from smtp_probe.probe.message import Token, TokenSigner, token_key
+from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, parse_subject, token_key
 from smtp_probe.probe.result import Arrival, Stage
-from smtp_probe.probe.spec import Mailbox
+from smtp_probe.probe.spec import Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
 
 __all__ = ["Expected", "ImapError", "MailboxWatcher"]
@@ -75,10 +77,14 @@ class Expected:
         token: Token,
         transcript: Transcript,
         loop: asyncio.AbstractEventLoop,
+        *,
+        reflector: bool = False,
     ) -> None:
         self.probe = probe
         self.token = token
         self.transcript = transcript
+        self.reflector = reflector
+        """A reflector run: its message comes back as a reply, known by the token in its Subject."""
         self.polls = 0
         """Poll rounds of the mailbox while this run was waiting."""
         self._watcher = watcher
@@ -109,6 +115,21 @@ class Expected:
             self._loop.call_soon_threadsafe(self._woken.set)
 
 
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """Whose a found message is: the probe, the run waiting for it (if any), the token seen."""
+
+    probe: str
+    expected: Expected | None
+    key: str
+    token: str
+    """The token as found (verified for ``probe``)."""
+    by_subject: bool
+    """Found in the Subject (a reflector's reply), not in our header."""
+    prefix: str = ""
+    """The reply or forward prefixes before the Subject's mark."""
+
+
 @dataclass
 class _FolderState:
     """Where we are in one folder: the next UID we have not looked at yet."""
@@ -134,6 +155,7 @@ class MailboxWatcher:
         on_late: Callable[[str], None] | None = None,
         persistent: bool = False,
         probe_names: Iterable[str] = (),
+        reflector_probes: Iterable[str] = (),
     ) -> None:
         """Prepare a watcher; nothing connects before :meth:`start`.
 
@@ -143,12 +165,18 @@ class MailboxWatcher:
         ``probe_names``; one-shot watchers (``check``) give up on the first
         failure. ``on_late`` is called (from the watcher thread) with the
         probe name of every late arrival or leftover it deletes.
+        ``reflector_probes`` (of ``probe_names``) are answered by a
+        reflector: their replies are looked for by Subject as well, from
+        the first sweep on.
         """
         self.mailbox = mailbox
         self._signer = signer
         self._on_late = on_late
         self._persistent = persistent
         self._probe_names: frozenset[str] = frozenset(probe_names)
+        self._reflector_probes: frozenset[str] = frozenset(reflector_probes)
+        self._reflector_seen = False
+        """A reflector run registered here: its (late) reply is looked for from then on."""
         # One attribute, so the loop never reads a stage of one failure with
         # the reason of another: None while up, else (stage, reason).
         self._down: tuple[Stage, str] | None = (Stage.IMAP_CONNECT, "not connected yet")
@@ -164,6 +192,9 @@ class MailboxWatcher:
         self._folder = _FolderState(mailbox.folder)
         self._junk: list[_FolderState] = []
         self._idle_capable = False
+        self._cleanup = Cleanup.EXPUNGE
+        self._trash: str | None = None
+        self._trash_looked_up = False
         self._transcript = Transcript()
         self._deadline = 0.0
         self._first_token: AccessToken | None = None
@@ -199,10 +230,14 @@ class MailboxWatcher:
         """The folders whose arrivals count as junk placement."""
         return tuple(state.name for state in self._junk)
 
-    def set_probe_names(self, names: Iterable[str]) -> None:
-        """Say which probes deliver here, so their leftovers can be recognised and removed."""
+    def set_probe_names(self, names: Iterable[str], *, reflectors: Iterable[str] = ()) -> None:
+        """Say which probes deliver here (and which of them by a reflector's reply).
+
+        Their leftovers can then be recognised and removed.
+        """
         with self._lock:
             self._probe_names = frozenset(names)
+            self._reflector_probes = frozenset(reflectors)
 
     async def start(
         self, transcript: Transcript, deadline: float, token: AccessToken | None = None
@@ -241,7 +276,7 @@ class MailboxWatcher:
 
     @contextlib.asynccontextmanager
     async def expecting(
-        self, probe: str, token: Token, transcript: Transcript
+        self, probe: str, token: Token, transcript: Transcript, *, reflector: bool = False
     ) -> AsyncIterator[Expected]:
         """Register a run's token *before* its message is sent; unregister on leaving.
 
@@ -249,19 +284,23 @@ class MailboxWatcher:
         run (so it is never mistaken for a leftover and swept away), even if
         it lands before :meth:`Expected.arrival` is awaited. A token whose
         message has not arrived when the block is left is remembered, so a
-        late arrival is recognised, counted and deleted.
+        late arrival is recognised, counted and deleted. A ``reflector`` run
+        also claims a message whose Subject carries its token (a reply).
 
         Raises:
             ImapError: the mailbox is unreachable (at the stage of its last
                 failure); nothing is registered, and no mail should be sent.
         """
-        expected = Expected(self, probe, token, transcript, asyncio.get_running_loop())
+        expected = Expected(
+            self, probe, token, transcript, asyncio.get_running_loop(), reflector=reflector
+        )
         with self._lock:
             # Checked under the lock: a watcher going down marks itself down
             # first, then fails every registered run under this lock.
             down = self._down
             if down is None:
                 self._expectations[token.key] = expected
+                self._reflector_seen = self._reflector_seen or reflector
         if down is not None:
             stage, why = down
             reason = f"mailbox unreachable: {why}"
@@ -418,13 +457,36 @@ class MailboxWatcher:
             self._junk = [known.get(name, _FolderState(name)) for name in self._junk_names()]
             for state in self._junk:
                 self._track(state, session.status(state.name))
+            cleanup = self._choose_cleanup(session)
         except ConnectionLost as exc:
             raise ImapError(Stage.IMAP_SELECT, exc.reason) from None
         # The start deadline bounded the connection; commands from now on get the full timeout.
         session.set_timeout(mailbox.timeout)
         mode = "IDLE + polling" if self.uses_idle else "polling (no IDLE)"
         junk = ", ".join(self.junk_folders) or "none"
-        transcript.note(f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}")
+        transcript.note(
+            f"imap: watching {mailbox.folder} by {mode}; junk folders: {junk}; cleanup: {cleanup}"
+        )
+
+    def _choose_cleanup(self, session: ImapSession) -> str:
+        r"""Decide how our messages are removed on this connection; say how, for the transcript.
+
+        ``trash`` when the mailbox says so, or (left to us) when the server
+        is Gmail: there an expunge from INBOX only takes a label away and
+        the message stays in All Mail. The ``\Trash`` folder is looked up
+        at the first cleanup, on each connection.
+
+        Raises:
+            ConnectionLost: the connection broke.
+        """
+        self._trash, self._trash_looked_up = None, False
+        chosen = self.mailbox.cleanup
+        if chosen is not None:
+            self._cleanup = chosen
+            return str(chosen)
+        gmail = session.has("X-GM-EXT-1")
+        self._cleanup = Cleanup.TRASH if gmail else Cleanup.EXPUNGE
+        return f"{self._cleanup} (the server has X-GM-EXT-1: Gmail)" if gmail else "expunge"
 
     def _junk_names(self) -> list[str]:
         configured = self.mailbox.junk_folders
@@ -561,7 +623,7 @@ class MailboxWatcher:
     def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
         """Find probe messages with UIDs we have not looked at yet and deal with each."""
         session = self._live
-        uids = session.search_probe_uids(state.next_uid)
+        uids = session.search_probe_uids(state.next_uid, subjects=self._by_subject())
         found_at = time.monotonic() if seen_at is None else seen_at
         if not uids:
             return
@@ -569,39 +631,85 @@ class MailboxWatcher:
         for message in session.fetch_probe_headers(uids):
             self._match(state, message, found_at)
 
-    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
-        key = token_key(message.token)
+    def _by_subject(self) -> bool:
+        """Whether replies (known by the Subject alone) are looked for here."""
         with self._lock:
-            expected = self._expectations.get(key)
-            late_probe = self._expired.get(key) if expected is None else None
-            names = self._probe_names
-        probe = expected.probe if expected else late_probe
-        if probe is None:
-            # A leftover of an earlier run (or an earlier life of this daemon with
-            # the same token secret)? Only if it verifies for a probe of ours.
-            probe = next((n for n in sorted(names) if self._signer.verify(n, message.token)), None)
-        if probe is None:
-            return  # someone else's, or a stranger's: never touched
-        if self._signer.verify(probe, message.token) is None:
-            # Our run id with a signature we did not make: a forgery or a
-            # mangled copy. It proves nothing and it is not ours to delete.
+            return self._reflector_seen or bool(self._reflector_probes)
+
+    def _claim(self, state: _FolderState, message: FetchedMessage) -> _Claim | None:
+        """Whose ``message`` is, by our header's token, else (reflector runs) its Subject's.
+
+        ``None`` for a stranger's message, a forgery, or a reply to a run
+        that is not a reflector run: those are never touched.
+        """
+        candidates = [(message.token, False, "")] if message.token else []
+        if self._by_subject():
+            parsed = parse_subject(message.subject)
+            if parsed is not None:
+                candidates.append((parsed.token, True, parsed.prefix))
+        for text, by_subject, prefix in candidates:
+            key = token_key(text)
+            with self._lock:
+                expected = self._expectations.get(key)
+                late_probe = self._expired.get(key) if expected is None else None
+                names = self._probe_names
+            probe = expected.probe if expected else late_probe
+            if probe is None:
+                # A leftover of an earlier run (or an earlier life of this daemon with
+                # the same token secret)? Only if it verifies for a probe of ours.
+                probe = next((n for n in sorted(names) if self._signer.verify(n, text)), None)
+            if probe is None:
+                continue  # someone else's, or a stranger's
+            where = f"UID {message.uid} in {state.name}"
+            if self._signer.verify(probe, text) is None:
+                # Our run id with a signature we did not make: a forgery or a
+                # mangled copy. It proves nothing and it is not ours to delete.
+                if expected is not None:
+                    field = "Subject" if by_subject else "header"
+                    expected.transcript.note(
+                        f"imap: {where} carries this run's id in its {field} but a bad "
+                        "signature; ignored, left untouched"
+                    )
+                continue
+            if by_subject and expected is not None and not expected.reflector:
+                expected.transcript.note(
+                    f"imap: {where} carries this run's token in its Subject only, and this "
+                    "is not a reflector run; ignored, left untouched"
+                )
+                return None
+            return _Claim(probe, expected, key, text, by_subject, prefix)
+        return None
+
+    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
+        claim = self._claim(state, message)
+        if claim is None:
+            return
+        expected, key = claim.expected, claim.key
+        where = f"UID {message.uid} in {state.name}"
+        if message.content_type == "multipart/report":
+            # A DSN quotes our token; it says the message did NOT get there.
             if expected is not None:
                 expected.transcript.note(
-                    f"imap: UID {message.uid} in {state.name} carries this run's id but a bad "
-                    "signature; ignored, left untouched"
+                    f"imap: {where} is a delivery status notification (multipart/report) "
+                    "quoting this run's token; not counted as delivered, left untouched"
                 )
             return
         # Leftovers and late arrivals belong to no run: their lines are not kept.
         transcript = expected.transcript if expected else Transcript()
         if expected is not None:
-            transcript.note(
-                f"imap: found UID {message.uid} in {state.name}; token signature verified"
-            )
+            how = ""
+            if claim.by_subject:
+                how = f" by the token in its Subject ({claim.prefix or 'no prefix'})"
+            transcript.note(f"imap: found {where}{how}; token signature verified")
         cleanup_error: str | None = None
+        lost: ConnectionLost | None = None
         try:
-            self._live.delete(message.uid, transcript)
+            self._remove(state, message, claim, transcript)
         except ImapError as exc:
             cleanup_error = exc.reason
+        except ConnectionLost as exc:
+            # Recorded first, so the run learns that its message arrived; then reconnect.
+            cleanup_error, lost = f"connection lost during cleanup: {exc.reason}", exc
         arrival = Arrival(
             uid=message.uid,
             folder=state.name,
@@ -611,6 +719,8 @@ class MailboxWatcher:
             junk=state is not self._folder,
             deleted=cleanup_error is None,
             cleanup_error=cleanup_error,
+            by_subject=claim.by_subject,
+            date=message.date,
         )
         with self._lock:
             # The run may have given up while we were deleting: then it is late.
@@ -623,4 +733,58 @@ class MailboxWatcher:
         if owner is not None:
             owner._wake()
         elif self._on_late is not None:
-            self._on_late(probe)
+            self._on_late(claim.probe)
+        if lost is not None:
+            raise lost
+
+    def _remove(
+        self, state: _FolderState, message: FetchedMessage, claim: _Claim, transcript: Transcript
+    ) -> None:
+        r"""Delete our verified ``message`` from ``state``'s folder, the way the mailbox wants.
+
+        Raises:
+            ImapError: at ``cleanup``: the delete failed, or ``trash`` was
+                asked for and the server has no ``\Trash`` folder (then
+                nothing is touched).
+            ConnectionLost: the connection broke.
+        """
+        session = self._live
+        if self._cleanup is Cleanup.EXPUNGE:
+            session.delete(message.uid, transcript)
+            return
+        if not self._trash_looked_up:
+            self._trash, self._trash_looked_up = session.trash_folder(), True
+        trash = self._trash
+        if trash is None:
+            reason = (
+                "cleanup is trash, but the server has no \\Trash folder "
+                f"(SPECIAL-USE, or one named Trash): left in {state.name}"
+            )
+            transcript.note(f"imap: {reason}")
+            raise ImapError(Stage.CLEANUP, reason)
+        if trash == state.name:
+            session.delete(message.uid, transcript)
+            return
+        token = claim.token
+        if claim.by_subject:
+            session.trash(
+                message.uid,
+                trash,
+                transcript,
+                search=["SUBJECT", token],
+                ours=lambda copy: _subject_token(copy) == token,
+            )
+        else:
+            session.trash(
+                message.uid,
+                trash,
+                transcript,
+                search=["HEADER", PROBE_HEADER, token],
+                ours=lambda copy: copy.token == token,
+            )
+
+
+def _subject_token(message: FetchedMessage) -> str | None:
+    """The token in ``message``'s Subject, if it has one."""
+    parsed = parse_subject(message.subject)
+    return parsed.token if parsed is not None else None

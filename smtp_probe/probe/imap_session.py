@@ -1,19 +1,21 @@
-"""One blocking IMAP session on imapclient: the only module that knows its exceptions.
+r"""One blocking IMAP session on imapclient: the only module that knows its exceptions.
 
 An :class:`ImapSession` is one connection to one mailbox: connected (implicit
 TLS or STARTTLS), logged in (``LOGIN`` with a password, or ``AUTHENTICATE
 OAUTHBEARER``/``XOAUTH2`` with a token from the mailbox's source, asked at
 every login), capabilities read. It selects folders, reads their status,
-finds and fetches new probe messages, deletes one message by UID, enters and
-leaves IDLE, and logs out, writing what it says and hears to a transcript.
-Only the watcher thread uses it (imapclient is blocking and not
-thread-safe), and every call is bounded by the socket timeout.
+finds and fetches new probe messages, deletes one message by UID (in place,
+or by moving it to ``\Trash`` and deleting it there), enters and leaves
+IDLE, and logs out, writing what it says and hears to a transcript. Only the
+watcher thread uses it (imapclient is blocking and not thread-safe), and
+every call is bounded by the socket timeout.
 
 Failures come out as this module's errors: opening a session raises
 :class:`ImapError` naming the stage that failed (``oauth`` when no token
 could be had); once open, any failed command raises :class:`ConnectionLost`
-(the session is of no further use: reconnect), except a failed delete, which
-is an :class:`ImapError` at ``cleanup`` and leaves the session usable.
+(the session is of no further use: reconnect), except a failed delete (or
+move to trash), which is an :class:`ImapError` at ``cleanup`` and leaves the
+session usable.
 """
 
 from __future__ import annotations
@@ -24,24 +26,26 @@ import email.parser
 import email.policy
 import socket
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imapclient import DELETED, JUNK
+from imapclient.imapclient import DELETED, JUNK, TRASH
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
-from smtp_probe.probe.message import PROBE_HEADER
+from smtp_probe.probe.message import PROBE_HEADER, SUBJECT_MARK, decode_subject, header_date
 from smtp_probe.probe.result import Stage
 from smtp_probe.probe.spec import Mailbox, TlsMode
 from smtp_probe.probe.tls import client_context, describe_verify_error
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
-_FETCH_HEADERS: Final = f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED)]"
+_FETCH_HEADERS: Final = (
+    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE)]"
+)
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -87,6 +91,12 @@ class FetchedMessage:
     internaldate: datetime | None
     received: tuple[str, ...]
     """``Received:`` headers, newest first, each unfolded onto one line."""
+    subject: str = ""
+    """The Subject, decoded (a reflector's reply carries the token only there)."""
+    date: datetime | None = None
+    """The ``Date:`` header, if it parses: when the message was written."""
+    content_type: str = ""
+    """The top-level media type in lower case (``multipart/report`` is a DSN), or ``""``."""
 
 
 class ImapSession:
@@ -362,9 +372,38 @@ class ImapSession:
         Raises:
             ConnectionLost: the server refused or the connection broke.
         """
+        return self.special_folder(JUNK)
+
+    def trash_folder(self) -> str | None:
+        r"""The SPECIAL-USE ``\Trash`` folder (or a well-known trash name), if the server has one.
+
+        Gmail marks ``[Gmail]/Trash`` (localised: ``[Gmail]/Papierkorb``)
+        ``\Trash`` in ``LIST``; Microsoft 365 calls it ``Deleted Items``.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        return self.special_folder(TRASH)
+
+    def special_folder(self, use: bytes) -> str | None:
+        r"""The folder ``LIST`` marks with the RFC 6154 attribute ``use`` (``\Junk``, ``\Trash``).
+
+        Without such an attribute, a folder with one of the usual names for
+        it in the personal namespace (imapclient's list: ``Junk``/``Spam``,
+        ``Trash``/``Deleted Items``/``Deleted Messages``); ``None`` if there
+        is neither.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
         with _lost_on_failure():
-            found: str | None = self._client.find_special_folder(JUNK)
+            found: str | None = self._client.find_special_folder(use)
         return found
+
+    def has(self, capability: str) -> bool:
+        """True if the server listed ``capability`` after login (imapclient keeps that list)."""
+        with _lost_on_failure():
+            return bool(self._client.has_capability(capability))
 
     # ----------------------------------------------------------------- messages
 
@@ -377,13 +416,20 @@ class ImapSession:
         with _lost_on_failure():
             self._client.noop()
 
-    def search_probe_uids(self, from_uid: int) -> list[int]:
+    def search_probe_uids(self, from_uid: int, *, subjects: bool = False) -> list[int]:
         """UIDs from ``from_uid`` on of messages that carry the probe header, ascending.
+
+        With ``subjects``, also those whose Subject mentions ``smtp-probe``
+        (a reflector's reply drops our header but keeps the Subject): one
+        server-side substring search finds every run's reply at once, late
+        ones included.
 
         Raises:
             ConnectionLost: the server refused or the connection broke.
         """
         criteria = ["UID", f"{from_uid}:*", "HEADER", PROBE_HEADER, ""]
+        if subjects:
+            criteria[2:] = ["OR", "HEADER", PROBE_HEADER, "", "SUBJECT", SUBJECT_MARK]
         with _lost_on_failure():
             found = self._client.search(criteria)
         # "N:*" matches the highest UID even when it is below N (RFC 3501).
@@ -409,6 +455,9 @@ class ImapSession:
                     token=str(headers.get(PROBE_HEADER, "")).strip(),
                     internaldate=internaldate if isinstance(internaldate, datetime) else None,
                     received=received,
+                    subject=decode_subject(str(headers.get("Subject", ""))),
+                    date=header_date(str(headers.get("Date", ""))),
+                    content_type=headers.get_content_type() if "Content-Type" in headers else "",
                 )
             )
         return messages
@@ -445,6 +494,137 @@ class ImapSession:
         except _FAILURES as exc:
             raise ImapError(Stage.CLEANUP, f"delete of {where} failed: {_reason(exc)}") from None
         self._received("OK message deleted", transcript)
+
+    def trash(
+        self,
+        uid: int,
+        trash: str,
+        transcript: Transcript,
+        *,
+        search: Sequence[str],
+        ours: Callable[[FetchedMessage], bool],
+    ) -> None:
+        r"""Move ``uid`` (ours, verified by the caller) to ``trash`` and delete it there.
+
+        For Gmail, where deleting from INBOX only takes a label away and the
+        message stays in All Mail: only a delete in ``\Trash`` removes it.
+        The move is ``UID MOVE`` where the server has MOVE, else ``UID
+        COPY`` and a delete of the original (:meth:`delete`). Its UID in
+        ``trash`` comes from ``COPYUID`` (UIDPLUS), else from ``UID SEARCH``
+        with ``search`` there; either way only messages whose fetched
+        headers pass ``ours`` (the caller's token check) are deleted. The
+        folder selected before is selected again afterwards.
+
+        Raises:
+            ImapError: at ``cleanup``: the move, the search or the delete
+                failed (the session stays usable, the original folder
+                selected).
+            ConnectionLost: the connection broke, or the original folder
+                could not be selected again.
+        """
+        source = self.selected
+        if source is None:
+            raise ImapError(Stage.CLEANUP, "no folder selected to move the message from")
+        copied = self._move(uid, trash, transcript)
+        try:
+            try:
+                self.select(trash, transcript)
+            except ConnectionLost as exc:
+                raise ImapError(
+                    Stage.CLEANUP, f"moved to {trash}, but cannot select it: {exc.reason}"
+                ) from None
+            self._delete_ours(trash, copied, transcript, search=search, ours=ours)
+        finally:
+            self.select(source, transcript)
+
+    def _move(self, uid: int, folder: str, transcript: Transcript) -> int | None:
+        """Move ``uid`` out of the selected folder into ``folder``; its new UID if the server said.
+
+        Raises:
+            ImapError: at ``cleanup`` (the message is still where it was,
+                unless the copy worked and only the delete of the original
+                failed).
+        """
+        client = self._client
+        where = f"UID {uid} in {self.selected}"
+        self._take_copyuid()  # a stale one from an earlier command must not answer for this
+        try:
+            if self.has("MOVE"):
+                self._sent(f"UID MOVE {uid} {folder}", transcript)
+                client.move([uid], folder)
+                self._received("OK moved", transcript)
+                return self._copied_uid(uid)
+            self._sent(f"UID COPY {uid} {folder}", transcript)
+            client.copy([uid], folder)
+            self._received("OK copied", transcript)
+        except _FAILURES as exc:
+            raise ImapError(
+                Stage.CLEANUP, f"move of {where} to {folder} failed: {_reason(exc)}"
+            ) from None
+        copied = self._copied_uid(uid)
+        self.delete(uid, transcript)
+        return copied
+
+    def _delete_ours(
+        self,
+        folder: str,
+        copied: int | None,
+        transcript: Transcript,
+        *,
+        search: Sequence[str],
+        ours: Callable[[FetchedMessage], bool],
+    ) -> None:
+        """In the selected ``folder``: delete the copy (``copied``, or found by ``search``) if ours.
+
+        Raises:
+            ImapError: at ``cleanup``.
+        """
+        try:
+            if copied is not None:
+                candidates = [copied]
+            else:
+                self._sent(f"UID SEARCH {' '.join(search)}", transcript)
+                with _lost_on_failure():
+                    candidates = sorted(self._client.search(list(search)))
+                self._received(f"SEARCH {' '.join(map(str, candidates))}".rstrip(), transcript)
+            mine = (
+                [m.uid for m in self.fetch_probe_headers(candidates) if ours(m)]
+                if candidates
+                else []
+            )
+        except ConnectionLost as exc:
+            raise ImapError(
+                Stage.CLEANUP, f"looking for it in {folder} failed: {exc.reason}"
+            ) from None
+        if not mine:
+            raise ImapError(
+                Stage.CLEANUP,
+                f"moved to {folder}, but no message there carries its token: left in {folder}",
+            )
+        for uid in mine:
+            self.delete(uid, transcript)
+
+    def _take_copyuid(self) -> list[bytes]:
+        """The ``COPYUID`` response codes received since the last call (RFC 4315 §3).
+
+        imapclient does not hand response codes back; imaplib files the
+        untagged ones (a MOVE's, RFC 6851 §4.3, and many servers' COPY's)
+        under their name. A tagged one is not kept: then the UID is found
+        by searching.
+        """
+        responses = getattr(self._client._imap, "untagged_responses", {})
+        found: list[bytes] = responses.pop("COPYUID", [])
+        return found
+
+    def _copied_uid(self, uid: int) -> int | None:
+        """The UID ``uid`` got in the target folder, from ``COPYUID``; ``None`` if not told."""
+        if not self.has("UIDPLUS"):
+            return None
+        for code in self._take_copyuid():
+            mapping = _copyuid_mapping(_text(code))
+            if uid in mapping:
+                return mapping[uid]
+        return None
 
     # ----------------------------------------------------------------- IDLE
 
@@ -523,6 +703,40 @@ def _lost_on_failure() -> Iterator[None]:
         yield
     except _FAILURES as exc:
         raise ConnectionLost(_reason(exc)) from None
+
+
+def _copyuid_mapping(code: str) -> dict[int, int]:
+    """``COPYUID 38505 304,319:320 3956:3958`` as ``{304: 3956, 319: 3957, 320: 3958}``.
+
+    Anything that does not parse gives ``{}``: the caller then searches.
+    """
+    parts = code.split()
+    if len(parts) != 3:
+        return {}
+    try:
+        sources, targets = _uid_set(parts[1]), _uid_set(parts[2])
+    except ValueError:
+        return {}
+    if len(sources) != len(targets):
+        return {}
+    return dict(zip(sources, targets, strict=True))
+
+
+def _uid_set(text: str) -> list[int]:
+    """An RFC 3501 ``uid-set`` (``4,7:9``) in the order given; ranges may run downwards.
+
+    Raises:
+        ValueError: not a uid-set, or one too large to be ours (over 1,000 UIDs).
+    """
+    uids: list[int] = []
+    for item in text.split(","):
+        first, _, last = item.partition(":")
+        low, high = int(first), int(last or first)
+        step = 1 if high >= low else -1
+        if abs(high - low) > 1000:
+            raise ValueError(text)
+        uids.extend(range(low, high + step, step))
+    return uids
 
 
 def _header_block(data: dict[bytes, Any]) -> bytes:

@@ -4,21 +4,38 @@ A token looks like ``1764322545123-9f2c4e1ab07d5c33-<32 hex>``: send time in
 milliseconds, a random run id, and an HMAC-SHA256 (truncated to 128 bits)
 over both and the probe name. It uses only digits, letters and ``-`` so it
 survives IMAP SEARCH and Subject folding everywhere.
+
+The token travels twice: in the ``X-Smtp-Probe`` header and in the Subject,
+``smtp-probe <probe> <token>``. A reflector's reply (an auto-reply, a
+forward) keeps the Subject behind its own prefixes (``Re:``, ``AW:``,
+``Automatic reply:``, ...) but drops custom headers: :func:`parse_subject`
+finds the token there, whatever came before it.
 """
 
 from __future__ import annotations
 
+import email.header
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.errors import HeaderParseError
 from email.message import EmailMessage
-from email.utils import format_datetime, localtime, make_msgid
+from email.utils import format_datetime, localtime, make_msgid, parsedate_to_datetime
 from typing import Final
 
 PROBE_HEADER: Final = "X-Smtp-Probe"
+SUBJECT_MARK: Final = "smtp-probe"
+"""How every probe Subject starts (before any reply prefix): what a reflector run searches for."""
 _SIG_HEX: Final = 32
+_SUBJECT_TOKEN: Final = re.compile(
+    rf"(?P<prefix>.*?)\b{SUBJECT_MARK}\s+(?P<probe>\S+)\s+"
+    r"(?P<token>\d{1,16}-[0-9a-f]{16}-[0-9a-f]{32})(?![0-9a-z])",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +100,78 @@ class TokenSigner:
         return hmac.new(self._key, payload, hashlib.sha256).hexdigest()[:_SIG_HEX]
 
 
-def build_message(*, token: Token, probe: str, mail_from: str, rcpt_to: str) -> EmailMessage:
+@dataclass(frozen=True, slots=True)
+class SubjectToken:
+    """What :func:`parse_subject` read from a Subject: ``<prefix>smtp-probe <probe> <token>``."""
+
+    prefix: str
+    """What came before: reply and forward prefixes (``"Re: AW:"``), or ``""``."""
+    probe: str
+    """The probe name the Subject claims; only the token's signature proves it."""
+    token: str
+    """The token, unverified (hex in lower case, as the signer writes it)."""
+
+
+def decode_subject(raw: str) -> str:
+    """A Subject header as text: RFC 2047 encoded-words decoded, folding and runs of space gone.
+
+    Words split across encoded-words (long subjects are cut anywhere,
+    even inside our token) are joined again. An undecodable header is
+    taken as it stands.
+    """
+    text = raw
+    if "=?" in raw:
+        try:
+            text = str(email.header.make_header(email.header.decode_header(raw)))
+        except (HeaderParseError, LookupError, UnicodeError, ValueError):
+            text = raw
+    return " ".join(text.split())
+
+
+def header_date(text: str) -> datetime | None:
+    """An RFC 5322 date (a ``Date:`` header, the tail of a ``Received:``); ``None`` if it won't parse.
+
+    A date without a zone (``-0000`` or none) is taken as UTC.
+    """
+    try:
+        parsed = parsedate_to_datetime(text.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def parse_subject(subject: str) -> SubjectToken | None:
+    """The probe name and token in a (decoded) Subject, after any reply or forward prefixes.
+
+    Accepts whatever stands before ``smtp-probe``: ``Re:``, ``RE:``,
+    ``AW:``, ``WG:``, ``Fwd:``, ``FW:``, ``TR:``, ``SV:``, ``VS:``,
+    ``Auto:``, ``Automatic reply:``, ``Odp:``, ``回复:`` and their
+    repetitions, and gateway tags such as ``[EXTERNAL]``: the list of
+    prefixes in use is open-ended, and the token's signature, not the
+    prefix, is what makes a message ours. Returns ``None`` when there is
+    no token-shaped word after the mark.
+    """
+    match = _SUBJECT_TOKEN.match(subject)
+    if match is None:
+        return None
+    return SubjectToken(
+        prefix=" ".join(match["prefix"].split()),
+        probe=match["probe"],
+        token=match["token"].lower(),
+    )
+
+
+def build_message(
+    *, token: Token, probe: str, mail_from: str, rcpt_to: str, reflector: bool = False
+) -> EmailMessage:
     """Build the probe message: RFC 5322 headers, the token in a header and the Subject.
 
     ``Auto-Submitted`` and ``X-Auto-Response-Suppress`` keep vacation and
-    out-of-office robots from answering; the body is short but not empty,
-    because empty mails get quarantined by some gateways.
+    out-of-office robots from answering, except for a ``reflector`` run,
+    whose whole point is an answer (RFC 3834 and Sieve vacation, RFC 5230,
+    never reply to an ``Auto-Submitted`` message; Exchange honours the
+    other). The body is short but not empty, because empty mails get
+    quarantined by some gateways.
     """
     domain = mail_from.rpartition("@")[2] or "smtp-probe.invalid"
     message = EmailMessage()
@@ -97,10 +180,11 @@ def build_message(*, token: Token, probe: str, mail_from: str, rcpt_to: str) -> 
     message["Date"] = format_datetime(localtime())
     # Always pass a domain: the default is a slow getfqdn() that leaks our hostname.
     message["Message-ID"] = make_msgid(idstring=token.run_id, domain=domain)
-    message["Subject"] = f"smtp-probe {probe} {token}"
+    message["Subject"] = f"{SUBJECT_MARK} {probe} {token}"
     message[PROBE_HEADER] = str(token)
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
+    if not reflector:
+        message["Auto-Submitted"] = "auto-generated"
+        message["X-Auto-Response-Suppress"] = "All"
     message.set_content(
         "This is an automated delivery test sent by smtp-probe.\n"
         f"Probe: {probe}\nToken: {token}\n"

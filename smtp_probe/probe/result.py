@@ -19,6 +19,10 @@ class Outcome(enum.StrEnum):
     SENT = "sent"
     """Accepted by SMTP; delivery not checked (``check`` without ``--imap``)."""
     SEND_FAILED = "send_failed"
+    THROTTLED = "throttled"
+    """The SMTP server turned the message away for now because of rate or
+    connection limits (a ``4xx`` that says so): a temporary refusal, not a
+    broken route."""
     NOT_DELIVERED = "not_delivered"
     BOUNCED = "bounced"
     ERROR = "error"
@@ -97,6 +101,26 @@ class Arrival:
     """Found in a junk folder rather than the watched one."""
     deleted: bool = False
     cleanup_error: str | None = None
+    by_subject: bool = False
+    """Recognised by the token in its Subject (a reflector's reply), not by our header."""
+    date: datetime | None = None
+    """Its ``Date:`` header: for a reply, when the reflector wrote it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReflectorLegs:
+    """A reflector run's delivery time, split where the reflector answered.
+
+    ``outbound_seconds`` runs from our ``250`` to the reflector's timestamp
+    (second resolution, another host's clock: clamped to the delivery
+    time), ``return_seconds`` from there to our watcher seeing the reply.
+    The two add up to the delivery time.
+    """
+
+    outbound_seconds: float
+    return_seconds: float
+    source: str
+    """Where the reflector's time came from: ``"Date"`` or ``"Received"``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +140,8 @@ class RunResult:
     transcript: Transcript
     delivery_seconds: float | None = None
     arrival: Arrival | None = None
+    reflector: ReflectorLegs | None = None
+    """A reflector run that got its reply: where the delivery time went."""
 
     @property
     def success(self) -> bool:

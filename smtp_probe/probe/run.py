@@ -23,8 +23,15 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
-from smtp_probe.probe.message import Token, TokenSigner, build_message
-from smtp_probe.probe.result import Arrival, Outcome, RunResult, SmtpReport, Stage
+from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
+from smtp_probe.probe.result import (
+    Arrival,
+    Outcome,
+    ReflectorLegs,
+    RunResult,
+    SmtpReport,
+    Stage,
+)
 from smtp_probe.probe.smtp import SmtpSendError, send_message
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
@@ -60,8 +67,12 @@ async def run_probe(
         run.transcript.note(f"FAILED at {Stage.OAUTH}: {exc.reason}")
         return run.result(Outcome.ERROR, Stage.OAUTH, exc.reason)
     except SmtpSendError as exc:
-        # A token that could not be renewed after a refusal: nothing was sent.
-        outcome = Outcome.ERROR if exc.stage is Stage.OAUTH else Outcome.SEND_FAILED
+        if exc.stage is Stage.OAUTH:  # a token that could not be renewed after a refusal
+            outcome = Outcome.ERROR
+        elif exc.throttled:
+            outcome = Outcome.THROTTLED
+        else:
+            outcome = Outcome.SEND_FAILED
         return run.result(outcome, exc.stage, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a run reports, it never crashes its caller
         run.transcript.note(f"internal error: {exc!r}")
@@ -150,7 +161,10 @@ async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
         ImapError: the mailbox was unreachable before the send (nothing was
             sent) or became unreachable after it (stage ``delivery``).
     """
-    async with watcher.expecting(run.spec.name, run.token, run.transcript) as expected:
+    spec = run.spec
+    async with watcher.expecting(
+        spec.name, run.token, run.transcript, reflector=spec.reflector
+    ) as expected:
         await _send(run)
         arrival = await expected.arrival(run.deadline)
     if arrival is None:
@@ -169,7 +183,11 @@ async def _send(run: _Run) -> None:
     spec = run.spec
     run.stage = Stage.DNS
     message = build_message(
-        token=run.token, probe=spec.name, mail_from=spec.mail_from, rcpt_to=spec.rcpt_to
+        token=run.token,
+        probe=spec.name,
+        mail_from=spec.mail_from,
+        rcpt_to=spec.rcpt_to,
+        reflector=spec.reflector,
     )
     try:
         run.smtp = await send_message(
@@ -205,13 +223,17 @@ class _Run:
         """The SMTP server's OAuth2 token, fetched before the run connected anywhere."""
         self.mailbox_token: AccessToken | None = None
         """The mailbox's, when this run logs in to it itself."""
+        self.reflector: ReflectorLegs | None = None
 
     def arrived(self, arrival: Arrival) -> RunResult:
         """The message was found: delivered, in junk, or found but not cleaned up."""
         self.arrival = arrival
         where = f"{arrival.folder} (junk)" if arrival.junk else arrival.folder
         delivery = self._delivery_seconds() or 0.0
-        self.transcript.note(f"delivered to {where} {delivery * 1000:.1f} ms after the 250")
+        what = "reply delivered" if self.spec.reflector else "delivered"
+        self.transcript.note(f"{what} to {where} {delivery * 1000:.1f} ms after the 250")
+        if self.spec.reflector:
+            self.reflector = self._reflector_legs(arrival, delivery)
         if arrival.cleanup_error:
             self.transcript.note(f"FAILED at {Stage.CLEANUP}: {arrival.cleanup_error}")
             return self.result(Outcome.ERROR, Stage.CLEANUP, arrival.cleanup_error)
@@ -231,7 +253,36 @@ class _Run:
             transcript=self.transcript,
             delivery_seconds=self._delivery_seconds(),
             arrival=self.arrival,
+            reflector=self.reflector,
         )
+
+    def _reflector_legs(self, arrival: Arrival, delivery: float) -> ReflectorLegs | None:
+        """Split the delivery time where the reflector answered; note it.
+
+        ``None`` (and a note) when the message gives no time of the reflector's.
+        """
+        accepted = self.smtp.accepted_at
+        if accepted is None:
+            return None
+        accepted_wall = self.started_at.timestamp() + (accepted - self.start)
+        found = _reflector_time(arrival)
+        if found is None:
+            why = (
+                "the reply has no usable Date or Received time"
+                if arrival.by_subject
+                else "our own message came back (redirected), with no time of the reflector's"
+            )
+            self.transcript.note(f"reflector: {why}; legs not split")
+            return None
+        stamp, source = found
+        # Another host's clock, to the second: never below 0 nor above the whole.
+        outbound = min(max(0.0, stamp - accepted_wall), delivery)
+        legs = ReflectorLegs(outbound, delivery - outbound, source)
+        self.transcript.note(
+            f"reflector: outbound {outbound:.1f} s (our 250 to the reply's {source} header), "
+            f"return {legs.return_seconds:.1f} s"
+        )
+        return legs
 
     def _delivery_seconds(self) -> float | None:
         """Seconds from the ``250`` to the watcher seeing the message, once it has."""
@@ -240,3 +291,23 @@ class _Run:
         accepted = self.smtp.accepted_at
         seen = self.arrival.seen_at
         return max(0.0, seen - (accepted if accepted is not None else seen))
+
+
+def _reflector_time(arrival: Arrival) -> tuple[float, str] | None:
+    """When the reflector wrote its reply (Unix time), and which header said so.
+
+    A reply (known by its Subject) is a new message: its ``Date`` is when
+    the reflector wrote it; without one, its oldest ``Received`` is the
+    reflector's first hop. A message that came back with our own header
+    is our original, redirected: its ``Date`` is ours and nothing tells
+    the reflector's hops from ours, so there is no split point (``None``).
+    """
+    if not arrival.by_subject:
+        return None
+    if arrival.date is not None:
+        return arrival.date.timestamp(), "Date"
+    for header in reversed(arrival.received):  # oldest first
+        when = header_date(header.rpartition(";")[2])
+        if when is not None:
+            return when.timestamp(), "Received"
+    return None

@@ -54,16 +54,54 @@ _COMMAND_LINE_MAX: Final = 512
 """RFC 5321's command line limit, CRLF included; RFC 4954 §4 says an initial
 response that would break it goes on a line of its own after a ``334``."""
 _LEADING_DOT: Final = re.compile(rb"(?m)^\.")
+_THROTTLING: Final = re.compile(
+    r"""
+    \b4\.3\.2\b                 # "not accepting messages": what M365 says for its concurrency limits
+    | throttl                     # "4.7.0 Throttled", "throttling"
+    | sender\ thread\ limit\ exceeded   # M365 STOREDRV.ClientSubmit
+    | concurrent\ (?:server\ )?(?:connections?|sessions?)
+    | too\ many\ (?:concurrent\ )?(?:connections?|sessions?|messages?|mails?|e-?mails?
+                 |recipients?|requests?|login\ attempts?|auth\w*\ attempts?)
+    | rate[\ -]?limit             # "rate limit exceeded", "ratelimited"
+    | at\ a\ rate\ that            # Gmail 4.2.1 "receiving mail at a rate that prevents ..."
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+"""What a ``4xx`` says when it means "slow down", not "something is wrong".
+
+Microsoft 365 (``4.3.2``, "sender thread limit exceeded", "concurrent
+connections"), Google ("at a rate that prevents", "too many login
+attempts"), Postfix's anvil ("too many connections") and policy daemons'
+rate limits. "too many errors" is left out on purpose: that is Postfix
+hanging up on a client that misbehaved, not a rate limit.
+"""
 
 
 class SmtpSendError(Exception):
-    """The SMTP leg failed at ``stage``; ``report`` holds what was seen until then."""
+    """The SMTP leg failed at ``stage``; ``report`` holds what was seen until then.
 
-    def __init__(self, stage: Stage, reason: str, report: SmtpReport) -> None:
+    ``throttled`` is True when the failure was a ``4xx`` reply saying the
+    server is rate limiting us (see :func:`is_throttling`).
+    """
+
+    def __init__(
+        self, stage: Stage, reason: str, report: SmtpReport, *, throttled: bool = False
+    ) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
         self.report = report
+        self.throttled = throttled
+
+
+def is_throttling(code: int | None, text: str) -> bool:
+    """True for a temporary (``4xx``) reply that says the server is limiting our rate.
+
+    Other ``4xx`` replies (greylisting, a full disk, a lookup failure) are
+    temporary too, but they are not about how fast we send: they stay
+    ordinary send failures.
+    """
+    return code is not None and 400 <= code < 500 and _THROTTLING.search(text) is not None
 
 
 def parse_queue_id(reply: str) -> str | None:
@@ -138,8 +176,12 @@ class _Session:
     def fail(self, reason: str, stage: Stage | None = None) -> SmtpSendError:
         self.finish_stage()
         failed_at = stage or self.stage
+        # We stop at the first error reply, so a 4xx seen last is what ended the leg.
+        throttled = is_throttling(self.reply_code, self.reply)
+        if throttled:
+            reason = f"temporary throttling by the server: {reason}"
         self.transcript.note(f"FAILED at {failed_at}: {reason}")
-        return SmtpSendError(failed_at, reason, self.report())
+        return SmtpSendError(failed_at, reason, self.report(), throttled=throttled)
 
 
 async def send_message(

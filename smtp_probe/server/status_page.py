@@ -49,10 +49,10 @@ class Tone(enum.StrEnum):
 
 
 def tone(outcome: Outcome) -> Tone:
-    """Delivered or sent is green, junk amber, every failure red."""
+    """Delivered or sent is green, junk and throttled amber, every failure red."""
     if outcome in (Outcome.DELIVERED, Outcome.SENT):
         return Tone.OK
-    if outcome is Outcome.JUNK:
+    if outcome in (Outcome.JUNK, Outcome.THROTTLED):
         return Tone.WARN
     return Tone.BAD
 

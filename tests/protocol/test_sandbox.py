@@ -21,7 +21,7 @@ import aiosmtplib
 import pytest
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-from imapclient.imapclient import DELETED, JUNK, SEEN
+from imapclient.imapclient import DELETED, JUNK, SEEN, TRASH
 
 from smtp_probe.probe.message import PROBE_HEADER
 from smtp_probe.sandbox import (
@@ -29,6 +29,7 @@ from smtp_probe.sandbox import (
     DEMO_USER,
     JUNK_FOLDER,
     JUNK_RECIPIENT,
+    TRASH_FOLDER,
     MailSandbox,
     SandboxAddress,
     SandboxError,
@@ -287,6 +288,53 @@ def test_junk_folder_is_listed_as_junk_and_the_junk_address_lands_there() -> Non
     run(scenario)
 
 
+def test_trash_folder_is_listed_as_trash() -> None:
+    async def scenario() -> str | None:
+        async with sandbox_running() as (_, address):
+
+            def look() -> str | None:
+                client = imap_login(address)
+                try:
+                    found: str | None = client.find_special_folder(TRASH)
+                    flags = {name: flags for flags, _, name in client.list_folders()}
+                    assert b"\\Trash" in flags[TRASH_FOLDER]
+                    return found
+                finally:
+                    client.logout()
+
+            return await asyncio.to_thread(look)
+
+    assert run(scenario) == TRASH_FOLDER
+
+
+def test_capabilities_after_login_can_gain_gmails_and_lose_move_and_uidplus() -> None:
+    """So that protocol tests can stand the sandbox in for Gmail, or for an older server."""
+
+    async def capabilities(**options: Any) -> set[bytes]:
+        async with sandbox_running(**options) as (_, address):
+
+            def look() -> set[bytes]:
+                client = imap_login(address)
+                try:
+                    return set(client.capabilities())
+                finally:
+                    client.logout()
+
+            return await asyncio.to_thread(look)
+
+    async def scenario() -> tuple[set[bytes], set[bytes]]:
+        plain = await capabilities()
+        changed = await capabilities(
+            imap_extensions=["x-gm-ext-1"], imap_withheld=["MOVE", "UIDPLUS"]
+        )
+        return plain, changed
+
+    plain, changed = run(scenario)
+    assert {b"MOVE", b"UIDPLUS", b"IDLE"} <= plain
+    assert b"X-GM-EXT-1" not in plain
+    assert changed == (plain - {b"MOVE", b"UIDPLUS"}) | {b"X-GM-EXT-1"}
+
+
 # ------------------------------------------------------------------- refusals
 
 
@@ -378,6 +426,8 @@ def test_non_loopback_host_is_refused(host: str) -> None:
         ({"smtp_port": 10025, "imap_port": 10025}, "cannot share port 10025"),
         ({"delivery_delay": -1.0}, "delivery_delay must be"),
         ({"delivery_delay": float("nan")}, "delivery_delay must be"),
+        ({"imap_extensions": ["X GM"]}, "imap_extensions: 'X GM' is not an IMAP capability"),
+        ({"imap_withheld": [""]}, "imap_withheld: '' is not an IMAP capability name"),
     ],
 )
 def test_out_of_range_ports_and_delays_are_refused(options: dict[str, Any], complaint: str) -> None:

@@ -13,7 +13,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
-from smtp_probe.probe.result import SMTP_STAGES, Arrival, Outcome, RunResult, SmtpReport, Stage
+from smtp_probe.probe.result import (
+    SMTP_STAGES,
+    Arrival,
+    Outcome,
+    ReflectorLegs,
+    RunResult,
+    SmtpReport,
+    Stage,
+)
 from smtp_probe.probe.transcript import Transcript
 
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -70,6 +78,7 @@ def run_result(
     folder: str | None = None,
     received: tuple[str, ...] = (),
     internaldate: datetime | None = None,
+    reflector: ReflectorLegs | None = None,
 ) -> RunResult:
     """A finished run, with the fields ``run_probe`` would fill for that outcome.
 
@@ -81,7 +90,8 @@ def run_result(
     * ``stage_seconds`` are :func:`stages_reached` for ``stage``;
     * ``queue_id`` is :data:`QUEUE_ID`, or ``None`` for a run that failed at
       an SMTP stage (no queue id before DATA is accepted);
-    * the transcript is empty, on a clock fixed at 0.
+    * the transcript is empty, on a clock fixed at 0;
+    * ``reflector`` legs only when given.
 
     The reply (``reply_code``, ``reply``) is the ``250`` that queued the
     message unless the caller gives a failure's reply.
@@ -119,4 +129,5 @@ def run_result(
         transcript=transcript if transcript is not None else Transcript(clock=lambda: 0.0),
         delivery_seconds=delivery,
         arrival=arrival,
+        reflector=reflector,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from smtp_probe import __version__
 from smtp_probe.config import parse_config
 from smtp_probe.config.runtime import Config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
+from smtp_probe.probe.result import SMTP_STAGES, Outcome, ReflectorLegs, RunResult, Stage
 from tests.support.results import DURATION, STAGE_SECONDS, STARTED, run_result
 
 FINISHED = STARTED.timestamp() + DURATION
@@ -31,6 +32,7 @@ SENDER = "sender-box@corp-mail.test"
 RECIPIENT = "rcpt-box@corp-mail.test"
 SMTP_PASSWORD = "smtp-Pa55word-xyzzy"  # noqa: S105 - a made-up secret to look for
 IMAP_PASSWORD = "imap-Pa55word-plugh"  # noqa: S105 - a made-up secret to look for
+LEGS = ("outbound", "return")
 TIMED_STAGES = (*SMTP_STAGES, Stage.DELIVERY)
 """Stages whose seconds are exported per run: the SMTP stages and delivery."""
 
@@ -397,6 +399,7 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_timeout_seconds": "gauge",
     "smtp_probe_late_messages_total": "counter",
     "smtp_probe_in_flight": "gauge",
+    "smtp_probe_reflector_leg_seconds": "gauge",  # issue 8, listed in the README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
@@ -509,6 +512,7 @@ def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_
         "stage": {stage.value for stage in Stage},
         "outcome": {outcome.value for outcome in Outcome},
         "version": {__version__},
+        "leg": {"outbound", "return"},
     }
     pairs = re.findall(r'(\w+)="([^"]*)"', "\n".join(re.findall(r"\{([^}]*)\}", text)))
     assert pairs
@@ -517,6 +521,55 @@ def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_
             assert label_value == "+Inf" or float(label_value) > 0
         else:
             assert label_value in allowed[label], (label, label_value)
+
+
+# ---------------------------------------------------------------- reflector legs
+
+
+LEG = "smtp_probe_reflector_leg_seconds"
+
+
+def with_reflector(metrics: Metrics, base: Config, *names: str) -> None:
+    """Configure ``base``'s probes, those named here turned into reflector probes."""
+    metrics.configure(
+        replace(p, spec=replace(p.spec, reflector=p.name in names)) for p in base.probes
+    )
+
+
+def test_reflector_probes_have_both_legs_from_the_start_and_other_probes_none() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    with_reflector(metrics, config("echo", "plain"), "echo")
+
+    for leg in ("outbound", "return"):
+        assert registry.get_sample_value(LEG, {"probe": "echo", "leg": leg}) == 0.0
+        assert registry.get_sample_value(LEG, {"probe": "plain", "leg": leg}) is None
+
+
+def test_a_reflector_run_sets_its_legs_and_a_run_without_them_resets_them() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    with_reflector(metrics, config("echo"), "echo")
+    legs = ReflectorLegs(outbound_seconds=3.0, return_seconds=0.75, source="Date")
+
+    metrics.record(run_result("echo", delivery=3.75, reflector=legs))
+    measured = [registry.get_sample_value(LEG, {"probe": "echo", "leg": leg}) for leg in LEGS]
+    metrics.record(run_result("echo", Outcome.NOT_DELIVERED, stage=Stage.DELIVERY))
+    after_failure = [registry.get_sample_value(LEG, {"probe": "echo", "leg": leg}) for leg in LEGS]
+
+    assert measured == [3.0, 0.75]
+    assert after_failure == [0.0, 0.0]
+
+
+def test_a_probe_that_stops_being_a_reflector_loses_its_leg_series() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    base = config("echo")
+    with_reflector(metrics, base, "echo")
+    with_reflector(metrics, base)
+
+    assert registry.get_sample_value(LEG, {"probe": "echo", "leg": "outbound"}) is None
+    assert f"{LEG}{{" not in exposition(registry)
 
 
 # ---------------------------------------------------------------- reads for the status page

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from smtp_probe.config import parse_config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import Outcome, Stage
+from smtp_probe.probe.result import Outcome, ReflectorLegs, Stage
 from tests.support.results import run_result
 
 CONFIG = """
@@ -56,6 +58,20 @@ def test_openmetrics_render_is_what_the_openmetrics_encoder_writes_and_parses() 
     assert "smtp_probe_delivery_duration_seconds" in names
     assert "smtp_probe_oauth_token_requests" in names
     assert "smtp_probe_oauth_token_request_duration_seconds" in names
+
+
+def test_text_render_of_reflector_legs_is_what_generate_latest_writes() -> None:
+    metrics = Metrics(CollectorRegistry())
+    probes = parse_config(CONFIG).probes
+    metrics.configure(replace(p, spec=replace(p.spec, reflector=p.name == "beta")) for p in probes)
+    legs = ReflectorLegs(outbound_seconds=1.5, return_seconds=0.25, source="Received")
+    metrics.record(run_result("beta", Outcome.DELIVERED, delivery=1.75, reflector=legs))
+
+    rendered = metrics.render()
+
+    assert rendered == generate_latest(metrics.registry)
+    assert b'smtp_probe_reflector_leg_seconds{leg="outbound",probe="beta"} 1.5\n' in rendered
+    assert b'smtp_probe_reflector_leg_seconds{leg="return",probe="beta"} 0.25\n' in rendered
 
 
 def test_a_removed_probe_leaves_no_line_behind() -> None:

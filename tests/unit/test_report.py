@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from smtp_probe.probe.result import Outcome, RunResult, Stage
+from smtp_probe.probe.result import Outcome, ReflectorLegs, RunResult, Stage
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import (
     ExitCode,
@@ -61,6 +61,11 @@ def test_delivered_into_junk_is_warning() -> None:
     assert exit_code(make_result(Outcome.JUNK, delivery=0.5)) == 1
 
 
+def test_throttled_by_the_server_is_warning_not_critical() -> None:
+    """A server asking us to slow down is a temporary condition, not a broken route."""
+    assert exit_code(failed(Outcome.THROTTLED)) is ExitCode.WARNING
+
+
 def test_sent_without_a_delivery_check_is_ok() -> None:
     assert exit_code(make_result(Outcome.SENT)) == 0
 
@@ -92,6 +97,27 @@ def test_json_values_of_a_delivered_run() -> None:
     assert data["delivery_seconds"] == 0.25
     assert data["folder"] == "INBOX"
     assert data["exit_code"] == 0
+
+
+def test_json_of_a_reflector_run_has_both_legs_and_other_runs_have_none() -> None:
+    legs = ReflectorLegs(outbound_seconds=2.0, return_seconds=0.5, source="Date")
+    reflected = as_dict(run_result(delivery=2.5, reflector=legs))
+    plain = as_dict(make_result(Outcome.DELIVERED, delivery=0.25))
+
+    assert reflected["reflector"] == {"outbound_seconds": 2.0, "return_seconds": 0.5}
+    assert reflected["delivery_seconds"] == 2.5
+    assert plain["reflector"] is None
+
+
+def test_verdict_and_nagios_of_a_reflector_run_show_both_legs() -> None:
+    legs = ReflectorLegs(outbound_seconds=2.0, return_seconds=0.5, source="Date")
+    result = run_result(delivery=2.5, reflector=legs)
+
+    assert "2500.0 ms after the 250 (via the reflector: out 2000.0 ms, back 500.0 ms)" in (
+        verdict(result)
+    )
+    perf = render_nagios(result).split(" | ", 1)[1].split()
+    assert perf[:3] == ["delivery=2.500000s;;;0", "outbound=2.000000s;;;0", "return=0.500000s;;;0"]
 
 
 def test_json_values_of_a_failed_run() -> None:

@@ -151,6 +151,15 @@ def test_every_probe_is_listed_in_config_order_with_its_last_outcome_coloured() 
     ]
 
 
+def test_a_throttled_run_is_amber_like_junk_and_counted_as_a_warning() -> None:
+    tree = page(status(("alpha", runs("alpha", [Outcome.THROTTLED]))))
+
+    badge = row(tree, "alpha").find("td", cls="outcome").find("span", cls="badge")
+    assert (badge.text(), badge.classes) == ("throttled", {"badge", "warn"})
+    summary = [b.text() for b in tree.find("p", cls="summary").find_all("span", cls="badge")]
+    assert "1 warning" in summary
+
+
 def test_a_failed_run_shows_its_stage_reply_code_and_error() -> None:
     tree = page(status(("alpha", runs("alpha", [Outcome.SEND_FAILED]))))
 
