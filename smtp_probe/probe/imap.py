@@ -474,19 +474,30 @@ class MailboxWatcher:
         ``trash`` when the mailbox says so, or (left to us) when the server
         is Gmail: there an expunge from INBOX only takes a label away and
         the message stays in All Mail. The ``\Trash`` folder is looked up
-        at the first cleanup, on each connection.
+        here, on each connection: a probe that could not clean up after
+        itself must not send at all.
 
         Raises:
+            ImapError: at ``imap_select``: ``trash`` and no ``\Trash`` folder.
             ConnectionLost: the connection broke.
         """
         self._trash, self._trash_looked_up = None, False
         chosen = self.mailbox.cleanup
-        if chosen is not None:
-            self._cleanup = chosen
-            return str(chosen)
-        gmail = session.has("X-GM-EXT-1")
-        self._cleanup = Cleanup.TRASH if gmail else Cleanup.EXPUNGE
-        return f"{self._cleanup} (the server has X-GM-EXT-1: Gmail)" if gmail else "expunge"
+        gmail = chosen is None and session.has("X-GM-EXT-1")
+        self._cleanup = (
+            chosen if chosen is not None else Cleanup.TRASH if gmail else Cleanup.EXPUNGE
+        )
+        if self._cleanup is Cleanup.TRASH:
+            self._trash, self._trash_looked_up = session.trash_folder(), True
+            if self._trash is None:
+                raise ImapError(
+                    Stage.IMAP_SELECT,
+                    "cleanup is trash, but the server has no \\Trash folder "
+                    "(SPECIAL-USE, or one named Trash): nothing is sent that could not be removed",
+                )
+        return (
+            f"{self._cleanup} (the server has X-GM-EXT-1: Gmail)" if gmail else str(self._cleanup)
+        )
 
     def _junk_names(self) -> list[str]:
         configured = self.mailbox.junk_folders

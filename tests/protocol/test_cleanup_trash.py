@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from smtp_probe.probe.imap import MailboxWatcher
+from smtp_probe.probe.imap import ImapError, MailboxWatcher
 from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, build_message
 from smtp_probe.probe.result import Arrival, Outcome, Stage
 from smtp_probe.probe.run import run_probe
@@ -290,40 +290,29 @@ def test_without_uidplus_a_flagged_stranger_in_trash_stops_the_expunge() -> None
     assert "deleted by its owner" in subjects(done.trash)
 
 
-def test_no_trash_folder_fails_the_cleanup_and_leaves_the_message_where_it_is() -> None:
-    async def scenario() -> Confirmed:
+def test_no_trash_folder_stops_the_watcher_before_anything_is_sent() -> None:
+    """A probe that could not clean up after itself must not send: the watcher never comes up."""
+
+    async def scenario() -> tuple[ImapError, list[str]]:
         async with sandbox(imap_extensions=GMAIL) as address:
-
-            def remove_trash(address: SandboxAddress, token: Token) -> None:
-                delete_folder(address, TRASH_FOLDER)
-
-            await asyncio.to_thread(remove_trash, address, Token(0, "", ""))
-            box = sandbox_mailbox(address)
-            signer = TokenSigner()
-            watcher = MailboxWatcher(box, signer)
+            await asyncio.to_thread(delete_folder, address, TRASH_FOLDER)
+            watcher = MailboxWatcher(sandbox_mailbox(address), TokenSigner())
             transcript = Transcript()
-            deadline = time.monotonic() + 10
-            token = signer.new(PROBE)
-            await watcher.start(transcript, deadline)
             try:
-                async with watcher.expecting(PROBE, token, transcript) as expected:
-                    await asyncio.to_thread(append, address, "INBOX", probe_message(token))
-                    arrival = await expected.arrival(deadline)
+                with pytest.raises(ImapError) as refused:
+                    await watcher.start(transcript, time.monotonic() + 10)
             finally:
                 await watcher.close()
-            inbox = await asyncio.to_thread(messages_in, address, "INBOX")
-            return Confirmed(token, arrival, transcript.render(), inbox, [])
+            return refused.value, transcript.render()
 
-    done = run(scenario)
+    error, lines = run(scenario)
 
-    assert done.arrival is not None
-    assert not done.arrival.deleted
-    assert done.arrival.cleanup_error == (
+    assert error.stage is Stage.IMAP_SELECT
+    assert error.reason == (
         "cleanup is trash, but the server has no \\Trash folder (SPECIAL-USE, or one named "
-        "Trash): left in INBOX"
+        "Trash): nothing is sent that could not be removed"
     )
-    assert not any("STORE" in step or "MOVE" in step for step in commands(done.lines))
-    assert tokens(done.inbox) == [str(done.token)]
+    assert not any("STORE" in step or "MOVE" in step for step in commands(lines))
 
 
 # ---------------------------------------------------------------- whole runs
@@ -341,7 +330,7 @@ def sandbox_probe(address: SandboxAddress, mailbox: Mailbox) -> ProbeSpec:
 
 
 @pytest.mark.parametrize("trash_exists", [True, False], ids=["trash", "no-trash"])
-def test_a_run_on_gmail_is_delivered_and_trashed_or_fails_at_cleanup(trash_exists: bool) -> None:
+def test_a_run_on_gmail_is_delivered_and_trashed_or_sends_nothing(trash_exists: bool) -> None:
     async def scenario() -> tuple[Any, list[Message]]:
         async with sandbox(imap_extensions=GMAIL) as address:
             if not trash_exists:
@@ -358,7 +347,7 @@ def test_a_run_on_gmail_is_delivered_and_trashed_or_fails_at_cleanup(trash_exist
         assert any("-> UID MOVE " in line for line in result.transcript.render())
     else:
         assert result.outcome is Outcome.ERROR
-        assert result.stage is Stage.CLEANUP
+        assert result.stage is Stage.IMAP_SELECT
         assert "no \\Trash folder" in result.error
-        assert result.delivery_seconds is not None
-        assert len(inbox) == 1
+        assert result.smtp.reply_code is None, "nothing was sent"
+        assert inbox == []
