@@ -31,6 +31,14 @@ REFRESH_AHEAD_MAX: Final = 300.0
 """A token is replaced at most this many seconds before it expires ..."""
 REFRESH_AHEAD_SHARE: Final = 0.25
 """... or when less than this share of its lifetime is left, if that comes later."""
+FETCH_MARGIN: Final = 0.25
+"""A fetch's own deadline comes this much (at most a twentieth of the wait) before
+the caller stops waiting for it. A fetch that keeps its deadline then ends first,
+in its own words, and cleans up after itself: a token command is killed before
+``smtp-probe check`` exits and its daemon worker thread with it (the helper would
+otherwise be left running, in a session of its own), and the reason says
+"token command ...: killed", not "no answer from the token endpoint". The
+caller's wait stays the hard stop for a fetch that does not keep its deadline."""
 LAST_USE_MARGIN: Final = 5.0
 """A token this close to expiry is not handed out when its refresh failed: it
 could expire between the SMTP AUTH and the IMAP login of one run."""
@@ -138,8 +146,12 @@ class TokenCache:
                 self._current = None
 
     def _request(self, timeout: float) -> Fetched:
-        """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's)."""
-        limit = min(timeout, self._timeout)
+        """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's).
+
+        The fetch is given a little less than the wait (:data:`FETCH_MARGIN`).
+        """
+        wait = max(0.0, min(timeout, self._timeout + FETCH_MARGIN))
+        limit = min(self._timeout, wait - min(FETCH_MARGIN, wait / 20))
         box: list[Fetched | BaseException] = []
         done = threading.Event()
 
@@ -154,7 +166,7 @@ class TokenCache:
         started = time.monotonic()
         worker = threading.Thread(target=work, name=f"oauth {self._client}", daemon=True)
         worker.start()
-        finished = done.wait(limit)
+        finished = done.wait(wait)
         seconds = time.monotonic() - started
         if not finished:
             self._observe("timeout", seconds, None)
