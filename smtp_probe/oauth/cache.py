@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from smtp_probe.probe.credentials import AccessToken, TokenError
+from smtp_probe.probe.credentials import AccessToken, TokenError, seconds_text
 from smtp_probe.secret import Secret
 
 REFRESH_AHEAD_MAX: Final = 300.0
@@ -113,7 +113,7 @@ class TokenCache:
         give_up = time.monotonic() + timeout
         if not self._lock.acquire(timeout=max(0.0, timeout)):
             raise TokenError(
-                f"no token within {_seconds(timeout)}s (another request to the endpoint is still running)",
+                f"no token within {seconds_text(timeout)}s (another request to the endpoint is still running)",
                 "timeout",
             )
         try:
@@ -171,7 +171,7 @@ class TokenCache:
         if not finished:
             self._observe("timeout", seconds, None)
             raise TokenError(
-                f"no answer from the token endpoint within {_seconds(limit)}s", "timeout"
+                f"no answer from the token endpoint within {seconds_text(limit)}s", "timeout"
             )
         outcome = box[0]
         if isinstance(outcome, TokenError):
@@ -187,11 +187,6 @@ class TokenCache:
         observer = self.observer
         if observer is not None:
             observer.token_requested(self._client, result, seconds, expires_at)
-
-
-def _seconds(value: float) -> str:
-    """``0.3`` for the 0.299997 s a deadline left: what a reader expects to see."""
-    return f"{round(value, 1):g}"
 
 
 def _refresh_at(expires_at: float | None) -> float | None:
