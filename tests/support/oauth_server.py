@@ -81,6 +81,10 @@ INTROSPECTOR: Final = "dovecot"
 _HOST: Final = "127.0.0.1"
 _JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _ROOT: Final = Path(__file__).resolve().parents[2]
+# Admin and introspection calls go straight to 127.0.0.1, never through a
+# proxy: urllib's shared opener keeps the proxy variables of its first use,
+# and tests point them at a refusing port (tests.support.oauth_clients).
+_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class OAuthServerError(RuntimeError):
@@ -395,6 +399,23 @@ class OAuthServer:
         """How many token requests came from ``client_id`` (or from anyone)."""
         return sum(1 for e in self.log() if client_id is None or e["client_id"] == client_id)
 
+    def issued(self, client_id: str | None = None) -> list[str]:
+        """The access tokens issued so far (to ``client_id``, or to anyone), oldest first.
+
+        For tests that search outputs for the tokens a process under test
+        was given. Read from the server's state file, so it works while the
+        server is stopped too.
+        """
+        try:
+            state = json.loads(self._path("issued.json").read_text())
+        except FileNotFoundError:
+            return []
+        return [
+            token
+            for token, record in state["tokens"].items()
+            if client_id is None or record["client_id"] == client_id
+        ]
+
     def introspect(self, token: str) -> dict[str, Any]:
         """What introspection says about ``token`` (as the introspecting client asks)."""
         body = urllib.parse.urlencode({"token": token}).encode()
@@ -404,7 +425,7 @@ class OAuthServer:
             method="POST",
             headers={"Authorization": _basic(INTROSPECTOR, self._introspector_secret)},
         )
-        with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310
+        with _DIRECT.open(request, timeout=5) as reply:
             answer: dict[str, Any] = json.loads(reply.read())
         return answer
 
@@ -452,7 +473,7 @@ class OAuthServer:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310
+            with _DIRECT.open(request, timeout=5) as reply:
                 answer: dict[str, Any] = json.loads(reply.read())
         except OSError as exc:
             raise OAuthServerError(f"admin {path}: {exc}; log: {self._log_tail()}") from exc
