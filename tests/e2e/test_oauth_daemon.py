@@ -24,9 +24,10 @@ from tests.support.oauth_e2e import (
     PostfixLog,
     leaked,
     metric,
+    metrics_page,
     oauth_env,
     refusing_proxy,
-    wait_until,
+    runs_reaching,
 )
 from tests.support.oauth_server import OAuthServer
 from tests.support.routes import SENDER, SINK
@@ -57,22 +58,6 @@ def start(stack: MailStack, config: OAuthConfig, proxy: str, *args: str) -> Daem
     return start_daemon(stack, config.dir, [], config=text, args=args, env=oauth_env(proxy))
 
 
-def metrics(daemon: Daemon) -> str:
-    status, text = daemon.get("/metrics")
-    assert status == 200
-    return text
-
-
-def runs_reaching(daemon: Daemon, probe: str, count: float, timeout: float = 30) -> str:
-    """Wait until ``probe`` has ``count`` scheduled runs; the /metrics page then."""
-
-    def page() -> str:
-        text = metrics(daemon)
-        return text if metric(text, "smtp_probe_runs_total", probe=probe) >= count else ""
-
-    return wait_until(page, timeout, f"{count:g} runs of {probe}")
-
-
 def stopped_cleanly(daemon: Daemon) -> str:
     """SIGTERM the daemon; it must exit 0 and log no traceback. Its log."""
     stop_daemon(daemon)
@@ -88,7 +73,7 @@ def test_the_daemon_delivers_with_oauth_and_a_refused_cached_token_is_replaced_a
     probe, smtp_client, imap_client = config.both_legs("generic")
     daemon = start(stack, config, proxy)
     try:
-        text = runs_reaching(daemon, probe, 3)
+        text = runs_reaching(daemon, [probe], 3, 30)
         runs = metric(text, "smtp_probe_runs_total", probe=probe)
         assert metric(text, "smtp_probe_success", probe=probe) == 1
         assert metric(text, "smtp_probe_outcomes_total", probe=probe, outcome="delivered") == runs
@@ -108,11 +93,15 @@ def test_the_daemon_delivers_with_oauth_and_a_refused_cached_token_is_replaced_a
         # fetched and used on the same connection; no run fails.
         postfix = PostfixLog(stack)
         oauth_server.revoke_tokens()
-        text = runs_reaching(daemon, probe, runs + 2)
+        text = runs_reaching(daemon, [probe], runs + 2, 30)
         after = metric(text, "smtp_probe_runs_total", probe=probe)
         assert metric(text, "smtp_probe_outcomes_total", probe=probe, outcome="delivered") == after
         assert metric(text, "smtp_probe_success", probe=probe) == 1
         assert postfix.auth_failures() == 1, postfix.new()
+        # what Dovecot was shown: the revoked token once, then only the new one
+        shown = oauth_server.introspections(config.client_ids[smtp_client])
+        refused = shown.index(False)
+        assert shown[refused + 1 :] == [True] * (len(shown) - refused - 1) != []
         requests = oauth_server.requests(config.client_ids[smtp_client])
         assert requests == 2
         assert metric(text, "smtp_probe_oauth_token_requests_total", client=smtp_client,
@@ -169,14 +158,13 @@ def test_no_secret_and_no_token_shows_in_any_output(
 
     daemon = start(stack, config, proxy, "--log-level", "debug")
     try:
-        for probe in ("good", "token-refused", "mailbox-refused"):
-            runs_reaching(daemon, probe, 2)
+        runs_reaching(daemon, ["good", "token-refused", "mailbox-refused"], 2, 30)
         for probe in ("good", "token-refused", "mailbox-refused"):
             status, outputs[f"/probe {probe}"] = daemon.get(f"/probe?name={probe}&format=json")
             assert status == 200
         status, outputs["/"] = daemon.get("/")
         assert status == 200
-        outputs["/metrics"] = metrics(daemon)
+        outputs["/metrics"] = metrics_page(daemon)
     finally:
         outputs["daemon log"] = stopped_cleanly(daemon)
 

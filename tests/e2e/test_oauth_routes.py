@@ -23,7 +23,7 @@ from tests.support.oauth_e2e import (
     metric,
     oauth_env,
     refusing_proxy,
-    wait_until,
+    runs_reaching,
 )
 from tests.support.oauth_server import OAuthServer
 from tests.support.routes import SENDER, SINK, probe_messages
@@ -86,13 +86,7 @@ def test_every_probe_of_the_matrix_delivers_through_the_daemon(
         text = matrix.write().read_text()
         daemon = start_daemon(stack, matrix.dir, [], config=text, env=oauth_env(proxy))
         try:
-
-            def every_probe_ran_twice() -> str:
-                _, page = daemon.get("/metrics")
-                runs = [metric(page, "smtp_probe_runs_total", probe=p) for p in PROBES]
-                return page if min(runs) >= 2 else ""
-
-            page = wait_until(every_probe_ran_twice, 40, "two runs of every probe")
+            page = runs_reaching(daemon, PROBES, 2, 40)
         finally:
             stop_daemon(daemon)
     assert daemon.proc.returncode == 0

@@ -22,10 +22,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -33,6 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 import yaml
 
 from tests.support.cli_proc import run_cli
+from tests.support.daemon_proc import Daemon
 from tests.support.mailstack import MailStack
 from tests.support.oauth_server import OAuthServer
 from tests.support.routes import SENDER, SINK
@@ -419,16 +418,27 @@ def wait_until(condition: Callable[[], _T], timeout: float, what: str) -> _T:
     return value
 
 
-def http_get(url: str, timeout: float = 20) -> tuple[int, str]:
-    """GET a loopback ``url``, no proxy: status and body, error statuses too."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=timeout) as reply:
-            return int(reply.status), reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+def metrics_page(daemon: Daemon) -> str:
+    """The daemon's /metrics page.
+
+    Raises:
+        AssertionError: it did not answer 200.
+    """
+    status, text = daemon.get("/metrics")
+    assert status == 200, text
+    return text
 
 
-def environ_with(proxy: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """:func:`oauth_env` and ``extra``: for the daemon's process."""
-    return oauth_env(proxy) | dict(extra or {})
+def runs_reaching(daemon: Daemon, probes: Sequence[str], count: float, timeout: float) -> str:
+    """Wait until each of ``probes`` has ``count`` scheduled runs; the /metrics page then.
+
+    Raises:
+        AssertionError: they did not within ``timeout`` seconds.
+    """
+
+    def page() -> str:
+        text = metrics_page(daemon)
+        runs = [metric(text, "smtp_probe_runs_total", probe=p) for p in probes]
+        return text if min(runs) >= count else ""
+
+    return wait_until(page, timeout, f"{count:g} runs of {', '.join(probes)}")
