@@ -32,8 +32,8 @@ REFRESH_AHEAD_MAX: Final = 300.0
 REFRESH_AHEAD_SHARE: Final = 0.25
 """... or when less than this share of its lifetime is left, if that comes later."""
 FETCH_MARGIN: Final = 0.25
-"""A fetch's own deadline comes this much (at most a twentieth of the wait) before
-the caller stops waiting for it. A fetch that keeps its deadline then ends first,
+"""A fetch's own deadline comes this much (at most a tenth of its time) before the
+caller stops waiting for it. A fetch that keeps its deadline then ends first,
 in its own words, and cleans up after itself: a token command is killed before
 ``smtp-probe check`` exits and its daemon worker thread with it (the helper would
 otherwise be left running, in a session of its own), and the reason says
@@ -148,10 +148,16 @@ class TokenCache:
     def _request(self, timeout: float) -> Fetched:
         """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's).
 
-        The fetch is given a little less than the wait (:data:`FETCH_MARGIN`).
+        The fetch gets the client's timeout, and the caller waits a margin
+        longer (:data:`FETCH_MARGIN`); when the caller's own timeout is the
+        shorter, the fetch gets a margin less than that.
         """
-        wait = max(0.0, min(timeout, self._timeout + FETCH_MARGIN))
-        limit = min(self._timeout, wait - min(FETCH_MARGIN, wait / 20))
+        if timeout >= self._timeout + _margin(self._timeout):
+            limit = self._timeout
+            wait = limit + _margin(limit)
+        else:
+            wait = max(0.0, timeout)
+            limit = wait - _margin(wait)
         box: list[Fetched | BaseException] = []
         done = threading.Event()
 
@@ -187,6 +193,10 @@ class TokenCache:
         observer = self.observer
         if observer is not None:
             observer.token_requested(self._client, result, seconds, expires_at)
+
+
+def _margin(seconds: float) -> float:
+    return min(FETCH_MARGIN, seconds / 10)
 
 
 def _refresh_at(expires_at: float | None) -> float | None:
