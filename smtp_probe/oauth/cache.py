@@ -24,13 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from smtp_probe.probe.credentials import AccessToken, TokenError
+from smtp_probe.probe.credentials import AccessToken, TokenError, seconds_text
 from smtp_probe.secret import Secret
 
 REFRESH_AHEAD_MAX: Final = 300.0
 """A token is replaced at most this many seconds before it expires ..."""
 REFRESH_AHEAD_SHARE: Final = 0.25
 """... or when less than this share of its lifetime is left, if that comes later."""
+FETCH_MARGIN: Final = 0.25
+"""A fetch's own deadline comes this much (at most a tenth of its time) before the
+caller stops waiting for it. A fetch that keeps its deadline then ends first,
+in its own words, and cleans up after itself: a token command is killed before
+``smtp-probe check`` exits and its daemon worker thread with it (the helper would
+otherwise be left running, in a session of its own), and the reason says
+"token command ...: killed", not "no answer from the token endpoint". The
+caller's wait stays the hard stop for a fetch that does not keep its deadline."""
 LAST_USE_MARGIN: Final = 5.0
 """A token this close to expiry is not handed out when its refresh failed: it
 could expire between the SMTP AUTH and the IMAP login of one run."""
@@ -105,7 +113,7 @@ class TokenCache:
         give_up = time.monotonic() + timeout
         if not self._lock.acquire(timeout=max(0.0, timeout)):
             raise TokenError(
-                f"no token within {_seconds(timeout)}s (another request to the endpoint is still running)",
+                f"no token within {seconds_text(timeout)}s (another request to the endpoint is still running)",
                 "timeout",
             )
         try:
@@ -138,8 +146,18 @@ class TokenCache:
                 self._current = None
 
     def _request(self, timeout: float) -> Fetched:
-        """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's)."""
-        limit = min(timeout, self._timeout)
+        """Run one fetch in a worker thread, waiting at most ``timeout`` (capped by the client's).
+
+        The fetch gets the client's timeout, and the caller waits a margin
+        longer (:data:`FETCH_MARGIN`); when the caller's own timeout is the
+        shorter, the fetch gets a margin less than that.
+        """
+        if timeout >= self._timeout + _margin(self._timeout):
+            limit = self._timeout
+            wait = limit + _margin(limit)
+        else:
+            wait = max(0.0, timeout)
+            limit = wait - _margin(wait)
         box: list[Fetched | BaseException] = []
         done = threading.Event()
 
@@ -154,12 +172,12 @@ class TokenCache:
         started = time.monotonic()
         worker = threading.Thread(target=work, name=f"oauth {self._client}", daemon=True)
         worker.start()
-        finished = done.wait(limit)
+        finished = done.wait(wait)
         seconds = time.monotonic() - started
         if not finished:
             self._observe("timeout", seconds, None)
             raise TokenError(
-                f"no answer from the token endpoint within {_seconds(limit)}s", "timeout"
+                f"no answer from the token endpoint within {seconds_text(limit)}s", "timeout"
             )
         outcome = box[0]
         if isinstance(outcome, TokenError):
@@ -177,9 +195,8 @@ class TokenCache:
             observer.token_requested(self._client, result, seconds, expires_at)
 
 
-def _seconds(value: float) -> str:
-    """``0.3`` for the 0.299997 s a deadline left: what a reader expects to see."""
-    return f"{round(value, 1):g}"
+def _margin(seconds: float) -> float:
+    return min(FETCH_MARGIN, seconds / 10)
 
 
 def _refresh_at(expires_at: float | None) -> float | None:

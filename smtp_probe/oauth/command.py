@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from smtp_probe.oauth.cache import Fetched
 from smtp_probe.oauth.settings import CommandClient
-from smtp_probe.probe.credentials import TokenError
+from smtp_probe.probe.credentials import TokenError, seconds_text
 from smtp_probe.secret import Secret
 
 BEARER_TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
@@ -70,7 +70,9 @@ class CommandFetch:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise self._fail(f"no token within {timeout:g}s (killed)", "timeout") from None
+            raise self._fail(
+                f"no token within {seconds_text(timeout)}s (killed)", "timeout"
+            ) from None
         if proc.returncode < 0:
             name = _signal_name(-proc.returncode)
             raise self._fail(f"killed by {name} (its output is not shown)")

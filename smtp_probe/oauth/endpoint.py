@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from smtp_probe.probe.credentials import TokenError
+from smtp_probe.probe.credentials import TokenError, seconds_text
 
 OAUTH_RESULTS: Final = frozenset({"invalid_client", "unauthorized_client", "invalid_grant"})
 """OAuth error codes that are their own metric result; any other is ``http_error``."""
@@ -110,7 +110,9 @@ def transport_error(exc: BaseException, url: str, timeout: float) -> TokenError:
     if port is not None:
         where += f":{port}"
     if _caused_by(exc, requests.Timeout) or _caused_by(exc, TimeoutError):
-        return TokenError(f"token endpoint {where}: no answer within {timeout:g}s", "timeout")
+        return TokenError(
+            f"token endpoint {where}: no answer within {seconds_text(timeout)}s", "timeout"
+        )
     return TokenError(f"token endpoint {where}: {_cause(exc)}", "unreachable")
 
 

@@ -47,6 +47,14 @@ class TokenError(Exception):
         self.result = result
 
 
+def seconds_text(value: float) -> str:
+    """A wait in a reason, as a reader expects it: ``2.9`` for the 2.8512 s a deadline left.
+
+    Tenths from 0.1 s up, one significant digit below; never more digits.
+    """
+    return f"{round(value, 1):g}" if value >= 0.1 else f"{value:.1g}"
+
+
 class TokenSource(Protocol):
     """One configured OAuth client's tokens, cached and shared by every user of the client."""
 
@@ -107,7 +115,7 @@ async def obtain(source: TokenSource, deadline: float) -> AccessToken:
         if not limit.expired():
             raise  # the source's own, not the deadline
         raise TokenError(
-            f"no token within {remaining:.3g}s (the run deadline)", "timeout"
+            f"no token within {seconds_text(remaining)}s (the run deadline)", "timeout"
         ) from None
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,13 +78,20 @@ def config_text(stack: MailStack, secrets: Path, probes: list[str]) -> str:
 
 
 def start_daemon(
-    stack: MailStack, workdir: Path, probes: list[str], *, config: str | None = None
+    stack: MailStack,
+    workdir: Path,
+    probes: list[str],
+    *,
+    config: str | None = None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> Daemon:
     """Start ``python -m smtp_probe run`` for ``probes`` (names from :func:`config_text`).
 
     ``config`` replaces the generated config text (it may build on
     ``config_text(stack, workdir, ...)``: the password and token files are
-    written to ``workdir`` either way).
+    written to ``workdir`` either way). ``args`` go after ``run``'s own
+    (``--log-level debug``); ``env`` is added to the daemon's environment.
 
     Raises:
         AssertionError: the daemon exited or was not ready within 20 s.
@@ -95,12 +103,12 @@ def start_daemon(
     path.write_text(config if config is not None else config_text(stack, secrets, probes))
     port = free_port()
     log = secrets / "daemon.log"
-    env = dict(os.environ, SINK_PASSWORD=stack.users[SINK])
+    environ = dict(os.environ, SINK_PASSWORD=stack.users[SINK]) | dict(env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "smtp_probe", "run", "--config", str(path),
-             "--listen", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
+             "--listen", f"127.0.0.1:{port}", *args],
+            stdout=out, stderr=subprocess.STDOUT, env=environ,
         )  # fmt: skip
     running = Daemon(proc, port, path, log)
     end = time.monotonic() + 20

@@ -81,6 +81,12 @@ INTROSPECTOR: Final = "dovecot"
 _HOST: Final = "127.0.0.1"
 _JWT_BEARER: Final = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _ROOT: Final = Path(__file__).resolve().parents[2]
+# Admin and introspection calls go straight to 127.0.0.1, never through a
+# proxy: urllib's shared opener keeps the proxy variables of its first use,
+# and tests point them at a refusing port (tests.support.oauth_clients).
+_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_TEST_CALL: Final = "X-Test-Call"
+"""Header of the test's own introspection calls, which introspections() leaves out."""
 
 
 class OAuthServerError(RuntimeError):
@@ -391,20 +397,57 @@ class OAuthServer:
         entries: list[dict[str, Any]] = reply["log"]
         return entries
 
+    def introspections(self, client_id: str | None = None) -> list[bool]:
+        """What introspection answered (``active``) about each token it was asked about, in order.
+
+        Only the tokens issued to ``client_id`` if given (an unknown token
+        belongs to no client). The mail servers ask about every token a
+        client logs in with: a ``False`` here is a token a login was refused for.
+        """
+        reply = self._admin("GET", "/admin/log")
+        return [
+            entry["active"]
+            for entry in reply["introspections"]
+            if client_id is None or entry["client_id"] == client_id
+        ]
+
     def requests(self, client_id: str | None = None) -> int:
         """How many token requests came from ``client_id`` (or from anyone)."""
         return sum(1 for e in self.log() if client_id is None or e["client_id"] == client_id)
 
+    def issued(self, client_id: str | None = None) -> list[str]:
+        """The access tokens issued so far (to ``client_id``, or to anyone), oldest first.
+
+        For tests that search outputs for the tokens a process under test
+        was given. Read from the server's state file, so it works while the
+        server is stopped too.
+        """
+        try:
+            state = json.loads(self._path("issued.json").read_text())
+        except FileNotFoundError:
+            return []
+        return [
+            token
+            for token, record in state["tokens"].items()
+            if client_id is None or record["client_id"] == client_id
+        ]
+
     def introspect(self, token: str) -> dict[str, Any]:
-        """What introspection says about ``token`` (as the introspecting client asks)."""
+        """What introspection says about ``token`` (as the introspecting client asks).
+
+        Not counted in :meth:`introspections`: those are the mail servers' questions.
+        """
         body = urllib.parse.urlencode({"token": token}).encode()
         request = urllib.request.Request(
             f"http://{_HOST}:{self._ports['http']}/introspect",
             data=body,
             method="POST",
-            headers={"Authorization": _basic(INTROSPECTOR, self._introspector_secret)},
+            headers={
+                "Authorization": _basic(INTROSPECTOR, self._introspector_secret),
+                _TEST_CALL: "1",
+            },
         )
-        with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310
+        with _DIRECT.open(request, timeout=5) as reply:
             answer: dict[str, Any] = json.loads(reply.read())
         return answer
 
@@ -452,7 +495,7 @@ class OAuthServer:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as reply:  # noqa: S310
+            with _DIRECT.open(request, timeout=5) as reply:
                 answer: dict[str, Any] = json.loads(reply.read())
         except OSError as exc:
             raise OAuthServerError(f"admin {path}: {exc}; log: {self._log_tail()}") from exc
@@ -522,12 +565,17 @@ class _State:
         issued = json.loads(issued_file.read_text()) if issued_file.exists() else {}
         self.tokens: dict[str, dict[str, Any]] = issued.get("tokens", {})
         self.log: list[dict[str, Any]] = issued.get("log", [])
+        self.introspections: list[dict[str, Any]] = issued.get("introspections", [])
 
     def save(self) -> None:
         """Write what was issued (caller holds the lock) so a restart keeps it."""
         path = self.directory / "issued.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"tokens": self.tokens, "log": self.log}))
+        tmp.write_text(
+            json.dumps(
+                {"tokens": self.tokens, "log": self.log, "introspections": self.introspections}
+            )
+        )
         tmp.replace(path)
 
     def client(self, client_id: str) -> dict[str, Any] | None:
@@ -809,7 +857,20 @@ def _serve(directory: Path, https_port: int, http_port: int) -> None:
 
     @app.post("/introspect")
     def introspect() -> Any:
-        return server.create_endpoint_response(Introspection.ENDPOINT_NAME)
+        response = server.create_endpoint_response(Introspection.ENDPOINT_NAME)
+        if _TEST_CALL in request.headers:
+            return response
+        answer = response.get_json(silent=True) or {}
+        with state.lock:
+            record = state.tokens.get(request.form.get("token", ""))
+            state.introspections.append(
+                {
+                    "client_id": record["client_id"] if record else None,
+                    "active": answer.get("active") is True,
+                }
+            )
+            state.save()
+        return response
 
     def metadata(base: str, token_endpoint: str, issuer: str) -> dict[str, Any]:
         return {
@@ -848,7 +909,12 @@ def _serve(directory: Path, https_port: int, http_port: int) -> None:
     @app.get("/admin/log")
     def get_log() -> Any:
         with state.lock:
-            return jsonify({"log": copy.deepcopy(state.log)})
+            return jsonify(
+                {
+                    "log": copy.deepcopy(state.log),
+                    "introspections": copy.deepcopy(state.introspections),
+                }
+            )
 
     tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     tls.load_cert_chain(directory / "server.pem", directory / "server.key")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from smtp_probe.probe.credentials import AccessToken, TokenError, describe, obtain
+from smtp_probe.probe.credentials import AccessToken, TokenError, describe, obtain, seconds_text
 from smtp_probe.secret import Secret
 from tests.support.tokens import CANARY, StaticTokens
 
@@ -80,3 +80,14 @@ def test_obtain_with_no_time_left_does_not_ask_the_source() -> None:
         asyncio.run(obtain(source, time.monotonic() - 1))
 
     assert source.token_calls == 0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(2.0, "2"), (2.8512, "2.9"), (0.299997, "0.3"), (10.0, "10"), (0.04, "0.04"), (0.0, "0")],
+)
+def test_a_wait_in_a_reason_has_no_more_digits_than_a_reader_needs(
+    seconds: float, text: str
+) -> None:
+    # what a deadline left over is, e.g. "no answer within 2.84923s" before
+    assert seconds_text(seconds) == text

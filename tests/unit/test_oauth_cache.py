@@ -216,6 +216,30 @@ def test_a_caller_with_less_time_stops_waiting_at_its_own_deadline() -> None:
     assert observer.calls == [("m365", "timeout", None)]
 
 
+@pytest.mark.parametrize(("client_timeout", "caller_timeout"), [(0.5, 9.0), (9.0, 0.5)])
+def test_a_fetch_that_keeps_its_deadline_ends_first_and_its_reason_is_reported(
+    client_timeout: float, caller_timeout: float
+) -> None:
+    # A token command killed at its deadline must be killed before the caller
+    # (smtp-probe check) gives up and exits, and say so itself.
+    ended: list[float] = []
+
+    def keeps_deadline(timeout: float) -> Fetched:
+        time.sleep(timeout)
+        ended.append(time.monotonic())
+        raise TokenError("token command helper: no token within 0.5s (killed)", "timeout")
+
+    cache, observer = cache_of(keeps_deadline, timeout=client_timeout)
+    started = time.monotonic()
+    with pytest.raises(TokenError) as caught:
+        cache.token(caller_timeout)
+
+    assert caught.value.reason == "token command helper: no token within 0.5s (killed)"
+    assert ended, "the caller stopped waiting before the fetch's own deadline"
+    assert time.monotonic() - started < 0.5 + 0.3
+    assert observer.calls == [("m365", "timeout", None)]
+
+
 def test_a_late_answer_after_the_deadline_is_not_cached() -> None:
     answered = threading.Event()
     release = threading.Event()
