@@ -215,6 +215,34 @@ def test_imap_bad_token_gets_an_error_challenge_then_no(
     assert result == "[AUTHENTICATIONFAILED] Authentication failed."
 
 
+@pytest.mark.parametrize(
+    ("mechanism", "status"), [("XOAUTH2", "401"), ("OAUTHBEARER", "invalid_token")]
+)
+def test_another_users_token_gets_an_error_challenge_on_dovecot_23_only(
+    mailstack: MailStack, tokens: dict[str, str], mechanism: str, status: str
+) -> None:
+    """A live token for the wrong user: what a client sees differs between Dovecot 2.3 and 2.4.
+
+    2.3 refuses it like an unknown token, with an error challenge; 2.4
+    (Debian 13) refuses it without one, so a client has no status to report.
+    """
+    challenges, result = _imap_sasl(mailstack, mechanism, SINK, tokens[PROBE])
+    code, text, challenge, final = asyncio.run(
+        _smtp_auth(mailstack, mechanism, SINK, tokens[PROBE])
+    )
+    assert result == "[AUTHENTICATIONFAILED] Authentication failed."
+    if mailstack.dovecot_version.startswith("2.3"):
+        assert [c["status"] for c in challenges] == [status]
+        assert (code, final) == (334, 535)
+        assert challenge is not None
+        assert challenge["status"] == status
+    else:
+        assert challenges == []
+        assert (code, text, challenge) == (
+            535, "5.7.8 Error: authentication failed: (reason unavailable)", None
+        )  # fmt: skip
+
+
 def test_a_token_is_not_a_password(mailstack: MailStack, tokens: dict[str, str]) -> None:
     with _imap(mailstack) as client, pytest.raises(LoginError, match="AUTHENTICATIONFAILED"):
         client.login(SINK, tokens[SINK])

@@ -58,7 +58,10 @@ Behaviour worth knowing when writing tests against it:
   token gets IMAP ``NO [AUTHENTICATIONFAILED]`` and, on SMTP, a ``334``
   base64 JSON error challenge (XOAUTH2 ``{"status":"401","schemes":"bearer",
   ...}``, OAUTHBEARER ``{"status":"invalid_token",...}``; 2.4 adds keys) and
-  ``535 5.7.8`` after the client's empty answer.  Introspection refused or
+  ``535 5.7.8`` after the client's empty answer.  A good token for another
+  user is refused the same way on 2.3, but on 2.4 without a challenge: IMAP
+  ``NO [AUTHENTICATIONFAILED]`` at once, SMTP ``535 5.7.8 Error:
+  authentication failed: (reason unavailable)``.  Introspection refused or
   hanging past ``oauth_timeout``: IMAP ``NO [UNAVAILABLE]``, but SMTP still
   ``535`` (Postfix has no temporary-failure reply for it; on 2.4 the
   challenge first says ``"status":"500"``/``"internal_failure"``);
