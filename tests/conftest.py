@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.mailstack import MailStack
 from tests.support.oauth_server import OAuthServer
-from tests.support.routes import BYSTANDER_SUBJECT, SINK, bystanders, probe_messages
+from tests.support.routes import left_clean, plant_bystanders
 
 
 @pytest.fixture(scope="session")
@@ -47,20 +47,11 @@ def mailstack(oauth_server: OAuthServer) -> Iterator[MailStack]:
 @pytest.fixture(scope="session")
 def planted(mailstack: MailStack) -> int:
     """Plant one ordinary message in sink's INBOX and one in Junk, once."""
-    for folder in ("INBOX", "Junk"):
-        raw = (
-            f"From: someone@example.test\r\nTo: {SINK}\r\nSubject: {BYSTANDER_SUBJECT}\r\n"
-            f"Message-ID: <bystander-{folder}@example.test>\r\n\r\nhello\r\n"
-        ).encode()
-        mailstack.append(SINK, folder, raw)
-    return 2
+    return plant_bystanders(mailstack)
 
 
 @pytest.fixture
 def stack(mailstack: MailStack, planted: int) -> Iterator[MailStack]:
     """The stack, checked after each test: no probe mail left, bystanders untouched."""
-    assert len(bystanders(mailstack)) == planted
-    yield mailstack
-    leftovers = probe_messages(mailstack)
-    assert leftovers == [], "a probe message was left in the mailbox"
-    assert len(bystanders(mailstack)) == planted, "a non-probe message was touched"
+    with left_clean(mailstack, planted):
+        yield mailstack

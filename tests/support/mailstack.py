@@ -9,8 +9,9 @@ implicit-TLS submission port, IMAP (STARTTLS) and IMAPS, the virtual users
 (``Junk`` reachable by address: ``sink+Junk@example.test``), a Sieve
 ``vacation`` reflector and a ``redirect`` forwarder (:data:`REFLECTOR`,
 :data:`FORWARDER`), a few fault-injection recipients and, when started with
-``oauth=``, OAuth2 bearer-token logins (XOAUTH2 and OAUTHBEARER) on IMAP and
-submission, checked by RFC 7662 introspection at a test authorization server.
+``oauth=``, OAuth2 bearer-token logins (XOAUTH2 and OAUTHBEARER, or only one
+of them with ``oauth_mechanisms=``) on IMAP and submission, checked by RFC 7662
+introspection at a test authorization server.
 
 Why: the probe under test measures a real SMTP -> queue -> LMTP -> Maildir ->
 IMAP round trip.  Mocks cannot reproduce the queueing, TLS, SASL, special-use
@@ -92,7 +93,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -166,6 +167,8 @@ _PACKAGES_HINT = (
     "install them with: DEBIAN_FRONTEND=noninteractive apt-get install -y "
     "postfix dovecot-imapd dovecot-lmtpd dovecot-sieve"
 )
+# the OAuth2 SASL mechanisms Dovecot can offer, as its config spells them
+_TOKEN_MECHANISMS = ("xoauth2", "oauthbearer")
 # the reflector and forwarder users need it (Debian package dovecot-sieve)
 _SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so")
 # grace period after SIGTERM before SIGKILL (test servers: nothing to save)
@@ -204,6 +207,24 @@ def _render(template: str, values: Mapping[str, object]) -> str:
         return str(values[match.group(1)])
 
     return re.sub(r"@([a-z_0-9]+)@", sub, template)
+
+
+def _token_mechanisms(oauth: object, wanted: Sequence[str] | None) -> tuple[str, ...]:
+    """The token mechanisms to offer, lower case, in Dovecot's spelling (see MailStack).
+
+    Raises:
+        ValueError: ``wanted`` is empty, unknown, duplicated, or given without ``oauth``.
+    """
+    if wanted is None:
+        return _TOKEN_MECHANISMS
+    if oauth is None:
+        raise ValueError("oauth_mechanisms needs oauth= (the stack offers no tokens without it)")
+    names = tuple(name.lower() for name in wanted)
+    if not names or len(set(names)) != len(names) or not set(names) <= set(_TOKEN_MECHANISMS):
+        raise ValueError(
+            f"oauth_mechanisms must be distinct names among {_TOKEN_MECHANISMS}, got {tuple(wanted)}"
+        )
+    return names
 
 
 def _find_binary(name: str) -> str:
@@ -504,6 +525,7 @@ class MailStack:
         *,
         oauth: str | IntrospectionEndpoint | None = None,
         oauth_timeout: float = 5.0,
+        oauth_mechanisms: Sequence[str] | None = None,
         start_timeout: float = 20.0,
     ) -> None:
         """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up.
@@ -514,10 +536,20 @@ class MailStack:
         Dovecot then asks that endpoint about every token, giving up after
         ``oauth_timeout`` seconds.  The URL is read at :meth:`start`.
         Passwords keep working for PLAIN and LOGIN either way.
+
+        ``oauth_mechanisms`` narrows the token mechanisms offered (IMAP
+        ``AUTH=`` capabilities and, through Dovecot SASL, Postfix's EHLO
+        ``AUTH`` line), e.g. ``("xoauth2",)`` to stand in for Microsoft 365,
+        which offers no OAUTHBEARER; None (the default) offers both.
+
+        Raises:
+            ValueError: ``oauth_mechanisms`` is empty, names something other
+                than ``xoauth2``/``oauthbearer``, or is given without ``oauth``.
         """
         self.start_timeout = start_timeout
         self.oauth = oauth
         self.oauth_timeout = oauth_timeout
+        self.oauth_mechanisms = _token_mechanisms(oauth, oauth_mechanisms)
         self.users: dict[str, str] = dict(USERS)
         self.dovecot_version = ""
         self.postfix_version = ""
@@ -942,8 +974,10 @@ class MailStack:
         ]
         url = self._introspection_url()
         if url is not None:
+            token_mechanisms = " ".join(self.oauth_mechanisms)
             values |= {
-                "auth_mechanisms": "plain login xoauth2 oauthbearer",
+                "auth_mechanisms": f"plain login {token_mechanisms}",
+                "oauth_mechanisms": token_mechanisms,
                 "introspection_url": url,
                 "oauth_timeout_msecs": max(1, round(self.oauth_timeout * 1000)),
                 "oauth2_file": layout.dovecot_dir / "dovecot-oauth2.conf.ext",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from smtp_probe.probe.message import PROBE_HEADER
@@ -96,3 +98,28 @@ def bystanders(stack: MailStack) -> list[bytes]:
         for raw in stack.maildir_messages(SINK, folder)
         if BYSTANDER_SUBJECT.encode() in raw
     ]
+
+
+def plant_bystanders(stack: MailStack) -> int:
+    """Plant one ordinary (non-probe) message in sink's INBOX and one in Junk; their number."""
+    for folder in ("INBOX", "Junk"):
+        raw = (
+            f"From: someone@example.test\r\nTo: {SINK}\r\nSubject: {BYSTANDER_SUBJECT}\r\n"
+            f"Message-ID: <bystander-{folder}@example.test>\r\n\r\nhello\r\n"
+        ).encode()
+        stack.append(SINK, folder, raw)
+    return 2
+
+
+@contextmanager
+def left_clean(stack: MailStack, planted: int) -> Iterator[MailStack]:
+    """Around one test: afterwards no probe mail is left and the ``planted`` bystanders are intact.
+
+    Raises:
+        AssertionError: a bystander was missing before, or either check fails after.
+    """
+    assert len(bystanders(stack)) == planted
+    yield stack
+    leftovers = probe_messages(stack)
+    assert leftovers == [], "a probe message was left in the mailbox"
+    assert len(bystanders(stack)) == planted, "a non-probe message was touched"
