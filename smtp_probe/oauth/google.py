@@ -30,6 +30,7 @@ from smtp_probe.oauth.endpoint import (
     no_token,
     transport_error,
 )
+from smtp_probe.oauth.files import stamp
 from smtp_probe.oauth.settings import GOOGLE_TOKEN_URI, GoogleClient, OAuthClient
 from smtp_probe.probe.credentials import TokenError
 from smtp_probe.secret import Secret
@@ -45,6 +46,8 @@ class GoogleFetch:
         self._session = TokenSession(client.ca_file)
         self._request = google.auth.transport.requests.Request(session=self._session)
         self._credentials: Any = None
+        self._built_from: object = None
+        """The service account file's :func:`~smtp_probe.oauth.files.stamp` when it was read."""
         self._token_uri = settings.token_uri or GOOGLE_TOKEN_URI
         self._secrets = [
             s.reveal() for s in (settings.client_secret, settings.refresh_token) if s is not None
@@ -58,8 +61,11 @@ class GoogleFetch:
                 service account file is unusable; the reason names no secret.
         """
         self._session.timeout = timeout
-        if self._credentials is None:
+        files = stamp(self._settings.service_account_file)
+        if self._credentials is None or files != self._built_from:
+            # A key file rotated in place is read again, not kept until a restart.
             self._credentials = self._build()
+            self._built_from = files
         credentials = self._credentials
         try:
             credentials.refresh(self._request)

@@ -38,6 +38,7 @@ from smtp_probe.oauth.endpoint import (
     no_token,
     transport_error,
 )
+from smtp_probe.oauth.files import stamp
 from smtp_probe.oauth.settings import MicrosoftClient, OAuthClient
 from smtp_probe.probe.credentials import TokenError
 from smtp_probe.secret import Secret
@@ -52,6 +53,8 @@ class MicrosoftFetch:
         self._settings = settings
         self._session = TokenSession(client.ca_file)
         self._app: Any = None
+        self._built_from: object = None
+        """The certificate files' :func:`~smtp_probe.oauth.files.stamp` when the app was built."""
         self._authority = f"{settings.authority.rstrip('/')}/{settings.tenant}"
         self._secrets = [settings.client_secret.reveal()] if settings.client_secret else []
 
@@ -63,8 +66,12 @@ class MicrosoftFetch:
                 certificate could not be read; the reason names no secret.
         """
         self._session.timeout = timeout
-        if self._app is None:
+        settings = self._settings
+        files = stamp(settings.certificate_file, settings.private_key_file)
+        if self._app is None or files != self._built_from:
+            # A certificate rotated in place is read again, not kept until a restart.
             self._app = self._build(timeout)
+            self._built_from = files
         self._app.token_cache = msal.TokenCache()
         try:
             result = self._app.acquire_token_for_client(scopes=[self._settings.scope])

@@ -108,6 +108,34 @@ def test_microsoft_certificate_signs_a_client_assertion(
     assert_active_for(server, fetched.value.reveal(), USER)
 
 
+def test_microsoft_certificate_rotated_in_place_is_read_again(
+    server: OAuthServer, tmp_path: Path
+) -> None:
+    """A reload keeps a client whose settings (paths) are unchanged: the files must be re-read."""
+    first = server.add_certificate_client("m365-rotating-app", user=USER)
+    cert_file, key_file = tmp_path / "app.pem", tmp_path / "app.key"
+    cert_file.write_text(first.certificate_pem)
+    key_file.write_text(first.private_key_pem)
+    settings = MicrosoftClient(
+        TENANT,
+        "m365-rotating-app",
+        certificate_file=cert_file,
+        private_key_file=key_file,
+        authority=server.url,
+    )
+    fetch = fetcher(oauth_client(server, settings))
+    assert_active_for(server, fetch(5).value.reveal(), USER)
+
+    # The new pair, written under the same paths, belongs to another app
+    # registration: a fetch that still used the old pair would succeed.
+    rotated = server.add_certificate_client("m365-rotated-elsewhere")
+    key_file.write_text(rotated.private_key_pem)
+    cert_file.write_text(rotated.certificate_pem)
+    with pytest.raises(TokenError) as caught:
+        fetch(5)
+    assert caught.value.result == "invalid_client"
+
+
 def test_microsoft_certificate_of_another_key_is_refused_before_asking(
     server: OAuthServer, tmp_path: Path
 ) -> None:
@@ -247,6 +275,21 @@ def test_google_service_account_acts_as_the_subject(
     assert (info["active"], info["username"], info["scope"]) == (True, USER, GOOGLE_SCOPE)
     # google-auth keeps the expiry as naive UTC: read as local time it would be hours off
     assert fetched.expires_at == pytest.approx(time.time() + 600, abs=5)
+
+
+def test_google_service_account_file_rotated_in_place_is_read_again(
+    server: OAuthServer, service_account_file: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "sa.json"
+    path.write_text(service_account_file.read_text())
+    fetch = fetcher(oauth_client(server, GoogleClient(service_account_file=path, subject=USER)))
+    assert_active_for(server, fetch(5).value.reveal(), USER)
+
+    path.write_text("{}")  # a broken rotation: a fetch that kept the old key would succeed
+    with pytest.raises(TokenError) as caught:
+        fetch(5)
+    assert caught.value.result == "invalid_client"
+    assert str(path) in caught.value.reason
 
 
 def test_google_scope_without_delegation_is_unauthorized_client(
