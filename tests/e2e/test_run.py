@@ -365,3 +365,41 @@ def test_forged_message_with_a_bad_signature_is_not_delivery(stack: MailStack) -
     assert result.outcome is Outcome.NOT_DELIVERED
     assert "bad signature" in transcript_text(result)
     assert len(forgeries) == 1, "the forged message must be left alone, not deleted"
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "verification-off"])
+def test_tls_facts_of_both_legs_are_in_the_result_json_and_transcript(
+    stack: MailStack, verify: bool
+) -> None:
+    settings = TlsSettings(ca_file=stack.ca_file) if verify else TlsSettings(verify=False)
+    result = run(
+        probe(
+            stack,
+            smtp=smtp_server(stack, "submission", tls_settings=settings),
+            box=mailbox(stack, "imaps", tls_settings=settings),
+        )
+    )
+
+    assert result.outcome is Outcome.DELIVERED, result.error
+    assert result.arrival is not None
+    legs = {"smtp": result.smtp.tls, "imap": result.arrival.tls}
+    document = as_dict(result)
+    for leg, facts in legs.items():
+        assert facts is not None, leg
+        assert facts.version is not None
+        assert facts.version.startswith("TLSv1.")
+        assert facts.cipher
+        assert facts.subject.startswith("CN=mx.example.test"), leg
+        assert "O=mailstack test CA" in facts.issuer
+        assert facts.not_after is not None
+        assert facts.not_after > time.time() + 86400
+        assert facts.verified is verify
+        assert document[leg]["tls"]["subject"] == facts.subject
+        assert document[leg]["tls"]["verified"] is verify
+        assert document[leg]["tls"]["days_left"] > 1
+    text = transcript_text(result)
+    checked = "verified" if verify else "not verified (verification off)"
+    assert re.search(rf"TLS certificate: CN=mx\.example\.test.*\), {re.escape(checked)}", text)
+    assert re.search(
+        rf"imap: TLS certificate: CN=mx\.example\.test.*\), {re.escape(checked)}", text
+    )
