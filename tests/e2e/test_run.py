@@ -8,7 +8,10 @@ import time
 
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry
 
+from smtp_probe.config.runtime import ScheduledProbe
+from smtp_probe.metrics import Metrics
 from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import Token, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
@@ -24,6 +27,9 @@ from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 def run(spec: ProbeSpec, signer: TokenSigner | None = None) -> RunResult:
     return asyncio.run(run_probe(spec, signer=signer or TokenSigner()))
+
+
+EXPIRY = "smtp_probe_tls_cert_expiry_timestamp_seconds"
 
 
 def transcript_text(result: RunResult) -> str:
@@ -372,13 +378,16 @@ def test_tls_facts_of_both_legs_are_in_the_result_json_and_transcript(
     stack: MailStack, verify: bool
 ) -> None:
     settings = TlsSettings(ca_file=stack.ca_file) if verify else TlsSettings(verify=False)
-    result = run(
-        probe(
-            stack,
-            smtp=smtp_server(stack, "submission", tls_settings=settings),
-            box=mailbox(stack, "imaps", tls_settings=settings),
-        )
+    spec = probe(
+        stack,
+        smtp=smtp_server(stack, "submission", tls_settings=settings),
+        box=mailbox(stack, "imaps", tls_settings=settings),
     )
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure([ScheduledProbe(spec, interval=60.0, jitter=0.0)])
+    result = run(spec)
+    metrics.record(result)
 
     assert result.outcome is Outcome.DELIVERED, result.error
     assert result.arrival is not None
@@ -397,6 +406,10 @@ def test_tls_facts_of_both_legs_are_in_the_result_json_and_transcript(
         assert document[leg]["tls"]["subject"] == facts.subject
         assert document[leg]["tls"]["verified"] is verify
         assert document[leg]["tls"]["days_left"] > 1
+        expiry = {"probe": spec.name, "leg": leg}
+        assert registry.get_sample_value(EXPIRY, expiry) == facts.not_after
+        info = {**expiry, "version": facts.version, "cipher": facts.cipher}
+        assert registry.get_sample_value("smtp_probe_tls_info", info) == 1.0
     text = transcript_text(result)
     checked = "verified" if verify else "not verified (verification off)"
     assert re.search(rf"TLS certificate: CN=mx\.example\.test.*\), {re.escape(checked)}", text)
