@@ -373,15 +373,20 @@ def test_forged_message_with_a_bad_signature_is_not_delivery(stack: MailStack) -
     assert len(forgeries) == 1, "the forged message must be left alone, not deleted"
 
 
+@pytest.mark.parametrize(
+    ("smtp_kind", "imap_kind"),
+    [("submission", "imaps"), ("smtps", "imap")],
+    ids=["smtp-starttls-imap-tls", "smtp-tls-imap-starttls"],
+)
 @pytest.mark.parametrize("verify", [True, False], ids=["verified", "verification-off"])
-def test_tls_facts_of_both_legs_are_in_the_result_json_and_transcript(
-    stack: MailStack, verify: bool
+def test_tls_facts_of_both_legs_are_in_the_result_json_transcript_and_metrics(
+    stack: MailStack, verify: bool, smtp_kind: str, imap_kind: str
 ) -> None:
     settings = TlsSettings(ca_file=stack.ca_file) if verify else TlsSettings(verify=False)
     spec = probe(
         stack,
-        smtp=smtp_server(stack, "submission", tls_settings=settings),
-        box=mailbox(stack, "imaps", tls_settings=settings),
+        smtp=smtp_server(stack, smtp_kind, tls_settings=settings),
+        box=mailbox(stack, imap_kind, tls_settings=settings),
     )
     registry = CollectorRegistry()
     metrics = Metrics(registry)
