@@ -138,9 +138,23 @@ REFLECTOR_LEG = _Family(
     "reflector's timestamp) and return (from there to our mailbox), 0 when not measured" + _LAST,
 )
 REFLECTOR_LEGS: Final = ("outbound", "return")
+TLS_EXPIRY = _Family(
+    "smtp_probe_tls_cert_expiry_timestamp_seconds",
+    "gauge",
+    "Unix time the peer certificate of each leg (smtp, imap) expires, from the last scheduled "
+    "run that had TLS on that leg; 0 if its certificate could not be read. A leg never seen "
+    "with TLS has no series",
+)
+TLS_INFO = _Family(
+    "smtp_probe_tls_info",
+    "gauge",
+    "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
+    "last scheduled run that had TLS on that leg",
+)
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
-    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG,
+    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
+    TLS_INFO,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -202,6 +216,8 @@ class _Probe:
     in_flight: float = 0.0
     legs: dict[str, float] | None = None
     """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
+    tls: dict[str, tuple[float, str, str]] = field(default_factory=dict)
+    """Per leg (``smtp``, ``imap``) seen with TLS: certificate expiry, version, cipher."""
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -337,6 +353,14 @@ class Metrics:
             legs = result.reflector
             state.legs["outbound"] = legs.outbound_seconds if legs else 0.0
             state.legs["return"] = legs.return_seconds if legs else 0.0
+        imap_tls = result.arrival.tls if result.arrival is not None else None
+        for leg, facts in (("smtp", result.smtp.tls), ("imap", imap_tls)):
+            if facts is not None:
+                state.tls[leg] = (
+                    facts.not_after or 0.0,
+                    facts.version or "unknown",
+                    facts.cipher or "unknown",
+                )
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -480,11 +504,15 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     yield IN_FLIGHT, [probe], state.in_flight
     for leg, seconds in (state.legs or {}).items():
         yield REFLECTOR_LEG, [probe, leg], seconds
+    for leg, (expiry, version, cipher) in sorted(state.tls.items()):
+        yield TLS_EXPIRY, [probe, leg], expiry
+        yield TLS_INFO, [probe, leg, version, cipher], 1.0
 
 
 _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
                        STAGE_DURATION: ("probe", "stage"),
-                       REFLECTOR_LEG: ("probe", "leg")}  # fmt: skip
+                       REFLECTOR_LEG: ("probe", "leg"), TLS_EXPIRY: ("probe", "leg"),
+                       TLS_INFO: ("probe", "leg", "version", "cipher")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:
@@ -507,9 +535,10 @@ def _lines(family: _Family, probe: str, state: _Probe) -> str:
         if fam is not family:
             continue
         pairs = [label]
-        if other:
-            pairs.append(f'{other[0]}="{labels[1]}"')
-            pairs.sort()
+        pairs.extend(
+            f'{name}="{_escape(value)}"' for name, value in zip(other, labels[1:], strict=True)
+        )
+        pairs.sort()
         out.append(f"{sample}{{{','.join(pairs)}}} {_number(value)}\n")
     return "".join(out)
 

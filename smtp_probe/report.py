@@ -8,9 +8,11 @@ monitoring-plugin exit code of a result.
 from __future__ import annotations
 
 import enum
+import time
+from datetime import UTC, datetime
 from typing import Any, Final
 
-from smtp_probe.probe.result import Outcome, RunResult
+from smtp_probe.probe.result import Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 
 
@@ -135,6 +137,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "reply": smtp.reply,
             "queue_id": smtp.queue_id,
             "tls_version": smtp.tls_version,
+            "tls": tls_dict(smtp.tls),
             "stage_seconds": {str(k): round(v, 6) for k, v in smtp.stage_seconds.items()},
         },
         "delivery_seconds": (
@@ -154,6 +157,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "internaldate": arrival.internaldate.isoformat() if arrival.internaldate else None,
             "received": list(arrival.received),
             "deleted": arrival.deleted,
+            "tls": tls_dict(arrival.tls),
         },
         "transcript": result.transcript.render(),
     }
@@ -190,3 +194,24 @@ def render_nagios(
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def tls_dict(facts: TlsFacts | None, now: float | None = None) -> dict[str, Any] | None:
+    """The JSON shape of one leg's TLS facts (``smtp.tls``, ``imap.tls``); ``None`` without TLS.
+
+    ``days_left`` counts from ``now`` (epoch seconds; the current time by default).
+    """
+    if facts is None:
+        return None
+    left = facts.days_left(time.time() if now is None else now)
+    return {
+        "version": facts.version,
+        "cipher": facts.cipher,
+        "subject": facts.subject,
+        "issuer": facts.issuer,
+        "not_after": None
+        if facts.not_after is None
+        else datetime.fromtimestamp(facts.not_after, UTC).isoformat(),
+        "days_left": None if left is None else round(left, 3),
+        "verified": facts.verified,
+    }

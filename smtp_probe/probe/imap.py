@@ -714,6 +714,8 @@ class MailboxWatcher:
             transcript.note(f"imap: found {where}{how}; token signature verified")
         cleanup_error: str | None = None
         lost: ConnectionLost | None = None
+        # Taken before the cleanup, which may lose the session.
+        tls = self._session.tls if self._session is not None else None
         try:
             self._remove(state, message, claim, transcript)
         except ImapError as exc:
@@ -732,6 +734,7 @@ class MailboxWatcher:
             cleanup_error=cleanup_error,
             by_subject=claim.by_subject,
             date=message.date,
+            tls=tls,
         )
         with self._lock:
             # The run may have given up while we were deleting: then it is late.

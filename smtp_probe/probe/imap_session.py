@@ -26,6 +26,7 @@ import email.parser
 import email.policy
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,9 +39,9 @@ from imapclient.imapclient import DELETED, JUNK, TRASH
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
 from smtp_probe.probe.message import PROBE_HEADER, SUBJECT_MARK, decode_subject, header_date
-from smtp_probe.probe.result import Stage
+from smtp_probe.probe.result import Stage, TlsFacts
 from smtp_probe.probe.spec import Mailbox, TlsMode
-from smtp_probe.probe.tls import client_context, describe_verify_error
+from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
 _FETCH_HEADERS: Final = (
@@ -110,6 +111,8 @@ class ImapSession:
         self._client = client
         self.in_tls = in_tls
         """True once the connection is inside TLS: transcript lines are marked so."""
+        self.tls: TlsFacts | None = None
+        """The connection's TLS facts, once inside TLS."""
         self.idle_capable = False
         self.uidplus = False
         self.selected: str | None = None
@@ -171,7 +174,7 @@ class ImapSession:
     ) -> None:
         client = self._client
         if self.in_tls:
-            transcript.note(f"TLS established ({self._tls_version()})")
+            self._note_tls(mailbox, transcript)
         self._received(_text(client.welcome), transcript)
 
         if mailbox.tls is TlsMode.STARTTLS:
@@ -182,7 +185,7 @@ class ImapSession:
                 raise ImapError(Stage.IMAP_STARTTLS, _reason(exc)) from None
             self.in_tls = True
             self._received(f"OK {_text(reply)}" if reply else "OK", transcript)
-            transcript.note(f"TLS established ({self._tls_version()})")
+            self._note_tls(mailbox, transcript)
 
         if mailbox.oauth is not None and token is not None:
             self._authenticate(mailbox, mailbox.oauth, token, transcript, timeout)
@@ -675,10 +678,15 @@ class ImapSession:
     def _received(self, text: str, transcript: Transcript) -> None:
         transcript.received(text, tls=self.in_tls)
 
-    def _tls_version(self) -> str:
+    def _note_tls(self, mailbox: Mailbox, transcript: Transcript) -> None:
+        """Read the TLS facts of the connection and note them in ``transcript``."""
         sock = self._client.socket()
-        version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-        return version or "unknown version"
+        if isinstance(sock, ssl.SSLSocket):
+            self.tls = tls_facts(sock, verified=mailbox.tls_settings.verify)
+        version = self.tls.version if self.tls is not None else None
+        transcript.note(f"TLS established ({version or 'unknown version'})")
+        if self.tls is not None:
+            transcript.note(f"imap: {describe_facts(self.tls, time.time())}")
 
 
 def _token(source: TokenSource, transcript: Transcript, timeout: float) -> AccessToken:

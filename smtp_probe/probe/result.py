@@ -74,6 +74,30 @@ def _frozen_timings(timings: Mapping[Stage, float] | None) -> Mapping[Stage, flo
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFacts:
+    """What one TLS connection was: protocol, cipher and the peer's certificate.
+
+    Read from the binary certificate, so the facts are there with
+    verification off too. Python 3.11 hands over only the peer (leaf)
+    certificate, not the chain: ``not_after`` is the leaf's.
+    """
+
+    version: str | None
+    cipher: str | None
+    subject: str
+    """The subject as an RFC 4514 string, e.g. ``CN=mx.example.test``."""
+    issuer: str
+    not_after: float | None
+    """The certificate's notAfter as epoch seconds; ``None`` without a certificate."""
+    verified: bool
+    """The chain and host name were checked during the handshake (verification on)."""
+
+    def days_left(self, now: float) -> float | None:
+        """Days from ``now`` (epoch seconds) until ``not_after``; negative once expired."""
+        return None if self.not_after is None else (self.not_after - now) / 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class SmtpReport:
     """What the SMTP leg saw: the last reply, the queue id, and seconds per stage."""
 
@@ -84,6 +108,8 @@ class SmtpReport:
     tls_version: str | None = None
     accepted_at: float | None = None
     """Monotonic time of the ``250`` that accepted DATA; the start of delivery."""
+    tls: TlsFacts | None = None
+    """The TLS connection the message went over; ``None`` without TLS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +131,8 @@ class Arrival:
     """Recognised by the token in its Subject (a reflector's reply), not by our header."""
     date: datetime | None = None
     """Its ``Date:`` header: for a reply, when the reflector wrote it."""
+    tls: TlsFacts | None = None
+    """The TLS facts of the IMAP session that saw the message; ``None`` without TLS."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,9 @@ from aiosmtplib.protocol import normalize_message_line_endings
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
-from smtp_probe.probe.result import SmtpReport, Stage
+from smtp_probe.probe.result import SmtpReport, Stage, TlsFacts
 from smtp_probe.probe.spec import SmtpServer, TlsMode
-from smtp_probe.probe.tls import client_context, describe_verify_error
+from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
 _QUEUE_ID: Final = (
@@ -133,6 +133,7 @@ class _Session:
     reply: str = ""
     queue_id: str | None = None
     tls_version: str | None = None
+    tls: TlsFacts | None = None
     accepted_at: float | None = None
     in_tls: bool = False
     token: AccessToken | None = None
@@ -171,6 +172,7 @@ class _Session:
             stage_seconds=dict(self.timings),
             tls_version=self.tls_version,
             accepted_at=self.accepted_at,
+            tls=self.tls,
         )
 
     def fail(self, reason: str, stage: Stage | None = None) -> SmtpSendError:
@@ -285,9 +287,7 @@ async def _open(session: _Session) -> aiosmtplib.SMTP:
             raise session.fail(describe_verify_error(cause), Stage.CONNECT) from None
         raise session.fail(f"connection lost before the greeting ({exc.message})") from None
     if use_tls:
-        session.in_tls = True
-        session.tls_version = _tls_version(client)
-        session.transcript.note(f"TLS established ({session.tls_version})")
+        _note_tls(session, client)
     session.received(greeting.code, greeting.message)
     return client
 
@@ -351,9 +351,7 @@ async def _converse(
                 timeout=session.op_timeout(),
             ),
         )
-        session.in_tls = True
-        session.tls_version = _tls_version(client)
-        session.transcript.note(f"TLS established ({session.tls_version})")
+        _note_tls(session, client)
         await _ehlo(session, client, helo)
 
     if server.username:
@@ -683,11 +681,16 @@ async def _quit(session: _Session, client: aiosmtplib.SMTP) -> None:
         client.close()
 
 
-def _tls_version(client: aiosmtplib.SMTP) -> str | None:
+def _note_tls(session: _Session, client: aiosmtplib.SMTP) -> None:
+    """Record that the connection is inside TLS now, and what TLS it is."""
+    session.in_tls = True
     ssl_object = client.get_transport_info("ssl_object") or client.get_transport_info("sslobject")
     if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        return ssl_object.version()
-    return None
+        session.tls = tls_facts(ssl_object, verified=session.server.tls_settings.verify)
+        session.tls_version = session.tls.version
+    session.transcript.note(f"TLS established ({session.tls_version})")
+    if session.tls is not None:
+        session.transcript.note(describe_facts(session.tls, time.time()))
 
 
 def _peer(sock: socket.socket) -> str:

@@ -7,10 +7,13 @@ contexts are cached per (verify, CA file).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
+from datetime import UTC, datetime
 from pathlib import Path
 
+from smtp_probe.probe.result import TlsFacts
 from smtp_probe.probe.spec import TlsSettings
 
 
@@ -56,3 +59,59 @@ def ca_file_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"CA file {path} cannot be read: {exc.strerror or exc}"
     return None
+
+
+def tls_facts(connection: ssl.SSLObject | ssl.SSLSocket, *, verified: bool) -> TlsFacts:
+    """The facts of an established TLS ``connection``, its certificate read in binary form.
+
+    ``getpeercert()`` returns an empty dict when verification is off, so
+    the DER certificate is parsed with ``cryptography`` instead. A
+    certificate that cannot be parsed gives empty subject and issuer and
+    no ``not_after`` rather than an error: the run itself went fine.
+    """
+    cipher = connection.cipher()
+    der = connection.getpeercert(binary_form=True)
+    subject = issuer = ""
+    not_after: float | None = None
+    if der:
+        with contextlib.suppress(ValueError):
+            subject, issuer, not_after = certificate_facts(der)
+    return TlsFacts(
+        version=connection.version(),
+        cipher=cipher[0] if cipher else None,
+        subject=subject,
+        issuer=issuer,
+        not_after=not_after,
+        verified=verified,
+    )
+
+
+def certificate_facts(der: bytes) -> tuple[str, str, float]:
+    """Subject, issuer (RFC 4514) and notAfter (epoch) of a DER certificate.
+
+    Raises:
+        ValueError: ``der`` is not a certificate.
+    """
+    # Imported here: ``check`` start-up stays free of cryptography's x509 until TLS is used.
+    from cryptography import x509
+
+    certificate = x509.load_der_x509_certificate(der)
+    return (
+        certificate.subject.rfc4514_string(),
+        certificate.issuer.rfc4514_string(),
+        certificate.not_valid_after_utc.timestamp(),
+    )
+
+
+def describe_facts(facts: TlsFacts, now: float) -> str:
+    """One transcript line, e.g. ``TLS certificate: CN=mx, issuer CN=CA, expires 2027-03-01 (84 days), verified``."""
+    if facts.not_after is None:
+        expiry = "no certificate read"
+    else:
+        day = datetime.fromtimestamp(facts.not_after, UTC).date().isoformat()
+        left = facts.days_left(now)
+        expiry = f"expires {day} ({int(left // 1) if left is not None else '?'} days)"
+    checked = "verified" if facts.verified else "not verified (verification off)"
+    subject = facts.subject or "(no subject)"
+    issuer = facts.issuer or "(no issuer)"
+    return f"TLS certificate: {subject}, issuer {issuer}, {expiry}, {checked}"

@@ -200,6 +200,14 @@ def test_amtool_checks_the_example_alertmanager_config() -> None:
         (["severity=warning", "alertname=SmtpProbeConfigReloadFailed"], "mail-ops"),
         (["severity=page", "alertname=SmtpProbeOAuthTokenFailing", "client=m365"], "pager"),
         (["severity=warning", "alertname=SmtpProbeThrottled", "probe=relay"], "mail-ops"),
+        (
+            ["severity=page", "alertname=SmtpProbeCertificateExpiringCritical", "probe=relay"],
+            "pager",
+        ),
+        (
+            ["severity=ticket", "alertname=SmtpProbeCertificateExpiringSoon", "probe=relay"],
+            "mail-ops",
+        ),
     ],
 )
 def test_alertmanager_routes_by_severity(labels: list[str], receiver: str) -> None:

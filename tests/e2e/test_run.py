@@ -8,7 +8,10 @@ import time
 
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry
 
+from smtp_probe.config.runtime import ScheduledProbe
+from smtp_probe.metrics import Metrics
 from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import Token, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
@@ -24,6 +27,9 @@ from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 def run(spec: ProbeSpec, signer: TokenSigner | None = None) -> RunResult:
     return asyncio.run(run_probe(spec, signer=signer or TokenSigner()))
+
+
+EXPIRY = "smtp_probe_tls_cert_expiry_timestamp_seconds"
 
 
 def transcript_text(result: RunResult) -> str:
@@ -365,3 +371,53 @@ def test_forged_message_with_a_bad_signature_is_not_delivery(stack: MailStack) -
     assert result.outcome is Outcome.NOT_DELIVERED
     assert "bad signature" in transcript_text(result)
     assert len(forgeries) == 1, "the forged message must be left alone, not deleted"
+
+
+@pytest.mark.parametrize(
+    ("smtp_kind", "imap_kind"),
+    [("submission", "imaps"), ("smtps", "imap")],
+    ids=["smtp-starttls-imap-tls", "smtp-tls-imap-starttls"],
+)
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "verification-off"])
+def test_tls_facts_of_both_legs_are_in_the_result_json_transcript_and_metrics(
+    stack: MailStack, verify: bool, smtp_kind: str, imap_kind: str
+) -> None:
+    settings = TlsSettings(ca_file=stack.ca_file) if verify else TlsSettings(verify=False)
+    spec = probe(
+        stack,
+        smtp=smtp_server(stack, smtp_kind, tls_settings=settings),
+        box=mailbox(stack, imap_kind, tls_settings=settings),
+    )
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    metrics.configure([ScheduledProbe(spec, interval=60.0, jitter=0.0)])
+    result = run(spec)
+    metrics.record(result)
+
+    assert result.outcome is Outcome.DELIVERED, result.error
+    assert result.arrival is not None
+    legs = {"smtp": result.smtp.tls, "imap": result.arrival.tls}
+    document = as_dict(result)
+    for leg, facts in legs.items():
+        assert facts is not None, leg
+        assert facts.version is not None
+        assert facts.version.startswith("TLSv1.")
+        assert facts.cipher
+        assert facts.subject.startswith("CN=mx.example.test"), leg
+        assert "O=mailstack test CA" in facts.issuer
+        assert facts.not_after is not None
+        assert facts.not_after > time.time() + 86400
+        assert facts.verified is verify
+        assert document[leg]["tls"]["subject"] == facts.subject
+        assert document[leg]["tls"]["verified"] is verify
+        assert document[leg]["tls"]["days_left"] > 1
+        expiry = {"probe": spec.name, "leg": leg}
+        assert registry.get_sample_value(EXPIRY, expiry) == facts.not_after
+        info = {**expiry, "version": facts.version, "cipher": facts.cipher}
+        assert registry.get_sample_value("smtp_probe_tls_info", info) == 1.0
+    text = transcript_text(result)
+    checked = "verified" if verify else "not verified (verification off)"
+    assert re.search(rf"TLS certificate: CN=mx\.example\.test.*\), {re.escape(checked)}", text)
+    assert re.search(
+        rf"imap: TLS certificate: CN=mx\.example\.test.*\), {re.escape(checked)}", text
+    )

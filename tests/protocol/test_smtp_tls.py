@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,42 @@ def test_implicit_tls_against_a_plain_smtp_server_fails_at_connect_as_a_handshak
     assert result.error.startswith("TLS handshake failed: "), result.error
     assert "certificate" not in result.error
     assert handler.messages == []
+
+
+@pytest.mark.parametrize("mode", [TlsMode.STARTTLS, TlsMode.TLS], ids=["starttls", "implicit-tls"])
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "verification-off"])
+def test_tls_facts_name_a_certificate_expiring_in_two_days_verified_or_not(
+    ca: trustme.CA, ca_file: Path, mode: TlsMode, verify: bool
+) -> None:
+    not_after = datetime.now(UTC).replace(microsecond=0) + timedelta(days=2, hours=1)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(LOOPBACK, common_name="mx.example.test", not_after=not_after).configure_cert(
+        context
+    )
+    settings = TlsSettings(ca_file=ca_file) if verify else TlsSettings(verify=False)
+
+    with smtpd(Behaviour(), **{SERVER_TLS[mode]: context}) as port:
+        result = run(loopback_probe(port, tls=mode, tls_settings=settings))
+
+    assert result.outcome is Outcome.SENT, result.error
+    facts = result.smtp.tls
+    assert facts is not None
+    assert facts.version == result.smtp.tls_version
+    assert facts.cipher
+    assert facts.subject.startswith("CN=mx.example.test,")
+    assert "O=trustme" in facts.issuer
+    assert facts.not_after == not_after.timestamp()
+    assert facts.verified is verify
+    checked = "verified" if verify else "not verified (verification off)"
+    expected = f"expires {not_after.date().isoformat()} (2 days), {checked}"
+    notes = [line.text for line in result.transcript.lines if "TLS certificate:" in line.text]
+    assert len(notes) == 1
+    assert notes[0].endswith(expected)
+
+
+def test_a_plain_connection_has_no_tls_facts() -> None:
+    with smtpd(Behaviour()) as port:
+        result = run(loopback_probe(port))
+
+    assert result.outcome is Outcome.SENT, result.error
+    assert result.smtp.tls is None

@@ -20,7 +20,14 @@ from smtp_probe import __version__
 from smtp_probe.config import parse_config
 from smtp_probe.config.runtime import Config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, ReflectorLegs, RunResult, Stage
+from smtp_probe.probe.result import (
+    SMTP_STAGES,
+    Outcome,
+    ReflectorLegs,
+    RunResult,
+    Stage,
+    TlsFacts,
+)
 from tests.support.results import DURATION, STAGE_SECONDS, STARTED, run_result
 
 FINISHED = STARTED.timestamp() + DURATION
@@ -400,6 +407,8 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_late_messages_total": "counter",
     "smtp_probe_in_flight": "gauge",
     "smtp_probe_reflector_leg_seconds": "gauge",  # issue 8, listed in the README's table
+    "smtp_probe_tls_cert_expiry_timestamp_seconds": "gauge",  # issue 9, README's table
+    "smtp_probe_tls_info": "gauge",  # issue 9, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
@@ -612,3 +621,64 @@ def test_reads_of_an_unknown_probe_are_empty() -> None:
 
     assert metrics.last_success("nope") is None
     assert metrics.runs_in_flight("nope") == 0
+
+
+TLS_EXPIRY = "smtp_probe_tls_cert_expiry_timestamp_seconds"
+TLS_INFO = "smtp_probe_tls_info"
+
+
+def with_tls(result: RunResult, smtp: TlsFacts | None, imap: TlsFacts | None) -> RunResult:
+    """``result`` with the TLS facts of its SMTP leg and (when it arrived) its IMAP leg."""
+    arrival = replace(result.arrival, tls=imap) if result.arrival is not None else None
+    return replace(result, smtp=replace(result.smtp, tls=smtp), arrival=arrival)
+
+
+def facts(version: str, cipher: str, not_after: float | None) -> TlsFacts:
+    return TlsFacts(version, cipher, "CN=mx", "CN=CA", not_after=not_after, verified=True)
+
+
+def test_tls_series_appear_per_leg_once_a_run_had_tls_there() -> None:
+    metrics, registry = metrics_for("alpha")
+    before = value(registry, TLS_EXPIRY, probe="alpha", leg="smtp")
+
+    metrics.record(
+        with_tls(
+            delivered("alpha"),
+            facts("TLSv1.3", "TLS_AES_256_GCM_SHA384", 1_900_000_000.0),
+            facts("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", 1_800_000_000.0),
+        )
+    )
+
+    assert before is None
+    assert value(registry, TLS_EXPIRY, probe="alpha", leg="smtp") == 1_900_000_000.0
+    assert value(registry, TLS_EXPIRY, probe="alpha", leg="imap") == 1_800_000_000.0
+    smtp_info = {"probe": "alpha", "leg": "smtp", "version": "TLSv1.3"}
+    assert value(registry, TLS_INFO, cipher="TLS_AES_256_GCM_SHA384", **smtp_info) == 1.0
+    text = metrics.render().decode()
+    assert (
+        f'{TLS_INFO}{{cipher="ECDHE-RSA-AES128-GCM-SHA256",leg="imap",probe="alpha",'
+        'version="TLSv1.2"} 1.0\n'
+    ) in text
+    assert f'{TLS_EXPIRY}{{leg="smtp",probe="alpha"}} 1.9e+09\n' in text
+
+
+def test_tls_info_keeps_only_the_current_label_set_and_a_run_without_tls_keeps_the_last() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(with_tls(delivered("alpha"), facts("TLSv1.2", "OLD-CIPHER", 1e9), None))
+    metrics.record(with_tls(delivered("alpha"), facts("TLSv1.3", "NEW-CIPHER", 2e9), None))
+    metrics.record(rejected_at_rcpt("alpha"))  # no TLS facts at all
+
+    text = metrics.render().decode()
+    assert "OLD-CIPHER" not in text
+    assert "NEW-CIPHER" in text
+    assert value(registry, TLS_EXPIRY, probe="alpha", leg="smtp") == 2e9
+    assert value(registry, TLS_EXPIRY, probe="alpha", leg="imap") is None
+
+
+def test_an_unreadable_certificate_exports_expiry_zero_and_unknown_labels() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(with_tls(delivered("alpha"), TlsFacts(None, None, "", "", None, False), None))
+
+    assert value(registry, TLS_EXPIRY, probe="alpha", leg="smtp") == 0.0
+    labels = {"probe": "alpha", "leg": "smtp", "version": "unknown", "cipher": "unknown"}
+    assert value(registry, TLS_INFO, **labels) == 1.0

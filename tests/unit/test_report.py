@@ -270,5 +270,6 @@ def test_json_imap_holds_the_arrival_and_is_null_without_one() -> None:
         "internaldate": "2026-01-02T03:04:07+00:00",
         "received": list(RECEIVED),
         "deleted": False,
+        "tls": None,
     }
     assert sent["imap"] is None
