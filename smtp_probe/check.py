@@ -122,20 +122,15 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
     smtp_host, smtp_port = args.smtp
     smtp_password = smtp_oauth = None
     if args.smtp_user:
-        smtp_password = _password(
-            args.smtp_password_file, "--smtp-password-file", SMTP_PASSWORD_ENV, environ
-        )
-        smtp_oauth = _token_command(
+        smtp_password, smtp_oauth = _login(
+            "smtp",
+            args.smtp_password_file,
             args.smtp_token_command,
-            "--smtp-token-command",
+            SMTP_PASSWORD_ENV,
             SMTP_TOKEN_CLIENT,
-            f"--smtp-password-file or ${SMTP_PASSWORD_ENV}" if smtp_password else None,
+            environ,
+            needed_by="--smtp-user",
         )
-        if smtp_password is None and smtp_oauth is None:
-            raise UsageError(
-                "--smtp-user needs a password (--smtp-password-file FILE or "
-                f"${SMTP_PASSWORD_ENV}) or --smtp-token-command CMD"
-            )
     elif args.smtp_password_file:
         raise UsageError("--smtp-password-file: given without --smtp-user")
     elif args.smtp_token_command:
@@ -155,20 +150,15 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
     mailbox = None
     if args.imap:
         imap_host, imap_port = args.imap
-        imap_password = _password(
-            args.imap_password_file, "--imap-password-file", IMAP_PASSWORD_ENV, environ
-        )
-        imap_oauth = _token_command(
+        imap_password, imap_oauth = _login(
+            "imap",
+            args.imap_password_file,
             args.imap_token_command,
-            "--imap-token-command",
+            IMAP_PASSWORD_ENV,
             IMAP_TOKEN_CLIENT,
-            f"--imap-password-file or ${IMAP_PASSWORD_ENV}" if imap_password else None,
+            environ,
+            needed_by="--imap",
         )
-        if imap_password is None and imap_oauth is None:
-            raise UsageError(
-                "--imap needs a password (--imap-password-file FILE or "
-                f"${IMAP_PASSWORD_ENV}) or --imap-token-command CMD"
-            )
         mailbox = Mailbox(
             host=imap_host,
             port=values.imap_port(args.imap_tls) if imap_port is None else imap_port,
@@ -206,6 +196,36 @@ def _ca_file(path: Path | None) -> Path | None:
         return values.check_ca_file(path)
     except ValueError as exc:
         raise UsageError(f"--ca-file: {exc}") from None
+
+
+def _login(
+    leg: str,
+    password_file: Path | None,
+    token_command: tuple[str, ...] | None,
+    env: str,
+    client: str,
+    environ: Mapping[str, str],
+    *,
+    needed_by: str,
+) -> tuple[Secret | None, TokenCache | None]:
+    """One leg's password or token source, from ``--LEG-password-file``/``env`` or ``--LEG-token-command``.
+
+    Raises:
+        UsageError: neither or both are given, or either cannot be used.
+    """
+    password = _password(password_file, f"--{leg}-password-file", env, environ)
+    oauth = _token_command(
+        token_command,
+        f"--{leg}-token-command",
+        client,
+        f"--{leg}-password-file or ${env}" if password else None,
+    )
+    if password is None and oauth is None:
+        raise UsageError(
+            f"{needed_by} needs a password (--{leg}-password-file FILE or "
+            f"${env}) or --{leg}-token-command CMD"
+        )
+    return password, oauth
 
 
 def _token_command(
