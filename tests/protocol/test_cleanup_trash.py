@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -31,37 +30,19 @@ from smtp_probe.probe.result import Arrival, Outcome, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Cleanup, Mailbox, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.probe.transcript import Transcript
-from smtp_probe.sandbox import DEMO_USER, TRASH_FOLDER, MailSandbox, SandboxAddress
+from smtp_probe.sandbox import DEMO_USER, TRASH_FOLDER, SandboxAddress
 from tests.support.sandbox_imap import (
     append,
     delete_folder,
     imap_login,
     messages_in,
+    run,
+    sandbox,
     sandbox_mailbox,
 )
 
 PROBE = "to-gmail"
 GMAIL = ("X-GM-EXT-1",)
-T = TypeVar("T")
-
-
-def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run one async scenario under a deadline, so a hung server fails the test quickly."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), timeout=20)
-
-    return asyncio.run(bounded())
-
-
-@asynccontextmanager
-async def sandbox(**options: Any) -> AsyncIterator[SandboxAddress]:
-    server = MailSandbox(**options)
-    address = await server.start()
-    try:
-        yield address
-    finally:
-        await server.stop()
 
 
 def probe_message(token: Token) -> EmailMessage:

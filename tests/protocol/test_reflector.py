@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.header import Header
 from email.message import EmailMessage, Message
 from email.utils import format_datetime, localtime
-from typing import Any, TypeVar
+from typing import Any
 
 from smtp_probe.probe.message import PROBE_HEADER, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
@@ -30,36 +29,15 @@ from smtp_probe.sandbox import (
     JUNK_FOLDER,
     JUNK_RECIPIENT,
     TRASH_FOLDER,
-    MailSandbox,
     SandboxAddress,
 )
 from smtp_probe.watchers import WatcherPool
-from tests.support.sandbox_imap import append, messages_in, sandbox_mailbox
+from tests.support.sandbox_imap import append, messages_in, run, sandbox, sandbox_mailbox
 from tests.support.waiting import eventually
 
 PROBE = "via-autoreply"
 SENDER = "probe@sender.test"
-T = TypeVar("T")
 Reflect = Callable[[Message], EmailMessage | bytes | None]
-
-
-def run(scenario: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run one async scenario under a deadline, so a hung server fails the test quickly."""
-
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), timeout=30)
-
-    return asyncio.run(bounded())
-
-
-@asynccontextmanager
-async def sandbox(**options: Any) -> AsyncIterator[SandboxAddress]:
-    server = MailSandbox(**options)
-    address = await server.start()
-    try:
-        yield address
-    finally:
-        await server.stop()
 
 
 def reflector_probe(
@@ -133,7 +111,7 @@ def test_an_auto_reply_with_the_token_in_its_subject_is_the_delivery_and_is_clea
             # The reflector answers 1.5 s later: its Date (to the second) is past our 250.
             return await reflected_run(reflector_probe(address), address, auto_reply, delay=1.5)
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
     result = done.result
 
     assert result.outcome is Outcome.DELIVERED, result.error
@@ -177,7 +155,7 @@ def test_an_encoded_word_subject_from_an_exchange_style_autoreply_is_recognised(
         async with sandbox() as address:
             return await reflected_run(reflector_probe(address), address, reply)
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
 
     assert done.result.outcome is Outcome.DELIVERED, done.result.error
     assert any("(Automatische Antwort:)" in note for note in notes(done.result))
@@ -196,7 +174,7 @@ def test_a_reply_without_a_date_is_split_at_its_oldest_received_header() -> None
         async with sandbox() as address:
             return await reflected_run(reflector_probe(address), address, reply, delay=1.2)
 
-    result = run(scenario).result
+    result = run(scenario, timeout=30).result
 
     assert result.outcome is Outcome.DELIVERED, result.error
     assert result.reflector is not None
@@ -214,7 +192,7 @@ def test_a_reply_with_a_forged_token_is_never_the_delivery_and_is_left_alone() -
         async with sandbox() as address:
             return await reflected_run(reflector_probe(address, timeout=3.0), address, forged)
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
 
     assert done.result.outcome is Outcome.NOT_DELIVERED
     assert done.result.stage is Stage.DELIVERY
@@ -240,7 +218,7 @@ def test_a_delivery_status_notification_quoting_the_token_is_not_a_delivery() ->
         async with sandbox() as address:
             return await reflected_run(reflector_probe(address, timeout=3.0), address, bounce)
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
 
     assert done.result.outcome is Outcome.NOT_DELIVERED
     assert any(
@@ -256,7 +234,7 @@ def test_a_run_that_is_not_a_reflector_run_does_not_take_a_reply_for_its_message
             spec = reflector_probe(address, reflector=False, timeout=3.0)
             return await reflected_run(spec, address, auto_reply)
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
 
     assert done.result.outcome is Outcome.NOT_DELIVERED
     assert done.result.reflector is None
@@ -279,7 +257,7 @@ def test_our_own_message_redirected_back_is_delivered_with_legs_not_split() -> N
         copy.set_content(original.get_payload())
         return copy
 
-    done = run(scenario)
+    done = run(scenario, timeout=30)
     result = done.result
 
     assert result.outcome is Outcome.DELIVERED, result.error
@@ -300,7 +278,7 @@ def test_a_reply_on_gmail_is_trashed_and_found_there_by_its_subject_without_uidp
             )
             return done, await asyncio.to_thread(messages_in, address, TRASH_FOLDER)
 
-    done, trash = run(scenario)
+    done, trash = run(scenario, timeout=30)
     result = done.result
 
     assert result.outcome is Outcome.DELIVERED, result.error
@@ -344,7 +322,7 @@ def test_the_daemon_sweeps_a_leftover_reply_of_a_reflector_probe_and_counts_it_l
             after = await asyncio.to_thread(messages_in, address, "INBOX")
         return late, before, after
 
-    late, before, after = run(scenario)
+    late, before, after = run(scenario, timeout=30)
 
     assert late == [PROBE]
     assert len(before) == 2
@@ -366,7 +344,7 @@ def test_the_daemon_leaves_a_reply_alone_when_no_probe_of_the_mailbox_is_a_refle
                 await pool.close()
             return late, await asyncio.to_thread(messages_in, address, "INBOX")
 
-    late, inbox = run(scenario)
+    late, inbox = run(scenario, timeout=30)
 
     assert late == []
     assert len(inbox) == 1
@@ -391,7 +369,7 @@ def test_a_reply_after_the_run_gave_up_is_counted_late_and_deleted() -> None:
                 await pool.close()
             return result, late, await asyncio.to_thread(messages_in, address, "INBOX")
 
-    result, late, inbox = run(scenario)
+    result, late, inbox = run(scenario, timeout=30)
 
     assert result.outcome is Outcome.NOT_DELIVERED
     assert late == [PROBE]

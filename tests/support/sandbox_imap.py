@@ -4,24 +4,49 @@ Protocol tests drive the probe's watcher against the sandbox's pymap and
 need to do what another mail client (or the mail system) would: put a
 message into a folder, see what a folder holds afterwards, remove a
 folder. These calls block: run them with ``asyncio.to_thread`` while the
-sandbox serves them from the test's event loop.
+sandbox serves them from the test's event loop. :func:`sandbox` starts one
+for a scenario, and :func:`run` runs a scenario under a deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage, Message
+from typing import Any, TypeVar
 
 from imapclient import IMAPClient
 
 from smtp_probe.probe.spec import Mailbox, TlsMode
-from smtp_probe.sandbox import DEMO_PASSWORD, DEMO_USER, SandboxAddress
+from smtp_probe.sandbox import DEMO_PASSWORD, DEMO_USER, MailSandbox, SandboxAddress
 from smtp_probe.secret import Secret
+
+T = TypeVar("T")
+
+
+def run(scenario: Callable[[], Coroutine[Any, Any, T]], timeout: float = 20) -> T:
+    """Run one async scenario under a deadline, so a hung server fails the test quickly."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(scenario(), timeout=timeout)
+
+    return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def sandbox(**options: Any) -> AsyncIterator[SandboxAddress]:
+    """A started :class:`MailSandbox` (``options`` as its own), stopped afterwards."""
+    server = MailSandbox(**options)
+    address = await server.start()
+    try:
+        yield address
+    finally:
+        await server.stop()
 
 
 def sandbox_mailbox(address: SandboxAddress, folder: str = "INBOX", **changes: object) -> Mailbox:
