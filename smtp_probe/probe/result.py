@@ -25,6 +25,9 @@ class Outcome(enum.StrEnum):
     broken route."""
     NOT_DELIVERED = "not_delivered"
     BOUNCED = "bounced"
+    """A delivery status notification (RFC 3464) about this run came back: failed."""
+    AUTH_FAILED = "auth_failed"
+    """Delivered, but without the SPF/DKIM/DMARC results the probe requires."""
     ERROR = "error"
 
 
@@ -47,6 +50,8 @@ class Stage(enum.StrEnum):
     IMAP_LOGIN = "imap_login"
     IMAP_SELECT = "imap_select"
     DELIVERY = "delivery"
+    VERIFY = "verify"
+    """Checks of the arrived message (authentication results)."""
     CLEANUP = "cleanup"
 
 
@@ -113,6 +118,89 @@ class SmtpReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Hop:
+    """One ``Received:`` line of the arrived message: one MTA's hand-over.
+
+    Hops are in the order the message travelled (oldest first): hop 0 is
+    the first server that took it from us.
+    """
+
+    by: str | None
+    """The receiving host (``by`` clause), as the MTA wrote it."""
+    from_: str | None
+    """The sending host (``from`` clause), as the MTA wrote it."""
+    with_: str | None
+    """The protocol (``with`` clause), e.g. ``ESMTPSA``, ``LMTPS``."""
+    tls: bool
+    """The hop was over TLS (``ESMTPS``/``ESMTPSA``/``LMTPS``..., or a ``TLS`` comment)."""
+    at: float | None
+    """When this MTA received it (epoch seconds, its own clock); ``None`` if unparseable."""
+    delay_seconds: float | None
+    """Seconds since the previous hop's time; ``None`` for hop 0, a missing
+    time, or a negative gap (see :attr:`skewed`)."""
+    skewed: bool = False
+    """Its time is before the previous hop's: the two clocks disagree."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthVerdict:
+    """One method's result from the receiver's ``Authentication-Results`` (RFC 8601)."""
+
+    method: str
+    """``spf``, ``dkim``, ``dmarc``, ``arc``..."""
+    result: str
+    """``pass``, ``fail``, ``softfail``, ``neutral``, ``none``, ``temperror``, ``permerror``..."""
+    detail: str = ""
+    """Properties worth showing, e.g. ``header.d=example.test``; a reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdicts:
+    """What the receiving side said about the arrived message, and what we checked ourselves."""
+
+    authserv_id: str | None
+    """The authserv-id whose headers were believed; ``None``: none configured, none believed."""
+    results: tuple[AuthVerdict, ...] = ()
+    ignored: int = 0
+    """``Authentication-Results`` headers from another authserv-id (possibly forged)."""
+    spam_score: float | None = None
+    spam_threshold: float | None = None
+    spam_source: str | None = None
+    """The header the score came from, e.g. ``X-Spamd-Result``, ``X-Spam-Status``."""
+    own_dkim: AuthVerdict | None = None
+    """Our own DKIM verification of the message (``verify_dkim``), beside the receiver's."""
+
+    def result(self, method: str) -> str:
+        """The believed result of ``method``; ``none`` when the receiver gave none."""
+        for verdict in self.results:
+            if verdict.method == method:
+                return verdict.result
+        return "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """A delivery status notification (RFC 3464) about this run, read off the bounce mailbox."""
+
+    action: str
+    """``failed``, ``delayed``, ``delivered``, ``relayed``, ``expanded``."""
+    status: str
+    """The enhanced status code, e.g. ``5.1.1``."""
+    recipient: str | None = None
+    remote_mta: str | None = None
+    diagnostic: str | None = None
+    """``Diagnostic-Code``, e.g. ``smtp; 550 5.1.1 <x@example.test> User unknown``."""
+    reporting_mta: str | None = None
+    seen_at: float | None = None
+    """Monotonic time the watcher saw the report."""
+
+    @property
+    def status_class(self) -> str:
+        """``2``, ``4`` or ``5`` (the first digit of :attr:`status`), for metric labels."""
+        return self.status[:1] if self.status[:1] in ("2", "4", "5") else "unknown"
+
+
+@dataclass(frozen=True, slots=True)
 class Arrival:
     """The probe message as found in the mailbox."""
 
@@ -133,6 +221,10 @@ class Arrival:
     """Its ``Date:`` header: for a reply, when the reflector wrote it."""
     tls: TlsFacts | None = None
     """The TLS facts of the IMAP session that saw the message; ``None`` without TLS."""
+    hops: tuple[Hop, ...] = ()
+    """:attr:`received` parsed, oldest first, with per-hop delays."""
+    verdicts: Verdicts | None = None
+    """Authentication results and spam score; ``None`` until read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +262,9 @@ class RunResult:
     arrival: Arrival | None = None
     reflector: ReflectorLegs | None = None
     """A reflector run that got its reply: where the delivery time went."""
+    bounces: tuple[Bounce, ...] = ()
+    """Delivery status notifications about this run: a ``failed`` one ends
+    the run ``bounced``; ``delayed`` ones are noted and the run waits on."""
 
     @property
     def success(self) -> bool:

@@ -119,6 +119,9 @@ class Mailbox:
     """Socket timeout for one IMAP command; also bounds how long a worker thread can hang."""
     cleanup: Cleanup | None = None
     """How to remove our message; ``None`` picks ``trash`` on Gmail (``X-GM-EXT-1``), else ``expunge``."""
+    authserv_id: str | None = None
+    """The receiving side's authserv-id: only ``Authentication-Results``
+    headers naming it are believed (RFC 8601 §5); ``None`` believes none."""
 
     @property
     def address(self) -> str:
@@ -146,3 +149,11 @@ class ProbeSpec:
     reflector: bool = False
     """``rcpt_to`` is a mailbox we don't own that auto-replies or forwards to
     ``mailbox``; the run confirms the reply by the token in its subject."""
+    expect_auth: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Required results per method (``{"dkim": "pass"}``): a delivered message
+    that misses one ends ``auth_failed`` at stage ``verify``."""
+    verify_dkim: bool = False
+    """Also verify the arrived message's DKIM signature ourselves (dkimpy)."""
+    bounce_mailbox: Mailbox | None = None
+    """The envelope sender's mailbox, watched for delivery status
+    notifications about the run: a ``failed`` one ends the run ``bounced``."""
