@@ -149,8 +149,8 @@ class ProbeSpec:
     reflector: bool = False
     """``rcpt_to`` is a mailbox we don't own that auto-replies or forwards to
     ``mailbox``; the run confirms the reply by the token in its subject."""
-    expect_auth: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    """Required results per method (``{"dkim": "pass"}``): a delivered message
+    expect_auth: tuple[tuple[str, str], ...] = ()
+    """Required result per method (``(("dkim", "pass"),)``; hashable): a delivered message
     that misses one ends ``auth_failed`` at stage ``verify``."""
     verify_dkim: bool = False
     """Also verify the arrived message's DKIM signature ourselves (dkimpy)."""
