@@ -214,4 +214,6 @@ def tls_dict(facts: TlsFacts | None, now: float | None = None) -> dict[str, Any]
         else datetime.fromtimestamp(facts.not_after, UTC).isoformat(),
         "days_left": None if left is None else round(left, 3),
         "verified": facts.verified,
+        "chain_length": facts.chain_length,
+        "expiring_subject": facts.expiring_subject or None,
     }

@@ -83,8 +83,13 @@ class TlsFacts:
     """What one TLS connection was: protocol, cipher and the peer's certificate.
 
     Read from the binary certificate, so the facts are there with
-    verification off too. Python 3.11 hands over only the peer (leaf)
-    certificate, not the chain: ``not_after`` is the leaf's.
+    verification off too. ``not_after`` is the earliest notAfter of the
+    chain the server presented where Python can hand that chain over: its
+    public ``get_unverified_chain()`` exists from Python 3.13 (Debian 13).
+    On Python 3.11 and 3.12 only the peer (leaf) certificate is available
+    without private APIs, so ``not_after`` is the leaf's and an
+    intermediate that expires first goes unnoticed; :attr:`chain_length`
+    says which of the two was done.
     """
 
     version: str | None
@@ -96,6 +101,12 @@ class TlsFacts:
     """The certificate's notAfter as epoch seconds; ``None`` without a certificate."""
     verified: bool
     """The chain and host name were checked during the handshake (verification on)."""
+    chain_length: int | None = None
+    """How many certificates the server presented (``not_after`` is the earliest of
+    them); ``None`` when this Python reads only the leaf (before 3.13)."""
+    expiring_subject: str = ""
+    """Subject of the presented certificate that expires first when that is not the
+    leaf (an intermediate); empty when it is the leaf or only the leaf was read."""
 
     def days_left(self, now: float) -> float | None:
         """Days from ``now`` (epoch seconds) until ``not_after``; negative once expired."""

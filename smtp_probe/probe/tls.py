@@ -62,20 +62,31 @@ def ca_file_problem(path: Path) -> str | None:
 
 
 def tls_facts(connection: ssl.SSLObject | ssl.SSLSocket, *, verified: bool) -> TlsFacts:
-    """The facts of an established TLS ``connection``, its certificate read in binary form.
+    """The facts of an established TLS ``connection``, its certificates read in binary form.
 
     ``getpeercert()`` returns an empty dict when verification is off, so
-    the DER certificate is parsed with ``cryptography`` instead. A
-    certificate that cannot be parsed gives empty subject and issuer and
-    no ``not_after`` rather than an error: the run itself went fine.
+    the DER certificate is parsed with ``cryptography`` instead. Where
+    Python hands over the presented chain (3.13+), ``not_after`` is its
+    earliest; otherwise the leaf's (see :class:`TlsFacts`). A certificate
+    that cannot be parsed gives empty subject and issuer and no
+    ``not_after`` rather than an error: the run itself went fine.
     """
     cipher = connection.cipher()
     der = connection.getpeercert(binary_form=True)
-    subject = issuer = ""
+    subject = issuer = expiring = ""
     not_after: float | None = None
     if der:
         with contextlib.suppress(ValueError):
             subject, issuer, not_after = certificate_facts(der)
+    chain = presented_chain(connection)
+    if chain is not None and not_after is not None:
+        for cert in chain[1:]:
+            try:
+                other_subject, _, other_after = certificate_facts(cert)
+            except ValueError:
+                continue
+            if other_after < not_after:
+                not_after, expiring = other_after, other_subject
     return TlsFacts(
         version=connection.version(),
         cipher=cipher[0] if cipher else None,
@@ -83,7 +94,26 @@ def tls_facts(connection: ssl.SSLObject | ssl.SSLSocket, *, verified: bool) -> T
         issuer=issuer,
         not_after=not_after,
         verified=verified,
+        chain_length=None if chain is None else len(chain),
+        expiring_subject=expiring,
     )
+
+
+def presented_chain(connection: ssl.SSLObject | ssl.SSLSocket) -> list[bytes] | None:
+    """The DER certificates the peer presented, leaf first; ``None`` where Python can't tell.
+
+    ``get_unverified_chain()`` is public from Python 3.13. Before that the
+    chain is reachable only through the private ``_sslobj``, which this
+    does not use; the caller then has the leaf alone. An early 3.13 that
+    returned certificate objects instead of bytes counts as "can't tell".
+    """
+    getter = getattr(connection, "get_unverified_chain", None)
+    if getter is None:
+        return None
+    chain = getter()
+    if not isinstance(chain, list) or not all(isinstance(c, bytes) for c in chain):
+        return None
+    return chain
 
 
 def certificate_facts(der: bytes) -> tuple[str, str, float]:
@@ -111,6 +141,8 @@ def describe_facts(facts: TlsFacts, now: float) -> str:
         day = datetime.fromtimestamp(facts.not_after, UTC).date().isoformat()
         left = facts.days_left(now)
         expiry = f"expires {day} ({int(left // 1) if left is not None else '?'} days)"
+    if facts.expiring_subject:
+        expiry += f" (first to expire in the chain: {facts.expiring_subject})"
     checked = "verified" if facts.verified else "not verified (verification off)"
     subject = facts.subject or "(no subject)"
     issuer = facts.issuer or "(no issuer)"

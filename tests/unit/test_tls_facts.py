@@ -1,13 +1,16 @@
 """TLS facts read from the peer's binary certificate: with verification on and off.
 
 The handshakes run between two real ``ssl.SSLObject`` ends over memory BIOs
-(the stdlib's own TLS, no network), with certificates from a trustme CA.
+(the stdlib's own TLS, no network; :mod:`tests.support.tls_certs`), with
+certificates from a trustme CA or a chain built with ``cryptography``.
 """
 
 from __future__ import annotations
 
 import ssl
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import trustme
@@ -16,31 +19,7 @@ from smtp_probe.probe.result import TlsFacts
 from smtp_probe.probe.spec import TlsSettings
 from smtp_probe.probe.tls import certificate_facts, client_context, describe_facts, tls_facts
 from smtp_probe.report import tls_dict
-
-HOST = "mx.example.test"
-
-
-def handshake(leaf: trustme.LeafCert, client: ssl.SSLContext, host: str = HOST) -> ssl.SSLObject:
-    """A finished TLS handshake against a server presenting ``leaf``; the client's end."""
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(server_context)
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
-    client_end = client.wrap_bio(c_in, c_out, server_hostname=host)
-    server_end = server_context.wrap_bio(s_in, s_out, server_side=True)
-    done = {"client": False, "server": False}
-    for _ in range(20):
-        for name, end in (("client", client_end), ("server", server_end)):
-            if not done[name]:
-                try:
-                    end.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            return client_end
-    raise AssertionError("handshake did not finish")
+from tests.support.tls_certs import HOST, chain, handshake
 
 
 def context(ca: trustme.CA | None) -> ssl.SSLContext:
@@ -110,6 +89,8 @@ def test_a_certificate_expiring_in_two_days_says_so_in_the_transcript_and_json()
         "not_after": "2027-03-01T00:00:00+00:00",
         "days_left": 2.0,
         "verified": True,
+        "chain_length": None,
+        "expiring_subject": None,
     }
     assert tls_dict(None) is None
 
@@ -126,3 +107,45 @@ def test_an_expired_certificate_has_negative_days_left() -> None:
 def test_bytes_that_are_no_certificate_are_a_value_error() -> None:
     with pytest.raises(ValueError, match="asn1"):
         certificate_facts(b"\x30\x03\x02\x01\x00")
+
+
+CHAIN_IN_PUBLIC_API = sys.version_info >= (3, 13)
+"""``SSLObject.get_unverified_chain()`` is public from Python 3.13 (Debian 13); 3.11 has the leaf only."""
+
+
+@pytest.mark.parametrize("verify", [True, False], ids=["verified", "verification-off"])
+def test_an_intermediate_expiring_first_sets_not_after_where_python_hands_over_the_chain(
+    tmp_path: Path, verify: bool
+) -> None:
+    """Runs on whichever Python runs the tests: 3.13+ sees the chain, older ones the leaf."""
+    certs = chain(tmp_path, leaf_days=300, intermediate_days=2)
+    client = certs.client_context() if verify else context(None)
+
+    facts = tls_facts(handshake(certs.server_context(), client), verified=verify)
+
+    assert facts.subject == f"CN={HOST}"
+    assert facts.issuer == "CN=Test Intermediate"
+    if CHAIN_IN_PUBLIC_API:
+        assert facts.chain_length == 2
+        assert facts.not_after == certs.intermediate_not_after.timestamp()
+        assert facts.expiring_subject == "CN=Test Intermediate"
+        assert "(first to expire in the chain: CN=Test Intermediate)" in describe_facts(
+            facts, datetime.now(UTC).timestamp()
+        )
+    else:
+        assert facts.chain_length is None
+        assert facts.not_after == certs.leaf_not_after.timestamp()
+        assert facts.expiring_subject == ""
+
+
+def test_a_leaf_expiring_first_is_the_chain_s_not_after_with_no_other_subject_named(
+    tmp_path: Path,
+) -> None:
+    certs = chain(tmp_path, leaf_days=2, intermediate_days=300)
+
+    facts = tls_facts(handshake(certs.server_context(), certs.client_context()), verified=True)
+
+    assert facts.not_after == certs.leaf_not_after.timestamp()
+    assert facts.expiring_subject == ""
+    assert facts.chain_length == (2 if CHAIN_IN_PUBLIC_API else None)
+    assert "first to expire" not in describe_facts(facts, datetime.now(UTC).timestamp())
