@@ -20,7 +20,7 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
-from smtp_probe.probe.result import Outcome, RunResult
+from smtp_probe.probe.result import Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.report import verdict
 from smtp_probe.server.interface import ProbeStatus, Status
@@ -29,6 +29,10 @@ REFRESH_SECONDS: Final = 15
 SPARK_WIDTH: Final = 150
 SPARK_HEIGHT: Final = 34
 _SPARK_PAD: Final = 4.0
+EXPIRY_WARN_DAYS: Final = 14
+"""Fewer days left than this is amber (the ticket alert's threshold)."""
+EXPIRY_BAD_DAYS: Final = 3
+"""Fewer days left than this is red (the paging alert's threshold)."""
 
 _ENV: Final = jinja2.Environment(
     loader=jinja2.PackageLoader("smtp_probe.server", "templates"),
@@ -133,9 +137,78 @@ class ProbeView:
         return self.last.tone if self.last is not None else Tone.NONE
 
 
+@dataclass(frozen=True, slots=True)
+class TlsLegView:
+    """One leg (``smtp``, ``imap``) of a probe's last run that spoke TLS, as words."""
+
+    probe: str
+    leg: str
+    version: str
+    cipher: str
+    subject: str
+    issuer: str
+    verified: bool
+    days_left: str
+    """E.g. ``84 days``, ``2.0 days``, ``expired 1.5 days ago``; ``unknown`` without a certificate."""
+    expires: str
+    """The notAfter as a UTC clock time; empty without a certificate."""
+    tone: Tone
+    """Red under :data:`EXPIRY_BAD_DAYS` (or expired), amber under :data:`EXPIRY_WARN_DAYS`."""
+
+
+def tls_legs(probe: str, result: RunResult, now: float) -> tuple[TlsLegView, ...]:
+    """The TLS legs of ``result``: SMTP, then IMAP (only once the message arrived).
+
+    The IMAP leg's facts come with the arrival, so a run that failed before
+    the message was found shows its SMTP leg only.
+    """
+    imap = result.arrival.tls if result.arrival is not None else None
+    return tuple(
+        _tls_leg_view(probe, leg, facts, now)
+        for leg, facts in (("smtp", result.smtp.tls), ("imap", imap))
+        if facts is not None
+    )
+
+
+def _tls_leg_view(probe: str, leg: str, facts: TlsFacts, now: float) -> TlsLegView:
+    left = facts.days_left(now)
+    if left is None:
+        days, tone_ = "unknown", Tone.NONE
+    else:
+        if left < 0:
+            days = f"expired {-left:.1f} days ago"
+        else:
+            days = f"{left:.1f} days" if left < EXPIRY_WARN_DAYS else f"{left:.0f} days"
+        tone_ = (
+            Tone.BAD
+            if left < EXPIRY_BAD_DAYS
+            else Tone.WARN
+            if left < EXPIRY_WARN_DAYS
+            else Tone.OK
+        )
+    return TlsLegView(
+        probe=probe,
+        leg=leg,
+        version=facts.version or "unknown",
+        cipher=facts.cipher or "unknown",
+        subject=facts.subject,
+        issuer=facts.issuer,
+        verified=facts.verified,
+        days_left=days,
+        expires=_clock(facts.not_after) if facts.not_after is not None else "",
+        tone=tone_,
+    )
+
+
 def render_status_page(status: Status, *, now: float) -> str:
     """The whole HTML page for ``status`` as of Unix time ``now``."""
     probes = [_probe_view(probe, status.history_size, now) for probe in status.probes]
+    tls = [
+        leg
+        for probe in status.probes
+        if probe.last is not None
+        for leg in tls_legs(probe.name, probe.last, now)
+    ]
     counts = {tone: sum(1 for p in probes if p.tone is tone) for tone in Tone}
     return _ENV.get_template("status.html").render(
         version=__version__,
@@ -146,6 +219,7 @@ def render_status_page(status: Status, *, now: float) -> str:
         counts=counts,
         mailboxes=status.mailboxes,
         mailboxes_up=sum(1 for m in status.mailboxes if m.up),
+        tls_legs=tls,
     )
 
 

@@ -7,14 +7,18 @@ hand the page and reads the rendered HTML back as an element tree.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from smtp_probe.history import RunHistory
-from smtp_probe.probe.result import Outcome, RunResult, Stage
-from smtp_probe.probe.spec import Mailbox
+from smtp_probe.probe.result import Outcome, RunResult, Stage, TlsFacts
+from smtp_probe.probe.spec import Mailbox, TlsSettings
+from smtp_probe.probe.tls import client_context, tls_facts
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.secret import Secret
 from smtp_probe.server.interface import MailboxStatus, ProbeStatus, Status
@@ -28,6 +32,7 @@ from smtp_probe.server.status_page import (
 )
 from tests.support.html_tree import Element, parse
 from tests.support.results import STARTED, run_result
+from tests.support.tls_certs import chain, handshake
 
 NOW = STARTED.timestamp() + 600
 MARKUP = "<script>alert(1)</script> <b>bold</b>"
@@ -396,3 +401,108 @@ def test_the_page_refreshes_itself_and_has_no_script_or_external_asset() -> None
     assert not tree.find_all("img")
     sources = [e.attrs.get("src", "") + e.attrs.get("href", "") for e in tree.iter()]
     assert all(not s.startswith(("http:", "https:", "//")) for s in sources)
+
+
+# ---------------------------------------------------------------- TLS certificates
+
+
+def tls_rows(tree: Element) -> dict[tuple[str, str], Element]:
+    return {(r.attrs["data-probe"], r.attrs["data-leg"]): r for r in tree.find_all("tr", cls="tls")}
+
+
+def with_tls(result: RunResult, smtp: TlsFacts | None, imap: TlsFacts | None) -> RunResult:
+    arrival = result.arrival
+    return replace(
+        result,
+        smtp=replace(result.smtp, tls=smtp),
+        arrival=replace(arrival, tls=imap) if arrival is not None else None,
+    )
+
+
+def test_each_leg_shows_protocol_certificate_verification_and_days_left_from_a_real_handshake(
+    tmp_path: Path,
+) -> None:
+    """Facts from real handshakes: a leaf expiring in 2 days (SMTP, verified), 200 (IMAP, not)."""
+    now = time.time()
+    short = chain(tmp_path / "short", leaf_days=2, intermediate_days=400)
+    long = chain(tmp_path / "long", leaf_days=200, intermediate_days=400)
+    smtp = tls_facts(handshake(short.server_context(), short.client_context()), verified=True)
+    off = client_context(TlsSettings(verify=False))
+    imap = tls_facts(handshake(long.server_context(), off), verified=False)
+
+    html = render_status_page(
+        status(("alpha", [with_tls(run_result("alpha"), smtp, imap)])), now=now
+    )
+    rows = tls_rows(parse(html))
+
+    assert list(rows) == [("alpha", "smtp"), ("alpha", "imap")]
+    cells = [td.text() for td in rows["alpha", "smtp"].find_all("td")]
+    assert cells[1] == "smtp"
+    assert cells[2].startswith(("TLSv1.2", "TLSv1.3"))
+    assert smtp.cipher is not None
+    assert smtp.cipher in cells[2]
+    assert cells[3] == "CN=mx.example.testissuer: CN=Test Intermediate"
+    assert cells[4] == "verified"
+    days = rows["alpha", "smtp"].find("span", cls="days")
+    assert days.text() == "2.0 days"
+    assert days.classes == {"badge", "days", "bad"}
+    assert days.attrs["title"] == "expires " + short.leaf_not_after.strftime(
+        "%Y-%m-%d %H:%M:%S UTC"
+    )
+    imap_days = rows["alpha", "imap"].find("span", cls="days")
+    assert imap_days.text() == "200 days"
+    assert imap_days.classes == {"badge", "days", "ok"}
+    assert rows["alpha", "imap"].find("td", cls="verified").text() == (
+        "not verified (verification off)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("days", "shown", "colour"),
+    [
+        (14.5, "14 days", "ok"),
+        (13.9, "13.9 days", "warn"),
+        (3.0, "3.0 days", "warn"),
+        (2.99, "3.0 days", "bad"),
+        (-1.5, "expired 1.5 days ago", "bad"),
+    ],
+)
+def test_days_left_are_amber_under_14_and_red_under_3_like_the_alerts(
+    days: float, shown: str, colour: str
+) -> None:
+    facts = TlsFacts("TLSv1.3", "X", "CN=a", "CN=b", not_after=NOW + days * 86400, verified=True)
+    tree = page(status(("alpha", [with_tls(run_result("alpha"), facts, None)])))
+
+    [(key, tls_row)] = tls_rows(tree).items()
+    assert key == ("alpha", "smtp")
+    badge = tls_row.find("span", cls="days")
+    assert (badge.text(), badge.classes - {"badge", "days"}) == (shown, {colour})
+
+
+def test_a_run_without_tls_has_no_tls_row_and_an_unreadable_certificate_says_unknown() -> None:
+    unreadable = TlsFacts("TLSv1.2", None, "", "", not_after=None, verified=False)
+    tree = page(
+        status(
+            ("plain", [run_result("plain")]),
+            ("odd", [with_tls(run_result("odd"), unreadable, None)]),
+        )
+    )
+
+    rows = tls_rows(tree)
+    assert list(rows) == [("odd", "smtp")]
+    assert rows["odd", "smtp"].find("span", cls="days").text() == "unknown"
+    assert "(no subject)" in rows["odd", "smtp"].find("td", cls="subject").text()
+
+
+def test_certificate_names_are_text_never_markup() -> None:
+    facts = TlsFacts("TLSv1.3", MARKUP, f"CN={MARKUP}", f"O={MARKUP}", NOW + 86400, True)
+    html = render_status_page(
+        status(("alpha", [with_tls(run_result("alpha"), facts, facts)])), now=NOW
+    )
+    tree = parse(html)
+
+    assert not tree.find_all("script")
+    assert not tree.find_all("b")
+    assert (
+        tls_rows(tree)["alpha", "imap"].find("td", cls="subject").text().startswith(f"CN={MARKUP}")
+    )
