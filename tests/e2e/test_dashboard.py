@@ -12,6 +12,8 @@ annotation is evaluated through Prometheus' HTTP API with the template
 variables substituted as Grafana would; any error fails, every panel must
 return data, and the core panels must show what really happened.
 
+The TLS row must show every leg that spoke TLS with the stack's certificate.
+
 The "OAuth tokens" row has its own case: the mail-stack daemon logs in with
 passwords, so its panels are checked against a daemon (the real
 :class:`~smtp_probe.app.Daemon` and HTTP server, in this process) whose two
@@ -389,6 +391,7 @@ def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: 
                 problems.append(f"{where}: no data (range)")
     assert not problems, "\n".join(problems)
     check_core_panels(instant_results)
+    check_tls_panels(instant_results)
 
 
 def check_core_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
@@ -425,6 +428,23 @@ def check_core_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> N
         assert set(probes("Probes", ref)) == set(PROBES), ref
     assert probes("Probes", "C")["refused"] == -1
     assert probes("Probes", "G") == dict.fromkeys(PROBES, 2.0)
+
+
+def check_tls_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """The TLS row: every leg that spoke TLS, with the stack's certificate (it expires in 3000).
+
+    ``refused`` never gets a message into the mailbox, so its IMAP leg has
+    no facts (they come with the arrival).
+    """
+    legs = {("submission", "smtp"), ("submission", "imap"), ("mx", "smtp"), ("mx", "imap"),
+            ("refused", "smtp")}  # fmt: skip
+    days = by_labels(results[("Certificate days left", "A")], "probe", "leg")
+    assert set(days) == legs, days
+    assert all(300_000 < value < 400_000 for value in days.values()), days
+    info = by_labels(results[("TLS version and cipher", "A")], "probe", "leg", "version", "cipher")
+    assert {key[:2] for key in info} == legs, info
+    assert all(key[2] in {"TLSv1.2", "TLSv1.3"} and key[3] for key in info), info
+    assert set(info.values()) == {1.0}
 
 
 def test_variable_queries_and_annotations_run(warmed: Prometheus) -> None:
