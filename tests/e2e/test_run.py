@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 import time
 
 import pytest
@@ -408,6 +409,10 @@ def test_tls_facts_of_both_legs_are_in_the_result_json_transcript_and_metrics(
         assert facts.not_after is not None
         assert facts.not_after > time.time() + 86400
         assert facts.verified is verify
+        # The stack presents its certificate alone (no intermediate): a chain of one
+        # where Python hands the chain over (3.13+), else only the leaf was read.
+        assert facts.chain_length == (1 if sys.version_info >= (3, 13) else None), leg
+        assert facts.expiring_subject == ""
         assert document[leg]["tls"]["subject"] == facts.subject
         assert document[leg]["tls"]["verified"] is verify
         assert document[leg]["tls"]["days_left"] > 1
