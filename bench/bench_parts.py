@@ -17,6 +17,9 @@ executor hop's worker thread counts too):
   ``socket.getaddrinfo``;
 * the client side of one TLS 1.3 handshake (ECDSA P-256 certificate from
   trustme, the context ``probe/tls.py`` builds), as STARTTLS does per run;
+* reading the TLS facts of a finished connection (``tls_facts``: the DER
+  certificate parsed with ``cryptography``; on Python 3.13+ the presented
+  chain too, here leaf + intermediate), once per leg and run;
 * ``Metrics.record`` and ``Config.probe`` with 1,000 probes configured;
 * one ``run finished`` JSON log line (structlog, to /dev/null);
 * a run's transcript (30 lines, two secrets masked).
@@ -52,8 +55,9 @@ from smtp_probe.config import parse_config
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.message import PROBE_HEADER, TokenSigner, build_message
 from smtp_probe.probe.spec import TlsSettings
-from smtp_probe.probe.tls import client_context
+from smtp_probe.probe.tls import client_context, tls_facts
 from smtp_probe.probe.transcript import Transcript
+from tests.support.tls_certs import chain, handshake
 
 RECEIVED = (
     "Received: from mx.example.test\r\n"
@@ -149,6 +153,14 @@ def tls_handshake(repeats: int) -> float:
     return sum(one() for _ in range(repeats)) / repeats
 
 
+def tls_facts_cost(repeats: int) -> float:
+    """CPU seconds of ``tls_facts`` on a finished connection presenting leaf + intermediate."""
+    with tempfile.TemporaryDirectory() as tmp:
+        certs = chain(Path(tmp), leaf_days=90, intermediate_days=365)
+        end = handshake(certs.server_context(), certs.client_context())
+    return cpu_per_call(lambda: tls_facts(end, verified=True), repeats)
+
+
 async def getaddrinfo_hop(repeats: int) -> tuple[float, float]:
     """CPU per ``loop.getaddrinfo('127.0.0.1')`` after a pause (as between runs), and direct."""
     loop = asyncio.get_running_loop()
@@ -194,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     results["loop.getaddrinfo(127.0.0.1) via executor"] = hop
     results["socket.getaddrinfo(127.0.0.1) direct"] = direct
     results["TLS 1.3 handshake, client side"] = tls_handshake(min(n, 200))
+    results["tls_facts of a finished connection"] = tls_facts_cost(n)
 
     config = parse_config(config_text(1000))
     registry = CollectorRegistry()
