@@ -7,10 +7,12 @@ certificates from a trustme CA or a chain built with ``cryptography``.
 
 from __future__ import annotations
 
+import _ssl
 import ssl
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import trustme
@@ -149,3 +151,58 @@ def test_a_leaf_expiring_first_is_the_chain_s_not_after_with_no_other_subject_na
     assert facts.expiring_subject == ""
     assert facts.chain_length == (2 if CHAIN_IN_PUBLIC_API else None)
     assert "first to expire" not in describe_facts(facts, datetime.now(UTC).timestamp())
+
+
+class PublicChain:
+    """A real client end that offers Python 3.13's public ``get_unverified_chain()`` anywhere.
+
+    Before 3.13 the chain is there only through CPython's private
+    ``_sslobj.get_unverified_chain()`` (3.10+), which smtp_probe does not
+    use. This test-only wrapper converts it as 3.13's ``ssl.py`` does, so the
+    chain logic of :func:`tls_facts` runs on the Python CI runs too, over the
+    real chain of a real handshake. ``as_objects`` hands the certificate
+    objects over unconverted, as 3.13's betas did.
+    """
+
+    def __init__(self, end: ssl.SSLObject, *, as_objects: bool = False) -> None:
+        self._end = end
+        self._as_objects = as_objects
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._end, name)
+
+    def get_unverified_chain(self) -> list[object]:
+        native: Any = getattr(self._end, "_sslobj", None) or self._end
+        chain_objects: list[Any] = native.get_unverified_chain() or []
+        if self._as_objects:
+            return list(chain_objects)
+        der = _ssl.ENCODING_DER
+        return [c if isinstance(c, bytes) else c.public_bytes(der) for c in chain_objects]
+
+
+def test_the_earliest_not_after_of_the_presented_chain_is_taken_when_python_offers_it(
+    tmp_path: Path,
+) -> None:
+    certs = chain(tmp_path, leaf_days=300, intermediate_days=2)
+    end = handshake(certs.server_context(), context(None))
+
+    facts = tls_facts(cast(ssl.SSLObject, PublicChain(end)), verified=False)
+
+    assert facts.chain_length == 2
+    assert facts.not_after == certs.intermediate_not_after.timestamp()
+    assert facts.expiring_subject == "CN=Test Intermediate"
+    assert facts.subject == f"CN={HOST}"
+    assert tls_dict(facts)["chain_length"] == 2  # type: ignore[index]
+
+
+def test_a_chain_of_certificate_objects_instead_of_bytes_falls_back_to_the_leaf(
+    tmp_path: Path,
+) -> None:
+    certs = chain(tmp_path, leaf_days=300, intermediate_days=2)
+    end = handshake(certs.server_context(), certs.client_context())
+
+    facts = tls_facts(cast(ssl.SSLObject, PublicChain(end, as_objects=True)), verified=True)
+
+    assert facts.chain_length is None
+    assert facts.not_after == certs.leaf_not_after.timestamp()
+    assert facts.expiring_subject == ""
