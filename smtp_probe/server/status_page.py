@@ -154,6 +154,9 @@ class TlsLegView:
     """The notAfter as a UTC clock time; empty without a certificate."""
     tone: Tone
     """Red under :data:`EXPIRY_BAD_DAYS` (or expired), amber under :data:`EXPIRY_WARN_DAYS`."""
+    expiring_subject: str = ""
+    """The chain's certificate that expires first when it is not the server's own
+    (an intermediate; known on Python 3.13+ only)."""
 
 
 def tls_legs(probe: str, result: RunResult, now: float) -> tuple[TlsLegView, ...]:
@@ -197,6 +200,7 @@ def _tls_leg_view(probe: str, leg: str, facts: TlsFacts, now: float) -> TlsLegVi
         days_left=days,
         expires=_clock(facts.not_after) if facts.not_after is not None else "",
         tone=tone_,
+        expiring_subject=facts.expiring_subject,
     )
 
 

@@ -506,3 +506,22 @@ def test_certificate_names_are_text_never_markup() -> None:
     assert (
         tls_rows(tree)["alpha", "imap"].find("td", cls="subject").text().startswith(f"CN={MARKUP}")
     )
+
+
+def test_an_intermediate_that_expires_first_is_named_under_the_days_left() -> None:
+    facts = replace(
+        TlsFacts("TLSv1.3", "X", "CN=mx", "CN=Mid", NOW + 86400, True),
+        chain_length=2,
+        expiring_subject=f"CN=Mid {MARKUP}",
+    )
+    tree = page(status(("alpha", [with_tls(run_result("alpha"), facts, None)])))
+
+    cell = tls_rows(tree)["alpha", "smtp"].find("span", cls="expiring")
+    assert cell.text() == f"first to expire: CN=Mid {MARKUP}"
+    assert not tree.find_all("script")
+    leaf_only = page(
+        status(
+            ("alpha", [with_tls(run_result("alpha"), replace(facts, expiring_subject=""), None)])
+        )
+    )
+    assert not leaf_only.find_all("span", cls="expiring")
