@@ -23,14 +23,24 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tests.support.mailstack import _find_binary, _free_ports, _tail, _temp_base
+from tests.support.mailstack import (
+    _find_binary,
+    _free_ports,
+    _pid_alive,
+    _proc_matches,
+    _read_pid,
+    _tail,
+    _temp_base,
+)
 
 __all__ = ["TTL", "DnsServer", "DnsServerError", "txt_rdata"]
 
@@ -38,6 +48,7 @@ __all__ = ["TTL", "DnsServer", "DnsServerError", "txt_rdata"]
 TTL = 1
 
 _HOST = "127.0.0.1"
+_TMP_PREFIX = "knot-"
 _PACKAGES_HINT = "install it with: DEBIAN_FRONTEND=noninteractive apt-get install -y knot"
 
 
@@ -147,8 +158,10 @@ class DnsServer:
                 self._bins[name] = _find_binary(name)
             except RuntimeError:
                 raise DnsServerError(f"DnsServer needs '{name}'; {_PACKAGES_HINT}") from None
-        root = Path(tempfile.mkdtemp(prefix="dns-", dir=_temp_base()))
+        _reap_stale()
+        root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_temp_base()))
         root.chmod(0o755)
+        (root / "owner.pid").write_text(f"{os.getpid()}\n")
         self._root = root
         atexit.register(self.stop)
         try:
@@ -319,3 +332,21 @@ zone:
             f"--- knotd stderr ---\n{_tail(root / 'knotd.stderr')}\n"
             f"--- knot.log ---\n{_tail(root / 'knot.log')}"
         )
+
+
+def _reap_stale() -> None:
+    """Stop knotd and remove the directory of servers whose owner process is gone.
+
+    ``atexit`` does not run when the test process is killed; the next start
+    cleans up.  A pid is only signalled if it runs ``knotd`` with that
+    directory in its command line.
+    """
+    for root in _temp_base().glob(_TMP_PREFIX + "*"):
+        owner = _read_pid(root / "owner.pid")
+        if owner is None or _pid_alive(owner):
+            continue
+        pid = _read_pid(root / "knot.pid")
+        if pid is not None and _proc_matches(pid, "knotd", str(root)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        shutil.rmtree(root, ignore_errors=True)

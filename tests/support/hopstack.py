@@ -38,8 +38,10 @@ Fault injection (each puts the stack back as it found it):
   parks every new message in the hold queue (access(5) ``HOLD``); release
   moves it on, so the next hop's ``Received`` time is later by the hold;
 * :meth:`HopStack.dkim_key_removed`: the selector's TXT record is deleted
-  from the zone (rspamd then says ``dkim=permfail``-style results, see the
-  tests in tests/e2e/test_hopstack.py for the exact text);
+  from the zone (rspamd 3.4 then writes ``dkim=none ("invalid DKIM record")``
+  - not ``fail``; tests/e2e/test_hopstack.py pins the text per version);
+  :meth:`HopStack.dkim_key_replaced`: another key is published, so the
+  signature fails (``dkim=fail``);
 * :data:`UNKNOWN`: accepted by both hops, refused at RCPT by the last hop
   (``550 5.1.1``): the inbound hop returns a DSN to the envelope sender;
   MailStack's :data:`BOUNCE`: accepted by every Postfix, refused by Dovecot's
@@ -62,6 +64,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import imaplib
 import json
 import os
 import pwd
@@ -74,7 +77,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.support.dns_server import DnsServer, txt_rdata
+from tests.support.dns_server import TTL, DnsServer, txt_rdata
 from tests.support.mailstack import (
     BOUNCE,
     DOMAIN,
@@ -83,6 +86,7 @@ from tests.support.mailstack import (
     _find_binary,
     _free_ports,
     _group_members,
+    _pid_alive,
     _probe_greeting,
     _proc_matches,
     _read_pid,
@@ -109,6 +113,7 @@ __all__ = [
     "UNKNOWN",
     "HopStack",
     "HopStackError",
+    "left_clean",
 ]
 
 #: Hop names, in route order.
@@ -244,6 +249,10 @@ class HopStack:
         self._rspamd_port = 0
         self._bins: dict[str, str] = {}
         self._atexit_registered = False
+        #: hops currently holding (see :meth:`hold_on`)
+        self.holding: set[str] = set()
+        #: True inside :meth:`dkim_key_removed` / :meth:`dkim_key_replaced`
+        self.dkim_key_missing = False
 
     # ------------------------------------------------------------ attributes
 
@@ -362,11 +371,13 @@ class HopStack:
         Returns once no smtpd process with the old rules is left.
         """
         self._set_hold(self._hop(hop), f"/^/ HOLD hopstack: held at the {hop} hop\n")
+        self.holding.add(hop)
 
     def release(self, hop: str) -> None:
         """Stop holding at ``hop`` and send its held messages on now (``postsuper -H ALL``)."""
         target = self._hop(hop)
         self._set_hold(target, "")
+        self.holding.discard(hop)
         if any(entry["queue_name"] == "hold" for entry in self.queue(hop)):
             self._postfix(target, "postsuper", "-H", "ALL")
         self._postfix(target, "postqueue", "-f")
@@ -383,12 +394,74 @@ class HopStack:
     @contextlib.contextmanager
     def dkim_key_removed(self) -> Iterator[None]:
         """The DKIM key record is absent (NXDOMAIN) inside the block, restored after."""
+        with self._dkim_record(None):
+            yield
+
+    @contextlib.contextmanager
+    def dkim_key_replaced(self) -> Iterator[None]:
+        """Another RSA key is published under the selector inside the block, restored after.
+
+        Signatures made with the real key then fail verification (``dkim=fail``).
+        """
+        other = _dkim_key()[1]
+        with self._dkim_record(other):
+            yield
+
+    @contextlib.contextmanager
+    def _dkim_record(self, value: str | None) -> Iterator[None]:
+        """Publish ``value`` (None: nothing) as the DKIM key inside the block.
+
+        Waits one TTL after each change: rspamd keeps a fetched key for the
+        record's TTL (1 s), so a message checked right before would
+        otherwise leave the old answer in its cache.
+        """
         name = f"{DKIM_SELECTOR}._domainkey"
-        self.dns.remove(name, "TXT")
+        if value is None:
+            self.dns.remove(name, "TXT")
+        else:
+            self.dns.set_txt(name, value)
+        self.dkim_key_missing = True
+        time.sleep(TTL + 0.1)
         try:
             yield
         finally:
             self.dns.set_txt(name, self.dkim_txt)
+            self.dkim_key_missing = False
+            time.sleep(TTL + 0.1)
+
+    # ---------------------------------------------------------------- mailboxes
+
+    def delete_mail(self, user: str, needle: str) -> int:
+        """Delete (IMAP, by UID) every message in ``user``'s INBOX and Junk containing ``needle``.
+
+        ``needle`` is searched with IMAP ``SEARCH TEXT`` (headers and body,
+        so a DSN's returned headers count); use a unique tag.  Returns how
+        many were deleted.
+
+        Raises:
+            HopStackError: the IMAP server refused the login or a command.
+        """
+        address = user if "@" in user else f"{user}@{DOMAIN}"
+        ms = self.mailstack
+        deleted = 0
+        with imaplib.IMAP4_SSL(
+            ms.host, ms.imaps_port, ssl_context=ms.ssl_context(), timeout=10
+        ) as imap:
+            imap.login(address, ms.users[address])
+            for folder in ("INBOX", "Junk"):
+                typ, _ = imap.select(folder)
+                if typ != "OK":
+                    raise HopStackError(f"SELECT {folder} as {address} failed")
+                typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", "TEXT", f'"{needle}"')
+                uids = data[0].split() if typ == "OK" and data and data[0] else []
+                if uids:
+                    uid_set = b",".join(uids).decode()
+                    imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
+                    imap.uid("EXPUNGE", uid_set)
+                    deleted += len(uids)
+                imap.close()
+            imap.logout()
+        return deleted
 
     # ------------------------------------------------------------------ queues
 
@@ -396,6 +469,30 @@ class HopStack:
         """``hop``'s queue as parsed ``postqueue -j`` records (see MailStack.queue)."""
         out = self._postfix(self._hop(hop), "postqueue", "-j")
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def drain(self, timeout: float = 10.0) -> dict[str, list[str]]:
+        """Wait until every queue is empty; delete what is still queued after ``timeout``.
+
+        Returns the queue ids deleted per queue (``"mx"`` = the MailStack),
+        empty when everything drained.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            queues = self.queues()
+            if not any(queues.values()):
+                return {}
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        stuck = {
+            name: [e["queue_id"] for e in entries] for name, entries in queues.items() if entries
+        }
+        for name in stuck:
+            if name == "mx":
+                self.mailstack.delete_queued("ALL")
+            else:
+                self.delete_queued(name, "ALL")
+        return stuck
 
     def queues(self) -> dict[str, list[dict[str, Any]]]:
         """Every hop's queue, the MailStack's (``"mx"``) included."""
@@ -480,28 +577,16 @@ class HopStack:
 
     @staticmethod
     def _write_dkim_key(directory: Path) -> str:
-        """A fresh 2048-bit RSA key for rspamd (user _rspamd only); its DKIM TXT value."""
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-
+        """A fresh DKIM key for rspamd (readable by user _rspamd only); its TXT value."""
         directory.mkdir(mode=0o755)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem, txt = _dkim_key()
         user = pwd.getpwnam(_RSPAMD_USER)
         path = directory / "dkim.key"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
-            fh.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.TraditionalOpenSSL,
-                    serialization.NoEncryption(),
-                )
-            )
+            fh.write(pem)
         os.chown(path, user.pw_uid, user.pw_gid)
-        public = key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+        return txt
 
     def _spawn_rspamd(self, directory: Path) -> None:
         """Write rspamd's config under ``directory`` and start it in the foreground."""
@@ -666,6 +751,59 @@ class HopStack:
         return proc.stdout.decode(errors="replace")
 
 
+@contextlib.contextmanager
+def left_clean(hops: HopStack, planted: int) -> Iterator[HopStack]:
+    """Around one test: afterwards the chain is as the test found it.
+
+    After the test: every queue (both hops and the MailStack) drains within
+    10 s, no hop holds, the DKIM key is published, no message carrying
+    smtp_probe's header or :data:`TEST_HEADER` (DSNs included: their
+    returned headers count) is left in sink's or probe's INBOX or Junk, and
+    the MailStack's planted bystanders are intact.  Messages left in a queue
+    are deleted after they are reported, so one failing test does not
+    poison the next.
+
+    Raises:
+        AssertionError: one of the checks fails.
+    """
+    # imported here: routes pulls in smtp_probe, which the servers do not need
+    from smtp_probe.probe.message import PROBE_HEADER
+    from tests.support import routes
+
+    with routes.left_clean(hops.mailstack, planted):
+        yield hops
+        stuck = hops.drain(timeout=10.0)
+        assert not stuck, f"messages left in the queues (now deleted): {stuck}"
+        assert not hops.holding, f"hops still holding: {hops.holding}"
+        assert not hops.dkim_key_missing, "the DKIM key was not put back"
+        needles = (PROBE_HEADER.lower().encode() + b":", TEST_HEADER.lower().encode() + b":")
+        for user in ("sink", "probe"):
+            for folder in ("INBOX", "Junk"):
+                left = [
+                    raw
+                    for raw in hops.mailstack.maildir_messages(user, folder)
+                    if any(needle in raw.lower() for needle in needles)
+                ]
+                assert not left, f"test mail left in {user}'s {folder}: {left[0][:300]!r}"
+
+
+def _dkim_key() -> tuple[bytes, str]:
+    """A fresh 2048-bit RSA key: (PKCS#1 PEM, DKIM TXT value ``v=DKIM1; k=rsa; p=...``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+
+
 def _zone_records(dkim_txt: str) -> list[tuple[str, str, str]]:
     """example.test's records (see the module docstring)."""
     return [
@@ -716,7 +854,7 @@ def _reap_stale() -> None:
     """Stop the servers of ``hopstack-*`` dirs whose owner process is gone; remove the dirs."""
     for root in _temp_base().glob(_TMP_PREFIX + "*"):
         owner = _read_pid(root / "owner.pid")
-        if owner is None or Path(f"/proc/{owner}").exists():
+        if owner is None or _pid_alive(owner):
             continue
         marker = str(root)
         for hop in HOPS:
