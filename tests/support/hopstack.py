@@ -411,9 +411,9 @@ class HopStack:
     def _dkim_record(self, value: str | None) -> Iterator[None]:
         """Publish ``value`` (None: nothing) as the DKIM key inside the block.
 
-        Waits one TTL after each change: rspamd keeps a fetched key for the
-        record's TTL (1 s), so a message checked right before would
-        otherwise leave the old answer in its cache.
+        Waits two TTLs after each change: rspamd keeps a fetched key for the
+        record's TTL (1 s) and compares whole seconds, so a key fetched for a
+        message checked 1.1 s earlier was still used (seen on 3.4).
         """
         name = f"{DKIM_SELECTOR}._domainkey"
         if value is None:
@@ -421,13 +421,13 @@ class HopStack:
         else:
             self.dns.set_txt(name, value)
         self.dkim_key_missing = True
-        time.sleep(TTL + 0.1)
+        time.sleep(2 * TTL + 0.1)
         try:
             yield
         finally:
             self.dns.set_txt(name, self.dkim_txt)
             self.dkim_key_missing = False
-            time.sleep(TTL + 0.1)
+            time.sleep(2 * TTL + 0.1)
 
     # ---------------------------------------------------------------- mailboxes
 
@@ -573,7 +573,9 @@ class HopStack:
         out = subprocess.run(
             [self._bins["rspamd"], "--version"], capture_output=True, timeout=30, check=False
         )
-        self.rspamd_version = out.stdout.decode(errors="replace").strip().split()[-1]
+        # "Rspamd daemon version 3.4" (3.12 adds lines about build features)
+        first = out.stdout.decode(errors="replace").strip().splitlines()
+        self.rspamd_version = first[0].split()[-1] if first else ""
 
     @staticmethod
     def _write_dkim_key(directory: Path) -> str:
