@@ -461,7 +461,8 @@ class HopStack:
         many were deleted.
 
         Raises:
-            HopStackError: the IMAP server refused the login or a command.
+            imaplib.IMAP4.error: the IMAP server refused the login or a command.
+            HopStackError: a folder could not be selected.
         """
         address = user if "@" in user else f"{user}@{DOMAIN}"
         ms = self.mailstack
