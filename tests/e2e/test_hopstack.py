@@ -9,6 +9,7 @@ each test deletes its own mail over IMAP (the ``hops`` fixture checks it).
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import re
@@ -23,7 +24,11 @@ import dns.exception
 import dns.resolver
 import pytest
 
+from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import Outcome
+from smtp_probe.probe.run import run_probe
 from tests.support.dns_server import TTL
+from tests.support.hop_routes import hop_probe
 from tests.support.hopstack import (
     AUTHSERV_ID,
     BOUNCE,
@@ -307,3 +312,13 @@ def test_dns_server_changes_are_live_and_other_names_refused(hopstack: HopStack)
         resolver.resolve("example.com", "A", lifetime=3)
     (mx,) = resolver.resolve(DKIM_DOMAIN, "MX")
     assert mx.to_text() == "10 mx.example.test."
+
+
+def test_a_smtp_probe_run_through_the_route_is_delivered(hops: HopStack) -> None:
+    """hop_routes' spec works with the real engine: delivered, 4 Received lines, deleted."""
+    result = asyncio.run(run_probe(hop_probe(hops), signer=TokenSigner()))
+    assert result.outcome is Outcome.DELIVERED, result.error
+    assert result.arrival is not None
+    assert result.arrival.deleted
+    assert len(result.arrival.received) == 4
+    assert f"by {SUBMISSION_HOSTNAME} (Postfix) with ESMTPSA" in result.arrival.received[-1]
