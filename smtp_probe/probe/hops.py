@@ -73,6 +73,8 @@ def parse_hops(received: Sequence[str]) -> tuple[Hop, ...]:
 
 def _parse_one(text: str) -> tuple[str | None, str | None, str | None, bool, float | None]:
     """One header's ``by``, ``from``, ``with``, TLS flag and time (epoch seconds)."""
+    # Values end up in terminals, HTML and metric labels: no control characters.
+    text = "".join(char if char.isprintable() else " " for char in text)
     head, semicolon, tail = text.rpartition(";")
     if not semicolon:
         head, tail = text, ""

@@ -168,3 +168,10 @@ def test_a_host_named_like_tls_is_not_tls() -> None:
     (hop,) = parse_hops(("from tls.example (tls.example [192.0.2.1]) (No client certificate "
                          "requested) by mx.example with ESMTP id 1; Mon, 7 Dec 2026 02:50:37 +0000",))  # fmt: skip
     assert (hop.from_, hop.tls) == ("tls.example", False)
+
+
+def test_control_characters_never_reach_a_value() -> None:
+    (hop,) = parse_hops(("from a\x1b[31m.example by evil\x07.example\x00 with ESMTP\x1b id 1; "
+                         "Mon, 7 Dec 2026 02:50:37 +0000",))  # fmt: skip
+    assert (hop.from_, hop.by, hop.with_) == ("a", "evil", "ESMTP")
+    assert hop.at == _at("2026-12-07T02:50:37")
