@@ -153,9 +153,7 @@ TLS_INFO = _Family(
     "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
     "last scheduled run that had TLS on that leg",
 )
-_HOP_CLOCKS: Final = (
-    "; each hop's time is whole seconds on most MTAs, from that host's own clock"
-)
+_HOP_CLOCKS: Final = "; each hop's time is whole seconds on most MTAs, from that host's own clock"
 HOPS = _Family(
     "smtp_probe_hops",
     "gauge",
