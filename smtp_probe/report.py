@@ -121,8 +121,8 @@ def _details(result: RunResult) -> list[str]:
 
 
 HOPS_CAVEAT: Final = (
-    "hop times are whole seconds from each host's own clock: diagnosis, "
-    "not the delivery time, which is measured on ours"
+    "a delay is the time from the previous hop's stamp to this one's, in whole seconds "
+    "from each host's own clock: diagnosis, not the delivery time, which is measured on ours"
 )
 """What every display of hops says about their times."""
 

@@ -267,7 +267,7 @@ def test_verbose_hop_table_shows_delays_and_flags_clock_skew() -> None:
         "  1  relay.example.org   ESMTPS   yes  ?      clock skew",
         "  2  mx.example.net      LMTP     no   210 s",
     ]
-    assert "whole seconds" in HOPS_CAVEAT
+    assert "whole seconds from each host's own clock" in HOPS_CAVEAT
 
 
 def test_verbose_text_of_an_arrival_without_received_lines_has_no_hop_table() -> None:

@@ -328,7 +328,8 @@ def test_the_last_run_s_hops_are_a_table_with_delays_tls_and_clock_skew() -> Non
          "2026-12-07 02:51:00 UTC", "210 s", ""],
     ]  # fmt: skip
     note = details.find("p", cls="hops-note").text()
-    assert note.startswith("3 hop(s), oldest first; hop times are whole seconds")
+    assert note.startswith("3 hop(s), oldest first; a delay is the time from the previous hop")
+    assert "whole seconds from each host's own clock" in note
 
 
 def test_a_run_without_an_arrival_has_no_hop_table() -> None:
