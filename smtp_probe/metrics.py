@@ -8,7 +8,9 @@ every configured OAuth client (``client`` label): its token series exist
 from the moment it is configured, for every result a request can have.
 Labels carry only the configured probe or client name, a stage, an outcome
 or a token request's result class: never host names, addresses, error text
-or tokens.
+or tokens. The one exception is ``smtp_probe_hop_info``, which names each
+hop's receiving host and protocol as the message's ``Received:`` lines say
+(bounded: at most :data:`MAX_HOPS` hops per probe, values cut to 255 characters).
 
 Token requests are reported by the clients' token caches, from whichever
 thread asked for a token (a run's worker thread, a mailbox watcher), so the
@@ -41,7 +43,7 @@ from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
+from smtp_probe.probe.result import SMTP_STAGES, Hop, Outcome, RunResult, Stage
 
 DELIVERY_BUCKETS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -151,10 +153,31 @@ TLS_INFO = _Family(
     "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
     "last scheduled run that had TLS on that leg",
 )
+_HOP_CLOCKS: Final = "; each hop's time is whole seconds on most MTAs, from that host's own clock"
+HOPS = _Family(
+    "smtp_probe_hops",
+    "gauge",
+    "Received: lines (hops) of the probe message, 0 when the run did not see it" + _LAST,
+)
+HOP_DELAY = _Family(
+    "smtp_probe_hop_delay_seconds",
+    "gauge",
+    "Seconds between the previous hop's Received time and this hop's (hop 0 is the first "
+    "server, hop 9 sums hops 9 and beyond); no series for hop 0, a hop without both times, "
+    "or a hop whose clock is behind the previous one's" + _HOP_CLOCKS + _LAST,
+)
+HOP_INFO = _Family(
+    "smtp_probe_hop_info",
+    "gauge",
+    "Always 1; the by and with labels name each hop's receiving host and protocol as its "
+    "Received: line says (hop 9: the last of hops 9 and beyond)" + _LAST,
+)
+MAX_HOPS: Final = 10
+"""Hop labels ``0``..``9``: a longer chain is folded into hop 9, keeping the series bounded."""
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
-    TLS_INFO,
+    TLS_INFO, HOPS, HOP_DELAY, HOP_INFO,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -218,6 +241,9 @@ class _Probe:
     """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
     tls: dict[str, tuple[float, str, str]] = field(default_factory=dict)
     """Per leg (``smtp``, ``imap``) seen with TLS: certificate expiry, version, cipher."""
+    hops: int = 0
+    hop_rows: tuple[tuple[str, str, str, float | None], ...] = ()
+    """The last run's hops, folded to :data:`MAX_HOPS`: label, by, with, delay."""
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -361,6 +387,9 @@ class Metrics:
                     facts.version or "unknown",
                     facts.cipher or "unknown",
                 )
+        # Replaced whole every run, so hops of an earlier, longer route vanish.
+        hops = result.arrival.hops if result.arrival is not None else ()
+        state.hops, state.hop_rows = len(hops), fold_hops(hops)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -507,12 +536,40 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     for leg, (expiry, version, cipher) in sorted(state.tls.items()):
         yield TLS_EXPIRY, [probe, leg], expiry
         yield TLS_INFO, [probe, leg, version, cipher], 1.0
+    yield HOPS, [probe], float(state.hops)
+    for hop, by, with_, delay in state.hop_rows:
+        if delay is not None:
+            yield HOP_DELAY, [probe, hop], delay
+        yield HOP_INFO, [probe, hop, by, with_], 1.0
+
+
+def fold_hops(hops: tuple[Hop, ...]) -> tuple[tuple[str, str, str, float | None], ...]:
+    """Hops as (hop label, by, with, delay) rows, at most :data:`MAX_HOPS` of them.
+
+    Hops from index ``MAX_HOPS - 1`` on become one row: its delay is the
+    sum of theirs (``None`` unless each has one: a sum missing a hop would
+    understate it), its ``by`` and ``with`` are the last hop's. A missing
+    ``by`` or ``with`` is ``unknown``.
+    """
+    rows = [
+        (str(index), hop.by or "unknown", hop.with_ or "unknown", hop.delay_seconds)
+        for index, hop in enumerate(hops[: MAX_HOPS - 1])
+    ]
+    rest = hops[MAX_HOPS - 1 :]
+    if rest:
+        delays = [hop.delay_seconds for hop in rest]
+        total = None if None in delays else sum(d for d in delays if d is not None)
+        last = rest[-1]
+        rows.append((str(MAX_HOPS - 1), last.by or "unknown", last.with_ or "unknown", total))
+    return tuple(rows)
 
 
 _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
                        STAGE_DURATION: ("probe", "stage"),
                        REFLECTOR_LEG: ("probe", "leg"), TLS_EXPIRY: ("probe", "leg"),
-                       TLS_INFO: ("probe", "leg", "version", "cipher")}  # fmt: skip
+                       TLS_INFO: ("probe", "leg", "version", "cipher"),
+                       HOP_DELAY: ("probe", "hop"),
+                       HOP_INFO: ("probe", "hop", "by", "with")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from smtp_probe.probe.result import Outcome, RunResult, TlsFacts
+from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 
 
@@ -114,8 +114,61 @@ def _details(result: RunResult) -> list[str]:
         if arrival.received:
             out.append("Received (newest first):")
             out.extend(f"  {header}" for header in arrival.received)
+        if arrival.hops:
+            out.extend(hop_table(arrival.hops))
     out.append("")
     return out
+
+
+HOPS_CAVEAT: Final = (
+    "a delay is the time from the previous hop's stamp to this one's, in whole seconds "
+    "from each host's own clock: diagnosis, not the delivery time, which is measured on ours"
+)
+"""What every display of hops says about their times."""
+
+
+def hop_table(hops: tuple[Hop, ...]) -> list[str]:
+    """The hops as a compact text table (index, by, with, TLS, delay, clock skew), oldest first."""
+    rows = [("#", "by", "with", "TLS", "delay", "")]
+    for index, hop in enumerate(hops):
+        rows.append((
+            str(index),
+            hop.by or "?",
+            hop.with_ or "?",
+            "yes" if hop.tls else "no",
+            hop_delay(hop, first=index == 0),
+            "clock skew" if hop.skewed else "",
+        ))  # fmt: skip
+    widths = [min(max(len(row[col]) for row in rows), 48) for col in range(5)]
+    lines = [f"hops (oldest first; {HOPS_CAVEAT}):"]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        lines.append(("  " + "  ".join([*cells, row[5]])).rstrip())
+    return lines
+
+
+def hop_delay(hop: Hop, *, first: bool) -> str:
+    """A hop's delay as words: ``3 s``, ``-`` or ``?``.
+
+    ``-`` for the first hop (nothing before it to measure from); ``?``
+    when a time is missing or the clocks disagree.
+    """
+    if hop.delay_seconds is not None:
+        return f"{hop.delay_seconds:g} s"
+    return "-" if first else "?"
+
+
+def hop_dict(hop: Hop) -> dict[str, Any]:
+    """The JSON shape of one hop (``imap.hops``)."""
+    return {
+        "by": hop.by,
+        "from": hop.from_,
+        "with": hop.with_,
+        "tls": hop.tls,
+        "at": None if hop.at is None else datetime.fromtimestamp(hop.at, UTC).isoformat(),
+        "delay_seconds": hop.delay_seconds,
+        "skewed": hop.skewed,
+    }
 
 
 def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[str, Any]:
@@ -156,6 +209,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "uid": arrival.uid,
             "internaldate": arrival.internaldate.isoformat() if arrival.internaldate else None,
             "received": list(arrival.received),
+            "hops": [hop_dict(hop) for hop in arrival.hops],
             "deleted": arrival.deleted,
             "tls": tls_dict(arrival.tls),
         },

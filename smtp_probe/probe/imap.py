@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from smtp_probe.probe.credentials import AccessToken
+from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.imap_session import (
     ConnectionLost,
     FetchedMessage,
@@ -735,6 +736,7 @@ class MailboxWatcher:
             by_subject=claim.by_subject,
             date=message.date,
             tls=tls,
+            hops=parse_hops(message.received),
         )
         with self._lock:
             # The run may have given up while we were deleting: then it is late.

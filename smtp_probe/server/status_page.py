@@ -20,9 +20,9 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
-from smtp_probe.probe.result import Outcome, RunResult, TlsFacts
+from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
-from smtp_probe.report import verdict
+from smtp_probe.report import HOPS_CAVEAT, hop_delay, verdict
 from smtp_probe.server.interface import ProbeStatus, Status
 
 REFRESH_SECONDS: Final = 15
@@ -102,6 +102,20 @@ class TranscriptLine:
 
 
 @dataclass(frozen=True, slots=True)
+class HopView:
+    """One ``Received:`` hop of the last run's message, as words (all of it server text)."""
+
+    index: int
+    by: str
+    from_: str
+    with_: str
+    tls: str
+    at: str
+    delay: str
+    skewed: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LastRunView:
     """The last scheduled run of a probe, as words."""
 
@@ -116,6 +130,9 @@ class LastRunView:
     at: str
     transcript: tuple[TranscriptLine, ...]
     verdict: str
+    hops: tuple[HopView, ...] = ()
+    """The message's hops, oldest first; empty when it was not seen."""
+    hops_caveat: str = HOPS_CAVEAT
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +274,22 @@ def _last_run_view(last: RunResult, now: float) -> LastRunView:
             for line in last.transcript.lines
         ),
         verdict=verdict(last),
+        hops=tuple(_hop_view(index, hop) for index, hop in enumerate(last.arrival.hops))
+        if last.arrival is not None
+        else (),
+    )
+
+
+def _hop_view(index: int, hop: Hop) -> HopView:
+    return HopView(
+        index=index,
+        by=hop.by or "?",
+        from_=hop.from_ or "?",
+        with_=hop.with_ or "?",
+        tls="yes" if hop.tls else "no",
+        at=_clock(hop.at) if hop.at is not None else "?",
+        delay=hop_delay(hop, first=index == 0),
+        skewed=hop.skewed,
     )
 
 

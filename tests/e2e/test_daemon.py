@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.daemon_proc import Daemon, config_text, start_daemon, stop_daemon
+from tests.support.html_tree import parse
 from tests.support.mailstack import MailStack
 from tests.support.prom import Prometheus
 from tests.support.routes import probe_messages
@@ -84,6 +85,43 @@ def test_status_page_and_on_demand_probe(daemon: Daemon) -> None:
     for secret in ("probe-secret", "sink-secret", "a-token-secret"):
         assert secret not in page
         assert secret not in text
+
+
+def test_hops_of_the_real_chain_reach_prometheus_and_the_status_page(
+    daemon: Daemon, prometheus: Prometheus
+) -> None:
+    hops = prometheus.wait_for(
+        "smtp_probe_hops", lambda r: r.get("submission", 0) >= 2 and r.get("mx", 0) >= 2
+    )
+    assert hops == {"submission": 2.0, "mx": 2.0, "refused": 0.0}
+    info = prometheus.api("/api/v1/query", query="smtp_probe_hop_info")["result"]
+    seen = {(s["metric"]["probe"], s["metric"]["hop"], s["metric"]["by"], s["metric"]["with"])
+            for s in info}  # fmt: skip
+    assert seen == {
+        ("submission", "0", "mx.example.test", "ESMTPSA"),
+        ("submission", "1", "mx.example.test", "LMTP"),
+        ("mx", "0", "mx.example.test", "ESMTPS"),
+        ("mx", "1", "mx.example.test", "LMTP"),
+    }
+    delays = prometheus.query('smtp_probe_hop_delay_seconds{hop="1"}')
+    assert set(delays) == {"submission", "mx"}
+    assert all(0 <= v <= 2 for v in delays.values())
+    assert prometheus.query('smtp_probe_hop_delay_seconds{hop="0"}') == {}
+
+    status, page = daemon.get("/")
+    assert status == 200
+    tree = parse(page)
+    rows = [[td.text() for td in tr.find_all("td")] for tr in tree.find_all("tr", cls="hop")]
+    # index, by, with, TLS of each hop of the two delivered probes; none for the refused one
+    assert sorted((r[0], r[1], r[3], r[4]) for r in rows) == [
+        ("0", "mx.example.test", "ESMTPS", "yes"),
+        ("0", "mx.example.test", "ESMTPSA", "yes"),
+        ("1", "mx.example.test", "LMTP", "no"),
+        ("1", "mx.example.test", "LMTP", "no"),
+    ]
+    assert [r[6] for r in rows if r[0] == "0"] == ["-", "-"]
+    assert all(r[6] in ("0 s", "1 s", "2 s") for r in rows if r[0] == "1")
+    assert "whole seconds from each host's own clock" in tree.find("p", cls="hops-note").text()
 
 
 def test_reload_adds_and_removes_probes_and_a_bad_one_changes_nothing(

@@ -80,6 +80,9 @@ CORE_METRICS = {
     "smtp_probe_oauth_token_requests_total",
     "smtp_probe_oauth_token_expiry_timestamp_seconds",
     "smtp_probe_oauth_token_request_duration_seconds_bucket",
+    "smtp_probe_hops",
+    "smtp_probe_hop_delay_seconds",
+    "smtp_probe_hop_info",
     "up",
 }
 """Metrics the dashboard must show somewhere (the operator's questions)."""
@@ -428,6 +431,24 @@ def check_core_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> N
         assert set(probes("Probes", ref)) == set(PROBES), ref
     assert probes("Probes", "C")["refused"] == -1
     assert probes("Probes", "G") == dict.fromkeys(PROBES, 2.0)
+    check_hop_panels(results)
+
+
+def check_hop_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """The Hops row shows the real chain: Postfix, then Dovecot LMTP; nothing for the refused."""
+    count = by_labels(results[("Hop count (last run)", "A")], "probe")
+    assert count == {("submission",): 2, ("mx",): 2, ("refused",): 0}, count
+    delays = by_labels(results[("Per-hop delay (last run)", "A")], "probe", "hop")
+    # Hop 0 has nothing before it; hop 1 (Postfix to Dovecot on one clock) is 0 s or so.
+    assert set(delays) == {("submission", "1"), ("mx", "1")}, delays
+    assert all(0 <= v < 10 for v in delays.values()), delays
+    assert by_labels(results[("Hops of the last run", "B")], "probe", "hop") == delays
+    info = by_labels(results[("Hops of the last run", "A")], "probe", "hop", "by", "with")
+    assert {(p, h, b) for p, h, b, _ in info} == {
+        (probe, hop, "mx.example.test") for probe in ("submission", "mx") for hop in "01"
+    }, info
+    assert {w for _, h, _, w in info if h == "1"} == {"LMTP"}, info
+    assert all(w.startswith("ESMTP") for _, h, _, w in info if h == "0"), info
 
 
 def check_tls_panels(results: dict[tuple[str, str], list[dict[str, Any]]]) -> None:

@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 
+from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.result import (
     SMTP_STAGES,
     Arrival,
+    Hop,
     Outcome,
     ReflectorLegs,
     RunResult,
@@ -79,6 +81,7 @@ def run_result(
     received: tuple[str, ...] = (),
     internaldate: datetime | None = None,
     reflector: ReflectorLegs | None = None,
+    hops: tuple[Hop, ...] | None = None,
 ) -> RunResult:
     """A finished run, with the fields ``run_probe`` would fill for that outcome.
 
@@ -86,7 +89,8 @@ def run_result(
 
     * a delivered or junk run gets an arrival (UID 7) in ``folder``, which
       defaults to INBOX or Junk by outcome, with ``received`` headers and
-      ``internaldate``; ``delivery`` defaults to 0.25 s for it;
+      ``internaldate``, and ``hops`` parsed from ``received`` unless given;
+      ``delivery`` defaults to 0.25 s for it;
     * ``stage_seconds`` are :func:`stages_reached` for ``stage``;
     * ``queue_id`` is :data:`QUEUE_ID`, or ``None`` for a run that failed at
       an SMTP stage (no queue id before DATA is accepted);
@@ -106,6 +110,7 @@ def run_result(
             internaldate=internaldate,
             received=received,
             junk=junk,
+            hops=parse_hops(received) if hops is None else hops,
         )
         delivery = 0.25 if delivery is None else delivery
     if isinstance(queue_id, _Unset):

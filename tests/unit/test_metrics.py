@@ -28,6 +28,7 @@ from smtp_probe.probe.result import (
     Stage,
     TlsFacts,
 )
+from tests.support import received_samples as samples
 from tests.support.results import DURATION, STAGE_SECONDS, STARTED, run_result
 
 FINISHED = STARTED.timestamp() + DURATION
@@ -409,6 +410,9 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_reflector_leg_seconds": "gauge",  # issue 8, listed in the README's table
     "smtp_probe_tls_cert_expiry_timestamp_seconds": "gauge",  # issue 9, README's table
     "smtp_probe_tls_info": "gauge",  # issue 9, README's table
+    "smtp_probe_hops": "gauge",  # issue 9, README's table
+    "smtp_probe_hop_delay_seconds": "gauge",  # issue 9, README's table
+    "smtp_probe_hop_info": "gauge",  # issue 9, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
@@ -682,3 +686,129 @@ def test_an_unreadable_certificate_exports_expiry_zero_and_unknown_labels() -> N
     assert value(registry, TLS_EXPIRY, probe="alpha", leg="smtp") == 0.0
     labels = {"probe": "alpha", "leg": "smtp", "version": "unknown", "cipher": "unknown"}
     assert value(registry, TLS_INFO, **labels) == 1.0
+
+
+HOPS = "smtp_probe_hops"
+HOP_DELAY = "smtp_probe_hop_delay_seconds"
+HOP_INFO = "smtp_probe_hop_info"
+
+
+def hop_series(metrics: Metrics, family: str) -> list[str]:
+    """The sample lines of ``family`` in the exposition, in order."""
+    return [
+        line for line in metrics.render().decode().splitlines() if line.startswith(family + "{")
+    ]
+
+
+def chain(count: int, *, skew_at: int | None = None) -> tuple[str, ...]:
+    """``count`` Received lines (newest first), hop ``i`` at ``i * 2`` seconds past 02:50:00.
+
+    ``skew_at``: that hop's clock is ten minutes behind.
+    """
+    lines = []
+    for index in range(count):
+        second = index * 2
+        minute = 40 if index == skew_at else 50
+        lines.append(
+            f"from h{index - 1}.example by h{index}.example with ESMTP id {index}; "
+            f"Mon, 7 Dec 2026 02:{minute}:{second:02d} +0000"
+        )
+    return tuple(reversed(lines))
+
+
+def test_hops_is_zero_before_the_first_run_with_no_hop_series() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    assert value(registry, HOPS, probe="alpha") == 0.0
+    assert hop_series(metrics, HOP_DELAY) == []
+    assert hop_series(metrics, HOP_INFO) == []
+
+
+def test_a_delivered_run_exports_its_hop_count_delays_and_hosts() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(run_result("alpha", received=samples.POSTFIX_RELAY_CHAIN))
+
+    assert value(registry, HOPS, probe="alpha") == 4.0
+    assert value(registry, HOP_DELAY, probe="alpha", hop="0") is None  # nothing before it
+    assert [value(registry, HOP_DELAY, probe="alpha", hop=h) for h in "123"] == [1.0, 30.0, 2.0]
+    assert hop_series(metrics, HOP_INFO) == [
+        f'{HOP_INFO}{{by="submit.example.org",hop="0",probe="alpha",with="ESMTPSA"}} 1.0',
+        f'{HOP_INFO}{{by="relay.example.org",hop="1",probe="alpha",with="ESMTP"}} 1.0',
+        f'{HOP_INFO}{{by="mx.example.net",hop="2",probe="alpha",with="ESMTPS"}} 1.0',
+        f'{HOP_INFO}{{by="mx.example.net",hop="3",probe="alpha",with="LMTPS"}} 1.0',
+    ]
+
+
+def test_a_skewed_hop_has_info_but_no_delay_series() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(run_result("alpha", received=samples.SKEWED))
+
+    assert value(registry, HOP_DELAY, probe="alpha", hop="1") is None
+    assert value(registry, HOP_DELAY, probe="alpha", hop="2") == 210.0
+    labels = {"probe": "alpha", "hop": "1", "by": "relay.example.org", "with": "ESMTPS"}
+    assert value(registry, HOP_INFO, **labels) == 1.0
+    assert all(float(line.rsplit(" ", 1)[1]) >= 0 for line in hop_series(metrics, HOP_DELAY))
+
+
+def test_each_run_replaces_the_hops_of_the_last_so_stale_hops_vanish() -> None:
+    metrics, registry = metrics_for("alpha", "beta")
+    metrics.record(run_result("beta", received=samples.GMAIL))
+    metrics.record(run_result("alpha", received=samples.POSTFIX_RELAY_CHAIN))
+
+    metrics.record(run_result("alpha", received=samples.POSTFIX_DOVECOT))
+
+    assert value(registry, HOPS, probe="alpha") == 2.0
+    alpha = [line for line in hop_series(metrics, HOP_INFO) if 'probe="alpha"' in line]
+    assert len(alpha) == 2
+    assert "relay.example.org" not in "".join(alpha)
+    assert value(registry, HOP_DELAY, probe="alpha", hop="3") is None
+    assert value(registry, HOPS, probe="beta") == 3.0  # another probe's hops stay
+
+
+def test_a_run_that_did_not_see_the_message_has_zero_hops() -> None:
+    metrics, registry = metrics_for("alpha")
+    metrics.record(run_result("alpha", received=samples.POSTFIX_RELAY_CHAIN))
+
+    metrics.record(rejected_at_rcpt("alpha"))
+
+    assert value(registry, HOPS, probe="alpha") == 0.0
+    assert hop_series(metrics, HOP_DELAY) == []
+    assert hop_series(metrics, HOP_INFO) == []
+
+
+def test_hops_beyond_ten_are_folded_into_hop_nine() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(run_result("alpha", received=chain(14)))
+
+    assert value(registry, HOPS, probe="alpha") == 14.0
+    hops = {line.split('hop="')[1].split('"')[0] for line in hop_series(metrics, HOP_INFO)}
+    assert hops == {str(i) for i in range(10)}
+    assert value(registry, HOP_DELAY, probe="alpha", hop="8") == 2.0
+    assert value(registry, HOP_DELAY, probe="alpha", hop="9") == 10.0  # hops 9..13, 2 s each
+    last = {"probe": "alpha", "hop": "9", "by": "h13.example", "with": "ESMTP"}
+    assert value(registry, HOP_INFO, **last) == 1.0
+
+
+def test_a_skewed_hop_among_the_folded_ones_leaves_hop_nine_without_a_delay() -> None:
+    metrics, registry = metrics_for("alpha")
+
+    metrics.record(run_result("alpha", received=chain(12, skew_at=10)))
+
+    assert value(registry, HOP_DELAY, probe="alpha", hop="8") == 2.0
+    assert value(registry, HOP_DELAY, probe="alpha", hop="9") is None
+
+
+def test_a_reload_that_drops_a_probe_removes_its_hop_series() -> None:
+    metrics, registry = metrics_for("alpha", "beta")
+    metrics.record(run_result("alpha", received=samples.POSTFIX_DOVECOT))
+    metrics.record(run_result("beta", received=samples.EXIM))
+
+    metrics.configure(config("beta").probes)
+
+    text = metrics.render().decode() + exposition(registry)
+    assert 'probe="alpha"' not in text
+    assert value(registry, HOPS, probe="beta") == 2.0
+    assert value(registry, HOP_DELAY, probe="beta", hop="1") == 1.0

@@ -10,6 +10,7 @@ import pytest
 from smtp_probe.probe.result import Outcome, ReflectorLegs, RunResult, Stage
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import (
+    HOPS_CAVEAT,
     ExitCode,
     as_dict,
     exit_code,
@@ -18,6 +19,7 @@ from smtp_probe.report import (
     render_text,
     verdict,
 )
+from tests.support import received_samples as samples
 from tests.support.results import STAGE_SECONDS, run_result
 
 
@@ -244,9 +246,33 @@ def test_verbose_text_adds_stage_timings_and_the_arrival_between_transcript_and_
         "INTERNALDATE: 2026-01-02T03:04:07+00:00",
         "Received (newest first):",
         *[f"  {header}" for header in RECEIVED],
+        f"hops (oldest first; {HOPS_CAVEAT}):",
+        "  #  by            with    TLS  delay",
+        "  0  mx.example    ESMTPS  yes  -",
+        "  1  imap.example  LMTP    no   ?",
         "",
         verdict(result),
     ]
+
+
+def test_verbose_hop_table_shows_delays_and_flags_clock_skew() -> None:
+    result = run_result(received=samples.SKEWED)
+
+    lines = render_text(result, colour=False, verbose=True).split("\n")
+
+    start = lines.index(f"hops (oldest first; {HOPS_CAVEAT}):")
+    assert lines[start + 1 : start + 5] == [
+        "  #  by                  with     TLS  delay",
+        "  0  submit.example.org  ESMTPSA  yes  -",
+        "  1  relay.example.org   ESMTPS   yes  ?      clock skew",
+        "  2  mx.example.net      LMTP     no   210 s",
+    ]
+    assert "whole seconds from each host's own clock" in HOPS_CAVEAT
+
+
+def test_verbose_text_of_an_arrival_without_received_lines_has_no_hop_table() -> None:
+    text = render_text(run_result(), colour=False, verbose=True)
+    assert "hops (" not in text
 
 
 def test_verbose_text_without_an_arrival_lists_only_the_stages_the_run_reached() -> None:
@@ -269,7 +295,23 @@ def test_json_imap_holds_the_arrival_and_is_null_without_one() -> None:
         "uid": 7,
         "internaldate": "2026-01-02T03:04:07+00:00",
         "received": list(RECEIVED),
+        "hops": [
+            {"by": "mx.example", "from": "probe.example", "with": "ESMTPS", "tls": True,
+             "at": None, "delay_seconds": None, "skewed": False},
+            {"by": "imap.example", "from": "mx.example", "with": "LMTP", "tls": False,
+             "at": None, "delay_seconds": None, "skewed": False},
+        ],
         "deleted": False,
         "tls": None,
-    }
+    }  # fmt: skip
     assert sent["imap"] is None
+
+
+def test_json_hops_carry_times_delays_and_skew() -> None:
+    hops = as_dict(run_result(received=samples.SKEWED))["imap"]["hops"]
+
+    assert [(h["by"], h["at"], h["delay_seconds"], h["skewed"]) for h in hops] == [
+        ("submit.example.org", "2026-12-07T02:50:37+00:00", None, False),
+        ("relay.example.org", "2026-12-07T02:47:30+00:00", None, True),
+        ("mx.example.net", "2026-12-07T02:51:00+00:00", 210.0, False),
+    ]

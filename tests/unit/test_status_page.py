@@ -30,6 +30,7 @@ from smtp_probe.server.status_page import (
     sparkline,
     tone,
 )
+from tests.support import received_samples as samples
 from tests.support.html_tree import Element, parse
 from tests.support.results import STARTED, run_result
 from tests.support.tls_certs import chain, handshake
@@ -315,6 +316,34 @@ def test_a_probe_without_a_run_has_no_transcript() -> None:
     assert "No scheduled run has finished yet." in tree.text()
 
 
+def hop_rows(tree: Element) -> list[list[str]]:
+    return [[td.text() for td in tr.find_all("td")] for tr in tree.find_all("tr", cls="hop")]
+
+
+def test_the_last_run_s_hops_are_a_table_with_delays_tls_and_clock_skew() -> None:
+    tree = page(status(("alpha", [run_result("alpha", received=samples.SKEWED)])))
+
+    details = tree.find("details", cls="transcript")
+    assert hop_rows(details) == [
+        ["0", "submit.example.org", "[192.0.2.99]", "ESMTPSA", "yes",
+         "2026-12-07 02:50:37 UTC", "-", ""],
+        ["1", "relay.example.org", "submit.example.org", "ESMTPS", "yes",
+         "2026-12-07 02:47:30 UTC", "?", "skew"],
+        ["2", "mx.example.net", "relay.example.org", "LMTP", "no",
+         "2026-12-07 02:51:00 UTC", "210 s", ""],
+    ]  # fmt: skip
+    note = details.find("p", cls="hops-note").text()
+    assert note.startswith("3 hop(s), oldest first; a delay is the time from the previous hop")
+    assert "whole seconds from each host's own clock" in note
+
+
+def test_a_run_without_an_arrival_has_no_hop_table() -> None:
+    tree = page(status(("alpha", runs("alpha", [Outcome.SEND_FAILED]))))
+
+    assert tree.find("details", cls="transcript")
+    assert not tree.find_all("table", cls="hops")
+
+
 # ---------------------------------------------------------------- mailboxes
 
 
@@ -382,6 +411,20 @@ def test_markup_from_a_server_stays_text_in_the_error_line_and_the_transcript() 
     assert row(tree, "alpha").find("div", cls="error").text() == f"550 {MARKUP}"
     assert f"220 {MARKUP}" in tree.find("pre").text()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_markup_in_received_lines_stays_text_in_the_hop_table() -> None:
+    received = ("from <i>a</i> by <b>mx</b>.example with <script>x</script> id 1; "
+                "Mon, 7 Dec 2026 02:50:37 +0000",)  # fmt: skip
+    html = render_status_page(status(("alpha", [run_result("alpha", received=received)])), now=NOW)
+    tree = parse(html)
+
+    assert not tree.find_all("script")
+    assert not tree.find_all("b")
+    assert not tree.find_all("i")
+    (cells,) = hop_rows(tree)
+    assert cells[1:4] == ["<b>mx</b>.example", "<i>a</i>", "<script>x</script>"]
+    assert "&lt;b&gt;mx&lt;/b&gt;.example" in html
 
 
 def test_a_probe_name_is_text_too() -> None:
