@@ -10,7 +10,7 @@ from smtp_probe.probe.verdicts import describe, metric_result, misses, read_verd
 RECEIVER = "mail.example.test"
 
 # Seen in a delivered message from OpenDKIM 2.11 (see shared research mta-facts-2).
-OPENDKIM_PASS = (
+OPENDKIM_GOOD = (
     "mail.example.test; dkim=pass (2048-bit key) header.d=example.test "
     "header.i=@example.test header.a=rsa-sha256 header.s=mail header.b=AbCdEf12"
 )
@@ -36,7 +36,7 @@ def ar(value: str) -> tuple[str, str]:
 
 
 def test_the_receivers_results_are_read_per_method() -> None:
-    verdicts = read_verdicts([ar(OPENDKIM_PASS), ar(OPENDMARC), FROM], RECEIVER)
+    verdicts = read_verdicts([ar(OPENDKIM_GOOD), ar(OPENDMARC), FROM], RECEIVER)
     assert verdicts.result("dkim") == "pass"
     assert verdicts.result("dmarc") == "pass"
     assert verdicts.result("spf") == "none"  # missing is none, never pass
@@ -47,7 +47,7 @@ def test_the_receivers_results_are_read_per_method() -> None:
 
 
 def test_authserv_id_is_compared_case_insensitively() -> None:
-    verdicts = read_verdicts([ar(OPENDKIM_PASS)], "MAIL.Example.TEST")
+    verdicts = read_verdicts([ar(OPENDKIM_GOOD)], "MAIL.Example.TEST")
     assert verdicts.result("dkim") == "pass"
 
 
@@ -74,7 +74,7 @@ def test_our_authserv_id_below_a_foreign_header_is_a_forgery() -> None:
 
 
 def test_without_an_authserv_id_nothing_is_believed() -> None:
-    verdicts = read_verdicts([ar(OPENDKIM_PASS), ar(OPENDMARC)], None)
+    verdicts = read_verdicts([ar(OPENDKIM_GOOD), ar(OPENDMARC)], None)
     assert verdicts.results == ()
     assert verdicts.ignored == 2
     assert verdicts.result("dkim") == "none"
@@ -227,7 +227,7 @@ def test_metric_results_are_bounded() -> None:
 def test_describe_shows_results_ignored_score_and_notes() -> None:
     verdicts = read_verdicts(
         [
-            ar(OPENDKIM_PASS),
+            ar(OPENDKIM_GOOD),
             ar("evil.example; dkim=pass"),
             ("X-Spam-Status", "No, score=1.2 required=5.0"),
             ("X-Spamd-Result", "oops"),
