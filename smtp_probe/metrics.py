@@ -42,6 +42,7 @@ from prometheus_client.utils import floatToGoString
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
 from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
+from smtp_probe.probe.verdicts import METHODS, metric_result
 
 DELIVERY_BUCKETS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -93,7 +94,7 @@ OUTCOMES = _Family(
     "smtp_probe_outcomes",
     "counter",
     "Scheduled runs by outcome (delivered, junk, sent, send_failed, throttled, not_delivered, "
-    "bounced, error)",
+    "bounced, auth_failed, error)",
 )
 DELIVERY = _Family(
     "smtp_probe_delivery_duration_seconds",
@@ -151,10 +152,29 @@ TLS_INFO = _Family(
     "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
     "last scheduled run that had TLS on that leg",
 )
+AUTH_RESULT = _Family(
+    "smtp_probe_auth_result",
+    "gauge",
+    "1 for the result (pass, fail, none, ...; other for a word outside RFC 8601's) the "
+    "receiver's Authentication-Results gave each method (spf, dkim, dmarc, arc), from the last "
+    "scheduled run whose message arrived; only for mailboxes with an authserv_id",
+)
+SPAM_SCORE = _Family(
+    "smtp_probe_spam_score",
+    "gauge",
+    "The receiver's spam score of the message (rspamd or SpamAssassin headers), from the last "
+    "scheduled run whose message arrived; no series when it carried none",
+)
+SPAM_THRESHOLD = _Family(
+    "smtp_probe_spam_threshold",
+    "gauge",
+    "The score at which the receiver calls a message spam, from the same header as "
+    "smtp_probe_spam_score; no series when the header does not say",
+)
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
-    TLS_INFO,
+    TLS_INFO, AUTH_RESULT, SPAM_SCORE, SPAM_THRESHOLD,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -218,6 +238,10 @@ class _Probe:
     """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
     tls: dict[str, tuple[float, str, str]] = field(default_factory=dict)
     """Per leg (``smtp``, ``imap``) seen with TLS: certificate expiry, version, cipher."""
+    auth: dict[str, str] = field(default_factory=dict)
+    """Method -> the receiver's result (a bounded label value), from the last arrived message."""
+    spam: tuple[float, float | None] | None = None
+    """Spam score and threshold from the last arrived message, if it carried a score."""
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -361,6 +385,16 @@ class Metrics:
                     facts.version or "unknown",
                     facts.cipher or "unknown",
                 )
+        verdicts = result.arrival.verdicts if result.arrival is not None else None
+        if verdicts is not None:
+            # Replaced whole: a method's earlier result series goes with it.
+            state.auth = (
+                {m: metric_result(m, verdicts.result(m)) for m in METHODS}
+                if verdicts.authserv_id
+                else {}
+            )
+            score = verdicts.spam_score
+            state.spam = None if score is None else (score, verdicts.spam_threshold)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -507,12 +541,20 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     for leg, (expiry, version, cipher) in sorted(state.tls.items()):
         yield TLS_EXPIRY, [probe, leg], expiry
         yield TLS_INFO, [probe, leg, version, cipher], 1.0
+    for method, result in state.auth.items():
+        yield AUTH_RESULT, [probe, method, result], 1.0
+    if state.spam is not None:
+        score, threshold = state.spam
+        yield SPAM_SCORE, [probe], score
+        if threshold is not None:
+            yield SPAM_THRESHOLD, [probe], threshold
 
 
 _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
                        STAGE_DURATION: ("probe", "stage"),
                        REFLECTOR_LEG: ("probe", "leg"), TLS_EXPIRY: ("probe", "leg"),
-                       TLS_INFO: ("probe", "leg", "version", "cipher")}  # fmt: skip
+                       TLS_INFO: ("probe", "leg", "version", "cipher"),
+                       AUTH_RESULT: ("probe", "method", "result")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:
