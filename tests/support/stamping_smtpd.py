@@ -98,6 +98,7 @@ class _Handler:
                 recipients=envelope.rcpt_tos,
                 hostname=host,
                 port=port,
+                start_tls=False,  # plain on loopback, like a filter's reinjection
                 timeout=5,
             )
         except aiosmtplib.SMTPException as exc:

@@ -1,0 +1,149 @@
+"""Verdicts on the real multi-hop route: rspamd signs and verifies, Knot serves the key.
+
+A probe submits at the hop stack's submission Postfix (rspamd DKIM-signs),
+the inbound Postfix's rspamd checks SPF, DKIM and DMARC against the real
+Knot DNS server and writes ``Authentication-Results: inbound.example.test``
+and its spam headers, and the message lands in the MailStack's Dovecot.
+The run reads the verdicts before deleting the message; with
+``verify_dkim`` it checks the signature itself through the same DNS server.
+The ``hops`` fixture checks after each test that no probe mail is left and
+every other message is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
+from smtp_probe.probe.run import run_probe
+from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.report import ExitCode, exit_code, render_text
+from smtp_probe.secret import Secret
+from tests.support.hopstack import AUTHSERV_ID, HopStack
+from tests.support.routes import SENDER, SINK, mailbox
+from tests.support.stamping_smtpd import Stamping, stamping_hop
+
+ALL_PASS = (("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass"))
+
+
+def hop_probe(hops: HopStack, **changes: object) -> ProbeSpec:
+    """From probe@ through the submission hop to sink@, watched with the receiver's authserv-id."""
+    stack = hops.mailstack
+    user, password = hops.credentials
+    host, _, port = hops.nameserver.rpartition(":")
+    spec = ProbeSpec(
+        name="signed-route",
+        smtp=SmtpServer(
+            hops.host,
+            hops.submission_port,
+            TlsMode.STARTTLS,
+            TlsSettings(ca_file=stack.ca_file),
+            user,
+            Secret(password),
+            timeout=10,
+        ),
+        mail_from=SENDER,
+        rcpt_to=SINK,
+        mailbox=mailbox(stack, authserv_id=AUTHSERV_ID),
+        timeout=30.0,
+        expect_auth=ALL_PASS,
+        verify_dkim=True,
+        dns=DnsSettings(((host, int(port)),), 3.0),
+    )
+    return replace(spec, **changes)  # type: ignore[arg-type]
+
+
+def run(spec: ProbeSpec) -> RunResult:
+    return asyncio.run(run_probe(spec, signer=TokenSigner()))
+
+
+def verdicts_of(result: RunResult) -> Verdicts:
+    assert result.arrival is not None
+    assert result.arrival.deleted
+    assert result.arrival.verdicts is not None
+    return result.arrival.verdicts
+
+
+def own_of(result: RunResult) -> AuthVerdict:
+    own = verdicts_of(result).own_dkim
+    assert own is not None
+    return own
+
+
+def test_a_signed_route_passes_dkim_spf_and_dmarc_with_our_own_check_beside(
+    hops: HopStack,
+) -> None:
+    result = run(hop_probe(hops))
+
+    assert result.outcome is Outcome.DELIVERED, (result.error, result.transcript.render())
+    verdicts = verdicts_of(result)
+    assert {m: verdicts.result(m) for m in ("dkim", "spf", "dmarc")} == dict.fromkeys(
+        ("dkim", "spf", "dmarc"), "pass"
+    )
+    dkim = next(v for v in verdicts.results if v.method == "dkim")
+    assert f"header.d={hops.dkim_domain}" in dkim.detail
+    assert own_of(result).result == "pass", own_of(result)
+    assert verdicts.spam_source == "X-Spamd-Result"
+    assert verdicts.spam_score is not None
+    assert verdicts.spam_threshold is not None
+    assert verdicts.spam_score < verdicts.spam_threshold
+    text = render_text(result, colour=False)
+    assert f"verify: {AUTHSERV_ID}: dkim=pass" in text
+    assert "verify: own DKIM check: dkim=pass" in text
+
+
+def test_the_selectors_key_removed_turns_the_route_auth_failed(hops: HopStack) -> None:
+    with hops.dkim_key_removed():
+        result = run(hop_probe(hops))
+
+    assert result.outcome is Outcome.AUTH_FAILED, (result.error, result.transcript.render())
+    assert result.stage is Stage.VERIFY
+    # rspamd writes dkim=none for a missing key; spf (and so dmarc) still pass.
+    assert result.error == "dkim=none (expected pass)"
+    assert exit_code(result) is ExitCode.WARNING
+    assert own_of(result).result == "permerror"
+    assert "no key published" in own_of(result).detail
+
+
+def test_another_key_published_fails_the_signature_for_both_checks(hops: HopStack) -> None:
+    with hops.dkim_key_replaced():
+        result = run(hop_probe(hops))
+
+    assert result.outcome is Outcome.AUTH_FAILED
+    assert result.error.startswith("dkim=fail (expected pass)")
+    assert own_of(result).result == "fail"
+
+
+def test_a_forged_pass_with_another_authserv_id_is_ignored(hops: HopStack) -> None:
+    """A hop before the receiver writes a passing header of its own; only the receiver's counts.
+
+    The probe submits to a filter hop of ours (standing for a sender-side
+    filter) that adds the forged header and relays, unsigned, to the
+    inbound Postfix: rspamd keeps the forged header and adds its own.
+    """
+    forged = (
+        "Authentication-Results: forger.example.net; dkim=pass header.d=example.test; "
+        "spf=pass; dmarc=pass"
+    )
+
+    async def scenario() -> RunResult:
+        stamping = Stamping((hops.host, hops.inbound_port), [forged])
+        async with stamping_hop(stamping) as port:
+            spec = hop_probe(
+                hops,
+                smtp=SmtpServer("127.0.0.1", port, TlsMode.NONE, timeout=10),
+                expect_auth=(("dkim", "pass"),),
+                verify_dkim=False,
+            )
+            return await run_probe(spec, signer=TokenSigner())
+
+    result = asyncio.run(scenario())
+
+    assert result.outcome is Outcome.AUTH_FAILED, (result.error, result.transcript.render())
+    assert result.error == "dkim=none (expected pass)"
+    verdicts = verdicts_of(result)
+    assert verdicts.ignored == 1
+    assert verdicts.result("spf") == "pass"  # the receiver's own, from our loopback address
+    assert "ignored 1 Authentication-Results header(s)" in render_text(result, colour=False)
