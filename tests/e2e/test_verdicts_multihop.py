@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
@@ -21,6 +22,7 @@ from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.report import ExitCode, exit_code, render_text
 from smtp_probe.secret import Secret
+from tests.support.cli_proc import run_cli
 from tests.support.hopstack import AUTHSERV_ID, HopStack
 from tests.support.routes import SENDER, SINK, mailbox
 from tests.support.stamping_smtpd import Stamping, stamping_hop
@@ -147,3 +149,48 @@ def test_a_forged_pass_with_another_authserv_id_is_ignored(hops: HopStack) -> No
     assert verdicts.ignored == 1
     assert verdicts.result("spf") == "pass"  # the receiver's own, from our loopback address
     assert "ignored 1 Authentication-Results header(s)" in render_text(result, colour=False)
+
+
+def check_config(hops: HopStack, tmp_path: Path) -> Path:
+    """A config for ``smtp-probe check --config``: the signed route with every verdict key."""
+    stack = hops.mailstack
+    user, password = hops.credentials
+    (tmp_path / "smtp").write_text(password)
+    (tmp_path / "imap").write_text(stack.users[SINK])
+    path = tmp_path / "verdicts.yml"
+    path.write_text(
+        f"dns: {{nameservers: ['{hops.nameserver}'], timeout: 3s}}\n"
+        "smtp_servers:\n"
+        f"  submit: {{host: {hops.host}, port: {hops.submission_port}, tls: starttls,"
+        f" ca_file: {stack.ca_file}, username: {user}, password_file: {tmp_path / 'smtp'}}}\n"
+        "mailboxes:\n"
+        f"  sink: {{host: {stack.host}, port: {stack.imaps_port}, tls: tls,"
+        f" ca_file: {stack.ca_file}, username: {SINK}, password_file: {tmp_path / 'imap'},"
+        f" authserv_id: {AUTHSERV_ID}}}\n"
+        "probes:\n"
+        f"  - {{name: signed-route, smtp: submit, mailbox: sink, from: {SENDER}, to: {SINK},"
+        " timeout: 30s, expect_auth: {dkim: pass, spf: pass, dmarc: pass}, verify_dkim: true}\n"
+    )
+    return path
+
+
+def test_check_shows_the_verdicts_and_warns_when_the_key_is_gone(
+    hops: HopStack, tmp_path: Path
+) -> None:
+    """``smtp-probe check -v`` as an operator runs it: 0 with passing verdicts, 1 without."""
+    path = check_config(hops, tmp_path)
+    argv = ("check", "--config", str(path), "--probe", "signed-route", "-v")
+
+    good = run_cli(*argv)
+    with hops.dkim_key_removed():
+        broken = run_cli(*argv)
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert f"verify: {AUTHSERV_ID}: dkim=pass" in good.stdout
+    assert "verify: own DKIM check: dkim=pass" in good.stdout
+    assert "spam score" in good.stdout
+    assert broken.returncode == 1, broken.stdout + broken.stderr
+    assert f"verify: {AUTHSERV_ID}: dkim=none" in broken.stdout
+    assert "verify: own DKIM check: dkim=permerror" in broken.stdout
+    last = broken.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("WARNING: auth_failed at verify: dkim=none (expected pass)"), last
