@@ -162,7 +162,9 @@ def _believed_results(
     for value in values:
         try:
             parsed = context.parse_value(value)
-        except authres.AuthResError as exc:
+        # Its own errors, and anything else a hostile header may provoke: this
+        # runs in the watcher thread, which must never die of a message.
+        except Exception as exc:  # noqa: BLE001
             leading = _LEADING_ID.match(value)
             if ours is not None and leading is not None and leading.group(1).lower() == ours:
                 notes.append(f"unparseable Authentication-Results from {authserv_id}: {exc}")
