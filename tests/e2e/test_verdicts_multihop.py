@@ -19,42 +19,27 @@ from pathlib import Path
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
 from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.report import ExitCode, exit_code, render_text
-from smtp_probe.secret import Secret
+from tests.support import hop_routes
 from tests.support.cli_proc import run_cli
 from tests.support.hopstack import AUTHSERV_ID, HopStack
-from tests.support.routes import SENDER, SINK, mailbox
+from tests.support.routes import SENDER, SINK
 from tests.support.stamping_smtpd import Stamping, stamping_hop
 
 ALL_PASS = (("dkim", "pass"), ("spf", "pass"), ("dmarc", "pass"))
 
 
 def hop_probe(hops: HopStack, **changes: object) -> ProbeSpec:
-    """From probe@ through the submission hop to sink@, watched with the receiver's authserv-id."""
-    stack = hops.mailstack
-    user, password = hops.credentials
+    """The hop route's probe, requiring every result, checking DKIM itself through Knot."""
     host, _, port = hops.nameserver.rpartition(":")
-    spec = ProbeSpec(
-        name="signed-route",
-        smtp=SmtpServer(
-            hops.host,
-            hops.submission_port,
-            TlsMode.STARTTLS,
-            TlsSettings(ca_file=stack.ca_file),
-            user,
-            Secret(password),
-            timeout=10,
-        ),
-        mail_from=SENDER,
-        rcpt_to=SINK,
-        mailbox=mailbox(stack, authserv_id=AUTHSERV_ID),
-        timeout=30.0,
-        expect_auth=ALL_PASS,
-        verify_dkim=True,
-        dns=DnsSettings(((host, int(port)),), 3.0),
-    )
-    return replace(spec, **changes)  # type: ignore[arg-type]
+    wanted: dict[str, object] = {
+        "expect_auth": ALL_PASS,
+        "verify_dkim": True,
+        "dns": DnsSettings(((host, int(port)),), 3.0),
+        **changes,
+    }
+    return replace(hop_routes.hop_probe(hops, name="signed-route", timeout=30.0), **wanted)  # type: ignore[arg-type]
 
 
 def run(spec: ProbeSpec) -> RunResult:
