@@ -349,7 +349,7 @@ def _expect_auth(value: dict[Any, Any], context: Context) -> tuple[tuple[str, st
             if not isinstance(item, str):
                 problems.append((f"expected a result, got {values.kind_of(item)}", at))
             elif item not in words:
-                problems.append((f"expected a {method} result: {', '.join(words)}", at))
+                problems.append((f"expected one of {', '.join(words)} for {method}", at))
             else:
                 pairs.append((method, item))
     if problems:
@@ -363,8 +363,6 @@ def _nameservers(items: list[Any], context: Context) -> tuple[tuple[str, int], .
     Raises:
         ValidationError: an item is not a string or not an IP address with an optional port.
     """
-    import ipaddress  # here: only a config with a dns section needs it
-
     problems: list[tuple[str, Loc]] = []
     found: list[tuple[str, int]] = []
     if not items:
@@ -374,21 +372,9 @@ def _nameservers(items: list[Any], context: Context) -> tuple[tuple[str, int], .
             problems.append((f"expected a string, got {values.kind_of(item)}", (index,)))
             continue
         try:
-            host, port = values.parse_host_port(item)
+            found.append(values.parse_nameserver(item))
         except ValueError as exc:
-            problems.append((f"{exc}: a nameserver is IP, IP:PORT or [IPV6]:PORT", (index,)))
-            continue
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            problems.append(
-                (
-                    f"{host!r} is not an IP address: a nameserver is IP, IP:PORT or [IPV6]:PORT",
-                    (index,),
-                )
-            )
-            continue
-        found.append((host, 53 if port is None else port))
+            problems.append((str(exc), (index,)))
     if problems:
         raise _problems(tuple(m for m, _ in problems), tuple(loc for _, loc in problems))
     return tuple(found)

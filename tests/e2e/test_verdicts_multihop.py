@@ -16,6 +16,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
 from smtp_probe.probe.run import run_probe
@@ -179,3 +180,25 @@ def test_check_shows_the_verdicts_and_warns_when_the_key_is_gone(
     assert "verify: own DKIM check: dkim=permerror" in broken.stdout
     last = broken.stdout.rstrip().splitlines()[-1]
     assert last.startswith("WARNING: auth_failed at verify: dkim=none (expected pass)"), last
+
+
+def test_check_flags_require_results_without_a_config(hops: HopStack) -> None:
+    """The same route by flags: --authserv-id, --expect-auth, --verify-dkim, --dns-server."""
+    stack = hops.mailstack
+    user, password = hops.credentials
+    result = run_cli(
+        "check",
+        "--smtp", f"{hops.host}:{hops.submission_port}", "--smtp-user", user,
+        "--from", SENDER, "--to", SINK,
+        "--imap", f"{stack.host}:{stack.imaps_port}", "--ca-file", str(stack.ca_file),
+        "--authserv-id", AUTHSERV_ID, "--expect-auth", "dkim=pass", "--expect-auth", "dmarc=pass",
+        "--expect-auth", "arc=pass",
+        "--verify-dkim", "--dns-server", hops.nameserver, "--timeout", "30s",
+        env={SMTP_PASSWORD_ENV: password, IMAP_PASSWORD_ENV: stack.users[SINK]},
+    )  # fmt: skip
+
+    # rspamd writes no arc result for a message without ARC headers: none, not pass.
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "verify: own DKIM check: dkim=pass" in result.stdout
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("WARNING: auth_failed at verify: arc=none (expected pass)"), last

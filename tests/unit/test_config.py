@@ -166,8 +166,8 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "expect_auth_bad": [
         "{file}:19:38: probes[0].expect_auth.dmark: unknown method (did you mean 'dmarc'?); "
         "expected one of spf, dkim, dmarc, arc",
-        "{file}:19:56: probes[0].expect_auth.spf[1]: expected a spf result: none, neutral, "
-        "pass, fail, softfail, temperror, permerror, policy",
+        "{file}:19:56: probes[0].expect_auth.spf[1]: expected one of none, neutral, "
+        "pass, fail, softfail, temperror, permerror, policy for spf",
     ],
     "expect_auth_without_authserv_id": [
         "{file}:18:18: probes[0].expect_auth: expect_auth needs mailboxes.inbox.authserv_id: "
