@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from smtp_probe.config import load_config, values
-from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
 from smtp_probe.secret import Secret
 
 if TYPE_CHECKING:
@@ -89,7 +89,9 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
     route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
                    "--imap": args.imap, "--smtp-user": args.smtp_user,
                    "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
-                   "--imap-token-command": args.imap_token_command}  # fmt: skip
+                   "--imap-token-command": args.imap_token_command,
+                   "--authserv-id": args.authserv_id, "--expect-auth": args.expect_auth,
+                   "--verify-dkim": args.verify_dkim, "--dns-server": args.dns_server}  # fmt: skip
     for flag, value in route_flags.items():
         if value:
             raise UsageError(f"{flag}: the route comes from --config; drop the flag")
@@ -170,15 +172,26 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
             folder=args.folder,
             idle=not args.no_idle,
             timeout=command_timeout,
+            authserv_id=args.authserv_id,
         )
     else:
         for flag, value in (
             ("--imap-user", args.imap_user),
             ("--imap-password-file", args.imap_password_file),
             ("--imap-token-command", args.imap_token_command),
+            ("--authserv-id", args.authserv_id),
+            ("--expect-auth", args.expect_auth),
+            ("--verify-dkim", args.verify_dkim),
         ):
             if value:
                 raise UsageError(f"{flag}: given without --imap")
+    if args.expect_auth and not args.authserv_id:
+        raise UsageError(
+            "--expect-auth: needs --authserv-id (only the receiver's Authentication-Results "
+            "are believed)"
+        )
+    if args.dns_server and not args.verify_dkim:
+        raise UsageError("--dns-server: only --verify-dkim looks anything up")
     return ProbeSpec(
         name=CHECK_PROBE_NAME,
         smtp=smtp,
@@ -186,6 +199,9 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         rcpt_to=args.rcpt_to,
         mailbox=mailbox,
         timeout=timeout,
+        expect_auth=tuple(pair for pairs in args.expect_auth or () for pair in pairs),
+        verify_dkim=args.verify_dkim,
+        dns=DnsSettings(tuple(args.dns_server or ())),
     )
 
 

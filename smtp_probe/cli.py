@@ -71,6 +71,8 @@ _HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
 _TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
 _LISTEN = _flag(_parse_listen, "listen address")
 _COMMAND = _flag(values.split_command, "command")
+_EXPECT_AUTH = _flag(values.parse_expect_auth, "METHOD=RESULT")
+_NAMESERVER = _flag(values.parse_nameserver, "nameserver")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -89,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="run one probe now and print the session",
         description="Run one probe by hand and print the SMTP/IMAP session as a readable, "
-        "redacted transcript. Exit codes: 0 OK, 1 WARNING (slow or junk), 2 CRITICAL, 3 UNKNOWN.",
+        "redacted transcript. Exit codes: 0 OK, 1 WARNING (slow, junk, throttled or "
+        "auth_failed), 2 CRITICAL, 3 UNKNOWN.",
     )
     smtp = check.add_argument_group("SMTP (sending)")
     from_config = check.add_argument_group("or run a probe of a config file")
@@ -161,6 +164,33 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"folder the message should land in (default {values.DEFAULT_FOLDER})",
     )
     imap.add_argument("--no-idle", action="store_true", help="never use IMAP IDLE; poll only")
+    imap.add_argument(
+        "--authserv-id",
+        metavar="ID",
+        type=_flag(values.parse_word, "authserv-id"),
+        help="believe only the Authentication-Results headers of this authserv-id "
+        "(the receiver's, e.g. mx.example.net)",
+    )
+    imap.add_argument(
+        "--expect-auth",
+        metavar="METHOD=RESULT",
+        type=_EXPECT_AUTH,
+        action="append",
+        help="require this result of spf, dkim, dmarc or arc (several: dkim=pass,neutral); "
+        "repeatable; a miss is auth_failed, exit 1; needs --authserv-id",
+    )
+    imap.add_argument(
+        "--verify-dkim",
+        action="store_true",
+        help="also verify the arrived message's DKIM signature here",
+    )
+    imap.add_argument(
+        "--dns-server",
+        metavar="IP[:PORT]",
+        type=_NAMESERVER,
+        action="append",
+        help="resolver for --verify-dkim's key lookups (repeatable; default: the system's)",
+    )
 
     common = check.add_argument_group("common")
     verify = common.add_mutually_exclusive_group()

@@ -44,6 +44,7 @@ from prometheus_client.utils import floatToGoString
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
 from smtp_probe.probe.result import SMTP_STAGES, Hop, Outcome, RunResult, Stage
+from smtp_probe.probe.verdicts import METHODS, metric_result
 
 DELIVERY_BUCKETS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -95,7 +96,7 @@ OUTCOMES = _Family(
     "smtp_probe_outcomes",
     "counter",
     "Scheduled runs by outcome (delivered, junk, sent, send_failed, throttled, not_delivered, "
-    "bounced, error)",
+    "bounced, auth_failed, error)",
 )
 DELIVERY = _Family(
     "smtp_probe_delivery_duration_seconds",
@@ -153,6 +154,25 @@ TLS_INFO = _Family(
     "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
     "last scheduled run that had TLS on that leg",
 )
+AUTH_RESULT = _Family(
+    "smtp_probe_auth_result",
+    "gauge",
+    "1 for the result (pass, fail, none, ...; other for a word outside RFC 8601's) the "
+    "receiver's Authentication-Results gave each method (spf, dkim, dmarc, arc), from the last "
+    "scheduled run whose message arrived; only for mailboxes with an authserv_id",
+)
+SPAM_SCORE = _Family(
+    "smtp_probe_spam_score",
+    "gauge",
+    "The receiver's spam score of the message (rspamd or SpamAssassin headers), from the last "
+    "scheduled run whose message arrived; no series when it carried none",
+)
+SPAM_THRESHOLD = _Family(
+    "smtp_probe_spam_threshold",
+    "gauge",
+    "The score at which the receiver calls a message spam, from the same header as "
+    "smtp_probe_spam_score; no series when the header does not say",
+)
 _HOP_CLOCKS: Final = "; each hop's time is whole seconds on most MTAs, from that host's own clock"
 HOPS = _Family(
     "smtp_probe_hops",
@@ -177,7 +197,7 @@ MAX_HOPS: Final = 10
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
-    TLS_INFO, HOPS, HOP_DELAY, HOP_INFO,
+    TLS_INFO, HOPS, HOP_DELAY, HOP_INFO, AUTH_RESULT, SPAM_SCORE, SPAM_THRESHOLD,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -244,6 +264,10 @@ class _Probe:
     hops: int = 0
     hop_rows: tuple[tuple[str, str, str, float | None], ...] = ()
     """The last run's hops, folded to :data:`MAX_HOPS`: label, by, with, delay."""
+    auth: dict[str, str] = field(default_factory=dict)
+    """Method -> the receiver's result (a bounded label value), from the last arrived message."""
+    spam: tuple[float, float | None] | None = None
+    """Spam score and threshold from the last arrived message, if it carried a score."""
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -390,6 +414,16 @@ class Metrics:
         # Replaced whole every run, so hops of an earlier, longer route vanish.
         hops = result.arrival.hops if result.arrival is not None else ()
         state.hops, state.hop_rows = len(hops), fold_hops(hops)
+        verdicts = result.arrival.verdicts if result.arrival is not None else None
+        if verdicts is not None:
+            # Replaced whole: a method's earlier result series goes with it.
+            state.auth = (
+                {m: metric_result(m, verdicts.result(m)) for m in METHODS}
+                if verdicts.authserv_id
+                else {}
+            )
+            score = verdicts.spam_score
+            state.spam = None if score is None else (score, verdicts.spam_threshold)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -542,6 +576,14 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
             yield HOP_DELAY, [probe, hop], delay
         yield HOP_INFO, [probe, hop, by, with_], 1.0
 
+    for method, result in state.auth.items():
+        yield AUTH_RESULT, [probe, method, result], 1.0
+    if state.spam is not None:
+        score, threshold = state.spam
+        yield SPAM_SCORE, [probe], score
+        if threshold is not None:
+            yield SPAM_THRESHOLD, [probe], threshold
+
 
 def fold_hops(hops: tuple[Hop, ...]) -> tuple[tuple[str, str, str, float | None], ...]:
     """Hops as (hop label, by, with, delay) rows, at most :data:`MAX_HOPS` of them.
@@ -569,7 +611,8 @@ _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcom
                        REFLECTOR_LEG: ("probe", "leg"), TLS_EXPIRY: ("probe", "leg"),
                        TLS_INFO: ("probe", "leg", "version", "cipher"),
                        HOP_DELAY: ("probe", "hop"),
-                       HOP_INFO: ("probe", "hop", "by", "with")}  # fmt: skip
+                       HOP_INFO: ("probe", "hop", "by", "with"),
+                       AUTH_RESULT: ("probe", "method", "result")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

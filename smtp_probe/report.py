@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
+from smtp_probe.probe.result import AuthVerdict, Hop, Outcome, RunResult, TlsFacts, Verdicts
 from smtp_probe.probe.transcript import Direction
 
 
@@ -36,12 +36,13 @@ _RESET: Final = "\x1b[0m"
 
 
 def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> ExitCode:
-    """OK when delivered (or sent, SMTP-only); WARNING when slow, in junk or throttled; else CRITICAL.
+    """OK when delivered (or sent); WARNING when slow, junk, throttled or auth_failed; else CRITICAL.
 
     Throttling is a server asking us to slow down for now, not a broken
-    route: a warning, like a slow delivery.
+    route: a warning, like a slow delivery. A message that arrived without
+    the authentication results the probe requires did arrive: a warning too.
     """
-    if result.outcome in (Outcome.JUNK, Outcome.THROTTLED):
+    if result.outcome in (Outcome.JUNK, Outcome.THROTTLED, Outcome.AUTH_FAILED):
         return ExitCode.WARNING
     if result.outcome is Outcome.DELIVERED:
         slow = (
@@ -212,6 +213,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "hops": [hop_dict(hop) for hop in arrival.hops],
             "deleted": arrival.deleted,
             "tls": tls_dict(arrival.tls),
+            "verdicts": verdicts_dict(arrival.verdicts),
         },
         "transcript": result.transcript.render(),
     }
@@ -248,6 +250,28 @@ def render_nagios(
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
+
+
+def verdicts_dict(verdicts: Verdicts | None) -> dict[str, Any] | None:
+    """The JSON shape of the arrived message's verdicts (``imap.verdicts``)."""
+    if verdicts is None:
+        return None
+
+    def one(verdict: AuthVerdict | None) -> dict[str, str] | None:
+        if verdict is None:
+            return None
+        return {"method": verdict.method, "result": verdict.result, "detail": verdict.detail}
+
+    return {
+        "authserv_id": verdicts.authserv_id,
+        "results": [one(verdict) for verdict in verdicts.results],
+        "ignored": verdicts.ignored,
+        "spam_score": verdicts.spam_score,
+        "spam_threshold": verdicts.spam_threshold,
+        "spam_source": verdicts.spam_source,
+        "own_dkim": one(verdicts.own_dkim),
+        "notes": list(verdicts.notes),
+    }
 
 
 def tls_dict(facts: TlsFacts | None, now: float | None = None) -> dict[str, Any] | None:

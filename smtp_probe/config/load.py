@@ -43,7 +43,7 @@ from smtp_probe.oauth.settings import (
     OAuthClient,
     Provider,
 )
-from smtp_probe.probe.spec import Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -130,6 +130,11 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         name: _smtp_server(entry, sources) for name, entry in (model.smtp_servers or {}).items()
     }
     mailboxes = {name: _mailbox(entry, sources) for name, entry in (model.mailboxes or {}).items()}
+    dns = (
+        DnsSettings(model.dns.nameservers, model.dns.timeout)
+        if model.dns is not None
+        else DnsSettings()
+    )
     probes: list[ScheduledProbe] = []
 
     def schedule(
@@ -140,6 +145,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         rcpt_to: str,
         times: tuple[float | None, float | None, float | None],
         reflector: bool,
+        checks: tuple[tuple[tuple[str, str], ...], bool] = ((), False),
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -157,6 +163,9 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             mailbox=None if mailbox is None else mailboxes[mailbox],
             timeout=fitted.timeout,
             reflector=reflector,
+            expect_auth=checks[0],
+            verify_dkim=checks[1],
+            dns=dns,
         )
         probes.append(
             ScheduledProbe(
@@ -173,6 +182,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             probe.rcpt_to,
             (probe.interval, probe.timeout, probe.jitter),
             probe.reflector,
+            (probe.expect_auth, probe.verify_dkim),
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -303,6 +313,7 @@ def _mailbox(entry: MailboxEntry, sources: Mapping[str, TokenCache]) -> Mailbox:
         idle=entry.idle,
         poll_interval=entry.poll_interval,
         timeout=entry.timeout,
+        authserv_id=entry.authserv_id,
     )
 
 

@@ -49,7 +49,8 @@ from smtp_probe.config.errors import Loc
 from smtp_probe.config.runtime import ServerSettings, parse_listen
 from smtp_probe.config.values import Preset, TlsMode
 from smtp_probe.oauth import settings as oauth_settings
-from smtp_probe.probe.spec import Cleanup
+from smtp_probe.probe import verdicts as verdict_words
+from smtp_probe.probe.spec import DEFAULT_DNS_TIMEOUT, Cleanup
 from smtp_probe.secret import Secret
 
 ERROR_TYPE: Final = "smtp_probe_config"
@@ -318,6 +319,94 @@ FOLDERS: Final = Value(
 )
 
 
+def _expect_auth(value: dict[Any, Any], context: Context) -> tuple[tuple[str, str], ...]:
+    """``{method: result or [results]}`` as (method, result) pairs; each bad entry located.
+
+    Raises:
+        ValidationError: an unknown method, or a result the method cannot have.
+    """
+    problems: list[tuple[str, Loc]] = []
+    pairs: list[tuple[str, str]] = []
+    if not value:
+        raise ValueError("must name at least one method (spf, dkim, dmarc or arc)")
+    for method, accepted in value.items():
+        if not isinstance(method, str) or method not in verdict_words.RESULTS:
+            suggestion = values.closest(str(method), verdict_words.METHODS)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            problems.append(
+                (
+                    f"unknown method{hint}; expected one of {', '.join(verdict_words.METHODS)}",
+                    (str(method),),
+                )
+            )
+            continue
+        words = verdict_words.RESULTS[method]
+        items = accepted if isinstance(accepted, list) else [accepted]
+        if not items:
+            problems.append(("must name at least one result", (method,)))
+        for index, item in enumerate(items):
+            at: Loc = (method, index) if isinstance(accepted, list) else (method,)
+            if not isinstance(item, str):
+                problems.append((f"expected a result, got {values.kind_of(item)}", at))
+            elif item not in words:
+                problems.append((f"expected one of {', '.join(words)} for {method}", at))
+            else:
+                pairs.append((method, item))
+    if problems:
+        raise _problems(tuple(m for m, _ in problems), tuple(loc for _, loc in problems))
+    return tuple(pairs)
+
+
+def _nameservers(items: list[Any], context: Context) -> tuple[tuple[str, int], ...]:
+    """Resolver addresses ``IP``, ``IP:PORT`` or ``[IPV6]:PORT``; each bad one located.
+
+    Raises:
+        ValidationError: an item is not a string or not an IP address with an optional port.
+    """
+    problems: list[tuple[str, Loc]] = []
+    found: list[tuple[str, int]] = []
+    if not items:
+        raise ValueError("must list at least one nameserver (leave dns out for the system's)")
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            problems.append((f"expected a string, got {values.kind_of(item)}", (index,)))
+            continue
+        try:
+            found.append(values.parse_nameserver(item))
+        except ValueError as exc:
+            problems.append((str(exc), (index,)))
+    if problems:
+        raise _problems(tuple(m for m, _ in problems), tuple(loc for _, loc in problems))
+    return tuple(found)
+
+
+EXPECT_AUTH: Final = Value(
+    "a mapping of method to result, like {dkim: pass}",
+    dict,
+    _expect_auth,
+    {
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": False,
+        "properties": {
+            method: {
+                "anyOf": [
+                    {"enum": list(words)},
+                    {"type": "array", "items": {"enum": list(words)}, "minItems": 1},
+                ]
+            }
+            for method, words in verdict_words.RESULTS.items()
+        },
+    },
+)
+NAMESERVERS: Final = Value(
+    "a list of nameservers",
+    list,
+    _nameservers,
+    {"type": "array", "minItems": 1, "items": {"type": "string", **_NOT_BLANK}},
+)
+
+
 def _default(shown: object) -> dict[str, Any]:
     """The default as the file writes it (``60s``, not ``60.0``), for the JSON Schema."""
     return {"default": shown}
@@ -565,6 +654,12 @@ class Mailbox(Section):
         values.DEFAULT_COMMAND_TIMEOUT,
         description=_REPLY_TIMEOUT_HELP,
         json_schema_extra=_seconds(values.DEFAULT_COMMAND_TIMEOUT),
+    )
+    authserv_id: Annotated[str | None, WORD] = Field(
+        None,
+        description="The authserv-id the receiving side writes in its Authentication-Results "
+        "headers (RFC 8601), e.g. mx.example.net: only those headers are believed, any other "
+        "may be forged by a sender. Needed by a probe's expect_auth.",
     )
 
     @classmethod
@@ -958,12 +1053,28 @@ class Probe(Section):
     timeout: Annotated[float | None, DURATION] = Field(None, description=_TIMEOUT_HELP)
     jitter: Annotated[float | None, JITTER] = Field(None, description=_JITTER_HELP)
     reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
+    expect_auth: Annotated[tuple[tuple[str, str], ...], EXPECT_AUTH] = Field(
+        (),
+        description="Results the receiver's Authentication-Results must give, per method "
+        "(spf, dkim, dmarc, arc): one result or a list of accepted ones, e.g. "
+        "{dkim: pass, dmarc: pass, spf: [pass, neutral]}. A delivered message that misses one "
+        "ends auth_failed (a missing result is none). Needs the mailbox's authserv_id.",
+    )
+    verify_dkim: Annotated[bool, BOOL] = Field(
+        False,
+        description="Also verify the arrived message's DKIM signature ourselves (keys looked "
+        "up through dns), shown beside the receiver's verdict. Needs mailbox.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """A reflector probe needs the mailbox the reply comes back to."""
+        """A reflector probe, expect_auth and verify_dkim need the mailbox the message lands in."""
         if BOOL.read(raw.get("reflector")) and "mailbox" not in raw:
             yield ("reflector",), "a reflector probe needs a mailbox: the reply is seen there"
+        if "expect_auth" in raw and "mailbox" not in raw:
+            yield ("expect_auth",), "expect_auth needs a mailbox: the verdicts are read there"
+        if BOOL.read(raw.get("verify_dkim")) and "mailbox" not in raw:
+            yield ("verify_dkim",), "verify_dkim needs a mailbox: the message is read there"
 
 
 class RouteSender(Section):
@@ -1025,6 +1136,21 @@ class Route(Section):
     reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
 
 
+class Dns(Section):
+    """The resolver for smtp-probe's own DNS lookups (the DKIM keys of verify_dkim)."""
+
+    nameservers: Annotated[tuple[tuple[str, int], ...], NAMESERVERS] = Field(
+        (),
+        description="Nameservers asked in order: IP, IP:PORT or [IPV6]:PORT (port 53 if "
+        "none). Leave dns out to use the system's resolver.",
+    )
+    timeout: Annotated[float, DURATION] = Field(
+        DEFAULT_DNS_TIMEOUT,
+        description="The longest wait for one lookup; the run's timeout still applies.",
+        json_schema_extra=_seconds(DEFAULT_DNS_TIMEOUT),
+    )
+
+
 class Server(Section):
     """The HTTP server: /metrics, /-/healthy, /-/ready, /-/reload, /probe and the status page."""
 
@@ -1080,6 +1206,11 @@ class ConfigFile(Section):
         "named ROUTE-SMTP-to-MAILBOX, each an ordinary probe.",
     )
     server: Server | None = Field(None, description="Where the HTTP server listens.")
+    dns: Dns | None = Field(
+        None,
+        description="The resolver for smtp-probe's own DNS lookups (DKIM keys); "
+        "default: the system's.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1087,6 +1218,7 @@ class ConfigFile(Section):
         yield from _some_probes(raw)
         yield from references.check(raw)
         yield from _probe_timing(raw)
+        yield from _expect_auth_ids(raw)
 
 
 def _some_probes(raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1098,6 +1230,25 @@ def _some_probes(raw: Mapping[str, object]) -> Iterator[Violation]:
         yield ("probes",), "required key is missing"
     elif raw["probes"] is None or raw["probes"] == []:
         yield ("probes",), "no probes are configured; add at least one"
+
+
+def _expect_auth_ids(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A probe's expect_auth needs its mailbox's authserv_id: nothing else is believed."""
+    mailboxes = raw.get("mailboxes")
+    probes = raw.get("probes")
+    if not isinstance(mailboxes, dict) or not isinstance(probes, list):
+        return
+    for index, probe in enumerate(probes):
+        if not isinstance(probe, dict) or "expect_auth" not in probe:
+            continue
+        name = probe.get("mailbox")
+        entry = mailboxes.get(name) if isinstance(name, str) else None
+        if isinstance(entry, dict) and "authserv_id" not in entry:
+            yield (
+                ("probes", index, "expect_auth"),
+                f"expect_auth needs mailboxes.{name}.authserv_id: only the receiver's "
+                "Authentication-Results headers are believed",
+            )
 
 
 def _probe_timing(raw: Mapping[str, object]) -> Iterator[Violation]:

@@ -317,6 +317,52 @@ def parse_host_port(text: str) -> tuple[str, int | None]:
     return parse_host(host), parse_port(port_text)
 
 
+NAMESERVER_EXPECTED: Final = "a nameserver is IP, IP:PORT or [IPV6]:PORT"
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """A resolver's address: ``IP``, ``IP:PORT`` or ``[IPV6]:PORT`` (port 53 when none).
+
+    Raises:
+        ValueError: not an IP address (a name would need a resolver itself), or a bad port.
+    """
+    import ipaddress  # here: only a dns section or --dns-server needs it
+
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}: {NAMESERVER_EXPECTED}") from None
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IP address: {NAMESERVER_EXPECTED}") from None
+    return host, 53 if port is None else port
+
+
+def parse_expect_auth(text: str) -> tuple[tuple[str, str], ...]:
+    """One ``--expect-auth``: ``METHOD=RESULT`` or ``METHOD=RESULT,RESULT`` as pairs.
+
+    Raises:
+        ValueError: no ``=``, an unknown method, or a result the method cannot have.
+    """
+    from smtp_probe.probe.verdicts import METHODS, RESULTS  # here: only this flag needs them
+
+    method, sep, results = text.partition("=")
+    method = method.strip().lower()
+    if not sep or not results.strip():
+        raise ValueError("expected METHOD=RESULT, like dkim=pass or spf=pass,neutral")
+    if method not in RESULTS:
+        suggestion = closest(method, METHODS)
+        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        raise ValueError(f"unknown method {method!r}{hint}; expected one of {', '.join(METHODS)}")
+    pairs = []
+    for result in (word.strip().lower() for word in results.split(",")):
+        if result not in RESULTS[method]:
+            raise ValueError(f"expected one of {', '.join(RESULTS[method])} for {method}")
+        pairs.append((method, result))
+    return tuple(pairs)
+
+
 def parse_listen(text: str) -> tuple[str, int]:
     """A listen address: ``HOST:PORT``, ``:PORT``, ``[v6]:PORT``, ``HOST`` or ``PORT``.
 

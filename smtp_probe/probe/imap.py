@@ -38,6 +38,7 @@ from typing import Any, Final
 from smtp_probe.probe.credentials import AccessToken
 from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.imap_session import (
+    MAX_MESSAGE_BYTES,
     ConnectionLost,
     FetchedMessage,
     FolderStatus,
@@ -48,6 +49,7 @@ from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, parse_sub
 from smtp_probe.probe.result import Arrival, Stage
 from smtp_probe.probe.spec import Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
+from smtp_probe.probe.verdicts import read_verdicts
 
 __all__ = ["Expected", "ImapError", "MailboxWatcher"]
 
@@ -80,12 +82,17 @@ class Expected:
         loop: asyncio.AbstractEventLoop,
         *,
         reflector: bool = False,
+        whole_message: bool = False,
     ) -> None:
         self.probe = probe
         self.token = token
         self.transcript = transcript
         self.reflector = reflector
         """A reflector run: its message comes back as a reply, known by the token in its Subject."""
+        self.whole_message = whole_message
+        """Fetch the whole message before it is deleted (our own DKIM check needs it)."""
+        self.message: bytes | None = None
+        """The whole message, when asked for and fetched; written before the run is woken."""
         self.polls = 0
         """Poll rounds of the mailbox while this run was waiting."""
         self._watcher = watcher
@@ -277,7 +284,13 @@ class MailboxWatcher:
 
     @contextlib.asynccontextmanager
     async def expecting(
-        self, probe: str, token: Token, transcript: Transcript, *, reflector: bool = False
+        self,
+        probe: str,
+        token: Token,
+        transcript: Transcript,
+        *,
+        reflector: bool = False,
+        whole_message: bool = False,
     ) -> AsyncIterator[Expected]:
         """Register a run's token *before* its message is sent; unregister on leaving.
 
@@ -286,14 +299,22 @@ class MailboxWatcher:
         it lands before :meth:`Expected.arrival` is awaited. A token whose
         message has not arrived when the block is left is remembered, so a
         late arrival is recognised, counted and deleted. A ``reflector`` run
-        also claims a message whose Subject carries its token (a reply).
+        also claims a message whose Subject carries its token (a reply). With
+        ``whole_message`` the message itself is fetched before it is deleted
+        (:attr:`Expected.message`).
 
         Raises:
             ImapError: the mailbox is unreachable (at the stage of its last
                 failure); nothing is registered, and no mail should be sent.
         """
         expected = Expected(
-            self, probe, token, transcript, asyncio.get_running_loop(), reflector=reflector
+            self,
+            probe,
+            token,
+            transcript,
+            asyncio.get_running_loop(),
+            reflector=reflector,
+            whole_message=whole_message,
         )
         with self._lock:
             # Checked under the lock: a watcher going down marks itself down
@@ -717,7 +738,9 @@ class MailboxWatcher:
         lost: ConnectionLost | None = None
         # Taken before the cleanup, which may lose the session.
         tls = self._session.tls if self._session is not None else None
+        whole: bytes | None = None
         try:
+            whole = self._whole_message(message, expected, transcript)
             self._remove(state, message, claim, transcript)
         except ImapError as exc:
             cleanup_error = exc.reason
@@ -737,12 +760,18 @@ class MailboxWatcher:
             date=message.date,
             tls=tls,
             hops=parse_hops(message.received),
+            verdicts=(
+                read_verdicts(message.verdict_headers, self.mailbox.authserv_id)
+                if expected is not None
+                else None
+            ),
         )
         with self._lock:
             # The run may have given up while we were deleting: then it is late.
             owner = expected if self._expectations.get(key) is expected else None
             if owner is not None:
                 del self._expectations[key]
+                owner.message = whole
                 owner._arrived = arrival
             else:
                 self._expired.pop(key, None)
@@ -752,6 +781,23 @@ class MailboxWatcher:
             self._on_late(claim.probe)
         if lost is not None:
             raise lost
+
+    def _whole_message(
+        self, message: FetchedMessage, expected: Expected | None, transcript: Transcript
+    ) -> bytes | None:
+        """The whole of ``message`` if its run asked for it; ``None`` (and a note) if not had.
+
+        Raises:
+            ConnectionLost: the connection broke (the cleanup would fail too).
+        """
+        if expected is None or not expected.whole_message:
+            return None
+        whole = self._live.fetch_message(message.uid)
+        transcript.note(f"imap: fetched UID {message.uid} whole ({len(whole)} bytes) to check DKIM")
+        if len(whole) >= MAX_MESSAGE_BYTES:
+            transcript.note("imap: the message is larger than we read; no own DKIM check")
+            return None
+        return whole or None
 
     def _remove(
         self, state: _FolderState, message: FetchedMessage, claim: _Claim, transcript: Transcript

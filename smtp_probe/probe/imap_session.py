@@ -43,10 +43,16 @@ from smtp_probe.probe.result import Stage, TlsFacts
 from smtp_probe.probe.spec import Mailbox, TlsMode
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
+from smtp_probe.probe.verdicts import VERDICT_HEADERS
 
+_VERDICT_FIELDS: Final = " ".join(name.upper() for name in VERDICT_HEADERS if name != "From")
 _FETCH_HEADERS: Final = (
-    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE)]"
+    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE "
+    f"FROM {_VERDICT_FIELDS})]"
 )
+MAX_MESSAGE_BYTES: Final = 1 << 20
+"""The most of one message :meth:`ImapSession.fetch_message` reads (ours are a few KB)."""
+_VERDICT_NAMES: Final = frozenset(name.lower() for name in VERDICT_HEADERS)
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -98,6 +104,9 @@ class FetchedMessage:
     """The ``Date:`` header, if it parses: when the message was written."""
     content_type: str = ""
     """The top-level media type in lower case (``multipart/report`` is a DSN), or ``""``."""
+    verdict_headers: tuple[tuple[str, str], ...] = ()
+    """``Authentication-Results``, spam score headers and ``From`` (name, value), in
+    message order: what :func:`smtp_probe.probe.verdicts.read_verdicts` reads."""
 
 
 class ImapSession:
@@ -461,9 +470,27 @@ class ImapSession:
                     subject=decode_subject(str(headers.get("Subject", ""))),
                     date=header_date(str(headers.get("Date", ""))),
                     content_type=headers.get_content_type() if "Content-Type" in headers else "",
+                    verdict_headers=tuple(
+                        (name, str(value))
+                        for name, value in headers.items()
+                        if name.lower() in _VERDICT_NAMES
+                    ),
                 )
             )
         return messages
+
+    def fetch_message(self, uid: int) -> bytes:
+        r"""The whole message ``uid`` (at most :data:`MAX_MESSAGE_BYTES`), without setting \Seen.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            fetched = self._client.fetch([uid], [f"BODY.PEEK[]<0.{MAX_MESSAGE_BYTES}>"])
+        for key, value in fetched.get(uid, {}).items():
+            if isinstance(key, bytes) and key.startswith(b"BODY[]") and isinstance(value, bytes):
+                return value
+        return b""
 
     def delete(self, uid: int, transcript: Transcript) -> None:
         r"""Delete exactly ``uid`` from the selected folder; the caller has verified it is ours.

@@ -180,6 +180,9 @@ class Verdicts:
     """The header the score came from, e.g. ``X-Spamd-Result``, ``X-Spam-Status``."""
     own_dkim: AuthVerdict | None = None
     """Our own DKIM verification of the message (``verify_dkim``), beside the receiver's."""
+    notes: tuple[str, ...] = ()
+    """What could not be read (an unparseable header, a believed header below a
+    foreign one): shown in the transcript, never fatal to the run."""
 
     def result(self, method: str) -> str:
         """The believed result of ``method``; ``none`` when the receiver gave none."""

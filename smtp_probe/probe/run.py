@@ -17,20 +17,25 @@ the SMTP server's token.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from smtp_probe.probe import verdicts as verdict_lines
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
 from smtp_probe.probe.result import (
     Arrival,
+    AuthVerdict,
     Outcome,
     ReflectorLegs,
     RunResult,
     SmtpReport,
     Stage,
+    Verdicts,
 )
 from smtp_probe.probe.smtp import SmtpSendError, send_message
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
@@ -163,7 +168,11 @@ async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
     """
     spec = run.spec
     async with watcher.expecting(
-        spec.name, run.token, run.transcript, reflector=spec.reflector
+        spec.name,
+        run.token,
+        run.transcript,
+        reflector=spec.reflector,
+        whole_message=spec.verify_dkim,
     ) as expected:
         await _send(run)
         arrival = await expected.arrival(run.deadline)
@@ -171,7 +180,34 @@ async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
         reason = f"not in the mailbox {run.spec.timeout:g}s after the run started"
         run.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
         return run.result(Outcome.NOT_DELIVERED, Stage.DELIVERY, reason)
+    if spec.verify_dkim:
+        arrival = await _with_own_dkim(run, arrival, expected.message)
     return run.arrived(arrival)
+
+
+async def _with_own_dkim(run: _Run, arrival: Arrival, message: bytes | None) -> Arrival:
+    """``arrival`` with our own DKIM verdict on the whole ``message`` (already deleted).
+
+    The check runs in a thread (dkimpy is blocking), each key lookup bounded
+    by the resolver timeout and the run deadline; it never fails the run.
+    """
+    if message is None:
+        own = AuthVerdict("dkim", "temperror", "the message itself could not be read")
+    else:
+        from smtp_probe.probe.own_dkim import check_dkim  # here: loads dkimpy, dnspython
+
+        spec = run.spec
+        # The deadline bounds every lookup; this bounds the thread's verdict
+        # (a lookup is never cut short inside dnspython, so allow it a second more).
+        limit = max(0.0, run.deadline - time.monotonic()) + 1.0
+        try:
+            async with asyncio.timeout(limit):
+                own = await asyncio.to_thread(check_dkim, message, spec.dns, run.deadline)
+        except TimeoutError:
+            own = AuthVerdict("dkim", "temperror", "no verdict before the run deadline")
+    mailbox = run.spec.mailbox
+    verdicts = arrival.verdicts or Verdicts(mailbox.authserv_id if mailbox else None)
+    return dataclasses.replace(arrival, verdicts=dataclasses.replace(verdicts, own_dkim=own))
 
 
 async def _send(run: _Run) -> None:
@@ -226,7 +262,14 @@ class _Run:
         self.reflector: ReflectorLegs | None = None
 
     def arrived(self, arrival: Arrival) -> RunResult:
-        """The message was found: delivered, in junk, or found but not cleaned up."""
+        """The message was found: delivered, in junk, found but not cleaned up, or distrusted.
+
+        The verdicts are shown (``-v``) whenever there is something to say.
+        A failed cleanup is the worse news and wins; a message in junk stays
+        ``junk``; otherwise a message whose believed results miss the
+        probe's ``expect_auth`` ends ``auth_failed`` at ``verify`` (it has
+        been deleted all the same).
+        """
         self.arrival = arrival
         where = f"{arrival.folder} (junk)" if arrival.junk else arrival.folder
         delivery = self._delivery_seconds() or 0.0
@@ -234,10 +277,21 @@ class _Run:
         self.transcript.note(f"{what} to {where} {delivery * 1000:.1f} ms after the 250")
         if self.spec.reflector:
             self.reflector = self._reflector_legs(arrival, delivery)
+        verdicts = arrival.verdicts
+        if verdicts is not None and _worth_showing(verdicts, self.spec):
+            for line in verdict_lines.describe(verdicts):
+                self.transcript.note(line)
         if arrival.cleanup_error:
             self.transcript.note(f"FAILED at {Stage.CLEANUP}: {arrival.cleanup_error}")
             return self.result(Outcome.ERROR, Stage.CLEANUP, arrival.cleanup_error)
-        return self.result(Outcome.JUNK if arrival.junk else Outcome.DELIVERED)
+        if arrival.junk:
+            return self.result(Outcome.JUNK)
+        missed = verdict_lines.misses(verdicts, self.spec.expect_auth)
+        if missed:
+            reason = "; ".join(missed)
+            self.transcript.note(f"FAILED at {Stage.VERIFY}: {reason}")
+            return self.result(Outcome.AUTH_FAILED, Stage.VERIFY, reason)
+        return self.result(Outcome.DELIVERED)
 
     def result(self, outcome: Outcome, stage: Stage | None = None, error: str = "") -> RunResult:
         """The run's result with the verdict given and every fact gathered so far."""
@@ -291,6 +345,19 @@ class _Run:
         accepted = self.smtp.accepted_at
         seen = self.arrival.seen_at
         return max(0.0, seen - (accepted if accepted is not None else seen))
+
+
+def _worth_showing(verdicts: Verdicts, spec: ProbeSpec) -> bool:
+    """Whether the transcript shows ``verdicts``: asked for, or something to say."""
+    return bool(
+        verdicts.authserv_id
+        or spec.expect_auth
+        or verdicts.results
+        or verdicts.ignored
+        or verdicts.own_dkim is not None
+        or verdicts.spam_score is not None
+        or verdicts.notes
+    )
 
 
 def _reflector_time(arrival: Arrival) -> tuple[float, str] | None:

@@ -64,6 +64,20 @@ IMAP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
 """The port of an IMAP server by TLS mode when none is given."""
 
 
+DEFAULT_DNS_TIMEOUT: Final = 5.0
+"""The longest wait for one of our own DNS lookups (the DKIM key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsSettings:
+    """The resolver for our own DNS lookups (the DKIM key of ``verify_dkim``)."""
+
+    nameservers: tuple[tuple[str, int], ...] = ()
+    """(IP address, port) pairs, asked in order; ``()`` is the system's resolver."""
+    timeout: float = DEFAULT_DNS_TIMEOUT
+    """The longest wait for one lookup, all nameservers included; the run deadline still applies."""
+
+
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     """Certificate verification for one server; verification is on unless switched off."""
@@ -154,6 +168,8 @@ class ProbeSpec:
     that misses one ends ``auth_failed`` at stage ``verify``."""
     verify_dkim: bool = False
     """Also verify the arrived message's DKIM signature ourselves (dkimpy)."""
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    """Where our own DKIM check looks up keys."""
     bounce_mailbox: Mailbox | None = None
     """The envelope sender's mailbox, watched for delivery status
     notifications about the run: a ``failed`` one ends the run ``bounced``."""

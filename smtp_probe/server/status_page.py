@@ -53,10 +53,10 @@ class Tone(enum.StrEnum):
 
 
 def tone(outcome: Outcome) -> Tone:
-    """Delivered or sent is green, junk and throttled amber, every failure red."""
+    """Delivered or sent is green, junk, throttled and auth_failed amber, every failure red."""
     if outcome in (Outcome.DELIVERED, Outcome.SENT):
         return Tone.OK
-    if outcome in (Outcome.JUNK, Outcome.THROTTLED):
+    if outcome in (Outcome.JUNK, Outcome.THROTTLED, Outcome.AUTH_FAILED):
         return Tone.WARN
     return Tone.BAD
 

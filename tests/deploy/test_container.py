@@ -139,6 +139,10 @@ def base_image(timings: dict[str, float]) -> Iterator[str]:
         podman("rmi", "--force", "--ignore", tag, check=False)
 
 
+SOURCE_ONLY = ("authres", "dkimpy")
+"""Dependencies published as sdists only (pure Python; the Dockerfile names them too)."""
+
+
 def wheelhouse_for(base: str, where: Path) -> Path:
     """Binary wheels of the dependencies and the build backend, for ``base``'s Python."""
     version = podman(
@@ -147,13 +151,23 @@ def wheelhouse_for(base: str, where: Path) -> Path:
     ).stdout.strip()  # fmt: skip
     assert re.fullmatch(r"3\.\d+", version), version
     requirements = [*PROJECT["build-system"]["requires"], *PROJECT["project"]["dependencies"]]
+    # wheel: pip builds a source-only package without a pyproject.toml with it.
+    binary = [r for r in requirements if not r.startswith(SOURCE_ONLY)] + ["wheel"]
+    source = [r for r in requirements if r.startswith(SOURCE_ONLY)]
     done = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
          "--only-binary=:all:", f"--python-version={version}", "--dest", str(where),
-         *requirements],
+         *binary],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"pip download for Python {version}:\n{done.stderr[-3000:]}"
+    # Pure Python, source only: the image's build stage builds their wheels.
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+         "--no-deps", "--no-binary=:all:", "--dest", str(where), *source],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"pip download of {source}:\n{done.stderr[-3000:]}"
     return where
 
 

@@ -33,6 +33,10 @@ HEAVY_MODULES: Final = (
     "google.oauth2",
     "authlib",
     "requests",
+    # Verdicts: loaded when an arrived message is read or its DKIM checked.
+    "authres",
+    "dkim",
+    "dns",
 )
 """What an SMTP-only check with flags never needs (each also names its submodules)."""
 

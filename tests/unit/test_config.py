@@ -65,13 +65,16 @@ SECRETS = (
 )
 
 _ALLOWED_TOP = (
-    "defaults, token_secret_file, oauth_clients, smtp_servers, mailboxes, probes, routes, server"
+    "defaults, token_secret_file, oauth_clients, smtp_servers, mailboxes, probes, routes, server, "
+    "dns"
 )
 _ALLOWED_SMTP = (
     "provider, host, port, tls, verify, ca_file, username, password, password_file, oauth, "
     "helo, timeout"
 )
-_ALLOWED_PROBE = "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector"
+_ALLOWED_PROBE = (
+    "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim"
+)
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 _PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
@@ -160,6 +163,22 @@ BAD_CONFIGS: dict[str, list[str]] = {
     ],
     "section_wrong_type": ["{file}:3:3: smtp_servers: expected a mapping, got a list"],
     "duplicate_key": ["{file}:17:5: probes[0].from: duplicate key"],
+    "expect_auth_bad": [
+        "{file}:19:38: probes[0].expect_auth.dmark: unknown method (did you mean 'dmarc'?); "
+        "expected one of spf, dkim, dmarc, arc",
+        "{file}:19:56: probes[0].expect_auth.spf[1]: expected one of none, neutral, "
+        "pass, fail, softfail, temperror, permerror, policy for spf",
+    ],
+    "expect_auth_without_authserv_id": [
+        "{file}:18:18: probes[0].expect_auth: expect_auth needs mailboxes.inbox.authserv_id: "
+        "only the receiver's Authentication-Results headers are believed"
+    ],
+    "dns_bad_nameserver": [
+        "{file}:3:35: dns.nameservers[1]: 'resolver.example' is not an IP address: "
+        "a nameserver is IP, IP:PORT or [IPV6]:PORT",
+        "{file}:3:55: dns.nameservers[2]: outside the port range 1-65535: "
+        "a nameserver is IP, IP:PORT or [IPV6]:PORT",
+    ],
     "probes_missing": ["{file}:2:1: probes: required key is missing"],
     "probes_not_a_list": ["{file}:13:3: probes: expected a list of probes, got a mapping"],
     "probes_empty": ["{file}:12:9: probes: no probes are configured; add at least one"],
@@ -1495,14 +1514,20 @@ def test_example_config_states_every_key() -> None:
         "client_secret_file", "certificate_file", "private_key_file", "scope", "authority",
         "service_account_file", "subject", "token_uri", "token_url", "grant", "refresh_token",
         "refresh_token_file", "token_command", "lifetime", "oauth", "cleanup", "reflector",
-        "routes", "senders",
+        "routes", "senders", "authserv_id", "expect_auth", "verify_dkim", "dns", "nameservers",
     }  # fmt: skip
     missing = {key for key in keys if f"{key}:" not in example}
     assert missing == set()
 
 
 # The example's commented-out blocks for OAuth, presets, reflector and routes, by first line.
-EXAMPLE_BLOCKS = ("# oauth_clients:", "  # m365:", "  # - name: via-partner-autoreply", "# routes:")
+EXAMPLE_BLOCKS = (
+    "# oauth_clients:",
+    "  # m365:",
+    "  # - name: via-partner-autoreply",
+    "# routes:",
+    "# dns:",
+)
 
 
 def uncomment(text: str, first_lines: tuple[str, ...]) -> str:
@@ -1578,6 +1603,10 @@ def test_example_config_with_its_oauth_preset_reflector_and_route_examples_uncom
     reflector = config.probe("via-partner-autoreply")
     assert reflector is not None
     assert reflector.spec.reflector
+    inbound = config.probe("mx-to-inbox")
+    assert inbound is not None
+    assert inbound.spec.dns.nameservers == (("192.0.2.53", 53), ("2001:db8::53", 53))
+    assert ("dkim", "pass") in inbound.spec.expect_auth
     schema = json.loads((REPO / "config" / "smtp-probe.schema.json").read_text())
     problems = list(jsonschema.Draft202012Validator(schema).iter_errors(yaml.safe_load(text)))
     assert problems == []
@@ -1891,3 +1920,29 @@ def test_what_each_kind_of_oauth_client_needs(
         "probes: [{name: p, smtp: s, from: a@b.c, to: d@e.f}]\n"
     )
     assert _errors(text) == [error.format(cwd=tmp_path) for error in errors]
+
+
+def test_verdict_keys_reach_the_probe_spec() -> None:
+    text = (
+        "dns:\n  nameservers: ['127.0.0.1:5353', '::1', '[::1]:54']\n  timeout: 2s\n"
+        + BASE.replace(
+            "host: imap.example.net", "host: imap.example.net\n    authserv_id: MX.example.net"
+        )
+        + "    expect_auth: {dkim: pass, spf: [pass, neutral]}\n    verify_dkim: true\n"
+    )
+    spec = parse_config(text, environ=ENVIRON).probes[0].spec
+    assert spec.expect_auth == (("dkim", "pass"), ("spf", "pass"), ("spf", "neutral"))
+    assert spec.verify_dkim is True
+    assert spec.dns.nameservers == (("127.0.0.1", 5353), ("::1", 53), ("::1", 54))
+    assert spec.dns.timeout == 2.0
+    assert spec.mailbox is not None
+    assert spec.mailbox.authserv_id == "MX.example.net"
+
+
+def test_without_verdict_keys_nothing_is_expected_and_the_system_resolver_is_used() -> None:
+    spec = parse_config(BASE, environ=ENVIRON).probes[0].spec
+    assert spec.expect_auth == ()
+    assert spec.verify_dkim is False
+    assert spec.dns.nameservers == ()
+    assert spec.mailbox is not None
+    assert spec.mailbox.authserv_id is None

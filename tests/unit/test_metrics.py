@@ -413,6 +413,9 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_hops": "gauge",  # issue 9, README's table
     "smtp_probe_hop_delay_seconds": "gauge",  # issue 9, README's table
     "smtp_probe_hop_info": "gauge",  # issue 9, README's table
+    "smtp_probe_auth_result": "gauge",  # issue 9, README's table
+    "smtp_probe_spam_score": "gauge",  # issue 9, README's table
+    "smtp_probe_spam_threshold": "gauge",  # issue 9, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",

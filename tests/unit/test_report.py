@@ -68,6 +68,11 @@ def test_throttled_by_the_server_is_warning_not_critical() -> None:
     assert exit_code(failed(Outcome.THROTTLED)) is ExitCode.WARNING
 
 
+def test_delivered_without_the_required_authentication_is_warning_not_critical() -> None:
+    """The message arrived; the receiver distrusts it: fix it, but nobody is woken."""
+    assert exit_code(failed(Outcome.AUTH_FAILED)) is ExitCode.WARNING
+
+
 def test_sent_without_a_delivery_check_is_ok() -> None:
     assert exit_code(make_result(Outcome.SENT)) == 0
 
@@ -303,6 +308,7 @@ def test_json_imap_holds_the_arrival_and_is_null_without_one() -> None:
         ],
         "deleted": False,
         "tls": None,
+        "verdicts": None,
     }  # fmt: skip
     assert sent["imap"] is None
 

@@ -124,6 +124,7 @@ def test_every_shipped_config_is_valid_by_the_schema() -> None:
         "preset_unknown",
         "cleanup_unknown",
         "reflector_without_mailbox",
+        "expect_auth_bad",
         "route_incomplete",
         "routes_empty",
     ],
