@@ -41,7 +41,7 @@ PROBES = [
 @pytest.fixture
 def matrix(stack: MailStack, oauth_server: OAuthServer, tmp_path: Path) -> OAuthConfig:
     config = OAuthConfig(stack, oauth_server, tmp_path)
-    config.doc["defaults"] = {"interval": "2s", "timeout": "1800ms", "jitter": "200ms"}
+    config.doc["defaults"] = {"interval": "4s", "timeout": "3900ms", "jitter": "200ms"}
     config.smtp("password")
     config.smtp("oauth", oauth=config.microsoft_secret("m365", SENDER))
     config.mailbox("sink")
