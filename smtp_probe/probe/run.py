@@ -198,6 +198,7 @@ async def _send(run: _Run) -> None:
             transcript=run.transcript,
             deadline=run.deadline,
             token=run.smtp_token,
+            envid=run.token.run_id,
         )
     except SmtpSendError as exc:
         run.smtp = exc.report
