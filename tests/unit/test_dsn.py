@@ -51,7 +51,8 @@ def test_real_postfix_failed_report() -> None:
     assert parsed.worst is rcpt
     assert parsed.token is not None
     token = TokenSigner(KEY).verify("e2e", parsed.token)
-    assert token is not None and token.run_id == parsed.envelope_id
+    assert token is not None
+    assert token.run_id == parsed.envelope_id
 
 
 def test_real_postfix_delayed_report() -> None:
@@ -59,7 +60,8 @@ def test_real_postfix_delayed_report() -> None:
 
     [rcpt] = parsed.recipients
     assert (rcpt.action, rcpt.status, rcpt.remote_mta) == ("delayed", "4.4.1", None)
-    assert rcpt.diagnostic is not None and "Connection refused" in rcpt.diagnostic
+    assert rcpt.diagnostic is not None
+    assert "Connection refused" in rcpt.diagnostic
     assert parsed.token is not None
     assert TokenSigner(KEY).verify("e2e", parsed.token) is not None
 
@@ -72,7 +74,8 @@ def test_exchange_shape_three_digit_status_and_rfc822_headers() -> None:
     assert parsed.reporting_mta == "AM9PR01MB1234.eurprd01.prod.outlook.com"
     [rcpt] = parsed.recipients
     assert (rcpt.action, rcpt.status, rcpt.recipient) == ("failed", "5.1.10", "nobody@contoso.com")
-    assert rcpt.diagnostic is not None and rcpt.diagnostic.startswith("smtp;550 5.1.10 RESOLVER")
+    assert rcpt.diagnostic is not None
+    assert rcpt.diagnostic.startswith("smtp;550 5.1.10 RESOLVER")
     assert parsed.token == str(token)
 
 
@@ -83,7 +86,8 @@ def test_gmail_shape_returned_whole_message() -> None:
     assert parsed.envelope_id is None
     [rcpt] = parsed.recipients
     assert (rcpt.action, rcpt.status) == ("failed", "5.1.1")
-    assert rcpt.remote_mta is not None and rcpt.remote_mta.startswith("mx.example.org.")
+    assert rcpt.remote_mta is not None
+    assert rcpt.remote_mta.startswith("mx.example.org.")
     assert parsed.token == str(token)
 
 
@@ -159,7 +163,8 @@ def test_garbled_fields_are_left_empty() -> None:
 
     [rcpt] = parsed.recipients
     assert (rcpt.action, rcpt.status, rcpt.recipient) == ("", "", None)
-    assert rcpt.diagnostic is not None and len(rcpt.diagnostic) == 500
+    assert rcpt.diagnostic is not None
+    assert len(rcpt.diagnostic) == 500
     assert parsed.token is None
     assert parsed.worst is rcpt
 
