@@ -41,7 +41,7 @@ from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
-from smtp_probe.probe.result import SMTP_STAGES, Outcome, RunResult, Stage
+from smtp_probe.probe.result import SMTP_STAGES, Bounce, Outcome, RunResult, Stage
 
 DELIVERY_BUCKETS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
@@ -151,10 +151,25 @@ TLS_INFO = _Family(
     "Always 1; the version and cipher labels say which TLS each leg (smtp, imap) spoke in the "
     "last scheduled run that had TLS on that leg",
 )
+BOUNCES = _Family(
+    "smtp_probe_bounces",
+    "counter",
+    "Delivery status notifications (RFC 3464) about this probe's messages read off its "
+    "bounce_mailbox, by action (failed, delayed...) and status class (4, 5); late ones included",
+)
+BOUNCE_ACTIONS: Final = ("failed", "delayed")
+BOUNCE_CLASSES: Final = ("4", "5")
+"""The bounce series every probe has from the start (others appear when seen)."""
+LAST_BOUNCE = _Family(
+    "smtp_probe_last_bounce_status_info",
+    "gauge",
+    "Always 1; the status label is the enhanced status code (e.g. 5.1.1) of the last delivery "
+    "status notification about this probe; no series before the first",
+)
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
-    TLS_INFO,
+    TLS_INFO, BOUNCES, LAST_BOUNCE,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -218,6 +233,18 @@ class _Probe:
     """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
     tls: dict[str, tuple[float, str, str]] = field(default_factory=dict)
     """Per leg (``smtp``, ``imap``) seen with TLS: certificate expiry, version, cipher."""
+    bounces: dict[tuple[str, str], float] = field(
+        default_factory=lambda: {(a, c): 0.0 for a in BOUNCE_ACTIONS for c in BOUNCE_CLASSES}
+    )
+    """Reports seen per (action, status class)."""
+    last_bounce: str | None = None
+    """The status of the last report seen."""
+
+    def bounced(self, bounce: Bounce) -> None:
+        """Count one delivery status notification."""
+        key = (bounce.action, bounce.status_class)
+        self.bounces[key] = self.bounces.get(key, 0.0) + 1
+        self.last_bounce = bounce.status
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -361,6 +388,8 @@ class Metrics:
                     facts.version or "unknown",
                     facts.cipher or "unknown",
                 )
+        for bounce in result.bounces:
+            state.bounced(bounce)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -386,6 +415,14 @@ class Metrics:
         if state is not None:
             state.late += 1
             self._text[probe][LATE] = _lines(LATE, probe, state)
+
+    def late_bounce(self, probe: str, bounce: Bounce) -> None:
+        """Count a delivery status notification that came after its run ended."""
+        state = self._probes.get(probe)
+        if state is not None:
+            state.bounced(bounce)
+            self._text[probe][BOUNCES] = _lines(BOUNCES, probe, state)
+            self._text[probe][LAST_BOUNCE] = _lines(LAST_BOUNCE, probe, state)
 
     def reloaded(self, *, ok: bool, at: float) -> None:
         """Record the result of a configuration (re)load."""
@@ -507,12 +544,18 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     for leg, (expiry, version, cipher) in sorted(state.tls.items()):
         yield TLS_EXPIRY, [probe, leg], expiry
         yield TLS_INFO, [probe, leg, version, cipher], 1.0
+    for (action, status_class), count in sorted(state.bounces.items()):
+        yield BOUNCES, [probe, action, status_class], count
+    if state.last_bounce is not None:
+        yield LAST_BOUNCE, [probe, state.last_bounce], 1.0
 
 
 _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcome"),
                        STAGE_DURATION: ("probe", "stage"),
                        REFLECTOR_LEG: ("probe", "leg"), TLS_EXPIRY: ("probe", "leg"),
-                       TLS_INFO: ("probe", "leg", "version", "cipher")}  # fmt: skip
+                       TLS_INFO: ("probe", "leg", "version", "cipher"),
+                       BOUNCES: ("probe", "action", "status_class"),
+                       LAST_BOUNCE: ("probe", "status")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

@@ -45,8 +45,14 @@ from smtp_probe.probe.tls import client_context, describe_facts, describe_verify
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
 _FETCH_HEADERS: Final = (
-    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE)]"
+    f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE "
+    "MESSAGE-ID)]"
 )
+REPORT_FETCH_BYTES: Final = 256 * 1024
+"""How much of a delivery report is fetched: the status part comes before the
+returned message, and ``RET=HDRS`` returns only headers; a huge returned
+message must not be read whole."""
+_FETCH_REPORT: Final = f"BODY.PEEK[]<0.{REPORT_FETCH_BYTES}>"
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -98,6 +104,8 @@ class FetchedMessage:
     """The ``Date:`` header, if it parses: when the message was written."""
     content_type: str = ""
     """The top-level media type in lower case (``multipart/report`` is a DSN), or ``""``."""
+    message_id: str = ""
+    """The ``Message-ID`` as written (a DSN's copy in ``\\Trash`` is found by it)."""
 
 
 class ImapSession:
@@ -438,6 +446,43 @@ class ImapSession:
         # "N:*" matches the highest UID even when it is below N (RFC 3501).
         return sorted(uid for uid in found if uid >= from_uid)
 
+    def search_report_uids(self, from_uid: int) -> list[int]:
+        """UIDs from ``from_uid`` on of messages whose Content-Type says ``report``, ascending.
+
+        Delivery status notifications (``multipart/report``) carry our token
+        only inside, in the returned headers: the server finds the candidates,
+        :meth:`fetch_reports` brings them for parsing.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            found = self._client.search(
+                ["UID", f"{from_uid}:*", "HEADER", "Content-Type", "report"]
+            )
+        return sorted(uid for uid in found if uid >= from_uid)
+
+    def fetch_reports(self, uids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The first :data:`REPORT_FETCH_BYTES` of each of ``uids`` (``BODY.PEEK``: not marked seen).
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            fetched = self._client.fetch(list(uids), [_FETCH_REPORT])
+        out = []
+        for uid in sorted(fetched):
+            body = next(
+                (
+                    v
+                    for k, v in fetched[uid].items()
+                    if k.startswith(b"BODY[]") and isinstance(v, bytes)
+                ),
+                b"",
+            )
+            out.append((uid, body))
+        return out
+
     def fetch_probe_headers(self, uids: Sequence[int]) -> list[FetchedMessage]:
         """The probe header, ``Received`` chain and INTERNALDATE of ``uids``, by UID.
 
@@ -461,6 +506,7 @@ class ImapSession:
                     subject=decode_subject(str(headers.get("Subject", ""))),
                     date=header_date(str(headers.get("Date", ""))),
                     content_type=headers.get_content_type() if "Content-Type" in headers else "",
+                    message_id=" ".join(str(headers.get("Message-ID", "")).split()),
                 )
             )
         return messages

@@ -1,0 +1,211 @@
+"""Bounces against real Postfix + Dovecot: a real DSN ends the run ``bounced`` within seconds.
+
+The MailStack's ``BOUNCE`` recipient is accepted with ``250`` and then
+refused by Dovecot's LMTP, so Postfix sends a real RFC 3464 report to the
+envelope sender, probe@example.test, whose mailbox is the probe's
+``bounce_mailbox`` here. The sender's mailbox also holds bystanders the
+probe must never touch: an ordinary message and a real Postfix report
+about somebody else's message (a token signed with another key).
+
+The delayed case needs Postfix's ``delay_warning_time``: set on the shared
+stack it would send delay reports for every other test's ``OUTAGE`` mail,
+so it runs on a private MailStack of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import imaplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import Outcome, RunResult, Stage
+from smtp_probe.probe.run import run_probe
+from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.report import as_dict
+from smtp_probe.secret import Secret
+from smtp_probe.watchers import WatcherPool
+from tests.support.mailstack import BOUNCE, OUTAGE, MailStack
+from tests.support.routes import SENDER, mailbox, probe, smtp_server
+
+STRANGER_DSN = (Path(__file__).parent.parent / "unit" / "dsn" / "postfix-failed.eml").read_bytes()
+"""A real Postfix report whose returned token was signed with a key that is not ours."""
+BYSTANDER = (
+    f"From: someone@example.test\r\nTo: {SENDER}\r\nSubject: the sender's own mail\r\n"
+    "Message-ID: <bounce-bystander@example.test>\r\n\r\nhello\r\n"
+).encode()
+
+
+def sender_box(stack: MailStack) -> Mailbox:
+    """The envelope sender's mailbox (probe@example.test), where its bounces land."""
+    return mailbox(stack, username=SENDER, password=Secret(stack.users[SENDER]))
+
+
+def run(spec: ProbeSpec, signer: TokenSigner | None = None) -> RunResult:
+    return asyncio.run(run_probe(spec, signer=signer or TokenSigner()))
+
+
+def reports_about(stack: MailStack, result: RunResult) -> list[bytes]:
+    """Messages in the sender's INBOX that quote ``result``'s run id."""
+    return [raw for raw in stack.maildir_messages(SENDER) if result.run_id.encode() in raw]
+
+
+def bystanders(stack: MailStack) -> list[bytes]:
+    return [
+        raw
+        for raw in stack.maildir_messages(SENDER)
+        if b"<bounce-bystander@example.test>" in raw or raw.endswith(STRANGER_DSN[-200:])
+    ]
+
+
+def delete_matching(stack: MailStack, user: str, needle: str) -> None:
+    """Remove ``user``'s INBOX messages containing ``needle`` (test clean-up, plain imaplib)."""
+    with imaplib.IMAP4_SSL(stack.host, stack.imaps_port, ssl_context=stack.ssl_context()) as imap:
+        imap.login(user, stack.users[user])
+        imap.select("INBOX")
+        _, data = imap.uid("SEARCH", "TEXT", f'"{needle}"')
+        for uid in data[0].split():
+            imap.uid("STORE", uid, "+FLAGS.SILENT", "(\\Deleted)")
+        imap.expunge()
+        imap.logout()
+
+
+@pytest.fixture
+def sender_planted(mailstack: MailStack) -> Iterator[MailStack]:
+    """The sender's INBOX with two bystanders; checked untouched afterwards, then removed."""
+    mailstack.append(SENDER, "INBOX", BYSTANDER)
+    mailstack.append(SENDER, "INBOX", STRANGER_DSN)
+    assert len(bystanders(mailstack)) == 2
+    try:
+        yield mailstack
+        assert len(bystanders(mailstack)) == 2, "a message not ours was touched"
+    finally:
+        delete_matching(mailstack, SENDER, "bounce-bystander@example.test")
+        delete_matching(mailstack, SENDER, "d4b453fc6918b49e")
+
+
+def test_a_real_postfix_bounce_ends_the_run_bounced_within_seconds(
+    stack: MailStack, sender_planted: MailStack
+) -> None:
+    spec = probe(stack, smtp=smtp_server(stack, "mx"), to=BOUNCE, timeout=30.0)
+    spec = _with_bounces(spec, sender_box(stack))
+    started = time.monotonic()
+    result = run(spec)
+    elapsed = time.monotonic() - started
+
+    assert result.outcome is Outcome.BOUNCED, result.error
+    assert result.stage is Stage.DELIVERY
+    assert not result.success
+    assert elapsed < 10.0, "a bounce must end the run long before its 30 s deadline"
+    [bounce] = result.bounces
+    assert (bounce.action, bounce.status, bounce.status_class) == ("failed", "5.1.1", "5")
+    assert bounce.recipient == BOUNCE
+    assert bounce.remote_mta == "mx.example.test"
+    assert bounce.reporting_mta == "mx.example.test"
+    assert bounce.diagnostic is not None
+    assert "User doesn't exist" in bounce.diagnostic
+    assert result.error.startswith(f"bounced: 5.1.1 <{BOUNCE}> (remote mta: mx.example.test; ")
+    text = "\n".join(result.transcript.render())
+    assert f"RET=HDRS ENVID={result.run_id}" in text
+    assert "NOTIFY=FAILURE,DELAY" in text
+    assert "delivery status notification about this run (token signature verified)" in text
+    assert reports_about(stack, result) == [], "the report about our run was not deleted"
+    data = as_dict(result)
+    assert data["outcome"] == "bounced"
+    assert data["bounces"][0]["status"] == "5.1.1"
+
+
+def test_the_bounce_mailbox_may_be_the_delivery_mailbox(
+    stack: MailStack, sender_planted: MailStack
+) -> None:
+    box = sender_box(stack)
+    spec = _with_bounces(
+        probe(stack, smtp=smtp_server(stack, "mx"), to=BOUNCE, box=box, timeout=30.0), box
+    )
+    result = run(spec)
+
+    assert result.outcome is Outcome.BOUNCED, result.error
+    assert [b.status for b in result.bounces] == ["5.1.1"]
+    assert reports_about(stack, result) == []
+
+
+def test_without_a_bounce_mailbox_the_run_times_out_and_the_report_stays(
+    stack: MailStack,
+) -> None:
+    result = run(probe(stack, smtp=smtp_server(stack, "mx"), to=BOUNCE, timeout=3.0))
+    try:
+        assert result.outcome is Outcome.NOT_DELIVERED
+        assert result.bounces == ()
+        # Nobody watches the sender's mailbox: Postfix's report waits there, untouched.
+        deadline = time.monotonic() + 10
+        while not reports_about(stack, result) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(reports_about(stack, result)) == 1
+    finally:
+        delete_matching(stack, SENDER, result.run_id)
+
+
+def test_the_daemon_pool_deletes_a_late_report_and_counts_it(
+    stack: MailStack, sender_planted: MailStack
+) -> None:
+    late: list[tuple[str, str]] = []
+
+    async def scenario() -> RunResult:
+        pool = WatcherPool(None, on_late_bounce=lambda p, b: late.append((p, b.status)))
+        box = sender_box(stack)
+        spec = _with_bounces(
+            probe(stack, smtp=smtp_server(stack, "mx"), to=BOUNCE, timeout=0.2), box
+        )
+        await pool.sync([spec], key=None)
+        try:
+            async with pool.use(spec.mailbox) as watcher, pool.use(box) as bounces:
+                assert watcher is not None
+                assert bounces is not None
+                result = await run_probe(
+                    spec, signer=pool.signer, watcher=watcher, bounce_watcher=bounces
+                )
+            deadline = time.monotonic() + 10
+            while not late and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return result
+        finally:
+            await pool.close()
+
+    result = asyncio.run(scenario())
+
+    assert result.outcome in (Outcome.NOT_DELIVERED, Outcome.BOUNCED)
+    if result.outcome is Outcome.NOT_DELIVERED:
+        assert late == [("e2e", "5.1.1")]
+    assert reports_about(stack, result) == []
+
+
+def test_a_delayed_report_is_noted_and_the_run_waits_on(tmp_path: Path) -> None:
+    with MailStack() as private:
+        private.postconf("delay_warning_time=1s")
+        private.append(SENDER, "INBOX", BYSTANDER)
+        box = sender_box(private)
+        spec = _with_bounces(
+            probe(private, smtp=smtp_server(private, "mx"), to=OUTAGE, timeout=6.0), box
+        )
+        result = run(spec)
+
+        assert result.outcome is Outcome.NOT_DELIVERED, result.error
+        assert result.stage is Stage.DELIVERY
+        assert [(b.action, b.status) for b in result.bounces] == [("delayed", "4.4.1")]
+        text = "\n".join(result.transcript.render())
+        assert "delayed 4.4.1 <outage@example.test>" in text
+        assert "still waiting for the message" in text
+        assert reports_about(private, result) == []
+        assert any(
+            b"<bounce-bystander@example.test>" in raw for raw in private.maildir_messages(SENDER)
+        )
+
+
+def _with_bounces(spec: ProbeSpec, box: Mailbox) -> ProbeSpec:
+    from dataclasses import replace
+
+    return replace(spec, bounce_mailbox=box)
