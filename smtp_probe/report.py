@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from smtp_probe.probe.result import Outcome, RunResult, TlsFacts
+from smtp_probe.probe.result import Bounce, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 
 
@@ -39,7 +39,8 @@ def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> Exi
     """OK when delivered (or sent, SMTP-only); WARNING when slow, in junk or throttled; else CRITICAL.
 
     Throttling is a server asking us to slow down for now, not a broken
-    route: a warning, like a slow delivery.
+    route: a warning, like a slow delivery. ``bounced`` (a failed delivery
+    status notification came back) is CRITICAL, like ``not_delivered``.
     """
     if result.outcome in (Outcome.JUNK, Outcome.THROTTLED):
         return ExitCode.WARNING
@@ -114,6 +115,15 @@ def _details(result: RunResult) -> list[str]:
         if arrival.received:
             out.append("Received (newest first):")
             out.extend(f"  {header}" for header in arrival.received)
+    if result.bounces:
+        out.append("delivery status notifications:")
+        out.extend(
+            f"  {bounce.action} {bounce.status} "
+            f"recipient={bounce.recipient or '?'} remote-mta={bounce.remote_mta or '?'} "
+            f"reporting-mta={bounce.reporting_mta or '?'}"
+            + (f"\n    {bounce.diagnostic}" if bounce.diagnostic else "")
+            for bounce in result.bounces
+        )
     out.append("")
     return out
 
@@ -159,7 +169,21 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "deleted": arrival.deleted,
             "tls": tls_dict(arrival.tls),
         },
+        "bounces": [bounce_dict(bounce) for bounce in result.bounces],
         "transcript": result.transcript.render(),
+    }
+
+
+def bounce_dict(bounce: Bounce) -> dict[str, Any]:
+    """The JSON shape of one delivery status notification (``bounces[]``)."""
+    return {
+        "action": bounce.action,
+        "status": bounce.status,
+        "status_class": bounce.status_class,
+        "recipient": bounce.recipient,
+        "remote_mta": bounce.remote_mta,
+        "diagnostic": bounce.diagnostic,
+        "reporting_mta": bounce.reporting_mta,
     }
 
 
