@@ -131,6 +131,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
     }
     mailboxes = {name: _mailbox(entry, sources) for name, entry in (model.mailboxes or {}).items()}
     probes: list[ScheduledProbe] = []
+    bounce_boxes: list[tuple[str, Mailbox]] = []
 
     def schedule(
         name: str,
@@ -140,6 +141,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         rcpt_to: str,
         times: tuple[float | None, float | None, float | None],
         reflector: bool,
+        bounce_mailbox: str | None = None,
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -157,7 +159,10 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             mailbox=None if mailbox is None else mailboxes[mailbox],
             timeout=fitted.timeout,
             reflector=reflector,
+            bounce_mailbox=None if bounce_mailbox is None else mailboxes[bounce_mailbox],
         )
+        if bounce_mailbox is not None:
+            bounce_boxes.append((bounce_mailbox, mailboxes[bounce_mailbox]))
         probes.append(
             ScheduledProbe(
                 spec, fitted.interval, fitted.jitter, smtp_name=smtp, mailbox_name=mailbox
@@ -173,6 +178,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             probe.rcpt_to,
             (probe.interval, probe.timeout, probe.jitter),
             probe.reflector,
+            probe.bounce_mailbox,
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -187,6 +193,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
                     route.reflector,
                 )
     used = [(p.mailbox_name, mailboxes[p.mailbox_name]) for p in probes if p.mailbox_name]
+    used += bounce_boxes
     for loc, message in references.shared_mailbox_conflicts(used):
         document.problems.add(document.position(loc), loc, message)
     for name, client in clients.items():

@@ -935,6 +935,7 @@ class Probe(Section):
         json_schema_extra={
             "if": {"required": ["reflector"], "properties": {"reflector": {"const": True}}},
             "then": {"required": ["mailbox"]},
+            "dependentRequired": {"bounce_mailbox": ["mailbox"]},
         }
     )
 
@@ -958,12 +959,24 @@ class Probe(Section):
     timeout: Annotated[float | None, DURATION] = Field(None, description=_TIMEOUT_HELP)
     jitter: Annotated[float | None, JITTER] = Field(None, description=_JITTER_HELP)
     reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
+    bounce_mailbox: Annotated[str | None, REFERENCE] = Field(
+        None,
+        description="A name from mailboxes: the envelope sender's (from) mailbox, watched for "
+        "delivery status notifications (RFC 3464) about this probe's messages. A failed one "
+        "ends the run bounced at once; only reports returning the run's signed token are "
+        "believed and deleted. Needs mailbox, and an SMTP server that offers DSN.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """A reflector probe needs the mailbox the reply comes back to."""
+        """A reflector probe needs the mailbox the reply comes back to; so does a bounce watch."""
         if BOOL.read(raw.get("reflector")) and "mailbox" not in raw:
             yield ("reflector",), "a reflector probe needs a mailbox: the reply is seen there"
+        if raw.get("bounce_mailbox") is not None and "mailbox" not in raw:
+            yield (
+                ("bounce_mailbox",),
+                "bounce_mailbox needs mailbox: the run waits for its message or its bounce",
+            )
 
 
 class RouteSender(Section):
