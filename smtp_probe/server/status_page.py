@@ -20,6 +20,7 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
+from smtp_probe.probe.dsn import describe_bounce
 from smtp_probe.probe.result import Outcome, RunResult
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.report import verdict
@@ -112,6 +113,8 @@ class LastRunView:
     at: str
     transcript: tuple[TranscriptLine, ...]
     verdict: str
+    bounce: str = ""
+    """The run's last delivery status notification (``failed 5.1.1 <rcpt> (...)``), or ``""``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +182,9 @@ def _last_run_view(last: RunResult, now: float) -> LastRunView:
             for line in last.transcript.lines
         ),
         verdict=verdict(last),
+        bounce=f"{last.bounces[-1].action} {describe_bounce(last.bounces[-1])}"
+        if last.bounces
+        else "",
     )
 
 
