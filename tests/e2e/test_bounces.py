@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
+from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import Token, TokenSigner, build_message
-from smtp_probe.probe.result import Outcome, RunResult, Stage
+from smtp_probe.probe.result import Bounce, Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import as_dict
 from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
@@ -210,3 +212,52 @@ def test_a_delayed_report_is_noted_and_the_run_waits_on() -> None:
 
 def _with_bounces(spec: ProbeSpec, box: Mailbox) -> ProbeSpec:
     return replace(spec, bounce_mailbox=box)
+
+
+REAL_TOKEN = "1796611893369-d4b453fc6918b49e-876d0ee005fa5061aa8c658ac00d1c3c"  # noqa: S105 - a probe token in a fixture, not a secret
+REAL_RUN_ID = "d4b453fc6918b49e"
+
+
+def report_for(token: str, run_id: str, message_id: str) -> bytes:
+    """The real Postfix report, about the message with ``token`` and envelope id ``run_id``."""
+    return (
+        STRANGER_DSN.replace(REAL_TOKEN.encode(), token.encode())
+        .replace(REAL_RUN_ID.encode(), run_id.encode())
+        .replace(b"<20261207025133.82EDD21207B@mx.example.test>", message_id.encode())
+    )
+
+
+def test_only_a_report_whose_token_verifies_and_whose_envid_agrees_is_believed(
+    stack: MailStack, sender_planted: MailStack
+) -> None:
+    signer = TokenSigner()
+    token = signer.new("e2e")
+    forged = report_for(f"{token.key}-{'0' * 32}", token.run_id, "<forged@example.test>")
+    other_envid = report_for(str(token), "0123456789abcdef", "<other-envid@example.test>")
+    genuine = report_for(str(token), token.run_id, "<genuine@example.test>")
+
+    async def scenario() -> tuple[Transcript, tuple[Bounce, ...]]:
+        watcher = MailboxWatcher(sender_box(stack), signer)
+        transcript = Transcript()
+        await watcher.start(Transcript(), time.monotonic() + 10)
+        try:
+            async with watcher.expecting("e2e", token, transcript, bounces=True) as expected:
+                for raw in (forged, other_envid, genuine):
+                    stack.append(SENDER, "INBOX", raw)
+                arrival = await expected.arrival(time.monotonic() + 10)
+                assert arrival is None
+                return transcript, expected.bounces
+        finally:
+            await watcher.close()
+
+    transcript, bounces = asyncio.run(scenario())
+
+    assert [(b.action, b.status) for b in bounces] == [("failed", "5.1.1")]
+    left = stack.maildir_messages(SENDER)
+    assert any(b"<forged@example.test>" in raw for raw in left)
+    assert any(b"<other-envid@example.test>" in raw for raw in left)
+    assert not any(b"<genuine@example.test>" in raw for raw in left)
+    notes = "\n".join(transcript.render())
+    assert "bad signature; ignored, left untouched" in notes
+    assert "names another envelope id (0123456789abcdef); not believed, left untouched" in notes
+    delete_matching(stack, SENDER, token.run_id)
