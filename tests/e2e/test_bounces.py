@@ -33,6 +33,7 @@ from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import as_dict
 from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
+from tests.support.daemon_proc import config_text, start_daemon, stop_daemon
 from tests.support.mailstack import BOUNCE, OUTAGE, MailStack
 from tests.support.routes import SENDER, mailbox, probe, smtp_server
 
@@ -261,3 +262,43 @@ def test_only_a_report_whose_token_verifies_and_whose_envid_agrees_is_believed(
     assert "bad signature; ignored, left untouched" in notes
     assert "names another envelope id (0123456789abcdef); not believed, left untouched" in notes
     delete_matching(stack, SENDER, token.run_id)
+
+
+def test_the_daemon_reports_a_bounced_route_in_metrics_and_on_the_status_page(
+    stack: MailStack, sender_planted: MailStack, tmp_path: Path
+) -> None:
+    text = config_text(stack, tmp_path, ["submission"]).replace(
+        "mailboxes:\n",
+        f"mailboxes:\n  sender: {{host: 127.0.0.1, port: {stack.imaps_port}, tls: tls, "
+        f"ca_file: {stack.ca_file}, username: {SENDER}, password: '${{SENDER_PASSWORD}}'}}\n",
+    )
+    text += (
+        f"  - {{name: bounced, smtp: mx, mailbox: imaps, bounce_mailbox: sender, "
+        f"from: {SENDER}, to: {BOUNCE}, interval: 3s, timeout: 2900ms}}\n"
+    )
+    daemon = start_daemon(
+        stack, tmp_path, [], config=text, env={"SENDER_PASSWORD": stack.users[SENDER]}
+    )
+    failed = 'smtp_probe_bounces_total{action="failed",probe="bounced",status_class="5"}'
+    try:
+        deadline = time.monotonic() + 30
+        metrics = ""
+        while time.monotonic() < deadline:
+            metrics = daemon.get("/metrics")[1]
+            if f"{failed} 2.0" in metrics:
+                break
+            time.sleep(0.5)
+        assert f"{failed} 2.0" in metrics, metrics
+        assert 'smtp_probe_outcomes_total{outcome="bounced",probe="bounced"} 2.0' in metrics
+        assert 'smtp_probe_last_bounce_status_info{probe="bounced",status="5.1.1"} 1.0' in metrics
+        assert 'smtp_probe_success{probe="submission"} 1.0' in metrics
+        page = daemon.get("/")[1]
+        assert f"DSN: failed 5.1.1 &lt;{BOUNCE}&gt;" in page
+    finally:
+        stop_daemon(daemon)
+    ours = [
+        raw
+        for raw in stack.maildir_messages(SENDER)
+        if b"Undelivered Mail" in raw and REAL_RUN_ID.encode() not in raw
+    ]
+    assert ours == [], "a report about the daemon's runs was left in the bounce mailbox"
