@@ -65,6 +65,8 @@ RECONNECT_MAX: Final = 30.0
 _MAX_EXPIRED: Final = 10_000
 """How many timed-out tokens we remember to recognise their late arrival."""
 _TOP_HEADERS: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_REPORT_BATCH: Final = 16
+"""Reports fetched per FETCH (each up to ``REPORT_FETCH_BYTES``): memory stays bounded."""
 
 
 class Expected:
@@ -749,8 +751,9 @@ class MailboxWatcher:
             for message in session.fetch_probe_headers(uids):
                 self._match(state, message, found_at)
         fresh = sorted(set(reports) - set(uids))
-        if fresh:
-            for uid, raw in session.fetch_reports(fresh):
+        # In batches: a first sweep of a real user's mailbox may find many reports.
+        for first in range(0, len(fresh), _REPORT_BATCH):
+            for uid, raw in session.fetch_reports(fresh[first : first + _REPORT_BATCH]):
                 self._match_report(state, uid, raw, found_at)
 
     def _looks_for_reports(self) -> bool:
