@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import json
 import smtplib
 import time
 from collections.abc import Iterator
@@ -33,9 +34,10 @@ from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import as_dict
 from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
+from tests.support.cli_proc import run_cli
 from tests.support.daemon_proc import config_text, start_daemon, stop_daemon
 from tests.support.mailstack import BOUNCE, OUTAGE, MailStack
-from tests.support.routes import SENDER, mailbox, probe, smtp_server
+from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 STRANGER_DSN = (Path(__file__).parent.parent / "unit" / "dsn" / "postfix-failed.eml").read_bytes()
 """A real Postfix report whose returned token was signed with a key that is not ours."""
@@ -299,3 +301,38 @@ def test_the_daemon_reports_a_bounced_route_in_metrics_and_on_the_status_page(
     # Reports about the daemon's messages return their Subject: "smtp-probe bounced <token>".
     ours = [raw for raw in stack.maildir_messages(SENDER) if b"smtp-probe bounced" in raw]
     assert ours == [], "a report about the daemon's runs was left in the bounce mailbox"
+
+
+def test_check_of_a_bounced_route_is_critical_with_the_dsn_in_its_json(
+    stack: MailStack, sender_planted: MailStack, tmp_path: Path
+) -> None:
+    text = config_text(stack, tmp_path, []).replace(
+        "mailboxes:\n",
+        f"mailboxes:\n  sender: {{host: 127.0.0.1, port: {stack.imaps_port}, tls: tls, "
+        f"ca_file: {stack.ca_file}, username: {SENDER}, password: '${{SENDER_PASSWORD}}'}}\n",
+    )
+    text += (
+        f"  - {{name: bounced, smtp: mx, mailbox: imaps, bounce_mailbox: sender, "
+        f"from: {SENDER}, to: {BOUNCE}, interval: 1m, timeout: 30s}}\n"
+    )
+    (tmp_path / "token").write_text("a-token-secret-of-enough-length\n")
+    (tmp_path / "smtp").write_text(stack.users[SENDER] + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text(text)
+    env = {"SINK_PASSWORD": stack.users[SINK], "SENDER_PASSWORD": stack.users[SENDER]}
+
+    started = time.monotonic()
+    proc = run_cli(
+        "check", "--config", str(config), "--probe", "bounced", "--format", "json", env=env
+    )
+    elapsed = time.monotonic() - started
+
+    assert proc.returncode == 2, proc.stderr
+    assert elapsed < 15, "the bounce, not the 30 s deadline, ends the check"
+    data = json.loads(proc.stdout)
+    assert (data["outcome"], data["stage"], data["exit_code"]) == ("bounced", "delivery", 2)
+    [bounce] = data["bounces"]
+    assert (bounce["action"], bounce["status"], bounce["recipient"]) == ("failed", "5.1.1", BOUNCE)
+    assert data["error"].startswith(f"bounced: 5.1.1 <{BOUNCE}>")
+    assert stack.users[SENDER] not in proc.stdout
+    assert [raw for raw in stack.maildir_messages(SENDER) if data["run_id"].encode() in raw] == []
