@@ -447,19 +447,23 @@ class ImapSession:
         return sorted(uid for uid in found if uid >= from_uid)
 
     def search_report_uids(self, from_uid: int) -> list[int]:
-        """UIDs from ``from_uid`` on of messages whose Content-Type says ``report``, ascending.
+        """UIDs from ``from_uid`` on of messages that may be delivery reports, ascending.
 
         Delivery status notifications (``multipart/report``) carry our token
         only inside, in the returned headers: the server finds the candidates,
-        :meth:`fetch_reports` brings them for parsing.
+        :meth:`fetch_reports` brings them for parsing. A candidate's
+        Content-Type says ``report``, or it comes from ``MAILER-DAEMON`` or
+        ``postmaster`` (the usual senders of reports: Postfix, Gmail,
+        Exchange Online), for servers whose HEADER search skips
+        Content-Type; the parser throws out what is not a report.
 
         Raises:
             ConnectionLost: the server refused or the connection broke.
         """
+        criteria = ["UID", f"{from_uid}:*", "OR", "OR", "HEADER", "Content-Type", "report"]
+        criteria += ["FROM", "MAILER-DAEMON", "FROM", "postmaster"]
         with _lost_on_failure():
-            found = self._client.search(
-                ["UID", f"{from_uid}:*", "HEADER", "Content-Type", "report"]
-            )
+            found = self._client.search(criteria)
         return sorted(uid for uid in found if uid >= from_uid)
 
     def fetch_reports(self, uids: Sequence[int]) -> list[tuple[int, bytes]]:
