@@ -336,3 +336,16 @@ def test_check_of_a_bounced_route_is_critical_with_the_dsn_in_its_json(
     assert data["error"].startswith(f"bounced: 5.1.1 <{BOUNCE}>")
     assert stack.users[SENDER] not in proc.stdout
     assert [raw for raw in stack.maildir_messages(SENDER) if data["run_id"].encode() in raw] == []
+
+
+def test_an_unreachable_bounce_mailbox_costs_the_run_its_bounce_watch_not_its_verdict(
+    stack: MailStack,
+) -> None:
+    refused = replace(sender_box(stack), password=Secret("not-the-password"))
+    result = run(_with_bounces(probe(stack), refused))
+
+    assert result.outcome is Outcome.DELIVERED, result.error
+    text = "\n".join(result.transcript.render())
+    assert "bounce mailbox probe@example.test at 127.0.0.1:" in text
+    assert "delivery status notifications are not watched" in text
+    assert "not-the-password" not in text
