@@ -180,3 +180,18 @@ def test_garbled_fields_are_left_empty() -> None:
 )
 def test_xtext(text: str, encoded: str) -> None:
     assert xtext(text) == encoded
+
+
+def test_a_report_cut_anywhere_or_mangled_never_raises() -> None:
+    """What a partial FETCH (the first 256 KiB) or a broken server hands over."""
+    raw = fixture("postfix-failed.eml")
+    results = [parse_report(raw[:end]) for end in range(0, len(raw), 37)]
+    results += [parse_report(raw.replace(b"\n", b"\r", count)) for count in (1, 50, 500)]
+    results += [parse_report(raw.replace(b"--", b"")), parse_report(raw.replace(b":", b""))]
+
+    assert results[0] is None
+    cut_after_status = raw.index(b"Content-Description: Undelivered Message Headers")
+    parsed = parse_report(raw[:cut_after_status])
+    assert parsed is not None
+    assert [r.status for r in parsed.recipients] == ["5.1.1"]
+    assert parsed.token is None, "no returned headers, no token: nothing to believe"
