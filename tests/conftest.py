@@ -8,6 +8,8 @@ SMTP submission), which Dovecot checks by introspection at the session's
 ``oauth_server`` (:class:`tests.support.oauth_server.OAuthServer`).  A test
 session that never requests them starts no servers.  A missing
 Postfix/Dovecot is an error, never a skip: CI must fail loudly on a broken machine.
+``hopstack``/``hops`` add the multi-hop route of :mod:`tests.support.hopstack`
+(two more Postfix instances, rspamd, Knot DNS) in front of it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support import hopstack as hopstack_support
+from tests.support.hopstack import HopStack
 from tests.support.mailstack import MailStack
 from tests.support.oauth_server import OAuthServer
 from tests.support.routes import left_clean, plant_bystanders
@@ -55,3 +59,25 @@ def stack(mailstack: MailStack, planted: int) -> Iterator[MailStack]:
     """The stack, checked after each test: no probe mail left, bystanders untouched."""
     with left_clean(mailstack, planted):
         yield mailstack
+
+
+@pytest.fixture(scope="session")
+def hopstack(mailstack: MailStack) -> Iterator[HopStack]:
+    """The multi-hop route (submission -> rspamd-filtered inbound -> ``mailstack``), per session.
+
+    Started the first time a test asks for it (after the mail stack), stopped
+    at the end.  Tests use :func:`hops`, which checks each test's clean-up.
+    """
+    hops = HopStack(mailstack)
+    hops.start()
+    try:
+        yield hops
+    finally:
+        hops.stop()
+
+
+@pytest.fixture
+def hops(hopstack: HopStack, planted: int) -> Iterator[HopStack]:
+    """The hop stack, checked after each test (queues drained, no hold, key back, no test mail)."""
+    with hopstack_support.left_clean(hopstack, planted):
+        yield hopstack
