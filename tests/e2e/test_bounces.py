@@ -7,9 +7,8 @@ envelope sender, probe@example.test, whose mailbox is the probe's
 probe must never touch: an ordinary message and a real Postfix report
 about somebody else's message (a token signed with another key).
 
-The delayed case needs Postfix's ``delay_warning_time``: set on the shared
-stack it would send delay reports for every other test's ``OUTAGE`` mail,
-so it runs on a private MailStack of its own.
+The delayed case (and a bounce from a hop after the first) runs on the
+multi-hop route: tests/e2e/test_bounces_hops.py.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from smtp_probe.secret import Secret
 from smtp_probe.watchers import WatcherPool
 from tests.support.cli_proc import run_cli
 from tests.support.daemon_proc import config_text, start_daemon, stop_daemon
-from tests.support.mailstack import BOUNCE, OUTAGE, MailStack
+from tests.support.mailstack import BOUNCE, MailStack
 from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 STRANGER_DSN = (Path(__file__).parent.parent / "unit" / "dsn" / "postfix-failed.eml").read_bytes()
@@ -189,28 +188,6 @@ def test_the_daemon_pool_deletes_a_report_no_run_waits_for_and_counts_it(
 
     assert late == [("e2e", "5.1.1")]
     assert [raw for raw in stack.maildir_messages(SENDER) if token.run_id.encode() in raw] == []
-
-
-def test_a_delayed_report_is_noted_and_the_run_waits_on() -> None:
-    with MailStack() as private:
-        private.postconf("delay_warning_time=1s")
-        private.append(SENDER, "INBOX", BYSTANDER)
-        box = sender_box(private)
-        spec = _with_bounces(
-            probe(private, smtp=smtp_server(private, "mx"), to=OUTAGE, timeout=6.0), box
-        )
-        result = run(spec)
-
-        assert result.outcome is Outcome.NOT_DELIVERED, result.error
-        assert result.stage is Stage.DELIVERY
-        assert [(b.action, b.status) for b in result.bounces] == [("delayed", "4.4.1")]
-        text = "\n".join(result.transcript.render())
-        assert "delayed 4.4.1 <outage@example.test>" in text
-        assert "still waiting for the message" in text
-        assert reports_about(private, result) == []
-        assert any(
-            b"<bounce-bystander@example.test>" in raw for raw in private.maildir_messages(SENDER)
-        )
 
 
 def _with_bounces(spec: ProbeSpec, box: Mailbox) -> ProbeSpec:

@@ -763,16 +763,6 @@ class MailStack:
         """Ask Postfix to retry deferred mail now (``postqueue -f``)."""
         self._run_postfix_cmd("postqueue", "-f")
 
-    def postconf(self, *settings: str) -> None:
-        """Change this Postfix's ``main.cf`` (``postconf -e name=value``) and reload it.
-
-        For a test's own private stack: the shared one must stay as every
-        other test expects it (e.g. ``delay_warning_time=1s`` sends delay
-        reports for every deferred message).
-        """
-        self._run_postfix_cmd("postconf", "-e", *settings)
-        self._run_postfix_cmd("postfix", "reload")
-
     # -------------------------------------------------------------- mailboxes
 
     def maildir_path(self, user: str, folder: str = "INBOX") -> Path:
