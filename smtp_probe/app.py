@@ -103,7 +103,11 @@ class Daemon:
         self.config = config
         self.metrics = Metrics(registry or CollectorRegistry())
         self._load = load
-        self._watchers = WatcherPool(_secret_bytes(config), on_late=self.metrics.late_message)
+        self._watchers = WatcherPool(
+            _secret_bytes(config),
+            on_late=self.metrics.late_message,
+            on_late_bounce=self.metrics.late_bounce,
+        )
         self._history = RunHistory()
         self.scheduler = ProbeScheduler(self._run_scheduled)
         self._on_demand = OnDemandGate()
@@ -188,12 +192,17 @@ class Daemon:
         # Taken together with the watcher (no await in between): after a re-key,
         # a run signs with the key its borrowed watcher verifies with.
         signer = self._watchers.signer
-        async with self._watchers.use(spec.mailbox) as watcher:
+        async with (
+            self._watchers.use(spec.mailbox) as watcher,
+            self._watchers.use(spec.bounce_mailbox) as bounce_watcher,
+        ):
             if scheduled:
                 self.metrics.run_started(spec.name)
             try:
                 with structlog.contextvars.bound_contextvars(probe=spec.name):
-                    return await run_probe(spec, signer=signer, watcher=watcher)
+                    return await run_probe(
+                        spec, signer=signer, watcher=watcher, bounce_watcher=bounce_watcher
+                    )
             finally:
                 if scheduled:
                     self.metrics.run_ended(spec.name)

@@ -43,7 +43,7 @@ from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
-from smtp_probe.probe.result import SMTP_STAGES, Hop, Outcome, RunResult, Stage
+from smtp_probe.probe.result import SMTP_STAGES, Bounce, Hop, Outcome, RunResult, Stage
 from smtp_probe.probe.verdicts import METHODS, metric_result
 
 DELIVERY_BUCKETS: Final = (
@@ -194,10 +194,26 @@ HOP_INFO = _Family(
 )
 MAX_HOPS: Final = 10
 """Hop labels ``0``..``9``: a longer chain is folded into hop 9, keeping the series bounded."""
+BOUNCES = _Family(
+    "smtp_probe_bounces",
+    "counter",
+    "Delivery status notifications (RFC 3464) about this probe's messages read off its "
+    "bounce_mailbox, by action (failed, delayed...) and status class (4, 5); late ones included",
+)
+BOUNCE_ACTIONS: Final = ("failed", "delayed")
+BOUNCE_CLASSES: Final = ("4", "5")
+"""The bounce series every probe has from the start (others appear when seen)."""
+LAST_BOUNCE = _Family(
+    "smtp_probe_last_bounce_status_info",
+    "gauge",
+    "Always 1; the status label is the enhanced status code (e.g. 5.1.1) of the last delivery "
+    "status notification about this probe; no series before the first",
+)
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
     TLS_INFO, HOPS, HOP_DELAY, HOP_INFO, AUTH_RESULT, SPAM_SCORE, SPAM_THRESHOLD,
+    BOUNCES, LAST_BOUNCE,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -268,6 +284,18 @@ class _Probe:
     """Method -> the receiver's result (a bounded label value), from the last arrived message."""
     spam: tuple[float, float | None] | None = None
     """Spam score and threshold from the last arrived message, if it carried a score."""
+    bounces: dict[tuple[str, str], float] = field(
+        default_factory=lambda: {(a, c): 0.0 for a in BOUNCE_ACTIONS for c in BOUNCE_CLASSES}
+    )
+    """Reports seen per (action, status class)."""
+    last_bounce: str | None = None
+    """The status of the last report seen."""
+
+    def bounced(self, bounce: Bounce) -> None:
+        """Count one delivery status notification."""
+        key = (bounce.action, bounce.status_class)
+        self.bounces[key] = self.bounces.get(key, 0.0) + 1
+        self.last_bounce = bounce.status
 
     def cumulative(self) -> list[float]:
         total, out = 0.0, []
@@ -424,6 +452,8 @@ class Metrics:
             )
             score = verdicts.spam_score
             state.spam = None if score is None else (score, verdicts.spam_threshold)
+        for bounce in result.bounces:
+            state.bounced(bounce)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -449,6 +479,14 @@ class Metrics:
         if state is not None:
             state.late += 1
             self._text[probe][LATE] = _lines(LATE, probe, state)
+
+    def late_bounce(self, probe: str, bounce: Bounce) -> None:
+        """Count a delivery status notification that came after its run ended."""
+        state = self._probes.get(probe)
+        if state is not None:
+            state.bounced(bounce)
+            self._text[probe][BOUNCES] = _lines(BOUNCES, probe, state)
+            self._text[probe][LAST_BOUNCE] = _lines(LAST_BOUNCE, probe, state)
 
     def reloaded(self, *, ok: bool, at: float) -> None:
         """Record the result of a configuration (re)load."""
@@ -583,6 +621,10 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
         yield SPAM_SCORE, [probe], score
         if threshold is not None:
             yield SPAM_THRESHOLD, [probe], threshold
+    for (action, status_class), count in sorted(state.bounces.items()):
+        yield BOUNCES, [probe, action, status_class], count
+    if state.last_bounce is not None:
+        yield LAST_BOUNCE, [probe, state.last_bounce], 1.0
 
 
 def fold_hops(hops: tuple[Hop, ...]) -> tuple[tuple[str, str, str, float | None], ...]:
@@ -612,7 +654,10 @@ _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcom
                        TLS_INFO: ("probe", "leg", "version", "cipher"),
                        HOP_DELAY: ("probe", "hop"),
                        HOP_INFO: ("probe", "hop", "by", "with"),
-                       AUTH_RESULT: ("probe", "method", "result")}  # fmt: skip
+                       AUTH_RESULT: ("probe", "method", "result"),
+                       BOUNCES: ("probe", "action", "status_class"),
+                       LAST_BOUNCE: ("probe", "status")}  # fmt: skip
+
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

@@ -12,7 +12,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from smtp_probe.probe.result import AuthVerdict, Hop, Outcome, RunResult, TlsFacts, Verdicts
+from smtp_probe.probe.result import AuthVerdict, Bounce, Hop, Outcome, RunResult, TlsFacts, Verdicts
 from smtp_probe.probe.transcript import Direction
 
 
@@ -41,6 +41,8 @@ def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> Exi
     Throttling is a server asking us to slow down for now, not a broken
     route: a warning, like a slow delivery. A message that arrived without
     the authentication results the probe requires did arrive: a warning too.
+    route: a warning, like a slow delivery. ``bounced`` (a failed delivery
+    status notification came back) is CRITICAL, like ``not_delivered``.
     """
     if result.outcome in (Outcome.JUNK, Outcome.THROTTLED, Outcome.AUTH_FAILED):
         return ExitCode.WARNING
@@ -117,6 +119,15 @@ def _details(result: RunResult) -> list[str]:
             out.extend(f"  {header}" for header in arrival.received)
         if arrival.hops:
             out.extend(hop_table(arrival.hops))
+    if result.bounces:
+        out.append("delivery status notifications:")
+        out.extend(
+            f"  {bounce.action} {bounce.status} "
+            f"recipient={bounce.recipient or '?'} remote-mta={bounce.remote_mta or '?'} "
+            f"reporting-mta={bounce.reporting_mta or '?'}"
+            + (f"\n    {bounce.diagnostic}" if bounce.diagnostic else "")
+            for bounce in result.bounces
+        )
     out.append("")
     return out
 
@@ -215,7 +226,21 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "tls": tls_dict(arrival.tls),
             "verdicts": verdicts_dict(arrival.verdicts),
         },
+        "bounces": [bounce_dict(bounce) for bounce in result.bounces],
         "transcript": result.transcript.render(),
+    }
+
+
+def bounce_dict(bounce: Bounce) -> dict[str, Any]:
+    """The JSON shape of one delivery status notification (``bounces[]``)."""
+    return {
+        "action": bounce.action,
+        "status": bounce.status,
+        "status_class": bounce.status_class,
+        "recipient": bounce.recipient,
+        "remote_mta": bounce.remote_mta,
+        "diagnostic": bounce.diagnostic,
+        "reporting_mta": bounce.reporting_mta,
     }
 
 

@@ -1,5 +1,9 @@
 """The daemon's mailbox watchers: one persistent watcher per mailbox in use, shared by its probes.
 
+A mailbox is in use as a probe's delivery ``mailbox`` or as its
+``bounce_mailbox`` (watched for delivery status notifications); one used
+both ways has one watcher serving both roles.
+
 :meth:`WatcherPool.sync` makes the pool match the configured probes: it
 opens a watcher for each new mailbox, tells kept ones which probes deliver
 to them, and retires the ones no probe uses any more. A run borrows its
@@ -21,6 +25,7 @@ from typing import Final, NamedTuple
 from smtp_probe import log
 from smtp_probe.probe.imap import ImapError, MailboxWatcher
 from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import Bounce
 from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 
@@ -54,16 +59,20 @@ class WatcherPool:
         key: bytes | None,
         *,
         on_late: Callable[[str], None] | None = None,
+        on_late_bounce: Callable[[str, Bounce], None] | None = None,
         start_wait: float = WATCHER_START_WAIT,
     ) -> None:
         """A pool whose watchers verify tokens signed with ``key`` (``None``: a random key).
 
         ``on_late`` is called with the probe name of every late probe message
-        a watcher cleans up.
+        a watcher cleans up; ``on_late_bounce`` with the probe name and the
+        report of every delivery status notification it deletes that no run
+        was waiting for (it came after its run ended).
         """
         self._key = key
         self._signer = TokenSigner(key)
         self._on_late = on_late
+        self._on_late_bounce = on_late_bounce
         self._start_wait = start_wait
         self._active: dict[Mailbox, _Lease] = {}
         self._retired: set[_Lease] = set()
@@ -90,19 +99,25 @@ class WatcherPool:
                 self._retire(mailbox)
         needed: dict[Mailbox, list[str]] = {}
         reflectors: dict[Mailbox, list[str]] = {}
+        bounces: dict[Mailbox, list[str]] = {}
         for spec in probes:
             if spec.mailbox is not None:
                 needed.setdefault(spec.mailbox, []).append(spec.name)
                 if spec.reflector:
                     reflectors.setdefault(spec.mailbox, []).append(spec.name)
+                if spec.bounce_mailbox is not None:
+                    # A bounce mailbox gets a watcher too: the same one if it delivers as well.
+                    needed.setdefault(spec.bounce_mailbox, [])
+                    bounces.setdefault(spec.bounce_mailbox, []).append(spec.name)
         for mailbox in self._active.keys() - needed.keys():
             self._retire(mailbox)
         starting: list[MailboxWatcher] = []
         for mailbox, names in needed.items():
             lease = self._active.get(mailbox)
             replying = reflectors.get(mailbox, [])
+            bouncing = bounces.get(mailbox, [])
             if lease is not None:
-                lease.watcher.set_probe_names(names, reflectors=replying)
+                lease.watcher.set_probe_names(names, reflectors=replying, bounces=bouncing)
                 continue
             watcher = MailboxWatcher(
                 mailbox,
@@ -111,6 +126,8 @@ class WatcherPool:
                 persistent=True,
                 probe_names=names,
                 reflector_probes=replying,
+                bounce_probes=bouncing,
+                on_late_bounce=self._on_late_bounce,
             )
             self._active[mailbox] = _Lease(watcher)
             starting.append(watcher)

@@ -136,6 +136,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         else DnsSettings()
     )
     probes: list[ScheduledProbe] = []
+    bounce_boxes: list[tuple[str, Mailbox]] = []
 
     def schedule(
         name: str,
@@ -146,6 +147,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         times: tuple[float | None, float | None, float | None],
         reflector: bool,
         checks: tuple[tuple[tuple[str, str], ...], bool] = ((), False),
+        bounce_mailbox: str | None = None,
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -166,7 +168,10 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             expect_auth=checks[0],
             verify_dkim=checks[1],
             dns=dns,
+            bounce_mailbox=None if bounce_mailbox is None else mailboxes[bounce_mailbox],
         )
+        if bounce_mailbox is not None:
+            bounce_boxes.append((bounce_mailbox, mailboxes[bounce_mailbox]))
         probes.append(
             ScheduledProbe(
                 spec, fitted.interval, fitted.jitter, smtp_name=smtp, mailbox_name=mailbox
@@ -183,6 +188,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             (probe.interval, probe.timeout, probe.jitter),
             probe.reflector,
             (probe.expect_auth, probe.verify_dkim),
+            probe.bounce_mailbox,
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -197,6 +203,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
                     route.reflector,
                 )
     used = [(p.mailbox_name, mailboxes[p.mailbox_name]) for p in probes if p.mailbox_name]
+    used += bounce_boxes
     for loc, message in references.shared_mailbox_conflicts(used):
         document.problems.add(document.position(loc), loc, message)
     for name, client in clients.items():

@@ -1030,6 +1030,7 @@ class Probe(Section):
         json_schema_extra={
             "if": {"required": ["reflector"], "properties": {"reflector": {"const": True}}},
             "then": {"required": ["mailbox"]},
+            "dependentRequired": {"bounce_mailbox": ["mailbox"]},
         }
     )
 
@@ -1065,16 +1066,28 @@ class Probe(Section):
         description="Also verify the arrived message's DKIM signature ourselves (keys looked "
         "up through dns), shown beside the receiver's verdict. Needs mailbox.",
     )
+    bounce_mailbox: Annotated[str | None, REFERENCE] = Field(
+        None,
+        description="A name from mailboxes: the envelope sender's (from) mailbox, watched for "
+        "delivery status notifications (RFC 3464) about this probe's messages. A failed one "
+        "ends the run bounced at once; only reports returning the run's signed token are "
+        "believed and deleted. Needs mailbox, and an SMTP server that offers DSN.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """A reflector probe, expect_auth and verify_dkim need the mailbox the message lands in."""
+        """A reflector probe needs the mailbox the reply comes back to; so do verdicts and a bounce watch."""
         if BOOL.read(raw.get("reflector")) and "mailbox" not in raw:
             yield ("reflector",), "a reflector probe needs a mailbox: the reply is seen there"
         if "expect_auth" in raw and "mailbox" not in raw:
             yield ("expect_auth",), "expect_auth needs a mailbox: the verdicts are read there"
         if BOOL.read(raw.get("verify_dkim")) and "mailbox" not in raw:
             yield ("verify_dkim",), "verify_dkim needs a mailbox: the message is read there"
+        if raw.get("bounce_mailbox") is not None and "mailbox" not in raw:
+            yield (
+                ("bounce_mailbox",),
+                "bounce_mailbox needs mailbox: the run waits for its message or its bounce",
+            )
 
 
 class RouteSender(Section):

@@ -57,6 +57,7 @@ def check(raw: Mapping[str, object]) -> Iterator[tuple[Loc, str]]:
         for key, defined, what, section in (
             ("smtp", servers, "server", "smtp_servers"),
             ("mailbox", mailboxes, "mailbox", "mailboxes"),
+            ("bounce_mailbox", mailboxes, "mailbox", "mailboxes"),
         ):
             problem = _dangling(probe.get(key), defined, what, section)
             if problem is not None:

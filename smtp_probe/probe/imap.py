@@ -27,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import email.parser
+import email.policy
 import select
 import socket
 import threading
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from smtp_probe.probe.credentials import AccessToken
+from smtp_probe.probe.dsn import DeliveryReport, describe_bounce, parse_report
 from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.imap_session import (
     MAX_MESSAGE_BYTES,
@@ -46,7 +49,7 @@ from smtp_probe.probe.imap_session import (
     ImapSession,
 )
 from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, parse_subject, token_key
-from smtp_probe.probe.result import Arrival, Stage
+from smtp_probe.probe.result import Arrival, Bounce, Stage
 from smtp_probe.probe.spec import Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.probe.verdicts import read_verdicts
@@ -64,6 +67,9 @@ RECONNECT_MAX: Final = 30.0
 """A persistent watcher retries a lost mailbox from 0.5 s, doubling to 30 s."""
 _MAX_EXPIRED: Final = 10_000
 """How many timed-out tokens we remember to recognise their late arrival."""
+_TOP_HEADERS: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+_REPORT_BATCH: Final = 16
+"""Reports fetched per FETCH (each up to ``REPORT_FETCH_BYTES``): memory stays bounded."""
 
 
 class Expected:
@@ -101,13 +107,34 @@ class Expected:
         self._arrived: Arrival | None = None
         self._lost: str | None = None
         self._settled = False
+        self._bounce_lock = threading.Lock()
+        self._bounces: list[Bounce] = []
+
+    @property
+    def bounces(self) -> tuple[Bounce, ...]:
+        """The delivery status notifications about this run found so far, oldest first."""
+        with self._bounce_lock:
+            return tuple(self._bounces)
+
+    @property
+    def failed(self) -> Bounce | None:
+        """The first ``failed`` notification about this run, if one came."""
+        return next((bounce for bounce in self.bounces if bounce.action == "failed"), None)
+
+    def _bounced(self, bounce: Bounce) -> None:
+        """Record ``bounce`` (from a watcher thread); a ``failed`` one wakes :meth:`arrival`."""
+        with self._bounce_lock:
+            self._bounces.append(bounce)
+        if bounce.action == "failed":
+            self._wake()
 
     async def arrival(self, deadline: float) -> Arrival | None:
         """Wait for the message until ``deadline`` (monotonic); call it right after the ``250``.
 
         Fast polling restarts from ``poll_min``. Returns the arrival (already
         deleted from the mailbox, if that worked), or ``None`` when the
-        deadline passed while the mailbox was being watched. A message that
+        deadline passed while the mailbox was being watched, or a ``failed``
+        delivery status notification about the run came first (:attr:`failed`). A message that
         turns up later is a *late* arrival: counted, deleted, never a success.
 
         Raises:
@@ -164,6 +191,8 @@ class MailboxWatcher:
         persistent: bool = False,
         probe_names: Iterable[str] = (),
         reflector_probes: Iterable[str] = (),
+        bounce_probes: Iterable[str] = (),
+        on_late_bounce: Callable[[str, Bounce], None] | None = None,
     ) -> None:
         """Prepare a watcher; nothing connects before :meth:`start`.
 
@@ -175,7 +204,10 @@ class MailboxWatcher:
         probe name of every late arrival or leftover it deletes.
         ``reflector_probes`` (of ``probe_names``) are answered by a
         reflector: their replies are looked for by Subject as well, from
-        the first sweep on.
+        the first sweep on. ``bounce_probes`` have this mailbox as their
+        ``bounce_mailbox``: delivery status notifications whose token
+        verifies for one of them are theirs (and deleted; ``on_late_bounce``
+        is called with the probe and the report of one no run waits for).
         """
         self.mailbox = mailbox
         self._signer = signer
@@ -185,6 +217,14 @@ class MailboxWatcher:
         self._reflector_probes: frozenset[str] = frozenset(reflector_probes)
         self._reflector_seen = False
         """A reflector run registered here: its (late) reply is looked for from then on."""
+        self._bounce_probes: frozenset[str] = frozenset(bounce_probes)
+        self._on_late_bounce = on_late_bounce
+        self._bounce_expectations: dict[str, Expected] = {}
+        """Runs whose delivery status notifications this watcher looks for, by token key."""
+        self._bounce_expired: dict[str, str] = {}
+        """Token key -> probe of runs that ended: their late reports are still ours."""
+        self._bounce_seen = False
+        """A run asked for reports here: they are looked for from then on (late ones too)."""
         # One attribute, so the loop never reads a stage of one failure with
         # the reason of another: None while up, else (stage, reason).
         self._down: tuple[Stage, str] | None = (Stage.IMAP_CONNECT, "not connected yet")
@@ -238,14 +278,23 @@ class MailboxWatcher:
         """The folders whose arrivals count as junk placement."""
         return tuple(state.name for state in self._junk)
 
-    def set_probe_names(self, names: Iterable[str], *, reflectors: Iterable[str] = ()) -> None:
+    def set_probe_names(
+        self,
+        names: Iterable[str],
+        *,
+        reflectors: Iterable[str] = (),
+        bounces: Iterable[str] = (),
+    ) -> None:
         """Say which probes deliver here (and which of them by a reflector's reply).
 
-        Their leftovers can then be recognised and removed.
+        Their leftovers can then be recognised and removed; so can the
+        delivery status notifications of ``bounces``, the probes whose
+        ``bounce_mailbox`` this is.
         """
         with self._lock:
             self._probe_names = frozenset(names)
             self._reflector_probes = frozenset(reflectors)
+            self._bounce_probes = frozenset(bounces)
 
     async def start(
         self, transcript: Transcript, deadline: float, token: AccessToken | None = None
@@ -291,6 +340,7 @@ class MailboxWatcher:
         *,
         reflector: bool = False,
         whole_message: bool = False,
+        bounces: bool = False,
     ) -> AsyncIterator[Expected]:
         """Register a run's token *before* its message is sent; unregister on leaving.
 
@@ -301,7 +351,9 @@ class MailboxWatcher:
         late arrival is recognised, counted and deleted. A ``reflector`` run
         also claims a message whose Subject carries its token (a reply). With
         ``whole_message`` the message itself is fetched before it is deleted
-        (:attr:`Expected.message`).
+        (:attr:`Expected.message`). With ``bounces`` this mailbox is also the
+        run's bounce mailbox: its delivery status notifications are looked for
+        here too (see :meth:`watching_bounces`).
 
         Raises:
             ImapError: the mailbox is unreachable (at the stage of its last
@@ -323,6 +375,9 @@ class MailboxWatcher:
             if down is None:
                 self._expectations[token.key] = expected
                 self._reflector_seen = self._reflector_seen or reflector
+                if bounces:
+                    self._bounce_expectations[token.key] = expected
+                    self._bounce_seen = True
         if down is not None:
             stage, why = down
             reason = f"mailbox unreachable: {why}"
@@ -332,6 +387,46 @@ class MailboxWatcher:
             yield expected
         finally:
             self._settle(expected)
+
+    @contextlib.asynccontextmanager
+    async def watching_bounces(self, expected: Expected) -> AsyncIterator[bool]:
+        """Look for delivery status notifications about ``expected``'s run here, while inside.
+
+        For a run whose bounce mailbox is not its delivery mailbox: the run
+        registers with its delivery watcher (:meth:`expecting`) and with this
+        one. A ``failed`` report found here wakes the run's wait at once.
+        Yields False (and notes it in the run's transcript) when this mailbox
+        is unreachable: the run goes on without bounce watching. Reports that
+        come after the block is left are late: deleted and counted.
+        """
+        key = expected.token.key
+        with self._lock:
+            down = self._down
+            if down is None:
+                self._bounce_expectations[key] = expected
+                self._bounce_seen = True
+        if down is not None:
+            expected.transcript.note(
+                f"bounce mailbox {self.mailbox.username} unreachable ({down[0]}: {down[1]}); "
+                "delivery status notifications are not watched in this run"
+            )
+            yield False
+            return
+        self._wake()
+        try:
+            yield True
+        finally:
+            self._end_bounce_watch(expected)
+
+    def _end_bounce_watch(self, expected: Expected) -> None:
+        """Stop looking for ``expected``'s reports; a later one is late."""
+        key = expected.token.key
+        with self._lock:
+            if self._bounce_expectations.get(key) is expected:
+                del self._bounce_expectations[key]
+                self._bounce_expired[key] = expected.probe
+                while len(self._bounce_expired) > _MAX_EXPIRED:
+                    del self._bounce_expired[next(iter(self._bounce_expired))]
 
     async def close(self, timeout: float = 5.0) -> None:
         """Log out and stop the thread; waits at most ``timeout`` seconds for it."""
@@ -359,6 +454,8 @@ class MailboxWatcher:
         )
         if arrived is not None:
             return arrived
+        if expected.failed is not None:
+            return None
         why = lost if lost is not None else self.down_reason
         if why is not None:
             reason = f"mailbox became unreachable while waiting for the message: {why}"
@@ -372,6 +469,9 @@ class MailboxWatcher:
         with self._lock:
             if self._expectations.get(key) is expected:
                 del self._expectations[key]
+            if self._bounce_expectations.get(key) is expected:
+                del self._bounce_expectations[key]
+                self._bounce_expired[key] = expected.probe
             if expected._arrived is None and not expected._settled:
                 self._expired[key] = expected.probe
                 while len(self._expired) > _MAX_EXPIRED:
@@ -571,7 +671,7 @@ class MailboxWatcher:
 
     def _in_flight(self) -> bool:
         with self._lock:
-            return bool(self._expectations)
+            return bool(self._expectations or self._bounce_expectations)
 
     def _pause(self, seconds: float, *, in_flight: bool) -> bool:
         """Wait up to ``seconds``; return True if the mailbox may have news.
@@ -638,7 +738,7 @@ class MailboxWatcher:
         """One round: ``NOOP`` + ``UID SEARCH`` in the folder, then a look into junk."""
         session = self._live
         with self._lock:
-            for expected in self._expectations.values():
+            for expected in {*self._expectations.values(), *self._bounce_expectations.values()}:
                 expected.polls += 1
         session.noop()
         self._scan(self._folder, seen_at=None)
@@ -656,13 +756,26 @@ class MailboxWatcher:
     def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
         """Find probe messages with UIDs we have not looked at yet and deal with each."""
         session = self._live
-        uids = session.search_probe_uids(state.next_uid, subjects=self._by_subject())
+        start = state.next_uid
+        uids = session.search_probe_uids(start, subjects=self._by_subject())
+        reports = session.search_report_uids(start) if self._looks_for_reports() else []
         found_at = time.monotonic() if seen_at is None else seen_at
-        if not uids:
+        if not uids and not reports:
             return
-        state.next_uid = max(uids) + 1
-        for message in session.fetch_probe_headers(uids):
-            self._match(state, message, found_at)
+        state.next_uid = max([*uids, *reports]) + 1
+        if uids:
+            for message in session.fetch_probe_headers(uids):
+                self._match(state, message, found_at)
+        fresh = sorted(set(reports) - set(uids))
+        # In batches: a first sweep of a real user's mailbox may find many reports.
+        for first in range(0, len(fresh), _REPORT_BATCH):
+            for uid, raw in session.fetch_reports(fresh[first : first + _REPORT_BATCH]):
+                self._match_report(state, uid, raw, found_at)
+
+    def _looks_for_reports(self) -> bool:
+        """Whether delivery status notifications are looked for in this mailbox."""
+        with self._lock:
+            return self._bounce_seen or bool(self._bounce_probes)
 
     def _by_subject(self) -> bool:
         """Whether replies (known by the Subject alone) are looked for here."""
@@ -844,6 +957,138 @@ class MailboxWatcher:
                 search=["HEADER", PROBE_HEADER, token],
                 ours=lambda copy: copy.token == token,
             )
+
+    # ----------------------------------------------------------------- bounces
+
+    def _match_report(self, state: _FolderState, uid: int, raw: bytes, seen_at: float) -> None:
+        """Deal with a possible delivery status notification: ours only if its token verifies.
+
+        Ours means: the token in its returned headers verifies for the run
+        registered for it (or, once the run ended, for the probe it ran
+        for), and its ``Original-Envelope-Id``, if any, is that run's id.
+        Only then is it believed and deleted; anything else, a stranger's
+        report, a forgery, a report without our headers, is never touched.
+        """
+        where = f"UID {uid} in {state.name}"
+        report = parse_report(raw)
+        if report is None or report.token is None:
+            if report is not None and report.envelope_id:
+                expected = self._bounce_by_run_id(report.envelope_id)
+                if expected is not None:
+                    expected.transcript.note(
+                        f"imap: {where} is a delivery status notification naming this run's "
+                        "envelope id, but it returns no headers with our token: "
+                        "not believed, left untouched"
+                    )
+            return
+        token = report.token
+        key = token_key(token)
+        with self._lock:
+            expected = self._bounce_expectations.get(key)
+            probe = expected.probe if expected else self._bounce_expired.get(key)
+            names = self._bounce_probes
+        if probe is None:
+            probe = next((n for n in sorted(names) if self._signer.verify(n, token)), None)
+        if probe is None:
+            return  # another daemon's, or a stranger's
+        verified = self._signer.verify(probe, token)
+        if verified is None:
+            if expected is not None:
+                expected.transcript.note(
+                    f"imap: {where} is a delivery status notification carrying this run's id "
+                    "but a bad signature; ignored, left untouched"
+                )
+            return
+        envid = report.envelope_id
+        if envid is not None and envid.lower() != verified.run_id:
+            if expected is not None:
+                expected.transcript.note(
+                    f"imap: {where} returns this run's token but names another envelope id "
+                    f"({envid}); not believed, left untouched"
+                )
+            return
+        bounce = _bounce(report, seen_at)
+        transcript = expected.transcript if expected is not None else Transcript()
+        if expected is not None:
+            transcript.note(
+                f"imap: {where} is a delivery status notification about this run "
+                f"(token signature verified): {bounce.action} {describe_bounce(bounce)}"
+            )
+        lost: ConnectionLost | None = None
+        try:
+            self._remove_report(state, uid, raw, transcript)
+        except ImapError as exc:
+            transcript.note(f"imap: the report could not be deleted: {exc.reason}")
+        except ConnectionLost as exc:
+            lost = exc
+        with self._lock:
+            owner = expected if self._bounce_expectations.get(key) is expected else None
+            if owner is not None:
+                owner._bounced(bounce)
+        if owner is not None:
+            if bounce.action == "delayed":
+                transcript.note("delivery delayed, not failed: still waiting for the message")
+        elif self._on_late_bounce is not None:
+            self._on_late_bounce(probe, bounce)
+        if lost is not None:
+            raise lost
+
+    def _bounce_by_run_id(self, run_id: str) -> Expected | None:
+        with self._lock:
+            return next(
+                (
+                    expected
+                    for expected in self._bounce_expectations.values()
+                    if expected.token.run_id == run_id.lower()
+                ),
+                None,
+            )
+
+    def _remove_report(
+        self, state: _FolderState, uid: int, raw: bytes, transcript: Transcript
+    ) -> None:
+        r"""Delete our verified report ``uid`` from ``state``'s folder, the way the mailbox wants.
+
+        With ``cleanup: trash`` its copy in ``\Trash`` is found by its
+        ``Message-ID``; a report without one is deleted in place.
+
+        Raises:
+            ImapError: at ``cleanup``: the delete failed.
+            ConnectionLost: the connection broke.
+        """
+        session = self._live
+        if self._cleanup is Cleanup.EXPUNGE:
+            session.delete(uid, transcript)
+            return
+        if not self._trash_looked_up:
+            self._trash, self._trash_looked_up = session.trash_folder(), True
+        trash = self._trash
+        headers = _TOP_HEADERS.parsebytes(raw)
+        message_id = " ".join(str(headers.get("Message-ID", "")).split())
+        if trash is None or trash == state.name or not message_id:
+            session.delete(uid, transcript)
+            return
+        session.trash(
+            uid,
+            trash,
+            transcript,
+            search=["HEADER", "Message-ID", message_id],
+            ours=lambda copy: copy.message_id == message_id,
+        )
+
+
+def _bounce(report: DeliveryReport, seen_at: float) -> Bounce:
+    """The result value of a report: its most telling recipient block."""
+    worst = report.worst
+    return Bounce(
+        action=(worst.action if worst is not None else "") or "unknown",
+        status=(worst.status if worst is not None else "") or "unknown",
+        recipient=worst.recipient if worst is not None else None,
+        remote_mta=worst.remote_mta if worst is not None else None,
+        diagnostic=worst.diagnostic if worst is not None else None,
+        reporting_mta=report.reporting_mta,
+        seen_at=seen_at,
+    )
 
 
 def _subject_token(message: FetchedMessage) -> str | None:

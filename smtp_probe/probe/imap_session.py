@@ -48,11 +48,16 @@ from smtp_probe.probe.verdicts import VERDICT_HEADERS
 _VERDICT_FIELDS: Final = " ".join(name.upper() for name in VERDICT_HEADERS if name != "From")
 _FETCH_HEADERS: Final = (
     f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE "
-    f"FROM {_VERDICT_FIELDS})]"
+    f"MESSAGE-ID FROM {_VERDICT_FIELDS})]"
 )
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """The most of one message :meth:`ImapSession.fetch_message` reads (ours are a few KB)."""
 _VERDICT_NAMES: Final = frozenset(name.lower() for name in VERDICT_HEADERS)
+REPORT_FETCH_BYTES: Final = 256 * 1024
+"""How much of a delivery report is fetched: the status part comes before the
+returned message, and ``RET=HDRS`` returns only headers; a huge returned
+message must not be read whole."""
+_FETCH_REPORT: Final = f"BODY.PEEK[]<0.{REPORT_FETCH_BYTES}>"
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -107,6 +112,8 @@ class FetchedMessage:
     verdict_headers: tuple[tuple[str, str], ...] = ()
     """``Authentication-Results``, spam score headers and ``From`` (name, value), in
     message order: what :func:`smtp_probe.probe.verdicts.read_verdicts` reads."""
+    message_id: str = ""
+    """The ``Message-ID`` as written (a DSN's copy in ``\\Trash`` is found by it)."""
 
 
 class ImapSession:
@@ -447,6 +454,47 @@ class ImapSession:
         # "N:*" matches the highest UID even when it is below N (RFC 3501).
         return sorted(uid for uid in found if uid >= from_uid)
 
+    def search_report_uids(self, from_uid: int) -> list[int]:
+        """UIDs from ``from_uid`` on of messages that may be delivery reports, ascending.
+
+        Delivery status notifications (``multipart/report``) carry our token
+        only inside, in the returned headers: the server finds the candidates,
+        :meth:`fetch_reports` brings them for parsing. A candidate's
+        Content-Type says ``report``, or it comes from ``MAILER-DAEMON`` or
+        ``postmaster`` (the usual senders of reports: Postfix, Gmail,
+        Exchange Online), for servers whose HEADER search skips
+        Content-Type; the parser throws out what is not a report.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        criteria = ["UID", f"{from_uid}:*", "OR", "OR", "HEADER", "Content-Type", "report"]
+        criteria += ["FROM", "MAILER-DAEMON", "FROM", "postmaster"]
+        with _lost_on_failure():
+            found = self._client.search(criteria)
+        return sorted(uid for uid in found if uid >= from_uid)
+
+    def fetch_reports(self, uids: Sequence[int]) -> list[tuple[int, bytes]]:
+        """The first :data:`REPORT_FETCH_BYTES` of each of ``uids`` (``BODY.PEEK``: not marked seen).
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        with _lost_on_failure():
+            fetched = self._client.fetch(list(uids), [_FETCH_REPORT])
+        out = []
+        for uid in sorted(fetched):
+            body = next(
+                (
+                    v
+                    for k, v in fetched[uid].items()
+                    if k.startswith(b"BODY[]") and isinstance(v, bytes)
+                ),
+                b"",
+            )
+            out.append((uid, body))
+        return out
+
     def fetch_probe_headers(self, uids: Sequence[int]) -> list[FetchedMessage]:
         """The probe header, ``Received`` chain and INTERNALDATE of ``uids``, by UID.
 
@@ -475,6 +523,7 @@ class ImapSession:
                         for name, value in headers.items()
                         if name.lower() in _VERDICT_NAMES
                     ),
+                    message_id=" ".join(str(headers.get("Message-ID", "")).split()),
                 )
             )
         return messages

@@ -18,6 +18,7 @@ the SMTP server's token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable
@@ -26,10 +27,12 @@ from typing import TYPE_CHECKING
 
 from smtp_probe.probe import verdicts as verdict_lines
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
+from smtp_probe.probe.dsn import describe_bounce
 from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
 from smtp_probe.probe.result import (
     Arrival,
     AuthVerdict,
+    Bounce,
     Outcome,
     ReflectorLegs,
     RunResult,
@@ -50,6 +53,7 @@ async def run_probe(
     *,
     signer: TokenSigner,
     watcher: MailboxWatcher | None = None,
+    bounce_watcher: MailboxWatcher | None = None,
 ) -> RunResult:
     """Run ``spec`` once and say how it went.
 
@@ -57,12 +61,22 @@ async def run_probe(
     this run and closed after it (``smtp-probe check``); the daemon passes
     the shared watcher of the mailbox instead. The mailbox is watched before
     anything is sent: if it can't be reached, no mail is sent at all.
+
+    A probe with a ``bounce_mailbox`` also watches that for delivery status
+    notifications about the run: through ``bounce_watcher`` (the daemon's
+    shared one, which may be ``watcher`` itself), or a private one next to
+    the private delivery watcher. An unreachable bounce mailbox is noted
+    and the run goes on without it. A ``failed`` report ends the run
+    ``bounced`` at once; ``delayed`` ones are noted and the run waits on.
     """
     run = _Run(spec, signer.new(spec.name))
     try:
         await _fetch_tokens(run, own_watcher=watcher is None)
         if watcher is not None:
-            return await _imap_failure_reported(run, _send_and_confirm(run, watcher))
+            bounces = bounce_watcher if spec.bounce_mailbox is not None else None
+            if spec.bounce_mailbox is not None and bounces is None:
+                run.transcript.note("bounce mailbox not watched yet: no bounce watching this run")
+            return await _imap_failure_reported(run, _send_and_confirm(run, watcher, bounces))
         if spec.mailbox is not None:
             return await _imap_failure_reported(run, _with_own_watcher(run, spec.mailbox, signer))
         await _send(run)
@@ -149,17 +163,61 @@ async def _with_own_watcher(run: _Run, mailbox: Mailbox, signer: TokenSigner) ->
     from smtp_probe.probe.imap import MailboxWatcher
 
     watcher = MailboxWatcher(mailbox, signer)
+    bounce_watcher: MailboxWatcher | None = None
     try:
         await watcher.start(run.transcript, run.deadline, token=run.mailbox_token)
-        return await _send_and_confirm(run, watcher)
+        bounce_mailbox = run.spec.bounce_mailbox
+        if bounce_mailbox is None:
+            pass
+        elif bounce_mailbox.key == mailbox.key:
+            bounce_watcher = watcher
+        else:
+            bounce_watcher = await _own_bounce_watcher(run, bounce_mailbox, signer)
+        return await _send_and_confirm(run, watcher, bounce_watcher)
     finally:
         # Logging out takes milliseconds; a hung server must not hold the
         # caller much past the run deadline (the thread is a daemon).
-        await watcher.close(timeout=min(2.0, max(0.2, run.deadline - time.monotonic())))
+        timeout = min(2.0, max(0.2, run.deadline - time.monotonic()))
+        if bounce_watcher is not None and bounce_watcher is not watcher:
+            await asyncio.gather(watcher.close(timeout), bounce_watcher.close(timeout))
+        else:
+            await watcher.close(timeout=timeout)
 
 
-async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
-    """Expect the token, send, wait for the message; the watcher has deleted it by then.
+async def _own_bounce_watcher(
+    run: _Run, mailbox: Mailbox, signer: TokenSigner
+) -> MailboxWatcher | None:
+    """A one-shot watcher on the bounce mailbox; ``None`` (noted) if it cannot be opened.
+
+    The probe is about delivery: a bounce mailbox that is down costs the
+    run its bounce watching, not its verdict.
+    """
+    from smtp_probe.probe.imap import ImapError, MailboxWatcher
+
+    watcher = MailboxWatcher(mailbox, signer)
+    try:
+        # Its own transcript: its login is not the run's story, only its findings are.
+        await watcher.start(Transcript(), run.deadline)
+    except ImapError as exc:
+        await watcher.close(timeout=0.2)
+        run.transcript.note(
+            f"bounce mailbox {mailbox.username} at {mailbox.address} unreachable "
+            f"({exc.stage}: {exc.reason}); delivery status notifications are not watched"
+        )
+        return None
+    run.transcript.note(f"imap: watching {mailbox.username} at {mailbox.address} for bounces")
+    return watcher
+
+
+async def _send_and_confirm(
+    run: _Run, watcher: MailboxWatcher, bounce_watcher: MailboxWatcher | None = None
+) -> RunResult:
+    """Expect the token, send, wait for the message (or a failed DSN); the watcher deletes it.
+
+    With a ``bounce_watcher`` the run is registered there too before the
+    send, and whichever comes first within the one deadline decides: the
+    message (delivered) or a ``failed`` delivery status notification
+    (bounced).
 
     Raises:
         SmtpSendError: the SMTP leg failed.
@@ -167,15 +225,28 @@ async def _send_and_confirm(run: _Run, watcher: MailboxWatcher) -> RunResult:
             sent) or became unreachable after it (stage ``delivery``).
     """
     spec = run.spec
-    async with watcher.expecting(
-        spec.name,
-        run.token,
-        run.transcript,
-        reflector=spec.reflector,
-        whole_message=spec.verify_dkim,
-    ) as expected:
+    same = bounce_watcher is watcher
+    async with (
+        watcher.expecting(
+            spec.name,
+            run.token,
+            run.transcript,
+            reflector=spec.reflector,
+            whole_message=spec.verify_dkim,
+            bounces=same,
+        ) as expected,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        if bounce_watcher is not None and not same:
+            await stack.enter_async_context(bounce_watcher.watching_bounces(expected))
         await _send(run)
         arrival = await expected.arrival(run.deadline)
+    run.bounces = expected.bounces
+    failed = expected.failed
+    if arrival is None and failed is not None:
+        reason = f"bounced: {describe_bounce(failed)}"
+        run.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
+        return run.result(Outcome.BOUNCED, Stage.DELIVERY, reason)
     if arrival is None:
         reason = f"not in the mailbox {run.spec.timeout:g}s after the run started"
         run.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
@@ -234,6 +305,7 @@ async def _send(run: _Run) -> None:
             transcript=run.transcript,
             deadline=run.deadline,
             token=run.smtp_token,
+            envid=run.token.run_id,
         )
     except SmtpSendError as exc:
         run.smtp = exc.report
@@ -260,6 +332,7 @@ class _Run:
         self.mailbox_token: AccessToken | None = None
         """The mailbox's, when this run logs in to it itself."""
         self.reflector: ReflectorLegs | None = None
+        self.bounces: tuple[Bounce, ...] = ()
 
     def arrived(self, arrival: Arrival) -> RunResult:
         """The message was found: delivered, in junk, found but not cleaned up, or distrusted.
@@ -308,6 +381,7 @@ class _Run:
             delivery_seconds=self._delivery_seconds(),
             arrival=self.arrival,
             reflector=self.reflector,
+            bounces=self.bounces,
         )
 
     def _reflector_legs(self, arrival: Arrival, delivery: float) -> ReflectorLegs | None:

@@ -18,7 +18,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -44,6 +44,10 @@ _DEADLINE_SLACK: Final = 0.05
 """A command timeout this close to the run deadline was the deadline."""
 _NOT_ESMTP: Final = frozenset({500, 502})
 """EHLO replies that mean "unknown command": greet with HELO instead (RFC 5321 §3.2)."""
+_DSN_PARAMETERS_REFUSED: Final = 555
+"""RFC 5321 §4.2.3 / RFC 3461: "MAIL FROM/RCPT TO parameters not recognized or not implemented"."""
+DSN_NOTIFY: Final = "NOTIFY=FAILURE,DELAY"
+"""What we ask a DSN for: a failure and a delay, never success (that we see ourselves)."""
 _START_INPUT: Final = 354
 _OK: Final = 250
 _AUTH_CONTINUE: Final = 334
@@ -195,11 +199,19 @@ async def send_message(
     transcript: Transcript,
     deadline: float,
     token: AccessToken | None = None,
+    envid: str | None = None,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
     Returns the report of a message accepted by the final ``250``; its
     ``accepted_at`` is when delivery time starts counting.
+
+    With ``envid`` (the run id) and a server whose EHLO offers ``DSN``
+    (RFC 3461), the envelope asks for a delivery status notification on
+    failure or delay: ``MAIL FROM:<a> RET=HDRS ENVID=<envid>`` and ``RCPT
+    TO:<b> NOTIFY=FAILURE,DELAY``, so a bounce carries our headers (the
+    signed token) and our run id back. A server that refuses the
+    parameters (``555``) gets the command once more without them.
 
     A server with ``oauth`` logs in with ``token`` (fetched from the source
     at AUTH time when not given). A token from the cache that the server
@@ -218,7 +230,7 @@ async def send_message(
         async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
             client = await _open(session)
             try:
-                await _converse(session, client, message, mail_from, rcpt_to)
+                await _converse(session, client, message, mail_from, rcpt_to, envid)
             finally:
                 await _quit(session, client)
     except SmtpSendError:
@@ -333,6 +345,7 @@ async def _converse(
     message: EmailMessage,
     mail_from: str,
     rcpt_to: str,
+    envid: str | None = None,
 ) -> None:
     server = session.server
     helo = server.helo or default_helo()
@@ -358,14 +371,22 @@ async def _converse(
         session.enter(Stage.AUTH)
         await _authenticate(session, client)
 
+    dsn = envid is not None and client.supports_extension("dsn")
+    mail_options = ["RET=HDRS", f"ENVID={xtext(envid)}"] if dsn and envid is not None else []
     session.enter(Stage.MAIL_FROM)
-    await _command(
-        session, f"MAIL FROM:<{mail_from}>", client.mail(mail_from, timeout=session.op_timeout())
+    await _with_options(
+        session,
+        f"MAIL FROM:<{mail_from}>",
+        mail_options,
+        lambda options: client.mail(mail_from, options=options, timeout=session.op_timeout()),
     )
 
     session.enter(Stage.RCPT_TO)
-    await _command(
-        session, f"RCPT TO:<{rcpt_to}>", client.rcpt(rcpt_to, timeout=session.op_timeout())
+    await _with_options(
+        session,
+        f"RCPT TO:<{rcpt_to}>",
+        [DSN_NOTIFY] if dsn else [],
+        lambda options: client.rcpt(rcpt_to, options=options, timeout=session.op_timeout()),
     )
 
     session.enter(Stage.DATA)
@@ -384,6 +405,47 @@ async def _converse(
     )
     session.accepted_at = time.monotonic()
     session.queue_id = parse_queue_id(reply.message)
+
+
+def xtext(text: str) -> str:
+    """``text`` as RFC 3461 §4 xtext: ``+``, ``=`` and bytes outside ``!``..``~`` as ``+XX``."""
+    return "".join(
+        chr(byte) if 33 <= byte <= 126 and byte not in (0x2B, 0x3D) else f"+{byte:02X}"
+        for byte in text.encode()
+    )
+
+
+async def _with_options(
+    session: _Session,
+    command: str,
+    options: list[str],
+    call: Callable[[list[str]], Awaitable[aiosmtplib.SMTPResponse]],
+) -> aiosmtplib.SMTPResponse:
+    """``MAIL`` or ``RCPT`` with DSN ``options``; refused with ``555``, once more without them.
+
+    A server that advertises DSN but then rejects its parameters is
+    broken, but the probe is about delivery, not about DSN: the message
+    goes without them, and the transcript says so.
+
+    Raises:
+        SmtpSendError: the server refused the command (without options too).
+    """
+    if not options:
+        return await _command(session, command, call([]))
+    session.sent(f"{command} {' '.join(options)}")
+    try:
+        reply = await call(options)
+    except aiosmtplib.SMTPResponseException as exc:
+        session.received(exc.code, exc.message)
+        if exc.code != _DSN_PARAMETERS_REFUSED:
+            raise session.fail(f"server replied {exc.code} {_first_line(exc.message)}") from None
+        session.transcript.note(
+            "the server offers DSN but refused its parameters; once more without them "
+            "(no bounce report will name this run)"
+        )
+        return await _command(session, command, call([]))
+    session.received(reply.code, reply.message)
+    return reply
 
 
 async def _transfer(

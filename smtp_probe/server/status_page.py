@@ -20,6 +20,7 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
+from smtp_probe.probe.dsn import describe_bounce
 from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.report import HOPS_CAVEAT, hop_delay, verdict
@@ -133,6 +134,8 @@ class LastRunView:
     hops: tuple[HopView, ...] = ()
     """The message's hops, oldest first; empty when it was not seen."""
     hops_caveat: str = HOPS_CAVEAT
+    bounce: str = ""
+    """The run's last delivery status notification (``failed 5.1.1 <rcpt> (...)``), or ``""``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +277,9 @@ def _last_run_view(last: RunResult, now: float) -> LastRunView:
             for line in last.transcript.lines
         ),
         verdict=verdict(last),
+        bounce=f"{last.bounces[-1].action} {describe_bounce(last.bounces[-1])}"
+        if last.bounces
+        else "",
         hops=tuple(_hop_view(index, hop) for index, hop in enumerate(last.arrival.hops))
         if last.arrival is not None
         else (),

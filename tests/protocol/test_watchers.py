@@ -129,6 +129,25 @@ def test_probes_of_one_mailbox_borrow_the_same_watcher() -> None:
     on_sandbox(body)
 
 
+def test_a_bounce_mailbox_gets_a_watcher_shared_with_its_delivery_role() -> None:
+    async def body(box: Sandbox) -> None:
+        inbox, junk = box.inbox, box.junk
+        # a: bounces to Junk (a mailbox of its own); b: bounces to its own delivery mailbox.
+        a = replace(probe("a", inbox), bounce_mailbox=junk)
+        b = replace(probe("b", junk), bounce_mailbox=junk)
+        async with pool_for(a) as pool:
+            assert pool.states() == [(inbox, True, None), (junk, True, None)]
+            async with pool.use(junk) as bounces, pool.use(inbox) as delivery:
+                assert bounces is not None
+                assert bounces is not delivery
+            await pool.sync([a, b], key=None)
+            async with pool.use(junk) as shared, pool.use(b.mailbox) as delivery:
+                assert shared is bounces, "one watcher per mailbox, whatever its roles"
+                assert delivery is shared
+
+    on_sandbox(body)
+
+
 def test_use_yields_none_without_a_mailbox_or_for_a_mailbox_not_in_the_pool() -> None:
     async def body(box: Sandbox) -> None:
         async with pool_for(probe("a", box.inbox)) as pool:

@@ -43,10 +43,19 @@ class Behaviour:
     """The reply to the message's final dot."""
     data_delay: float = 0.0
     """Seconds to sit on the message before replying to its final dot (a slow content filter)."""
+    offer_dsn: bool = False
+    """Advertise ``DSN`` (RFC 3461) in the EHLO reply and take its ``MAIL``/``RCPT``
+    parameters, as Postfix does."""
+    refuse_dsn_parameters: bool = False
+    """With ``offer_dsn``: advertise ``DSN`` but answer its parameters with aiosmtpd's
+    own ``555 ... parameters not recognized`` (a server that lies about DSN)."""
     greetings: list[str] = field(default_factory=list)
     """Every ``EHLO``/``HELO`` received, as ``"EHLO name"``."""
     mail_from: list[str] = field(default_factory=list)
     rcpt_to: list[str] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)
+    """The parameters of every accepted ``MAIL FROM`` (aiosmtpd upper-cases them)."""
+    rcpt_options: list[list[str]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
 
     async def handle_EHLO(
@@ -63,6 +72,8 @@ class Behaviour:
         if self.ehlo_reply is not None:
             return [self.ehlo_reply]
         session.host_name = hostname
+        if self.offer_dsn:
+            return [*responses[:-1], "250-DSN", responses[-1]]
         return responses
 
     async def handle_HELO(
@@ -85,6 +96,7 @@ class Behaviour:
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         self.mail_from.append(address)
+        self.mail_options.append(list(mail_options))
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
@@ -100,6 +112,7 @@ class Behaviour:
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         self.rcpt_to.append(address)
+        self.rcpt_options.append(list(rcpt_options))
         return "250 2.1.5 Ok"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -129,8 +142,28 @@ class Authenticator:
         return AuthResult(success=ok, handled=False)
 
 
+_DSN_PARAMETERS = frozenset({"RET", "ENVID", "NOTIFY", "ORCPT"})
+
+
 class _ScriptedSMTP(SMTP):
-    """aiosmtpd's server, plus the one reply it has no handler hook for: the one to DATA."""
+    """aiosmtpd's server, plus the one reply it has no handler hook for: the one to DATA.
+
+    With :attr:`Behaviour.offer_dsn` it also takes RFC 3461's parameters,
+    which aiosmtpd itself refuses with ``555``.
+    """
+
+    def _getparams(self, params: Any) -> dict[str, str | bool] | None:
+        parsed: dict[str, str | bool] | None = super()._getparams(params)
+        handler = self.event_handler
+        if (
+            parsed is not None
+            and isinstance(handler, Behaviour)
+            and handler.offer_dsn
+            and not handler.refuse_dsn_parameters
+        ):
+            # Checked by aiosmtpd after this; the handler still sees them in its options.
+            return {key: value for key, value in parsed.items() if key not in _DSN_PARAMETERS}
+        return parsed
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler

@@ -73,7 +73,8 @@ _ALLOWED_SMTP = (
     "helo, timeout"
 )
 _ALLOWED_PROBE = (
-    "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim"
+    "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim, "
+    "bounce_mailbox"
 )
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 _PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -199,6 +200,13 @@ BAD_CONFIGS: dict[str, list[str]] = {
     ],
     "probe_unknown_server": ["{file}:14:11: probes[0].smtp: unknown server; did you mean 'relay'?"],
     "probe_unknown_mailbox": ["{file}:15:14: probes[0].mailbox: unknown mailbox (defined: inbox)"],
+    "bounce_mailbox_unknown": [
+        "{file}:16:21: probes[0].bounce_mailbox: unknown mailbox (defined: inbox)"
+    ],
+    "bounce_mailbox_without_mailbox": [
+        "{file}:15:21: probes[0].bounce_mailbox: bounce_mailbox needs mailbox: "
+        "the run waits for its message or its bounce"
+    ],
     "probe_timeout_longer_than_interval": [
         "{file}:18:14: probes[0].timeout: 120s is longer than the interval 60s; runs would overlap"
     ],
@@ -1946,3 +1954,24 @@ def test_without_verdict_keys_nothing_is_expected_and_the_system_resolver_is_use
     assert spec.dns.nameservers == ()
     assert spec.mailbox is not None
     assert spec.mailbox.authserv_id is None
+def test_bounce_mailbox_names_a_mailboxes_entry_the_spec_carries() -> None:
+    text = BASE.replace(
+        "mailboxes:\n",
+        "mailboxes:\n  sender:\n    host: imap.example.com\n    username: probe@example.com\n"
+        "    password: ${IMAP_PASSWORD}\n",
+    ).replace("    mailbox: inbox\n", "    mailbox: inbox\n    bounce_mailbox: sender\n")
+    text += (
+        "  - {name: own-bounces, smtp: relay, mailbox: inbox, bounce_mailbox: inbox, "
+        "from: probe@example.net, to: probe@example.com}\n"
+        "  - {name: no-bounces, smtp: relay, mailbox: inbox, from: a@example.com, "
+        "to: b@example.com}\n"
+    )
+    config = parse_config(text, environ=ENVIRON)
+
+    specs = {probe.spec.name: probe.spec for probe in config.probes}
+    sender = specs["relay-to-inbox"].bounce_mailbox
+    assert sender is not None
+    assert (sender.host, sender.username) == ("imap.example.com", "probe@example.com")
+    # The same entry as the delivery mailbox: the same value, so one shared watcher.
+    assert specs["own-bounces"].bounce_mailbox == specs["own-bounces"].mailbox
+    assert specs["no-bounces"].bounce_mailbox is None

@@ -22,6 +22,7 @@ from smtp_probe.config.runtime import Config
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.result import (
     SMTP_STAGES,
+    Bounce,
     Outcome,
     ReflectorLegs,
     RunResult,
@@ -416,6 +417,8 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_auth_result": "gauge",  # issue 9, README's table
     "smtp_probe_spam_score": "gauge",  # issue 9, README's table
     "smtp_probe_spam_threshold": "gauge",  # issue 9, README's table
+    "smtp_probe_bounces_total": "counter",  # issue 9, README's table
+    "smtp_probe_last_bounce_status_info": "gauge",  # issue 9, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
@@ -529,6 +532,8 @@ def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_
         "outcome": {outcome.value for outcome in Outcome},
         "version": {__version__},
         "leg": {"outbound", "return"},
+        "action": {"failed", "delayed"},
+        "status_class": {"4", "5"},
     }
     pairs = re.findall(r'(\w+)="([^"]*)"', "\n".join(re.findall(r"\{([^}]*)\}", text)))
     assert pairs
@@ -815,3 +820,56 @@ def test_a_reload_that_drops_a_probe_removes_its_hop_series() -> None:
     assert 'probe="alpha"' not in text
     assert value(registry, HOPS, probe="beta") == 2.0
     assert value(registry, HOP_DELAY, probe="beta", hop="1") == 1.0
+# ---------------------------------------------------------------- bounces
+
+
+def bounced(probe: str, *bounces: Bounce) -> RunResult:
+    result = run_result(probe, Outcome.BOUNCED, stage=Stage.DELIVERY, error="bounced: 5.1.1")
+    return replace(result, bounces=bounces)
+
+
+FAILED_511 = Bounce(
+    "failed", "5.1.1", "x@example.test", "mx.example.test", "smtp; 550 5.1.1 <x@example.test>"
+)
+DELAYED_441 = Bounce("delayed", "4.4.1", "x@example.test")
+
+
+def test_bounce_counters_exist_for_failed_and_delayed_by_class_before_any_run() -> None:
+    _, registry = metrics_for("route-a")
+
+    for action in ("failed", "delayed"):
+        for status_class in ("4", "5"):
+            labels = {"probe": "route-a", "action": action, "status_class": status_class}
+            assert value(registry, "smtp_probe_bounces_total", **labels) == 0.0
+    assert "smtp_probe_last_bounce_status_info{" not in exposition(registry)
+
+
+def test_a_bounced_run_counts_its_reports_and_shows_the_last_status() -> None:
+    metrics, registry = metrics_for("route-a")
+    metrics.record(bounced("route-a", DELAYED_441, FAILED_511))
+
+    labels = {"probe": "route-a", "action": "failed", "status_class": "5"}
+    assert value(registry, "smtp_probe_bounces_total", **labels) == 1.0
+    labels = {"probe": "route-a", "action": "delayed", "status_class": "4"}
+    assert value(registry, "smtp_probe_bounces_total", **labels) == 1.0
+    assert value(registry, "smtp_probe_last_bounce_status_info", probe="route-a", status="5.1.1")
+    assert value(registry, "smtp_probe_outcomes_total", probe="route-a", outcome="bounced") == 1.0
+    assert value(registry, "smtp_probe_success", probe="route-a") == 0.0
+    text = metrics.render().decode()
+    assert 'smtp_probe_last_bounce_status_info{probe="route-a",status="5.1.1"} 1.0' in text
+    assert "550" not in text, "server text (the diagnostic) must never reach a label"
+    assert "mx.example.test" not in text
+
+
+def test_a_late_report_is_counted_and_replaces_the_last_status() -> None:
+    metrics, registry = metrics_for("route-a")
+    metrics.record(bounced("route-a", FAILED_511))
+    metrics.late_bounce("route-a", DELAYED_441)
+    metrics.late_bounce("gone", FAILED_511)  # a probe no longer configured: ignored
+
+    labels = {"probe": "route-a", "action": "delayed", "status_class": "4"}
+    assert value(registry, "smtp_probe_bounces_total", **labels) == 1.0
+    assert value(registry, "smtp_probe_last_bounce_status_info", probe="route-a", status="4.4.1")
+    text = metrics.render().decode()
+    assert 'status="5.1.1"' not in text
+    assert 'smtp_probe_last_bounce_status_info{probe="route-a",status="4.4.1"} 1.0' in text

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
-from smtp_probe.probe.result import Outcome, ReflectorLegs, RunResult, Stage
+from smtp_probe.probe.result import Bounce, Outcome, ReflectorLegs, RunResult, Stage
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.report import (
     HOPS_CAVEAT,
@@ -321,3 +322,37 @@ def test_json_hops_carry_times_delays_and_skew() -> None:
         ("relay.example.org", "2026-12-07T02:47:30+00:00", None, True),
         ("mx.example.net", "2026-12-07T02:51:00+00:00", 210.0, False),
     ]
+def test_a_bounced_run_shows_its_reports_in_json_and_verbose_text() -> None:
+    bounce = Bounce(
+        "failed",
+        "5.1.1",
+        "x@example.test",
+        "mx.example.test",
+        "smtp; 550 5.1.1 <x@example.test> User unknown",
+        "relay.example.test",
+    )
+    reason = "bounced: 5.1.1 <x@example.test> (remote mta: mx.example.test; smtp; 550 5.1.1 ...)"
+    result = replace(
+        run_result(outcome=Outcome.BOUNCED, stage=Stage.DELIVERY, error=reason), bounces=(bounce,)
+    )
+
+    data = as_dict(result)
+    assert data["outcome"] == "bounced"
+    assert data["success"] is False
+    assert data["exit_code"] == 2
+    assert data["bounces"] == [
+        {
+            "action": "failed",
+            "status": "5.1.1",
+            "status_class": "5",
+            "recipient": "x@example.test",
+            "remote_mta": "mx.example.test",
+            "diagnostic": "smtp; 550 5.1.1 <x@example.test> User unknown",
+            "reporting_mta": "relay.example.test",
+        }
+    ]
+    assert as_dict(make_result(Outcome.DELIVERED, delivery=0.5))["bounces"] == []
+    text = render_text(result, colour=False, verbose=True)
+    assert "failed 5.1.1 recipient=x@example.test remote-mta=mx.example.test" in text
+    assert "    smtp; 550 5.1.1 <x@example.test> User unknown" in text
+    assert text.splitlines()[-1].startswith("CRITICAL: bounced at delivery: bounced: 5.1.1")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from smtp_probe.history import RunHistory
-from smtp_probe.probe.result import Outcome, RunResult, Stage, TlsFacts
+from smtp_probe.probe.result import Bounce, Outcome, RunResult, Stage, TlsFacts
 from smtp_probe.probe.spec import Mailbox, TlsSettings
 from smtp_probe.probe.tls import client_context, tls_facts
 from smtp_probe.probe.transcript import Transcript
@@ -172,6 +172,27 @@ def test_a_failed_run_shows_its_stage_reply_code_and_error() -> None:
     outcome = row(tree, "alpha").find("td", cls="outcome")
     assert "at rcpt_to [550]" in outcome.text()
     assert outcome.find("div", cls="error").text() == "550 5.1.1 user unknown"
+
+
+def test_a_bounced_run_shows_its_last_delivery_status_notification() -> None:
+    delayed = Bounce("delayed", "4.4.1", "x@example.test")
+    failed = Bounce(
+        "failed", "5.1.1", "x@example.test", "mx.example.test", "smtp; 550 5.1.1 <x@example.test>"
+    )
+    result = replace(
+        run_result("alpha", Outcome.BOUNCED, stage=Stage.DELIVERY, error="bounced: 5.1.1"),
+        bounces=(delayed, failed),
+    )
+    tree = page(status(("alpha", [result]), ("beta", runs("beta", [1.0]))))
+
+    outcome = row(tree, "alpha").find("td", cls="outcome")
+    assert outcome.find("span", cls="badge").text() == "bounced"
+    assert "badge bad" in str(outcome.find("span", cls="badge").attrs.get("class", ""))
+    assert outcome.find("div", cls="bounce").text() == (
+        "DSN: failed 5.1.1 <x@example.test> "
+        "(remote mta: mx.example.test; smtp; 550 5.1.1 <x@example.test>)"
+    )
+    assert row(tree, "beta").find("td", cls="outcome").find_all("div", cls="bounce") == []
 
 
 def test_a_delivered_run_shows_its_delivery_time_folder_and_tls_version() -> None:
