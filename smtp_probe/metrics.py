@@ -659,7 +659,6 @@ _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcom
                        LAST_BOUNCE: ("probe", "status")}  # fmt: skip
 
 
-
 def _lines(family: _Family, probe: str, state: _Probe) -> str:
     """The sample lines of one family for one probe, in the text format."""
     # Label names in alphabetical order, as prometheus_client writes them.

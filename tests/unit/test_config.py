@@ -1954,6 +1954,8 @@ def test_without_verdict_keys_nothing_is_expected_and_the_system_resolver_is_use
     assert spec.dns.nameservers == ()
     assert spec.mailbox is not None
     assert spec.mailbox.authserv_id is None
+
+
 def test_bounce_mailbox_names_a_mailboxes_entry_the_spec_carries() -> None:
     text = BASE.replace(
         "mailboxes:\n",

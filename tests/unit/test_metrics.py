@@ -820,6 +820,8 @@ def test_a_reload_that_drops_a_probe_removes_its_hop_series() -> None:
     assert 'probe="alpha"' not in text
     assert value(registry, HOPS, probe="beta") == 2.0
     assert value(registry, HOP_DELAY, probe="beta", hop="1") == 1.0
+
+
 # ---------------------------------------------------------------- bounces
 
 

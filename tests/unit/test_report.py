@@ -322,6 +322,8 @@ def test_json_hops_carry_times_delays_and_skew() -> None:
         ("relay.example.org", "2026-12-07T02:47:30+00:00", None, True),
         ("mx.example.net", "2026-12-07T02:51:00+00:00", 210.0, False),
     ]
+
+
 def test_a_bounced_run_shows_its_reports_in_json_and_verbose_text() -> None:
     bounce = Bounce(
         "failed",
