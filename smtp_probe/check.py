@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtp_probe.config import load_config, values
 from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
@@ -63,7 +64,7 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     else:
         spec, signer = probe_from_args(args, environ), TokenSigner()
     warning: float | None = args.warning
-    result = asyncio.run(run_probe(spec, signer=signer))
+    result = run_interruptible(run_probe(spec, signer=signer))
     if args.format == "json":
         print(render_json(result, warning_seconds=warning))
     elif args.format == "nagios":
@@ -72,6 +73,48 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         colour = sys.stdout.isatty() and "NO_COLOR" not in environ
         print(render_text(result, colour=colour, verbose=args.verbose, warning_seconds=warning))
     return exit_code(result, warning_seconds=warning)
+
+
+_T = TypeVar("_T")
+
+
+def run_interruptible(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run(main)``, with Ctrl-C (SIGINT) cancelling it from inside the event loop.
+
+    ``asyncio.run``'s own SIGINT handler cancels the run from a Python signal
+    handler, which may fire in the middle of an event-loop callback: when it
+    cancels the socket future a connect callback is about to complete,
+    asyncio logs an ``InvalidStateError`` traceback on stderr (seen in CI).
+    A handler added with ``add_signal_handler`` runs as a loop callback, between
+    callbacks, so the run unwinds cleanly.
+
+    Raises:
+        KeyboardInterrupt: SIGINT arrived; the run was cancelled.
+    """
+    interrupted = False
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - asyncio.run runs this as a task
+
+        def interrupt() -> None:
+            nonlocal interrupted
+            interrupted = True
+            task.cancel()
+
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+        try:
+            return await main
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    try:
+        return asyncio.run(guarded())
+    except asyncio.CancelledError:
+        if interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]:
