@@ -246,8 +246,12 @@ def _kill_stack_processes(root: Path) -> None:
         (root / "spool" / "pid" / "master.pid", "master"),
         (root / "dovecot" / "run" / "master.pid", "dovecot"),
     ):
-        leader = procs.stop_if_ours(pid_file, exe_name, root)
-        if leader is not None and not procs.pid_alive(leader):
+        leader = procs.read_pid(pid_file)
+        if leader is None:
+            continue
+        if procs.proc_matches(leader, exe_name, str(root)):
+            procs.stop_group(leader)
+        elif not procs.pid_alive(leader):
             for pid in procs.group_members(leader):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
