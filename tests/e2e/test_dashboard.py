@@ -382,13 +382,14 @@ Results = dict[tuple[str, str], list[dict[str, Any]]]
 """Instant query results by (panel title, query ref)."""
 
 
-def row_results(
+def panel_results(
     prometheus: Prometheus, dashboard: dict[str, Any], titles: set[str], values: dict[str, str]
 ) -> tuple[Results, list[str]]:
     """Run every query of the panels ``titles`` as Grafana would: (results, problems).
 
     A problem is a query that fails or returns no data, instant or (for
-    range panels) over the last :data:`RANGE_SECONDS`.
+    range panels) over the last :data:`RANGE_SECONDS`; a query whose
+    instant evaluation fails has no result and is not run as a range.
     """
     now = time.time()
     results: Results = {}
@@ -397,17 +398,23 @@ def row_results(
         if query.panel not in titles:
             continue
         expr = substitute(query.expr, values)
+        where = f"{query.panel} [{query.ref}] {expr}"
         result, error = evaluate(prometheus, "/api/v1/query", query=expr, time=f"{now:.3f}")
-        if error or not result:
-            problems.append(f"{query.panel}: {error or 'no data (instant)'}: {expr}")
+        if error:
+            problems.append(f"{where}: {error}")
+            continue
+        if not result:
+            problems.append(f"{where}: no data (instant)")
         results[(query.panel, query.ref)] = result
         if query.range or query.panel_type in RANGE_PANEL_TYPES:
             series, error = evaluate(
                 prometheus, "/api/v1/query_range", query=expr,
                 start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
             )  # fmt: skip
-            if error or not any(s["values"] for s in series):
-                problems.append(f"{query.panel}: {error or 'no data (range)'}: {expr}")
+            if error:
+                problems.append(f"{where}: {error} (range)")
+            elif not any(s["values"] for s in series):
+                problems.append(f"{where}: no data (range)")
     return results, problems
 
 
@@ -469,33 +476,11 @@ def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: 
         values = grafana_values(variable(dashboard, "probe")["allValue"])
     else:
         values = grafana_values()
-    now = time.time()
-    problems: list[str] = []
-    instant_results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    oauth = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
+    elsewhere = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
     # No Authentication-Results either: see tests/e2e/test_dashboard_verdicts.py.
-    oauth |= row_panel_titles(dashboard, "Authentication and spam")
-    for query in queries(dashboard):
-        if query.panel in oauth:
-            continue
-        expr = substitute(query.expr, values)
-        where = f"{query.panel} [{query.ref}] {expr}"
-        result, error = evaluate(warmed, "/api/v1/query", query=expr, time=f"{now:.3f}")
-        if error:
-            problems.append(f"{where}: {error}")
-            continue
-        if not result:
-            problems.append(f"{where}: no data (instant)")
-        instant_results[(query.panel, query.ref)] = result
-        if query.range or query.panel_type in RANGE_PANEL_TYPES:
-            series, error = evaluate(
-                warmed, "/api/v1/query_range", query=expr,
-                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
-            )  # fmt: skip
-            if error:
-                problems.append(f"{where}: {error} (range)")
-            elif not series or not any(s["values"] for s in series):
-                problems.append(f"{where}: no data (range)")
+    elsewhere |= row_panel_titles(dashboard, "Authentication and spam")
+    titles = {panel["title"] for panel in data_panels(dashboard)} - elsewhere
+    instant_results, problems = panel_results(warmed, dashboard, titles, values)
     assert not problems, "\n".join(problems)
     check_core_panels(instant_results)
     check_tls_panels(instant_results)
@@ -686,7 +671,7 @@ def test_oauth_row_queries_show_what_the_token_caches_did(
     dashboard = load_dashboard()
     titles = oauth_panel_titles(dashboard)
     assert len(titles) >= 3
-    results, problems = row_results(oauth_prometheus, dashboard, titles, grafana_values())
+    results, problems = panel_results(oauth_prometheus, dashboard, titles, grafana_values())
     assert not problems, "\n".join(problems)
 
     failed = by_labels(results[("OAuth token failures (time range)", "A")], "client")

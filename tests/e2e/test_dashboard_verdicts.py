@@ -27,8 +27,8 @@ from tests.e2e.test_dashboard import (
     daemon_thread,
     grafana_values,
     load_dashboard,
+    panel_results,
     row_panel_titles,
-    row_results,
     wait_for_runs,
 )
 from tests.support.loopback_smtpd import LOOPBACK
@@ -93,7 +93,7 @@ def test_authentication_row_queries_show_what_the_receivers_said(
     titles = row_panel_titles(dashboard, ROW)
     assert len(titles) >= 3
     values = grafana_values("(" + "|".join(STAMPS) + ")")
-    results, problems = row_results(verdict_prometheus, dashboard, titles, values)
+    results, problems = panel_results(verdict_prometheus, dashboard, titles, values)
     assert not problems, "\n".join(problems)
 
     auth = by_labels(
