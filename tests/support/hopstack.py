@@ -79,7 +79,6 @@ two shared cores; :attr:`HopStack.start_seconds`.
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import imaplib
 import json
@@ -791,19 +790,11 @@ def left_clean(hops: HopStack, planted: int) -> Iterator[HopStack]:
 
 def _dkim_key() -> tuple[bytes, str]:
     """A fresh 2048-bit RSA key: (PKCS#1 PEM, DKIM TXT value ``v=DKIM1; k=rsa; p=...``)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    # imported here: the stamping hop's module pulls in aiosmtpd and dkimpy
+    from tests.support.stamping_smtpd import make_key
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+    key = make_key(DKIM_DOMAIN, DKIM_SELECTOR)
+    return key.private_pem, "v=DKIM1; k=rsa; p=" + key.public_b64
 
 
 def _zone_records(dkim_txt: str) -> list[tuple[str, str, str]]:
