@@ -34,7 +34,8 @@ import subprocess
 import threading
 import time
 import urllib.error
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -318,15 +319,26 @@ def warmed(prometheus: Prometheus) -> Prometheus:
     Counting from the first scrape, not from zero: Prometheus may start after the
     daemon's first runs, and rate()/increase() need samples from before and after.
     """
+    wait_for_runs(prometheus, PROBES, first_timeout=20)
+    return prometheus
+
+
+def wait_for_runs(prometheus: Prometheus, probes: Iterable[str], *, first_timeout: float) -> None:
+    """Wait until Prometheus itself has seen each of ``probes`` finish three more runs.
+
+    Raises:
+        AssertionError: not within ``first_timeout`` s for the first scrape
+            of every probe, or 40 s more for the three runs.
+    """
+    names = set(probes)
     first = prometheus.wait_for(
-        "smtp_probe_runs_total", lambda r: set(r) == set(PROBES), timeout=20
+        "smtp_probe_runs_total", lambda r: set(r) == names, timeout=first_timeout
     )
     prometheus.wait_for(
         "smtp_probe_runs_total",
-        lambda r: all(r.get(name, 0) >= first[name] + 3 for name in PROBES),
+        lambda r: all(r.get(name, 0) >= first[name] + 3 for name in names),
         timeout=40,
     )
-    return prometheus
 
 
 def grafana_values(probe: str = "(" + "|".join(PROBES) + ")") -> dict[str, str]:
@@ -366,6 +378,97 @@ def by_labels(result: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...
     }
 
 
+Results = dict[tuple[str, str], list[dict[str, Any]]]
+"""Instant query results by (panel title, query ref)."""
+
+
+def panel_results(
+    prometheus: Prometheus, dashboard: dict[str, Any], titles: set[str], values: dict[str, str]
+) -> tuple[Results, list[str]]:
+    """Run every query of the panels ``titles`` as Grafana would: (results, problems).
+
+    A problem is a query that fails or returns no data, instant or (for
+    range panels) over the last :data:`RANGE_SECONDS`; a query whose
+    instant evaluation fails has no result and is not run as a range.
+    """
+    now = time.time()
+    results: Results = {}
+    problems: list[str] = []
+    for query in queries(dashboard):
+        if query.panel not in titles:
+            continue
+        expr = substitute(query.expr, values)
+        where = f"{query.panel} [{query.ref}] {expr}"
+        result, error = evaluate(prometheus, "/api/v1/query", query=expr, time=f"{now:.3f}")
+        if error:
+            problems.append(f"{where}: {error}")
+            continue
+        if not result:
+            problems.append(f"{where}: no data (instant)")
+        results[(query.panel, query.ref)] = result
+        if query.range or query.panel_type in RANGE_PANEL_TYPES:
+            series, error = evaluate(
+                prometheus, "/api/v1/query_range", query=expr,
+                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
+            )  # fmt: skip
+            if error:
+                problems.append(f"{where}: {error} (range)")
+            elif not any(s["values"] for s in series):
+                problems.append(f"{where}: no data (range)")
+    return results, problems
+
+
+@contextlib.contextmanager
+def daemon_thread(
+    configure: Callable[[AsyncExitStack], Awaitable[Config]], name: str
+) -> Iterator[int]:
+    """The real daemon and HTTP server, in this process on a thread; yields the HTTP port.
+
+    ``configure`` builds the config inside the thread's event loop; what it
+    enters on the exit stack (a sandbox, filter hops) lives until the daemon
+    has stopped.
+
+    Raises:
+        AssertionError: the daemon did not start within 30 s, or failed.
+    """
+    started = threading.Event()
+    stop = threading.Event()
+    bound: list[int] = []
+    failure: list[BaseException] = []
+
+    async def serve() -> None:
+        async with AsyncExitStack() as stack:
+            daemon = InProcessDaemon(await configure(stack))
+            http = HttpServer(daemon, ServerSettings("127.0.0.1", 0))
+            await http.start()
+            await daemon.start()
+            bound.append(http.bound.port)
+            started.set()
+            try:
+                await asyncio.to_thread(stop.wait)
+            finally:
+                await daemon.stop()
+                await http.stop()
+
+    def run() -> None:
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failure.append(exc)
+            started.set()
+
+    server = threading.Thread(target=run, name=name)
+    server.start()
+    try:
+        assert started.wait(30), "the daemon did not start"
+        assert not failure, failure
+        yield bound[0]
+    finally:
+        stop.set()
+        server.join(30)
+    assert not failure, failure
+
+
 @pytest.mark.parametrize("selection", ["every-probe", "all"])
 def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: str) -> None:
     dashboard = load_dashboard()
@@ -373,33 +476,11 @@ def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: 
         values = grafana_values(variable(dashboard, "probe")["allValue"])
     else:
         values = grafana_values()
-    now = time.time()
-    problems: list[str] = []
-    instant_results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    oauth = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
+    elsewhere = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
     # No Authentication-Results either: see tests/e2e/test_dashboard_verdicts.py.
-    oauth |= row_panel_titles(dashboard, "Authentication and spam")
-    for query in queries(dashboard):
-        if query.panel in oauth:
-            continue
-        expr = substitute(query.expr, values)
-        where = f"{query.panel} [{query.ref}] {expr}"
-        result, error = evaluate(warmed, "/api/v1/query", query=expr, time=f"{now:.3f}")
-        if error:
-            problems.append(f"{where}: {error}")
-            continue
-        if not result:
-            problems.append(f"{where}: no data (instant)")
-        instant_results[(query.panel, query.ref)] = result
-        if query.range or query.panel_type in RANGE_PANEL_TYPES:
-            series, error = evaluate(
-                warmed, "/api/v1/query_range", query=expr,
-                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
-            )  # fmt: skip
-            if error:
-                problems.append(f"{where}: {error} (range)")
-            elif not series or not any(s["values"] for s in series):
-                problems.append(f"{where}: no data (range)")
+    elsewhere |= row_panel_titles(dashboard, "Authentication and spam")
+    titles = {panel["title"] for panel in data_panels(dashboard)} - elsewhere
+    instant_results, problems = panel_results(warmed, dashboard, titles, values)
     assert not problems, "\n".join(problems)
     check_core_panels(instant_results)
     check_tls_panels(instant_results)
@@ -545,44 +626,19 @@ def oauth_daemon() -> Iterator[OAuthDaemon]:
         "workspace": TokenCache("workspace", TokenEndpoint(refuse=True), timeout=2.0),
     }
     config = Config((), oauth_clients=MappingProxyType(caches))
-    started = threading.Event()
+
+    async def configure(stack: AsyncExitStack) -> Config:
+        return config
+
     stop = threading.Event()
-    bound: list[int] = []
-    failure: list[BaseException] = []
-
-    async def serve() -> None:
-        daemon = InProcessDaemon(config)
-        http = HttpServer(daemon, ServerSettings("127.0.0.1", 0))
-        await http.start()
-        await daemon.start()
-        bound.append(http.bound.port)
-        started.set()
-        try:
-            await asyncio.to_thread(stop.wait)
-        finally:
-            await daemon.stop()
-            await http.stop()
-
-    def run() -> None:
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # noqa: BLE001 - reported by the fixture below
-            failure.append(exc)
-            started.set()
-
-    server = threading.Thread(target=run, name="oauth daemon")
-    server.start()
     asker = threading.Thread(target=ask_for_tokens, args=(caches, stop), name="token asker")
-    try:
-        assert started.wait(30), "the daemon did not start"
-        assert not failure, failure
+    with daemon_thread(configure, "oauth daemon") as port:
         asker.start()
-        yield OAuthDaemon(bound[0], caches)
-    finally:
-        stop.set()
-        if asker.is_alive():
+        try:
+            yield OAuthDaemon(port, caches)
+        finally:
+            stop.set()
             asker.join(10)
-        server.join(30)
 
 
 @pytest.fixture(scope="module")
@@ -615,36 +671,18 @@ def test_oauth_row_queries_show_what_the_token_caches_did(
     dashboard = load_dashboard()
     titles = oauth_panel_titles(dashboard)
     assert len(titles) >= 3
-    values = grafana_values()
-    now = time.time()
-    results: dict[str, list[dict[str, Any]]] = {}
-    problems: list[str] = []
-    for query in queries(dashboard):
-        if query.panel not in titles:
-            continue
-        expr = substitute(query.expr, values)
-        result, error = evaluate(oauth_prometheus, "/api/v1/query", query=expr, time=f"{now:.3f}")
-        if error or not result:
-            problems.append(f"{query.panel}: {error or 'no data (instant)'}: {expr}")
-        results[query.panel] = result
-        if query.range or query.panel_type in RANGE_PANEL_TYPES:
-            series, error = evaluate(
-                oauth_prometheus, "/api/v1/query_range", query=expr,
-                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
-            )  # fmt: skip
-            if error or not any(s["values"] for s in series):
-                problems.append(f"{query.panel}: {error or 'no data (range)'}: {expr}")
+    results, problems = panel_results(oauth_prometheus, dashboard, titles, grafana_values())
     assert not problems, "\n".join(problems)
 
-    failed = by_labels(results["OAuth token failures (time range)"], "client")
+    failed = by_labels(results[("OAuth token failures (time range)", "A")], "client")
     assert failed[("workspace",)] > 0
     assert failed[("m365",)] == 0
-    requests = by_labels(results["OAuth token requests by result"], "client", "result")
+    requests = by_labels(results[("OAuth token requests by result", "A")], "client", "result")
     assert set(requests) == {("m365", "success"), ("workspace", "invalid_client")}, requests
-    expiry = by_labels(results["OAuth token time to expiry"], "client")
+    expiry = by_labels(results[("OAuth token time to expiry", "A")], "client")
     assert set(expiry) == {("m365",)}, "a client that never got a token has no expiry"
     assert -2 < expiry[("m365",)] <= TOKEN_LIFETIME, expiry
-    p95 = by_labels(results["OAuth token request duration (p95)"], "client")
+    p95 = by_labels(results[("OAuth token request duration (p95)", "A")], "client")
     assert set(p95) == {("m365",), ("workspace",)}, p95
     assert all(0.025 <= seconds <= 0.5 for seconds in p95.values()), p95
     assert oauth_daemon.caches["workspace"].expires_at is None

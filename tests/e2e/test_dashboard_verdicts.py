@@ -13,31 +13,23 @@ data and show that.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from typing import Any
 
 import pytest
 
-from smtp_probe.app import Daemon as InProcessDaemon
-from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
+from smtp_probe.config.runtime import Config, ScheduledProbe
 from smtp_probe.probe.spec import ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.sandbox import DEMO_USER
-from smtp_probe.server.http import HttpServer
 from tests.e2e.test_dashboard import (
     JOB,
-    RANGE_PANEL_TYPES,
-    RANGE_SECONDS,
     by_labels,
-    evaluate,
+    daemon_thread,
     grafana_values,
     load_dashboard,
-    queries,
+    panel_results,
     row_panel_titles,
-    substitute,
+    wait_for_runs,
 )
 from tests.support.loopback_smtpd import LOOPBACK
 from tests.support.prom import Prometheus
@@ -55,60 +47,31 @@ STAMPS = {
 }
 
 
+async def configure(stack: AsyncExitStack) -> Config:
+    """Both probes, each through its own stamping hop into one demo sandbox."""
+    address = await stack.enter_async_context(sandbox())
+    probes = []
+    for name, lines in STAMPS.items():
+        stamping = Stamping((address.host, address.smtp_port), lines)
+        port = await stack.enter_async_context(stamping_hop(stamping))
+        spec = ProbeSpec(
+            name=name,
+            smtp=SmtpServer(host=LOOPBACK, port=port, tls=TlsMode.NONE),
+            mail_from="probe@sender.test",
+            rcpt_to=DEMO_USER,
+            mailbox=sandbox_mailbox(address, junk_folders=(), authserv_id=RECEIVER),
+            timeout=1.8,
+            expect_auth=(("dkim", "pass"),),
+        )
+        probes.append(ScheduledProbe(spec, 2.0, 0.1, smtp_name=name, mailbox_name="inbox"))
+    return Config(tuple(probes))
+
+
 @pytest.fixture(scope="module")
 def verdict_daemon() -> Iterator[int]:
     """The in-process daemon's HTTP port, while both probes run every two seconds."""
-    started = threading.Event()
-    stop = threading.Event()
-    bound: list[int] = []
-    failure: list[BaseException] = []
-
-    async def serve() -> None:
-        async with AsyncExitStack() as stack:
-            address = await stack.enter_async_context(sandbox())
-            probes = []
-            for name, lines in STAMPS.items():
-                stamping = Stamping((address.host, address.smtp_port), lines)
-                port = await stack.enter_async_context(stamping_hop(stamping))
-                spec = ProbeSpec(
-                    name=name,
-                    smtp=SmtpServer(host=LOOPBACK, port=port, tls=TlsMode.NONE),
-                    mail_from="probe@sender.test",
-                    rcpt_to=DEMO_USER,
-                    mailbox=sandbox_mailbox(address, junk_folders=(), authserv_id=RECEIVER),
-                    timeout=1.8,
-                    expect_auth=(("dkim", "pass"),),
-                )
-                probes.append(ScheduledProbe(spec, 2.0, 0.1, smtp_name=name, mailbox_name="inbox"))
-            daemon = InProcessDaemon(Config(tuple(probes)))
-            http = HttpServer(daemon, ServerSettings("127.0.0.1", 0))
-            await http.start()
-            await daemon.start()
-            bound.append(http.bound.port)
-            started.set()
-            try:
-                await asyncio.to_thread(stop.wait)
-            finally:
-                await daemon.stop()
-                await http.stop()
-
-    def run() -> None:
-        try:
-            asyncio.run(serve())
-        except BaseException as exc:  # noqa: BLE001 - reported by the fixture below
-            failure.append(exc)
-            started.set()
-
-    server = threading.Thread(target=run, name="verdict daemon")
-    server.start()
-    try:
-        assert started.wait(30), "the daemon did not start"
-        assert not failure, failure
-        yield bound[0]
-    finally:
-        stop.set()
-        server.join(30)
-    assert not failure, failure
+    with daemon_thread(configure, "verdict daemon") as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
@@ -117,14 +80,7 @@ def verdict_prometheus(verdict_daemon: int) -> Iterator[Prometheus]:
     server = Prometheus([f"127.0.0.1:{verdict_daemon}"], job=JOB)
     server.start()
     try:
-        first = server.wait_for(
-            "smtp_probe_runs_total", lambda r: set(r) == set(STAMPS), timeout=30
-        )
-        server.wait_for(
-            "smtp_probe_runs_total",
-            lambda r: all(r.get(name, 0) >= first[name] + 3 for name in STAMPS),
-            timeout=40,
-        )
+        wait_for_runs(server, STAMPS, first_timeout=30)
         yield server
     finally:
         server.stop()
@@ -137,24 +93,7 @@ def test_authentication_row_queries_show_what_the_receivers_said(
     titles = row_panel_titles(dashboard, ROW)
     assert len(titles) >= 3
     values = grafana_values("(" + "|".join(STAMPS) + ")")
-    now = time.time()
-    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    problems: list[str] = []
-    for query in queries(dashboard):
-        if query.panel not in titles:
-            continue
-        expr = substitute(query.expr, values)
-        result, error = evaluate(verdict_prometheus, "/api/v1/query", query=expr, time=f"{now:.3f}")
-        if error or not result:
-            problems.append(f"{query.panel}: {error or 'no data (instant)'}: {expr}")
-        results[(query.panel, query.ref)] = result
-        if query.range or query.panel_type in RANGE_PANEL_TYPES:
-            series, error = evaluate(
-                verdict_prometheus, "/api/v1/query_range", query=expr,
-                start=f"{now - RANGE_SECONDS:.3f}", end=f"{now:.3f}", step="1",
-            )  # fmt: skip
-            if error or not any(s["values"] for s in series):
-                problems.append(f"{query.panel}: {error or 'no data (range)'}: {expr}")
+    results, problems = panel_results(verdict_prometheus, dashboard, titles, values)
     assert not problems, "\n".join(problems)
 
     auth = by_labels(

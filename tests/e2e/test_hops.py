@@ -16,7 +16,6 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry
 
-from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
 from smtp_probe.config.runtime import ScheduledProbe
 from smtp_probe.metrics import Metrics
 from smtp_probe.probe.message import TokenSigner
@@ -24,9 +23,9 @@ from smtp_probe.probe.result import Outcome, RunResult
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec
 from smtp_probe.report import HOPS_CAVEAT, as_dict, render_text
-from tests.support.cli_proc import run_cli
+from tests.e2e.test_check_cli import check
 from tests.support.mailstack import MailStack
-from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
+from tests.support.routes import mailbox, probe, smtp_server
 
 
 def run(spec: ProbeSpec) -> RunResult:
@@ -83,17 +82,8 @@ def test_a_real_message_has_the_postfix_and_lmtp_hops(
 
 
 def test_check_verbose_prints_the_hop_table_and_json_carries_the_hops(stack: MailStack) -> None:
-    env = {SMTP_PASSWORD_ENV: stack.users[SENDER], IMAP_PASSWORD_ENV: stack.users[SINK]}
-    argv = [
-        "check",
-        "--smtp", f"{stack.host}:{stack.submission_port}", "--smtp-user", SENDER,
-        "--from", SENDER, "--to", SINK,
-        "--imap", f"{stack.host}:{stack.imaps_port}", "--imap-user", SINK,
-        "--ca-file", str(stack.ca_file), "--timeout", "20s",
-    ]  # fmt: skip
-
-    text = run_cli(*argv, "-v", env=env)
-    document = run_cli(*argv, "--format", "json", env=env)
+    text = check(stack, "-v")
+    document = check(stack, "--format", "json")
 
     assert text.returncode == 0, text.stdout + text.stderr
     lines = text.stdout.splitlines()

@@ -18,13 +18,14 @@ from pathlib import Path
 
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV
 from smtp_probe.probe.message import TokenSigner
-from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
+from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.report import ExitCode, exit_code, render_text
 from tests.support import hop_routes
 from tests.support.cli_proc import run_cli
 from tests.support.hopstack import AUTHSERV_ID, HopStack
+from tests.support.results import own_dkim_of, verdicts_of
 from tests.support.routes import SENDER, SINK
 from tests.support.stamping_smtpd import Stamping, stamping_hop
 
@@ -47,19 +48,6 @@ def run(spec: ProbeSpec) -> RunResult:
     return asyncio.run(run_probe(spec, signer=TokenSigner()))
 
 
-def verdicts_of(result: RunResult) -> Verdicts:
-    assert result.arrival is not None
-    assert result.arrival.deleted
-    assert result.arrival.verdicts is not None
-    return result.arrival.verdicts
-
-
-def own_of(result: RunResult) -> AuthVerdict:
-    own = verdicts_of(result).own_dkim
-    assert own is not None
-    return own
-
-
 def test_a_signed_route_passes_dkim_spf_and_dmarc_with_our_own_check_beside(
     hops: HopStack,
 ) -> None:
@@ -72,7 +60,7 @@ def test_a_signed_route_passes_dkim_spf_and_dmarc_with_our_own_check_beside(
     )
     dkim = next(v for v in verdicts.results if v.method == "dkim")
     assert f"header.d={hops.dkim_domain}" in dkim.detail
-    assert own_of(result).result == "pass", own_of(result)
+    assert own_dkim_of(result).result == "pass", own_dkim_of(result)
     assert verdicts.spam_source == "X-Spamd-Result"
     assert verdicts.spam_score is not None
     assert verdicts.spam_threshold is not None
@@ -91,8 +79,8 @@ def test_the_selectors_key_removed_turns_the_route_auth_failed(hops: HopStack) -
     # rspamd writes dkim=none for a missing key; spf (and so dmarc) still pass.
     assert result.error == "dkim=none (expected pass)"
     assert exit_code(result) is ExitCode.WARNING
-    assert own_of(result).result == "permerror"
-    assert "no key published" in own_of(result).detail
+    assert own_dkim_of(result).result == "permerror"
+    assert "no key published" in own_dkim_of(result).detail
 
 
 def test_another_key_published_fails_the_signature_for_both_checks(hops: HopStack) -> None:
@@ -101,7 +89,7 @@ def test_another_key_published_fails_the_signature_for_both_checks(hops: HopStac
 
     assert result.outcome is Outcome.AUTH_FAILED
     assert result.error.startswith("dkim=fail (expected pass)")
-    assert own_of(result).result == "fail"
+    assert own_dkim_of(result).result == "fail"
 
 
 def test_a_forged_pass_with_another_authserv_id_is_ignored(hops: HopStack) -> None:

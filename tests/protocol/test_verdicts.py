@@ -14,12 +14,13 @@ import time
 from dataclasses import replace
 
 from smtp_probe.probe.message import TokenSigner
-from smtp_probe.probe.result import AuthVerdict, Outcome, RunResult, Stage, Verdicts
+from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.report import ExitCode, as_dict, exit_code, render_text
 from smtp_probe.sandbox import DEMO_USER, SandboxAddress
 from tests.support.dns_responder import LOOPBACK, DnsResponder
+from tests.support.results import own_dkim_of, verdicts_of
 from tests.support.sandbox_imap import messages_in, run, sandbox, sandbox_mailbox
 from tests.support.stamping_smtpd import DkimKey, Stamping, make_key, stamping_hop
 
@@ -55,18 +56,6 @@ def through_hop(
             return result, len(left)
 
     return run(scenario)
-
-
-def verdicts_of(result: RunResult) -> Verdicts:
-    assert result.arrival is not None
-    assert result.arrival.verdicts is not None
-    return result.arrival.verdicts
-
-
-def own_of(result: RunResult) -> AuthVerdict:
-    own = verdicts_of(result).own_dkim
-    assert own is not None
-    return own
 
 
 def test_the_receivers_verdicts_are_read_and_a_forged_header_ignored() -> None:
@@ -138,7 +127,7 @@ def test_verify_dkim_checks_the_signature_against_the_published_key() -> None:
         result = own_check(responder, key)
 
     assert result.outcome is Outcome.DELIVERED, result.error
-    own = own_of(result)
+    own = own_dkim_of(result)
     assert own.result == "pass", own.detail
     assert "header.d=sender.test" in own.detail
     assert responder.questions >= 1
@@ -151,7 +140,7 @@ def test_verify_dkim_with_another_key_published_fails() -> None:
         responder.records[key.name] = other.record
         result = own_check(responder, key)
 
-    own = own_of(result)
+    own = own_dkim_of(result)
     assert own.result == "fail", own
 
 
@@ -160,7 +149,7 @@ def test_verify_dkim_without_a_published_key_is_a_permerror() -> None:
     with DnsResponder() as responder:
         result = own_check(responder, key)
 
-    own = own_of(result)
+    own = own_dkim_of(result)
     assert own.result == "permerror", own
     assert f"no key published at {key.name}" in own.detail
 
@@ -174,7 +163,7 @@ def test_verify_dkim_against_a_silent_resolver_gives_up_after_its_timeout() -> N
         took = time.monotonic() - started
 
     assert result.outcome is Outcome.DELIVERED  # our own check never fails the run
-    own = own_of(result)
+    own = own_dkim_of(result)
     assert own.result == "temperror", own
     assert took < 8.0
 
@@ -186,5 +175,5 @@ def test_verify_dkim_on_an_unsigned_message_is_none() -> None:
         )[0]
         assert responder.questions == 0
 
-    own = own_of(result)
+    own = own_dkim_of(result)
     assert own.result == "none"

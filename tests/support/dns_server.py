@@ -23,31 +23,20 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tests.support.mailstack import (
-    _find_binary,
-    _free_ports,
-    _pid_alive,
-    _proc_matches,
-    _read_pid,
-    _tail,
-    _temp_base,
-)
+from tests.support import procs
 
 __all__ = ["TTL", "DnsServer", "DnsServerError", "txt_rdata"]
 
 #: TTL (seconds) of every record and of negative answers.
 TTL = 1
 
-_HOST = "127.0.0.1"
+_HOST = procs.HOST
 _TMP_PREFIX = "knot-"
 _PACKAGES_HINT = "install it with: DEBIAN_FRONTEND=noninteractive apt-get install -y knot"
 
@@ -128,9 +117,7 @@ class DnsServer:
 
     def log(self) -> str:
         """Knot's log so far."""
-        with contextlib.suppress(FileNotFoundError):
-            return self.log_file.read_text(errors="replace")
-        return ""
+        return procs.read_log(self.log_file)
 
     def __enter__(self) -> DnsServer:
         """Start the server for a ``with`` block."""
@@ -154,18 +141,16 @@ class DnsServer:
             raise DnsServerError("DnsServer is already started")
         began = time.monotonic()
         for name in ("knotd", "knotc"):
-            try:
-                self._bins[name] = _find_binary(name)
-            except RuntimeError:
-                raise DnsServerError(f"DnsServer needs '{name}'; {_PACKAGES_HINT}") from None
+            found = procs.find_binary(name)
+            if found is None:
+                raise DnsServerError(f"DnsServer needs '{name}'; {_PACKAGES_HINT}")
+            self._bins[name] = found
         _reap_stale()
-        root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_temp_base()))
-        root.chmod(0o755)
-        (root / "owner.pid").write_text(f"{os.getpid()}\n")
+        root = procs.new_root(_TMP_PREFIX)
         self._root = root
         atexit.register(self.stop)
         try:
-            self._port = _free_ports(1)[0]
+            self._port = procs.free_ports(1)[0]
             (root / "db").mkdir()
             (root / "knot.conf").write_text(self._config(root))
             (root / f"{self.zone}.zone").write_text(self._zone_file())
@@ -202,12 +187,7 @@ class DnsServer:
         root, proc = self._root, self._proc
         self._root, self._proc = None, None
         if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procs.stop_process(proc, timeout=5)
         if root is not None:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -329,8 +309,8 @@ zone:
         root = self.root
         raise DnsServerError(
             f"DNS server failed: {reason}\n"
-            f"--- knotd stderr ---\n{_tail(root / 'knotd.stderr')}\n"
-            f"--- knot.log ---\n{_tail(root / 'knot.log')}"
+            f"--- knotd stderr ---\n{procs.tail(root / 'knotd.stderr')}\n"
+            f"--- knot.log ---\n{procs.tail(root / 'knot.log')}"
         )
 
 
@@ -339,14 +319,6 @@ def _reap_stale() -> None:
 
     ``atexit`` does not run when the test process is killed; the next start
     cleans up.  A pid is only signalled if it runs ``knotd`` with that
-    directory in its command line.
+    directory in its command line (:func:`procs.stop_if_ours`).
     """
-    for root in _temp_base().glob(_TMP_PREFIX + "*"):
-        owner = _read_pid(root / "owner.pid")
-        if owner is None or _pid_alive(owner):
-            continue
-        pid = _read_pid(root / "knot.pid")
-        if pid is not None and _proc_matches(pid, "knotd", str(root)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        shutil.rmtree(root, ignore_errors=True)
+    procs.reap_stale(_TMP_PREFIX, lambda root: procs.stop_if_ours(root / "knot.pid", "knotd", root))

@@ -79,7 +79,6 @@ two shared cores; :attr:`HopStack.start_seconds`.
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import imaplib
 import json
@@ -87,31 +86,15 @@ import os
 import pwd
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support import procs
 from tests.support.dns_server import TTL, DnsServer, txt_rdata
-from tests.support.mailstack import (
-    BOUNCE,
-    DOMAIN,
-    MailStack,
-    MailStackError,
-    _find_binary,
-    _free_ports,
-    _group_members,
-    _pid_alive,
-    _probe_greeting,
-    _proc_matches,
-    _read_pid,
-    _render,
-    _stop_group,
-    _tail,
-    _temp_base,
-)
+from tests.support.mailstack import BOUNCE, DOMAIN, MailStack, MailStackError
 
 __all__ = [
     "AUTHSERV_ID",
@@ -164,7 +147,7 @@ DELAY_WARNING_SECONDS = 2
 #: fixture checks that no message carrying it (or smtp_probe's) is left.
 TEST_HEADER = "X-Hopstack-Test"
 
-_HOST = "127.0.0.1"
+_HOST = procs.HOST
 _TMP_PREFIX = "hopstack-"
 _CONF_DIR = Path(__file__).resolve().parent / "hopstack_conf"
 _RSPAMD_USER = "_rspamd"
@@ -336,15 +319,13 @@ class HopStack:
         began = time.monotonic()
         self._check_environment()
         _reap_stale()
-        root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_temp_base()))
-        root.chmod(0o755)
-        (root / "owner.pid").write_text(f"{os.getpid()}\n")
+        root = procs.new_root(_TMP_PREFIX)
         self._root = root
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
         try:
-            sub_port, in_port, self._rspamd_port = _free_ports(3)
+            sub_port, in_port, self._rspamd_port = procs.free_ports(3)
             self._hops = {
                 SUBMISSION: _Hop(
                     SUBMISSION, SUBMISSION_HOSTNAME, root / SUBMISSION, sub_port, in_port
@@ -373,13 +354,9 @@ class HopStack:
             return
         try:
             for hop in self._hops.values():
-                pid = _read_pid(hop.queue_dir / "pid" / "master.pid")
-                if pid is not None and _proc_matches(pid, "master", str(root)):
-                    _stop_group(pid)
+                procs.stop_if_ours(hop.queue_dir / "pid" / "master.pid", "master", root)
             if self._rspamd is not None:
-                _stop_group(self._rspamd.pid)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self._rspamd.wait(2)
+                procs.stop_process(self._rspamd)
             self.dns.stop()
         finally:
             self._root, self._rspamd, self._hops = None, None, {}
@@ -556,17 +533,17 @@ class HopStack:
 
     def postfix_log(self, hop: str) -> str:
         """``hop``'s Postfix log so far."""
-        return _read(self._hop(hop).log_file)
+        return procs.read_log(self._hop(hop).log_file)
 
     def rspamd_log(self) -> str:
         """The log of rspamd so far."""
-        return _read(self.root / "rspamd" / "log" / "rspamd.log")
+        return procs.read_log(self.root / "rspamd" / "log" / "rspamd.log")
 
     def logs(self) -> str:
         """Every log of the chain (hops, rspamd, DNS), for assertion messages."""
-        parts = [f"--- {name} ---\n{_tail(self._hop(name).log_file)}" for name in self._hops]
-        parts.append(f"--- rspamd ---\n{_tail(self.root / 'rspamd' / 'log' / 'rspamd.log')}")
-        parts.append(f"--- dns ---\n{_tail(self.dns.log_file)}")
+        parts = [f"--- {name} ---\n{procs.tail(self._hop(name).log_file)}" for name in self._hops]
+        parts.append(f"--- rspamd ---\n{procs.tail(self.root / 'rspamd' / 'log' / 'rspamd.log')}")
+        parts.append(f"--- dns ---\n{procs.tail(self.dns.log_file)}")
         return "\n".join(parts)
 
     # --------------------------------------------------------------- internals
@@ -583,10 +560,10 @@ class HopStack:
         if os.geteuid() != 0:
             raise HopStackError("HopStack must run as root (Postfix's master and rspamd need it)")
         for name in ("postfix", "postqueue", "postsuper", "rspamd"):
-            try:
-                self._bins[name] = _find_binary(name)
-            except MailStackError:
-                raise HopStackError(f"HopStack needs '{name}'; {_PACKAGES_HINT}") from None
+            found = procs.find_binary(name)
+            if found is None:
+                raise HopStackError(f"HopStack needs '{name}'; {_PACKAGES_HINT}")
+            self._bins[name] = found
         try:
             pwd.getpwnam(_RSPAMD_USER)
         except KeyError:
@@ -630,7 +607,7 @@ class HopStack:
             "dkim_selector": DKIM_SELECTOR,
         }
         (directory / "rspamd.conf").write_text(
-            _render((_CONF_DIR / "rspamd" / "rspamd.conf").read_text(), values)
+            procs.render((_CONF_DIR / "rspamd" / "rspamd.conf").read_text(), values)
         )
         for name in (
             "options.inc",
@@ -640,7 +617,7 @@ class HopStack:
             "dkim.conf",
             "dmarc.conf",
         ):
-            text = _render((_CONF_DIR / "rspamd" / name).read_text(), values)
+            text = procs.render((_CONF_DIR / "rspamd" / name).read_text(), values)
             (directory / "local.d" / name).write_text(text)
         for module in _RSPAMD_DISABLED:
             (directory / "local.d" / f"{module}.conf").write_text("enabled = false;\n")
@@ -705,18 +682,18 @@ class HopStack:
             "smtpd_options": "\n".join(f"  -o {option}" for option in options),
         }
         files = {
-            "main.cf": _render((_CONF_DIR / "postfix" / "main.cf").read_text(), values),
-            "master.cf": _render((_CONF_DIR / "postfix" / "master.cf").read_text(), values),
+            "main.cf": procs.render((_CONF_DIR / "postfix" / "main.cf").read_text(), values),
+            "master.cf": procs.render((_CONF_DIR / "postfix" / "master.cf").read_text(), values),
             "transport": transport,
             "hold_access": "",
         }
         for name, text in files.items():
-            _write_past(hop.conf_dir / name, text)
+            procs.write_past(hop.conf_dir / name, text)
 
     def _set_hold(self, hop: _Hop, rules: str) -> None:
         """Write the hop's hold table, reload it and wait for the old smtpds to go."""
-        _write_past(hop.conf_dir / "hold_access", rules)
-        master = _read_pid(hop.queue_dir / "pid" / "master.pid")
+        procs.write_past(hop.conf_dir / "hold_access", rules)
+        master = procs.read_pid(hop.queue_dir / "pid" / "master.pid")
         before = set(_smtpd_pids(master)) if master is not None else set()
         self._postfix(hop, "postfix", "reload")
         deadline = time.monotonic() + 10
@@ -734,7 +711,7 @@ class HopStack:
             if self._rspamd is not None and self._rspamd.poll() is not None:
                 self._fail(f"rspamd exited with status {self._rspamd.returncode}")
             for name, port in list(pending.items()):
-                reason = _probe_greeting(port, "smtp", None)
+                reason = procs.probe_greeting(port, "smtp", None)
                 if reason is None:
                     del pending[name]
                 else:
@@ -754,7 +731,7 @@ class HopStack:
             time.sleep(0.05)
 
     def _fail(self, reason: str) -> None:
-        stderr = _tail(self.root / "rspamd" / "log" / "rspamd.stderr")
+        stderr = procs.tail(self.root / "rspamd" / "log" / "rspamd.stderr")
         raise HopStackError(
             f"hop stack failed: {reason}\n{self.logs()}\n--- rspamd stderr ---\n{stderr}"
         )
@@ -762,18 +739,7 @@ class HopStack:
     def _postfix(self, hop: _Hop, command: str, *args: str) -> str:
         """Run a Postfix command against ``hop`` (``-c DIR``); its stdout."""
         argv = [self._bins[command], "-c", str(hop.conf_dir), *args]
-        try:
-            proc = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise HopStackError(f"{' '.join(argv)}: {exc}") from exc
-        if proc.returncode != 0:
-            detail = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-            raise HopStackError(
-                f"{' '.join(argv)} exited with {proc.returncode}: {detail}\n{_tail(hop.log_file)}"
-            )
-        return proc.stdout.decode(errors="replace")
+        return procs.run(argv, HopStackError, hop.log_file)
 
 
 @contextlib.contextmanager
@@ -824,19 +790,11 @@ def left_clean(hops: HopStack, planted: int) -> Iterator[HopStack]:
 
 def _dkim_key() -> tuple[bytes, str]:
     """A fresh 2048-bit RSA key: (PKCS#1 PEM, DKIM TXT value ``v=DKIM1; k=rsa; p=...``)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
+    # imported here: the stamping hop's module pulls in aiosmtpd and dkimpy
+    from tests.support.stamping_smtpd import make_key
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()
+    key = make_key(DKIM_DOMAIN, DKIM_SELECTOR)
+    return key.private_pem, "v=DKIM1; k=rsa; p=" + key.public_b64
 
 
 def _zone_records(dkim_txt: str) -> list[tuple[str, str, str]]:
@@ -852,17 +810,10 @@ def _zone_records(dkim_txt: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def _write_past(path: Path, text: str) -> None:
-    """Write a Postfix file with an mtime in the past (see MailStack: no re-read delay)."""
-    path.write_text(text)
-    past = time.time() - 60
-    os.utime(path, (past, past))
-
-
 def _smtpd_pids(master: int) -> list[int]:
     """The smtpd processes of the Postfix instance whose master is ``master``."""
     found = []
-    for pid in _group_members(master):
+    for pid in procs.group_members(master):
         with contextlib.suppress(OSError):
             if Path(os.readlink(f"/proc/{pid}/exe")).name == "smtpd":
                 found.append(pid)
@@ -879,24 +830,13 @@ def _port_open(port: int) -> bool:
         return False
 
 
-def _read(path: Path) -> str:
-    with contextlib.suppress(FileNotFoundError):
-        return path.read_text(errors="replace")
-    return ""
-
-
 def _reap_stale() -> None:
     """Stop the servers of ``hopstack-*`` dirs whose owner process is gone; remove the dirs."""
-    for root in _temp_base().glob(_TMP_PREFIX + "*"):
-        owner = _read_pid(root / "owner.pid")
-        if owner is None or _pid_alive(owner):
-            continue
-        marker = str(root)
-        for hop in HOPS:
-            pid = _read_pid(root / hop / "spool" / "pid" / "master.pid")
-            if pid is not None and _proc_matches(pid, "master", marker):
-                _stop_group(pid)
-        pid = _read_pid(root / "rspamd" / "rspamd.pid")
-        if pid is not None and _proc_matches(pid, "rspamd", marker):
-            _stop_group(pid)
-        shutil.rmtree(root, ignore_errors=True)
+    procs.reap_stale(_TMP_PREFIX, _stop_stale)
+
+
+def _stop_stale(root: Path) -> None:
+    """Stop both hops' Postfix and rspamd of a crashed session's ``root``, if still ours."""
+    for hop in HOPS:
+        procs.stop_if_ours(root / hop / "spool" / "pid" / "master.pid", "master", root)
+    procs.stop_if_ours(root / "rspamd" / "rspamd.pid", "rspamd", root)

@@ -87,16 +87,16 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from tests.support import procs
 
 __all__ = [
     "BOUNCE",
@@ -158,11 +158,10 @@ OUTAGE = "outage@example.test"
 #: Accepted with 250, then silently discarded by Postfix.
 DISCARD = "discard@example.test"
 
-_HOST = "127.0.0.1"
+_HOST = procs.HOST
 _TMP_PREFIX = "mailstack-"
 _MAIL_USER = "nobody"
 _MAIL_GROUP = "nogroup"
-_SEARCH_PATH = ("/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin")
 _PACKAGES_HINT = (
     "install them with: DEBIAN_FRONTEND=noninteractive apt-get install -y "
     "postfix dovecot-imapd dovecot-lmtpd dovecot-sieve"
@@ -171,8 +170,6 @@ _PACKAGES_HINT = (
 _TOKEN_MECHANISMS = ("xoauth2", "oauthbearer")
 # the reflector and forwarder users need it (Debian package dovecot-sieve)
 _SIEVE_PLUGIN = Path("/usr/lib/dovecot/modules/lib90_sieve_plugin.so")
-# grace period after SIGTERM before SIGKILL (test servers: nothing to save)
-_TERM_WAIT = 1.0
 
 
 class MailStackError(RuntimeError):
@@ -189,24 +186,13 @@ class IntrospectionEndpoint(Protocol):
 
 
 # Configuration templates live as files beside this module
-# (``mailstack_conf/``).  ``@name@`` placeholders are filled by _render();
-# everything else (Postfix's ``$name``, Dovecot's ``%{...}`` and braces) is
-# literal text.
+# (``mailstack_conf/``); ``@name@`` placeholders are filled by procs.render().
 _CONF_DIR = Path(__file__).resolve().parent / "mailstack_conf"
 
 
 def _template(name: str) -> str:
     """The text of the template ``mailstack_conf/<name>``."""
     return (_CONF_DIR / name).read_text(encoding="utf-8")
-
-
-def _render(template: str, values: Mapping[str, object]) -> str:
-    """Fill ``@name@`` placeholders; an unknown name is a programming error."""
-
-    def sub(match: re.Match[str]) -> str:
-        return str(values[match.group(1)])
-
-    return re.sub(r"@([a-z_0-9]+)@", sub, template)
 
 
 def _token_mechanisms(oauth: object, wanted: Sequence[str] | None) -> tuple[str, ...]:
@@ -229,175 +215,13 @@ def _token_mechanisms(oauth: object, wanted: Sequence[str] | None) -> tuple[str,
 
 def _find_binary(name: str) -> str:
     """Locate a server binary in PATH or the sbin directories (root's PATH may lack them)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    for directory in _SEARCH_PATH:
-        candidate = Path(directory, name)
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    raise MailStackError(
-        f"MailStack needs the '{name}' binary, which was not found in PATH or "
-        f"{', '.join(_SEARCH_PATH)}; {_PACKAGES_HINT}"
-    )
-
-
-def _free_ports(count: int) -> list[int]:
-    """Let the kernel pick ``count`` distinct free TCP ports on 127.0.0.1.
-
-    All sockets stay bound until every port is chosen, so the ports differ.
-    There is a small window between closing them and the servers binding;
-    start-up reports a clear error if another process wins that race.
-    """
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind((_HOST, 0))
-            sockets.append(sock)
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-def _probe_greeting(port: int, protocol: str, tls: ssl.SSLContext | None) -> str | None:
-    """Connect (with TLS if ``tls``), check the server greeting, say goodbye.
-
-    Returns None when the port serves ``protocol`` ("smtp" expects ``220``,
-    "imap" ``* OK``), else a short reason.  Doing the TLS handshake proves
-    the certificate loads and verifies against our CA - and, unlike a bare
-    connect, leaves no "SSL_accept error" noise in the servers' logs.
-    """
-    expected, goodbye = (b"220", b"QUIT\r\n") if protocol == "smtp" else (b"* OK", b"a LOGOUT\r\n")
-    try:
-        with socket.create_connection((_HOST, port), timeout=2) as raw:
-            sock = tls.wrap_socket(raw, server_hostname=_HOST) if tls else raw
-            with sock:
-                greeting = sock.recv(512)
-                sock.sendall(goodbye)
-    except (OSError, ssl.SSLError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if not greeting.startswith(expected):
-        return f"unexpected greeting {greeting[:80]!r}"
-    return None
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a text file, or a note that it is missing."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<{path}: {exc.strerror}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists (zombies count as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _read_pid(path: Path) -> int | None:
-    """The integer in a pid file, or None if absent/garbled."""
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Pids of the live (non-zombie) processes in process group ``pgid``."""
-    members: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        # after the command name: state, ppid, pgrp, ...
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
-
-
-def _stop_group(leader: int, timeout: float = _TERM_WAIT) -> None:
-    """SIGTERM a server master we started and its whole process group; wait.
-
-    Postfix's master (``postfix start`` runs it under setsid) and Dovecot's
-    (spawned with ``start_new_session``) each lead a process group that all
-    their children inherit.  Signalling the master alone is not enough:
-    Dovecot's master takes over a second to exit and its log, stats and auth
-    children outlive it (the auth one would keep answering Postfix's SASL
-    requests after :meth:`MailStack.stop_dovecot`).  Signalling the group
-    stops everything in ~0.1 s.  Stragglers get SIGKILL after ``timeout``:
-    an lmtp process caught mid-delivery waits ~5 s for the auth process that
-    the same signal just ended.
-    """
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(leader, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    killed = False
-    while members := _group_members(leader):
-        if time.monotonic() > deadline:
-            if killed:
-                return
-            for pid in members:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            killed, deadline = True, time.monotonic() + 1.0
-        time.sleep(0.01)
-
-
-def _proc_matches(pid: int, exe_name: str, marker: str) -> bool:
-    """True if ``pid`` runs a binary named ``exe_name`` and mentions ``marker``.
-
-    Used before killing a left-over server of a crashed earlier session, so
-    that a recycled pid of some unrelated process is never signalled: the
-    marker (the stack's temp dir) must appear in its command line,
-    environment or working directory.
-    """
-    proc = Path(f"/proc/{pid}")
-    try:
-        if Path(os.readlink(proc / "exe")).name != exe_name:
-            return False
-    except OSError:
-        return False
-    needle = marker.encode()
-    for name in ("cmdline", "environ"):
-        with contextlib.suppress(OSError):
-            if needle in (proc / name).read_bytes():
-                return True
-    with contextlib.suppress(OSError):
-        if os.readlink(proc / "cwd").startswith(marker):
-            return True
-    return False
-
-
-def _temp_base() -> Path:
-    """Where stack directories go: ``tempfile.gettempdir()`` if usable, else /tmp.
-
-    Two constraints: the postfix, dovecot and nobody users must be able to
-    traverse every parent directory, and unix socket paths (up to ~45
-    characters below the stack directory) must stay under the 108-byte
-    limit.  A ``TMPDIR`` inside root's home, or a deep pytest tmp dir,
-    fails one of them.
-    """
-    base = Path(tempfile.gettempdir()).resolve()
-    usable = len(str(base)) <= 40 and all(
-        (parent.stat().st_mode & 0o001) for parent in (base, *base.parents)
-    )
-    return base if usable else Path("/tmp")
+    found = procs.find_binary(name)
+    if found is None:
+        raise MailStackError(
+            f"MailStack needs the '{name}' binary, which was not found in PATH or "
+            f"{procs.searched()}; {_PACKAGES_HINT}"
+        )
+    return found
 
 
 def _reap_stale_stacks() -> None:
@@ -407,34 +231,28 @@ def _reap_stale_stacks() -> None:
     timeout), so every start first looks for ``mailstack-*`` directories
     whose owner process is gone and cleans them up.
     """
-    for root in _temp_base().glob(_TMP_PREFIX + "*"):
-        owner = _read_pid(root / "owner.pid")
-        if owner is None or _pid_alive(owner):
-            continue
-        _kill_stack_processes(root)
-        shutil.rmtree(root, ignore_errors=True)
+    procs.reap_stale(_TMP_PREFIX, _kill_stack_processes)
 
 
 def _kill_stack_processes(root: Path) -> None:
     """Stop the Postfix and Dovecot process groups whose state lives under ``root``.
 
     A master is only signalled if it is verifiably this stack's
-    (:func:`_proc_matches`).  If the master is already gone, children still in
+    (:func:`procs.proc_matches`).  If the master is already gone, children still in
     its process group are orphans of this stack: Linux never hands out a pid
     equal to a live process group's id, so that group cannot be anyone else's.
     """
-    marker = str(root)
     for pid_file, exe_name in (
         (root / "spool" / "pid" / "master.pid", "master"),
         (root / "dovecot" / "run" / "master.pid", "dovecot"),
     ):
-        leader = _read_pid(pid_file)
+        leader = procs.read_pid(pid_file)
         if leader is None:
             continue
-        if _proc_matches(leader, exe_name, marker):
-            _stop_group(leader)
-        elif not _pid_alive(leader):
-            for pid in _group_members(leader):
+        if procs.proc_matches(leader, exe_name, str(root)):
+            procs.stop_group(leader)
+        elif not procs.pid_alive(leader):
+            for pid in procs.group_members(leader):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
@@ -640,15 +458,12 @@ class MailStack:
         began = time.monotonic()
         self._check_environment()
         _reap_stale_stacks()
-        root = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=_temp_base()))
-        # postfix/dovecot/nobody must traverse it (mkdtemp makes it 0700)
-        root.chmod(0o755)
-        (root / "owner.pid").write_text(f"{os.getpid()}\n")
+        root = procs.new_root(_TMP_PREFIX)
         if not self._atexit_registered:
             atexit.register(self.stop)
             self._atexit_registered = True
         try:
-            ports = _free_ports(5)
+            ports = procs.free_ports(5)
             layout = _Layout(
                 root=root,
                 ca_file=root / "tls" / "ca.pem",
@@ -821,21 +636,14 @@ class MailStack:
 
     def postfix_log(self) -> str:
         """Postfix's log so far (``maillog_file``)."""
-        return self._read_log(self.layout.postfix_log)
+        return procs.read_log(self.layout.postfix_log)
 
     def dovecot_log(self) -> str:
         """Dovecot's log so far (``log_path``, plus anything it wrote to stderr)."""
         layout = self.layout
-        return self._read_log(layout.dovecot_stderr) + self._read_log(layout.dovecot_log)
+        return procs.read_log(layout.dovecot_stderr) + procs.read_log(layout.dovecot_log)
 
     # -------------------------------------------------------------- internals
-
-    @staticmethod
-    def _read_log(path: Path) -> str:
-        try:
-            return path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
 
     def _address(self, user: str) -> str:
         """Accept ``sink`` or ``sink@example.test``; must be a known user."""
@@ -928,13 +736,7 @@ class MailStack:
             "smtps_port": layout.smtps_port,
         }
         for name in ("main.cf", "master.cf", "vmailbox", "recipient_access", "transport"):
-            path = conf / name
-            path.write_text(_render(_template(f"postfix/{name}"), values))
-            # Postfix re-reads a config file or texthash table until its
-            # mtime is in the past (it guards against half-written files):
-            # a file written "now" costs ~2 s of 300 ms sleeps per command.
-            past = time.time() - 60
-            os.utime(path, (past, past))
+            procs.write_past(conf / name, procs.render(_template(f"postfix/{name}"), values))
 
     def _write_dovecot_config(self, layout: _Layout) -> None:
         """dovecot.conf (2.3 or 2.4 syntax), passwd-file, mail root, Sieve scripts."""
@@ -969,8 +771,8 @@ class MailStack:
         }
         version = "2.4" if self._dovecot_is_24() else "2.3"
         parts = [
-            _render(_template(f"dovecot/dovecot-{version}.conf"), values),
-            _render(_template("dovecot/common.conf"), values),
+            procs.render(_template(f"dovecot/dovecot-{version}.conf"), values),
+            procs.render(_template("dovecot/common.conf"), values),
         ]
         url = self._introspection_url()
         if url is not None:
@@ -982,11 +784,11 @@ class MailStack:
                 "oauth_timeout_msecs": max(1, round(self.oauth_timeout * 1000)),
                 "oauth2_file": layout.dovecot_dir / "dovecot-oauth2.conf.ext",
             }
-            parts[1] = _render(_template("dovecot/common.conf"), values)
-            parts.append(_render(_template(f"dovecot/oauth-{version}.conf"), values))
+            parts[1] = procs.render(_template("dovecot/common.conf"), values)
+            parts.append(procs.render(_template(f"dovecot/oauth-{version}.conf"), values))
             if version == "2.3":
                 ext = layout.dovecot_dir / "dovecot-oauth2.conf.ext"
-                ext.write_text(_render(_template("dovecot/oauth2-2.3.conf.ext"), values))
+                ext.write_text(procs.render(_template("dovecot/oauth2-2.3.conf.ext"), values))
                 ext.chmod(0o644)
         layout.dovecot_conf.write_text("\n".join(parts))
 
@@ -1032,9 +834,7 @@ class MailStack:
 
     def _stop_postfix(self, layout: _Layout) -> None:
         """Stop Postfix's master and every child (its process group), via its pid file."""
-        pid = _read_pid(layout.queue_dir / "pid" / "master.pid")
-        if pid is not None and _proc_matches(pid, "master", str(layout.root)):
-            _stop_group(pid)
+        procs.stop_if_ours(layout.queue_dir / "pid" / "master.pid", "master", layout.root)
 
     def _spawn_dovecot(self, layout: _Layout) -> None:
         """Run ``dovecot -F -c FILE`` as our child; stderr goes to a log file."""
@@ -1051,14 +851,8 @@ class MailStack:
         """Stop Dovecot's master and all its children (its process group), reap it."""
         proc = self._dovecot
         self._dovecot = None
-        if proc is None:
-            return
-        _stop_group(proc.pid)
-        try:
-            proc.wait(_TERM_WAIT)
-        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL was sent
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            procs.stop_process(proc)
 
     def _wait_ready(
         self,
@@ -1075,7 +869,7 @@ class MailStack:
             if self._dovecot is not None and self._dovecot.poll() is not None:
                 self._fail(f"dovecot exited with status {self._dovecot.returncode}")
             for port, (protocol, use_tls) in list(pending.items()):
-                reason = _probe_greeting(port, protocol, tls if use_tls else None)
+                reason = procs.probe_greeting(port, protocol, tls if use_tls else None)
                 if reason is None:
                     del pending[port]
                 else:
@@ -1096,9 +890,9 @@ class MailStack:
         layout = self.layout
         raise MailStackError(
             f"mail stack failed: {reason}\n"
-            f"--- {layout.dovecot_stderr} (tail) ---\n{_tail(layout.dovecot_stderr)}\n"
-            f"--- {layout.dovecot_log} (tail) ---\n{_tail(layout.dovecot_log)}\n"
-            f"--- {layout.postfix_log} (tail) ---\n{_tail(layout.postfix_log)}"
+            f"--- {layout.dovecot_stderr} (tail) ---\n{procs.tail(layout.dovecot_stderr)}\n"
+            f"--- {layout.dovecot_log} (tail) ---\n{procs.tail(layout.dovecot_log)}\n"
+            f"--- {layout.postfix_log} (tail) ---\n{procs.tail(layout.postfix_log)}"
         )
 
     def _run_postfix_cmd(self, name: str, *args: str) -> str:
@@ -1107,20 +901,5 @@ class MailStack:
 
     def _run(self, argv: list[str]) -> str:
         """Run a command, return stdout; raise MailStackError with all output on failure."""
-        try:
-            proc = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MailStackError(f"{' '.join(argv)}: {exc}") from exc
-        if proc.returncode != 0:
-            detail = (proc.stdout + proc.stderr).decode(errors="replace").strip()
-            logs = ""
-            if self._layout is not None:
-                logs = f"\n--- postfix log (tail) ---\n{_tail(self._layout.postfix_log)}"
-            raise MailStackError(f"{' '.join(argv)} exited with {proc.returncode}: {detail}{logs}")
-        return proc.stdout.decode(errors="replace")
+        log = self._layout.postfix_log if self._layout is not None else None
+        return procs.run(argv, MailStackError, log)

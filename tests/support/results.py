@@ -17,12 +17,14 @@ from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.result import (
     SMTP_STAGES,
     Arrival,
+    AuthVerdict,
     Hop,
     Outcome,
     ReflectorLegs,
     RunResult,
     SmtpReport,
     Stage,
+    Verdicts,
 )
 from smtp_probe.probe.transcript import Transcript
 
@@ -136,3 +138,26 @@ def run_result(
         arrival=arrival,
         reflector=reflector,
     )
+
+
+def verdicts_of(result: RunResult) -> Verdicts:
+    """The verdicts a real run read from its message before deleting it.
+
+    Raises:
+        AssertionError: the message did not arrive, was not deleted, or had no verdicts read.
+    """
+    assert result.arrival is not None
+    assert result.arrival.deleted
+    assert result.arrival.verdicts is not None
+    return result.arrival.verdicts
+
+
+def own_dkim_of(result: RunResult) -> AuthVerdict:
+    """The run's own DKIM check (``verify_dkim``) of its message.
+
+    Raises:
+        AssertionError: see :func:`verdicts_of`; or the run did not check DKIM itself.
+    """
+    own = verdicts_of(result).own_dkim
+    assert own is not None
+    return own
