@@ -29,9 +29,8 @@ from email.message import Message
 from typing import Final
 
 from smtp_probe.probe.message import PROBE_HEADER, decode_subject, parse_subject
-from smtp_probe.probe.result import Bounce
 
-__all__ = ["DeliveryReport", "RecipientStatus", "describe_bounce", "parse_report"]
+__all__ = ["DeliveryReport", "RecipientStatus", "parse_report"]
 
 _REPORT_TYPES: Final = frozenset({"delivery-status", "global-delivery-status"})
 _STATUS_PARTS: Final = frozenset({"message/delivery-status", "message/global-delivery-status"})
@@ -235,16 +234,3 @@ def _xtext_decode(value: str | None) -> str | None:
     if value is None or "+" not in value:
         return value
     return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
-
-
-def describe_bounce(bounce: Bounce) -> str:
-    """One line: ``5.1.1 <rcpt> (remote mta: ...; smtp; 550 5.1.1 ...)``.
-
-    The diagnostic is the server's text: for reasons and transcripts, never labels.
-    """
-    where = bounce.remote_mta or bounce.reporting_mta
-    detail = "; ".join(
-        part for part in (f"remote mta: {where}" if where else "", bounce.diagnostic or "") if part
-    )
-    recipient = f" <{bounce.recipient}>" if bounce.recipient else ""
-    return f"{bounce.status}{recipient}" + (f" ({detail})" if detail else "")

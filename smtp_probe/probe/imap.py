@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from smtp_probe.probe.credentials import AccessToken
-from smtp_probe.probe.dsn import DeliveryReport, describe_bounce, parse_report
+from smtp_probe.probe.dsn import DeliveryReport, parse_report
 from smtp_probe.probe.hops import parse_hops
 from smtp_probe.probe.imap_session import (
     MAX_MESSAGE_BYTES,
@@ -1012,7 +1012,7 @@ class MailboxWatcher:
         if expected is not None:
             transcript.note(
                 f"imap: {where} is a delivery status notification about this run "
-                f"(token signature verified): {bounce.action} {describe_bounce(bounce)}"
+                f"(token signature verified): {bounce.action} {bounce.describe()}"
             )
         lost: ConnectionLost | None = None
         try:

@@ -213,6 +213,20 @@ class Bounce:
         """``2``, ``4`` or ``5`` (the first digit of :attr:`status`), for metric labels."""
         return self.status[:1] if self.status[:1] in ("2", "4", "5") else "unknown"
 
+    def describe(self) -> str:
+        """One line: ``5.1.1 <rcpt> (remote mta: ...; smtp; 550 5.1.1 ...)``.
+
+        The diagnostic is the server's text: for reasons and transcripts, never labels.
+        """
+        where = self.remote_mta or self.reporting_mta
+        detail = "; ".join(
+            part
+            for part in (f"remote mta: {where}" if where else "", self.diagnostic or "")
+            if part
+        )
+        recipient = f" <{self.recipient}>" if self.recipient else ""
+        return f"{self.status}{recipient}" + (f" ({detail})" if detail else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Arrival:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from smtp_probe.probe import verdicts as verdict_lines
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
-from smtp_probe.probe.dsn import describe_bounce
 from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
 from smtp_probe.probe.result import (
     Arrival,
@@ -167,11 +166,9 @@ async def _with_own_watcher(run: _Run, mailbox: Mailbox, signer: TokenSigner) ->
     try:
         await watcher.start(run.transcript, run.deadline, token=run.mailbox_token)
         bounce_mailbox = run.spec.bounce_mailbox
-        if bounce_mailbox is None:
-            pass
-        elif bounce_mailbox.key == mailbox.key:
+        if bounce_mailbox is not None and bounce_mailbox.key == mailbox.key:
             bounce_watcher = watcher
-        else:
+        elif bounce_mailbox is not None:
             bounce_watcher = await _own_bounce_watcher(run, bounce_mailbox, signer)
         return await _send_and_confirm(run, watcher, bounce_watcher)
     finally:
@@ -244,7 +241,7 @@ async def _send_and_confirm(
     run.bounces = expected.bounces
     failed = expected.failed
     if arrival is None and failed is not None:
-        reason = f"bounced: {describe_bounce(failed)}"
+        reason = f"bounced: {failed.describe()}"
         run.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")
         return run.result(Outcome.BOUNCED, Stage.DELIVERY, reason)
     if arrival is None:

@@ -20,7 +20,6 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
-from smtp_probe.probe.dsn import describe_bounce
 from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.report import HOPS_CAVEAT, hop_delay, verdict
@@ -277,9 +276,7 @@ def _last_run_view(last: RunResult, now: float) -> LastRunView:
             for line in last.transcript.lines
         ),
         verdict=verdict(last),
-        bounce=f"{last.bounces[-1].action} {describe_bounce(last.bounces[-1])}"
-        if last.bounces
-        else "",
+        bounce=f"{last.bounces[-1].action} {last.bounces[-1].describe()}" if last.bounces else "",
         hops=tuple(_hop_view(index, hop) for index, hop in enumerate(last.arrival.hops))
         if last.arrival is not None
         else (),
