@@ -43,7 +43,15 @@ from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
-from smtp_probe.probe.result import SMTP_STAGES, Bounce, Hop, Outcome, RunResult, Stage
+from smtp_probe.probe.result import (
+    SMTP_STAGES,
+    Bounce,
+    DnsReport,
+    Hop,
+    Outcome,
+    RunResult,
+    Stage,
+)
 from smtp_probe.probe.verdicts import METHODS, metric_result
 
 DELIVERY_BUCKETS: Final = (
@@ -464,6 +472,9 @@ class Metrics:
                     state.buckets[index] += 1
                     break
         self._render(result.probe)
+
+    def record_dns(self, report: DnsReport) -> None:
+        """Update the DNS check series of ``report.probe`` (SKELETON: issue 10's metrics helper)."""
 
     def run_started(self, probe: str) -> None:
         """A scheduled run of ``probe`` began (``smtp_probe_in_flight`` + 1)."""

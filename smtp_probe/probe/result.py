@@ -28,6 +28,13 @@ class Outcome(enum.StrEnum):
     """A delivery status notification (RFC 3464) about this run came back: failed."""
     AUTH_FAILED = "auth_failed"
     """Delivered, but without the SPF/DKIM/DMARC results the probe requires."""
+    REJECTED = "rejected"
+    """A probe that expects a refusal (``expect``, a built-in ``check``) was
+    refused as expected: a success. A smuggling check whose smuggled message
+    was not accepted ends so too."""
+    ACCEPTED_UNEXPECTEDLY = "accepted_unexpectedly"
+    """A probe that expects a refusal was accepted: an open relay, AUTH in the
+    clear, a forged sender taken, a smuggled message delivered."""
     ERROR = "error"
 
 
@@ -126,6 +133,8 @@ class SmtpReport:
     """Monotonic time of the ``250`` that accepted DATA; the start of delivery."""
     tls: TlsFacts | None = None
     """The TLS connection the message went over; ``None`` without TLS."""
+    mx_host: str | None = None
+    """The MX host the message went to (a server given as ``mx: <domain>``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +281,18 @@ class ReflectorLegs:
 
 
 @dataclass(frozen=True, slots=True)
+class SmugglingVerdict:
+    """One end-of-data variant of the ``smtp_smuggling`` check and what the server did with it."""
+
+    variant: str
+    """The variant's name, e.g. ``lf_dot_crlf`` (``<LF>.<CR><LF>``)."""
+    accepted: bool
+    """The smuggled second message was accepted (an extra ``250``) or arrived: vulnerable."""
+    evidence: str
+    """One line for the transcript and the reason: the replies seen, the token found."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunResult:
     """The whole story of one run; ``run_probe`` always returns one, never raises."""
 
@@ -293,13 +314,52 @@ class RunResult:
     bounces: tuple[Bounce, ...] = ()
     """Delivery status notifications about this run: a ``failed`` one ends
     the run ``bounced``; ``delayed`` ones are noted and the run waits on."""
+    policy_check: str | None = None
+    """The policy the run tested: a :class:`~smtp_probe.probe.spec.PolicyCheck`
+    value, ``expect`` for a plain ``expect``, ``None`` for a delivery probe."""
+    smuggling: tuple[SmugglingVerdict, ...] = ()
+    """Per end-of-data variant, for the ``smtp_smuggling`` check."""
 
     @property
     def success(self) -> bool:
-        """True when the mail went where it should (or was accepted, for SMTP-only checks)."""
-        return self.outcome in (Outcome.DELIVERED, Outcome.SENT)
+        """True when the mail went where it should, or was refused as the probe expects."""
+        return self.outcome in (Outcome.DELIVERED, Outcome.SENT, Outcome.REJECTED)
 
     @property
     def folder(self) -> str | None:
         """The folder the message was found in, if it arrived."""
         return self.arrival.folder if self.arrival else None
+
+
+@dataclass(frozen=True, slots=True)
+class DnsCheckResult:
+    """One DNS check of a probe's domains (``mx``, ``spf``, ``dmarc``...) and its evidence."""
+
+    check: str
+    """A :class:`~smtp_probe.probe.spec.DnsCheck` value (a metric label value)."""
+    ok: bool
+    reason: str
+    """One line: why it failed, or what was found (``p=reject``, ``2 MX, all resolve``)."""
+    evidence: tuple[str, ...] = ()
+    """The lookups and what they answered, for the transcript (records, HTTPS fetch)."""
+    policy: str | None = None
+    """``dmarc``: the published ``p=``; ``mta_sts``: the policy's ``mode``; else ``None``."""
+    listed: tuple[tuple[str, bool], ...] = ()
+    """``dnsbl``: (zone, listed) per configured zone."""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsReport:
+    """All DNS checks of one probe, run together (on the probe's ``dns_interval``)."""
+
+    probe: str
+    started_at: datetime
+    duration_seconds: float
+    results: tuple[DnsCheckResult, ...]
+    transcript: Transcript
+
+    @property
+    def success(self) -> bool:
+        """Every check passed."""
+        return all(result.ok for result in self.results)

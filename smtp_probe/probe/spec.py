@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Final
 
 from smtp_probe.probe.credentials import TokenSource
+from smtp_probe.probe.result import Stage
 from smtp_probe.secret import Secret
 
 
@@ -101,11 +102,99 @@ class SmtpServer:
     helo: str | None = None
     timeout: float = DEFAULT_COMMAND_TIMEOUT
     """Inactivity limit for one SMTP command; the run deadline still bounds the whole leg."""
+    mx: bool = False
+    """``host`` is a mail domain: send as an MTA does, to its MX hosts by
+    preference with fallback (port 25 unless ``port`` says otherwise),
+    STARTTLS as its MTA-STS policy demands."""
 
     @property
     def address(self) -> str:
-        """``host:port`` for display."""
+        """``host:port`` for display (``MX example.net`` for an ``mx:`` server)."""
+        if self.mx:
+            return f"MX {self.host}"
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class PolicyCheck(enum.StrEnum):
+    """A built-in expected refusal (probe key ``check``); a metric label value."""
+
+    OPEN_RELAY = "open_relay"
+    """Unauthenticated mail from an outside sender to an outside recipient must be refused."""
+    AUTH_REQUIRES_TLS = "auth_requires_tls"
+    """EHLO before STARTTLS must not offer AUTH, and AUTH in the clear must be refused."""
+    SENDER_MISMATCH = "sender_mismatch"
+    """A logged-in user sending as another address (``from``) must be refused."""
+    SMTP_SMUGGLING = "smtp_smuggling"
+    """A second message smuggled behind a non-standard end of DATA must never be accepted."""
+
+
+EXPECT: Final = "expect"
+"""The ``policy_check`` label value of a probe with a plain ``expect`` and no ``check``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """The refusal a probe expects: at one of ``stages``, with a reply code matching ``codes``."""
+
+    stages: tuple[Stage, ...]
+    """SMTP stages at which the refusal counts (``reject_at``), e.g. ``(RCPT_TO,)``."""
+    codes: tuple[str, ...] = ("5xx",)
+    """Reply codes (``550``) or classes (``5xx``, ``55x``) that count as the refusal."""
+
+    def matches(self, stage: Stage, code: int | None) -> bool:
+        """True when a refusal ``code`` at ``stage`` is the expected one."""
+        if stage not in self.stages or code is None:
+            return False
+        text = str(code)
+        return any(
+            len(pattern) == len(text)
+            and all(p in ("x", "X") or p == c for p, c in zip(pattern, text, strict=True))
+            for pattern in self.codes
+        )
+
+
+class DnsCheck(enum.StrEnum):
+    """A DNS check of a probe's domains (``dns_checks``); a metric label value."""
+
+    MX = "mx"
+    SPF = "spf"
+    DMARC = "dmarc"
+    MTA_STS = "mta_sts"
+    TLS_RPT = "tls_rpt"
+    DNSBL = "dnsbl"
+    FCRDNS = "fcrdns"
+
+
+DMARC_POLICIES: Final = ("none", "quarantine", "reject")
+"""DMARC ``p=`` values, weakest first: an expected policy is met by it or a later one."""
+MTA_STS_MODES: Final = ("none", "testing", "enforce")
+"""MTA-STS ``mode`` values, weakest first."""
+DEFAULT_DNS_INTERVAL: Final = 900.0
+"""How often a probe's DNS checks run when ``dns_interval`` is not given (15 minutes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsChecks:
+    """What a probe checks in DNS, and for which domains and sending addresses."""
+
+    checks: tuple[DnsCheck, ...]
+    recipient_domain: str
+    """Domain of ``to``: its MX, MTA-STS and TLS-RPT are checked."""
+    sender_domain: str
+    """Domain of ``from``: its SPF and DMARC are checked."""
+    interval: float = DEFAULT_DNS_INTERVAL
+    sending_ips: tuple[str, ...] = ()
+    """The public IPs mail leaves from (SPF, DNSBL, FCrDNS); ``()``: the SMTP server's addresses."""
+    mx_hosts: tuple[str, ...] = ()
+    """``mx``: the MX host names expected (any order); ``()`` accepts any that resolve."""
+    dmarc_policy: str = "none"
+    """``dmarc``: the weakest acceptable ``p=`` (one of :data:`DMARC_POLICIES`)."""
+    mta_sts_mode: str = "enforce"
+    """``mta_sts``: the weakest acceptable ``mode`` (one of :data:`MTA_STS_MODES`)."""
+    dnsbl_zones: tuple[str, ...] = ()
+    """``dnsbl``: blocklist zones to ask (none by default: public lists have terms of use)."""
+    tls_settings: TlsSettings = field(default_factory=TlsSettings)
+    """How the MTA-STS policy's HTTPS certificate is verified (always verified; ``ca_file``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,3 +262,20 @@ class ProbeSpec:
     bounce_mailbox: Mailbox | None = None
     """The envelope sender's mailbox, watched for delivery status
     notifications about the run: a ``failed`` one ends the run ``bounced``."""
+    check: PolicyCheck | None = None
+    """A built-in policy check: the run succeeds (``rejected``) when the server refuses."""
+    expect: Expectation | None = None
+    """The refusal the run expects (from ``expect``, or the defaults of ``check``);
+    ``None`` for a delivery probe. Being accepted ends ``accepted_unexpectedly``."""
+    smuggling_variants: tuple[str, ...] = ()
+    """``smtp_smuggling``: the end-of-data variants to try (names from
+    :data:`smtp_probe.probe.smuggling.VARIANTS`); ``()`` tries them all."""
+    dns_checks: DnsChecks | None = None
+    """DNS checks run beside delivery on their own interval (``dns_interval``)."""
+
+    @property
+    def policy_check(self) -> str | None:
+        """The metric label of the policy this probe tests (``check``, or ``expect``), if any."""
+        if self.check is not None:
+            return str(self.check)
+        return EXPECT if self.expect is not None else None
