@@ -145,15 +145,12 @@ class _Context:
             answer = await self.lookup(domain, "MX", evidence)
         except _CheckFailed as exc:
             return [], [*evidence, f"failed: {exc.reason}"]
-        if not answer.exists:
-            return [], evidence
-        ranked: list[tuple[int, str]] = []
-        for record in answer.records:
-            parts = record.split()
-            preference = int(parts[0]) if parts and parts[0].isdigit() else 65535
-            ranked.append((preference, _host(parts[-1] if parts else "")))
-        ranked.sort()
-        return [host for _pref, host in ranked], evidence
+        return _mx_names(answer), evidence
+
+    def close(self) -> None:
+        """Cancel shared lookups no check waits for any more (a check ran out of time)."""
+        for task in self._memo.values():
+            task.cancel()
 
     async def sending_ips(self) -> tuple[list[str], list[str]]:
         """(The sending IPs, evidence of how they were found).
@@ -172,6 +169,9 @@ class _Context:
     async def _sending_ips(self) -> tuple[list[str], list[str], str | None]:
         if self.checks.sending_ips:
             configured = list(self.checks.sending_ips)
+            wrong = [ip for ip in configured if not _is_ip(ip)]
+            if wrong:
+                return [], [], f"sending IP {', '.join(wrong)} is not an IP address"
             return configured, [f"sending IPs (configured): {', '.join(configured)}"], None
         server = self.spec.smtp
         evidence: list[str] = []
@@ -209,6 +209,19 @@ class _Context:
         return [record for answer in answers if answer.exists for record in answer.records]
 
 
+def _mx_names(answer: Answer) -> list[str]:
+    """The MX host names of an answer by preference; the null MX ``0 .`` gives ``""``."""
+    if not answer.exists:
+        return []
+    ranked: list[tuple[int, str]] = []
+    for record in answer.records:
+        parts = record.split()
+        preference = int(parts[0]) if parts and parts[0].isdigit() else 65535
+        ranked.append((preference, _host(parts[-1] if parts else "")))
+    ranked.sort()
+    return [host for _pref, host in ranked]
+
+
 def _host(name: str) -> str:
     """A host name compared the DNS way: lower case, no trailing dot."""
     return name.strip().rstrip(".").lower()
@@ -231,7 +244,7 @@ async def _check_mx(ctx: _Context, evidence: list[str]) -> _Outcome:
     if not answer.exists:
         what = "does not exist" if answer.status is Status.NXDOMAIN else "has no MX record"
         return _Outcome(False, f"{domain} {what}")
-    hosts, _ = await ctx.mx_hosts(domain)
+    hosts = _mx_names(answer)
     if hosts == [""]:
         return _Outcome(False, f"{domain} publishes a null MX (0 .): it accepts no mail")
     if "" in hosts:
@@ -632,7 +645,10 @@ async def run_dns_checks(
         transcript.note(
             f"dns checks {', '.join(c.value for c in checks.checks)} via {_where(ctx.resolver)}"
         )
-        results = await asyncio.gather(*(_run_one(ctx, c, transcript) for c in checks.checks))
+        try:
+            results = await asyncio.gather(*(_run_one(ctx, c, transcript) for c in checks.checks))
+        finally:
+            ctx.close()
     return DnsReport(
         probe=spec.name,
         started_at=started_at,

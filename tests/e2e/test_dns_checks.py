@@ -418,6 +418,22 @@ def test_sending_ips_of_an_mx_server_are_its_mx_hosts_addresses(settings: DnsSet
     assert "mail.example.test A: 127.0.0.1" in evidence(result)
 
 
+@pytest.mark.parametrize("check", [DnsCheck.SPF, DnsCheck.DNSBL, DnsCheck.FCRDNS])
+def test_a_configured_sending_ip_that_is_no_ip_fails_the_checks_needing_it(
+    settings: DnsSettings, check: DnsCheck
+) -> None:
+    result, _ = run(
+        settings,
+        check,
+        sending_ips=("127.0.0.1", "mail.example.test"),
+        dnsbl_zones=("dnsbl.example.test",),
+    )
+    assert (result.ok, result.reason) == (
+        False,
+        "sending IP mail.example.test is not an IP address",
+    )
+
+
 # ------------------------------------------------------------------ mta_sts
 
 
