@@ -116,7 +116,7 @@ class _Context:
         try:
             answer = await self.resolver.lookup(name, rdtype, deadline=self.deadline)
         except DnsLookupError as exc:
-            evidence.append(f"{exc.reason}")
+            evidence.append(exc.reason)
             raise _CheckFailed(exc.reason) from None
         evidence.append(answer.describe())
         return answer
@@ -129,10 +129,10 @@ class _Context:
         return await asyncio.shield(task)
 
     async def mx_hosts(self, domain: str) -> tuple[list[str], list[str]]:
-        """(MX host names by preference, evidence) of ``domain``.
+        """(MX host names by preference, evidence) of ``domain``, looked up once per run.
 
-        Raises:
-            _CheckFailed: no MX, a null MX, or the lookup failed.
+        ``[]`` when there is no MX or the lookup failed (the failure is in
+        the evidence); a null MX is the name ``""``.
         """
         result: tuple[list[str], list[str]] = await self.once(
             f"mx:{domain}", lambda: self._mx_hosts(domain)
@@ -178,7 +178,8 @@ class _Context:
         if server.mx:
             hosts, mx_evidence = await self.mx_hosts(server.host)
             evidence += mx_evidence
-            if not hosts or hosts == [""]:
+            hosts = [host for host in hosts if host]
+            if not hosts:
                 return [], evidence, f"sending IPs: {server.host} has no usable MX host"
         else:
             hosts = [server.host]
