@@ -33,6 +33,7 @@ from tests.support.policystack import (
     TEST_HEADER,
     PolicyStack,
     left_clean,
+    smtp_server,
     unused_port,
 )
 
@@ -86,15 +87,16 @@ def test_listener_rejects_unknown_names(policy: PolicyStack) -> None:
         policy.listener("openrelay")
 
 
-def test_open_relay_relays_to_outside_and_the_message_arrives(policy: PolicyStack) -> None:
+@pytest.mark.parametrize("to", [OUTSIDE_RECIPIENT, "someone@elsewhere.example"])
+def test_open_relay_relays_to_outside_and_the_message_arrives(policy: PolicyStack, to: str) -> None:
     tag = _tag()
     with _connect(policy, OPEN_RELAY) as smtp:
-        assert _transaction(smtp, OUTSIDE_SENDER, OUTSIDE_RECIPIENT)[0] == 250
-        code, _ = smtp.data(_message(tag, OUTSIDE_SENDER, OUTSIDE_RECIPIENT))
+        assert _transaction(smtp, OUTSIDE_SENDER, to)[0] == 250
+        code, _ = smtp.data(_message(tag, OUTSIDE_SENDER, to))
         assert code == 250
     (raw,) = policy.wait_delivered("sink", tag)
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert message["To"] == OUTSIDE_RECIPIENT
+    assert message["To"] == to
     assert f"for <{LOCAL_RECIPIENT}>" in str(message["Received"]).replace("\n\t", " ")
     assert policy.delete_mail("sink", tag) == 1
 
@@ -215,6 +217,27 @@ def test_secure_keeps_the_smuggled_message_inside_the_first(policy: PolicyStack)
     assert len(policy.delivered("sink", tag)) == 1
     assert f"Message-ID: <{tag}-smuggled@example.test>".encode() in carrier
     assert policy.delete_mail("sink", tag) == 1
+
+
+def test_nothing_can_leave_loopback(policy: PolicyStack) -> None:
+    found = policy.postconf(
+        "default_transport", "relay_transport", "smtp_dns_support_level", "relay_domains"
+    )
+    assert found["default_transport"].startswith("error:")
+    assert found["relay_transport"] == f"smtp:[127.0.0.1]:{policy.mailstack.smtp_port}"
+    assert found["smtp_dns_support_level"] == "disabled"
+    assert found["relay_domains"] == "example.test"
+
+
+def test_smtp_server_points_at_the_listener(policy: PolicyStack) -> None:
+    server = smtp_server(policy, SMUGGLING, username=None, password=None)
+    assert (server.host, server.port) == policy.listener(SMUGGLING)
+    assert server.tls_settings.ca_file == policy.ca_file
+    assert server.username is None
+    with_login = smtp_server(policy, SECURE)
+    assert with_login.username == SASL_USER
+    assert with_login.password is not None
+    assert with_login.password.reveal() == policy.credentials[1]
 
 
 def test_unused_port_refuses_connections() -> None:

@@ -16,15 +16,26 @@ exactly one policy with ``-o`` (:data:`LISTENERS`):
   user owns its address): otherwise ``553 5.7.1 <addr>: Sender address
   rejected: not owned by user probe@example.test`` at RCPT; only
   ``<CR><LF>.<CR><LF>`` ends DATA (``smtpd_forbid_bare_newline = yes``, no
-  exclusions: Postfix 3.7.10+ and 3.9+ then both "normalize" bare LFs);
+  exclusions: Postfix 3.7.10+ and 3.9+ then both "normalize" bare LFs, so
+  ``<LF>.<CR><LF>`` + a second transaction stays inside the first message:
+  one ``250``, one delivery); a client that sends before the server's reply
+  where RFC 2920 forbids it (e.g. message text before ``354``) gets ``554
+  5.5.0 Error: SMTP protocol synchronization`` (``smtpd_forbid_unauth_pipelining
+  = yes``: the 3.9+ default, set here for 3.7 too);
 * ``open_relay``: ``mynetworks = 0.0.0.0/0`` and ``permit_mynetworks``
-  first (the classic misconfiguration): relays anything;
-* ``auth_in_clear``: ``smtpd_tls_auth_only = no``: AUTH in the plain EHLO;
+  first (the classic misconfiguration): relays anything, unauthenticated;
+* ``auth_in_clear``: ``smtpd_tls_auth_only = no``: AUTH (PLAIN, LOGIN) in the
+  plain EHLO, and a wrong password there gets ``535``;
 * ``no_login_mismatch``: no sender restriction: a logged-in user may use any
   MAIL FROM;
 * ``smuggling``: ``smtpd_forbid_bare_newline = no`` (Debian 12's default;
-  Debian 13 defaults to ``normalize``): ``<LF>.<CR><LF>`` ends DATA, so a
-  second message hidden in the first one is accepted and delivered.
+  Debian 13 defaults to ``normalize``) and ``smtpd_forbid_unauth_pipelining
+  = no`` (Debian 13 needs it too): ``<LF>.<CR><LF>`` ends DATA, so a second
+  transaction hidden in the first message's text - sent in one write - gets
+  ``250 queued``, ``250``, ``250``, ``354``, ``250 queued`` and both messages
+  are delivered.  (With only the first setting, 3.7 and 3.10 both answer the
+  hidden DATA ``554 5.5.0 Error: SMTP protocol synchronization`` after
+  queueing the first message: the hidden message text came before its 354.)
 
 Unauthenticated clients may use any MAIL FROM everywhere (the login check is
 the ``authenticated`` form), so MX-style probes (relay, smuggling) need no
@@ -42,13 +53,22 @@ Why: smtp_probe's policy checks (``check: open_relay``, ``auth_requires_tls``,
 right and fail on one configured wrong; only a real Postfix answers the way
 production ones do.
 
-Runs as root (Postfix's master needs it); starts in well under a second.
+Helpers: :meth:`PolicyStack.listener` (host, port), :attr:`~PolicyStack.ca_file`,
+:attr:`~PolicyStack.credentials`, :func:`smtp_server` (smtp_probe's
+``SmtpServer`` for a listener), :meth:`~PolicyStack.wait_delivered` /
+:meth:`~PolicyStack.delete_mail` (sink's mailbox), :func:`unused_port` (a
+"down MX") and :func:`left_clean` (the per-test check behind the ``policy``
+fixture).
+
+Runs as root (Postfix's master needs it); starts in under half a second.
+Postfix 3.7 (Debian 12) and 3.10 (Debian 13) behave the same here.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import email
 import email.policy
 import imaplib
@@ -62,10 +82,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.support import procs
 from tests.support.mailstack import DOMAIN, MailStack, MailStackError
+
+if TYPE_CHECKING:
+    from smtp_probe.probe.spec import SmtpServer
 
 __all__ = [
     "AUTH_IN_CLEAR",
@@ -84,6 +107,7 @@ __all__ = [
     "PolicyStack",
     "PolicyStackError",
     "left_clean",
+    "smtp_server",
     "unused_port",
 ]
 
@@ -305,6 +329,21 @@ class PolicyStack:
             self.mailstack.delete_queued("ALL")
         return {name: [e["queue_id"] for e in found] for name, found in queues.items() if found}
 
+    def postconf(self, *names: str) -> dict[str, str]:
+        """main.cf parameters of the running instance (``postconf -c DIR NAME...``), by name.
+
+        Listener overrides are in :data:`LISTENERS`, not here.
+
+        Raises:
+            PolicyStackError: ``postconf`` failed (e.g. an unknown parameter).
+        """
+        out = self._postfix("postconf", *names)
+        found = {}
+        for line in out.splitlines():
+            name, _, value = line.partition(" = ")
+            found[name.strip()] = value.strip()
+        return found
+
     # -------------------------------------------------------------- mailboxes
 
     def delete_mail(self, user: str, needle: str) -> int:
@@ -461,6 +500,34 @@ class PolicyStack:
                 imap.close()
             imap.logout()
         return deleted
+
+
+def smtp_server(stack: PolicyStack, name: str, **changes: object) -> SmtpServer:
+    """smtp_probe's :class:`SmtpServer` for listener ``name``.
+
+    STARTTLS verified against :attr:`PolicyStack.ca_file`, :data:`SASL_USER`'s
+    credentials, 10 s command timeout; ``changes`` replace fields (e.g.
+    ``username=None, password=None`` for an unauthenticated MX-style client).
+
+    Raises:
+        ValueError: unknown listener name.
+    """
+    # imported here: smtp_probe is not needed to run the server
+    from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
+    from smtp_probe.secret import Secret
+
+    host, port = stack.listener(name)
+    user, password = stack.credentials
+    server = SmtpServer(
+        host,
+        port,
+        TlsMode.STARTTLS,
+        TlsSettings(ca_file=stack.ca_file),
+        user,
+        Secret(password),
+        timeout=10,
+    )
+    return dataclasses.replace(server, **changes)  # type: ignore[arg-type]
 
 
 def unused_port() -> int:
