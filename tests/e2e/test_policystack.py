@@ -14,7 +14,6 @@ import email
 import email.policy
 import smtplib
 import socket
-import time
 import uuid
 
 import pytest
@@ -30,6 +29,8 @@ from tests.support.policystack import (
     SASL_USER,
     SECURE,
     SMUGGLING,
+    SMUGGLING_ACCEPTED,
+    SMUGGLING_ENDINGS,
     TEST_HEADER,
     PolicyStack,
     left_clean,
@@ -168,8 +169,12 @@ def test_no_login_mismatch_accepts_and_delivers_a_forged_sender(policy: PolicySt
     assert policy.delete_mail("sink", tag) == 1
 
 
-def _smuggle(stack: PolicyStack, name: str, tag: str) -> list[str]:
-    """One DATA whose body ends in ``<LF>.<CR><LF>`` + a second transaction; every reply line."""
+def _smuggle(stack: PolicyStack, name: str, tag: str, ending: bytes) -> list[str]:
+    """One DATA whose text has ``ending`` + a second transaction, then the real end; every reply.
+
+    The carrier's DATA is sent after its 354, the rest (hidden commands,
+    hidden message, real ``<CR><LF>.<CR><LF>``, QUIT) in one write.
+    """
     sock = socket.create_connection(stack.listener(name), timeout=10)
     with sock, sock.makefile("rb") as replies:
 
@@ -188,7 +193,7 @@ def _smuggle(stack: PolicyStack, name: str, tag: str) -> list[str]:
         smuggled = _message(f"{tag}-smuggled", OUTSIDE_SENDER, LOCAL_RECIPIENT)
         sock.sendall(
             carrier.removesuffix(b"\r\n")
-            + b"\n.\r\n"
+            + ending
             + f"MAIL FROM:<{OUTSIDE_SENDER}>\r\nRCPT TO:<{LOCAL_RECIPIENT}>\r\nDATA\r\n".encode()
             + smuggled
             + b".\r\nQUIT\r\n"
@@ -197,25 +202,44 @@ def _smuggle(stack: PolicyStack, name: str, tag: str) -> list[str]:
         return [line.decode().strip() for line in replies]
 
 
-def test_smuggling_accepts_and_delivers_the_smuggled_message(policy: PolicyStack) -> None:
+def _message_ids(raws: list[bytes]) -> set[str]:
+    return {
+        str(email.message_from_bytes(raw, policy=email.policy.default)["Message-ID"])
+        for raw in raws
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(SMUGGLING_ACCEPTED))
+def test_smuggling_delivers_a_message_hidden_behind_a_bare_lf_ending(
+    policy: PolicyStack, variant: str
+) -> None:
     tag = _tag()
-    replies = _smuggle(policy, SMUGGLING, tag)
+    replies = _smuggle(policy, SMUGGLING, tag, SMUGGLING_ENDINGS[variant])
     assert [r[:3] for r in replies] == ["250", "250", "250", "354", "250", "221"], replies
-    policy.wait_delivered("sink", f"{tag}-carrier")
-    (smuggled,) = policy.wait_delivered("sink", f"{tag}-smuggled")
-    assert f"Message-ID: <{tag}-smuggled@example.test>".encode() in smuggled
+    delivered = policy.wait_delivered("sink", tag, count=2)
+    assert _message_ids(delivered) == {
+        f"<{tag}-carrier@example.test>",
+        f"<{tag}-smuggled@example.test>",
+    }
     assert policy.delete_mail("sink", tag) == 2
 
 
-def test_secure_keeps_the_smuggled_message_inside_the_first(policy: PolicyStack) -> None:
+@pytest.mark.parametrize(
+    ("name", "variant"),
+    [(SECURE, variant) for variant in SMUGGLING_ENDINGS]
+    + [(SMUGGLING, variant) for variant in SMUGGLING_ENDINGS if variant not in SMUGGLING_ACCEPTED],
+)
+def test_other_endings_and_secure_keep_the_hidden_message_inside_the_first(
+    policy: PolicyStack, name: str, variant: str
+) -> None:
     tag = _tag()
-    replies = _smuggle(policy, SECURE, tag)
+    replies = _smuggle(policy, name, tag, SMUGGLING_ENDINGS[variant])
+    # one "queued as": the server made one message of it all
     assert [r[:3] for r in replies] == ["250", "221"], replies
     (carrier,) = policy.wait_delivered("sink", tag)
-    # settle: a smuggled second message would follow within milliseconds
-    time.sleep(1.0)
-    assert len(policy.delivered("sink", tag)) == 1
+    assert _message_ids([carrier]) == {f"<{tag}-carrier@example.test>"}
     assert f"Message-ID: <{tag}-smuggled@example.test>".encode() in carrier
+    assert len(policy.delivered("sink", tag)) == 1
     assert policy.delete_mail("sink", tag) == 1
 
 

@@ -30,10 +30,11 @@ exactly one policy with ``-o`` (:data:`LISTENERS`):
   MAIL FROM;
 * ``smuggling``: ``smtpd_forbid_bare_newline = no`` (Debian 12's default;
   Debian 13 defaults to ``normalize``) and ``smtpd_forbid_unauth_pipelining
-  = no`` (Debian 13 needs it too): ``<LF>.<CR><LF>`` ends DATA, so a second
-  transaction hidden in the first message's text - sent in one write - gets
-  ``250 queued``, ``250``, ``250``, ``354``, ``250 queued`` and both messages
-  are delivered.  (With only the first setting, 3.7 and 3.10 both answer the
+  = no`` (Debian 13 needs it too): ``<LF>.<CR><LF>`` ends DATA (so do
+  ``<LF>.<LF>`` and ``<CR><LF>.<LF>``: :data:`SMUGGLING_ACCEPTED`), so a
+  second transaction hidden in the first message's text - sent in one
+  write - gets ``250 queued``, ``250``, ``250``, ``354``, ``250 queued`` and
+  both messages are delivered.  (With only the first setting, 3.7 and 3.10 both answer the
   hidden DATA ``554 5.5.0 Error: SMTP protocol synchronization`` after
   queueing the first message: the hidden message text came before its 354.)
 
@@ -103,6 +104,8 @@ __all__ = [
     "SASL_USER",
     "SECURE",
     "SMUGGLING",
+    "SMUGGLING_ACCEPTED",
+    "SMUGGLING_ENDINGS",
     "TEST_HEADER",
     "PolicyStack",
     "PolicyStackError",
@@ -129,6 +132,23 @@ LISTENERS: dict[str, tuple[str, ...]] = {
     NO_LOGIN_MISMATCH: ("smtpd_sender_restrictions=",),
     SMUGGLING: ("smtpd_forbid_bare_newline=no", "smtpd_forbid_unauth_pipelining=no"),
 }
+
+#: End-of-DATA look-alikes by the names of smtp_probe's smuggling variants.
+SMUGGLING_ENDINGS: dict[str, bytes] = {
+    "lf_dot_lf": b"\n.\n",
+    "lf_dot_crlf": b"\n.\r\n",
+    "crlf_dot_lf": b"\r\n.\n",
+    "lf_dot_cr": b"\n.\r",
+    "cr_dot_cr": b"\r.\r",
+    "cr_dot_crlf": b"\r.\r\n",
+    "cr_dot_lf": b"\r.\n",
+    "crlf_dot_cr": b"\r\n.\r",
+}
+#: The endings the ``smuggling`` listener takes as the end of DATA (a second
+#: transaction behind them is accepted and delivered): Postfix 3.7.11 and
+#: 3.10.13 alike.  Postfix treats a bare LF as a line end, a bare CR never;
+#: every other ending stays message text there, and every ending does on ``secure``.
+SMUGGLING_ACCEPTED: frozenset[str] = frozenset({"lf_dot_lf", "lf_dot_crlf", "crlf_dot_lf"})
 
 HOSTNAME = "policy.example.test"
 #: The SASL login (and password ``mailstack.users[SASL_USER]``); owns only this address.
