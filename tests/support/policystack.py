@@ -16,12 +16,12 @@ exactly one policy with ``-o`` (:data:`LISTENERS`):
   user owns its address): otherwise ``553 5.7.1 <addr>: Sender address
   rejected: not owned by user probe@example.test`` at RCPT; only
   ``<CR><LF>.<CR><LF>`` ends DATA (``smtpd_forbid_bare_newline = yes``, no
-  exclusions: Postfix 3.7.10+ and 3.9+ then both "normalize" bare LFs, so
+  exclusions: Postfix 3.7.11 and 3.10 then both "normalize" bare LFs, so
   ``<LF>.<CR><LF>`` + a second transaction stays inside the first message:
   one ``250``, one delivery); a client that sends before the server's reply
   where RFC 2920 forbids it (e.g. message text before ``354``) gets ``554
   5.5.0 Error: SMTP protocol synchronization`` (``smtpd_forbid_unauth_pipelining
-  = yes``: the 3.9+ default, set here for 3.7 too);
+  = yes``: the 3.10 default, set here for 3.7 too);
 * ``open_relay``: ``mynetworks = 0.0.0.0/0`` and ``permit_mynetworks``
   first (the classic misconfiguration): relays anything, unauthenticated;
 * ``auth_in_clear``: ``smtpd_tls_auth_only = no``: AUTH (PLAIN, LOGIN) in the
@@ -34,9 +34,11 @@ exactly one policy with ``-o`` (:data:`LISTENERS`):
   ``<LF>.<LF>`` and ``<CR><LF>.<LF>``: :data:`SMUGGLING_ACCEPTED`), so a
   second transaction hidden in the first message's text - sent in one
   write - gets ``250 queued``, ``250``, ``250``, ``354``, ``250 queued`` and
-  both messages are delivered.  (With only the first setting, 3.7 and 3.10 both answer the
-  hidden DATA ``554 5.5.0 Error: SMTP protocol synchronization`` after
-  queueing the first message: the hidden message text came before its 354.)
+  both messages are delivered.  With the first setting alone (pipelining
+  still forbidden, as in the baseline and stock Debian 13), both versions
+  queue the first message, answer the hidden MAIL and RCPT with 250 and the
+  hidden DATA with ``554 5.5.0 Error: SMTP protocol synchronization`` (its
+  text came before its 354) and hang up: nothing is smuggled.
 
 Unauthenticated clients may use any MAIL FROM everywhere (the login check is
 the ``authenticated`` form), so MX-style probes (relay, smuggling) need no
@@ -436,8 +438,16 @@ class PolicyStack:
                     "DEBIAN_FRONTEND=noninteractive apt-get install -y postfix"
                 )
             self._bins[name] = found
-        out = procs.run([self._bins["postconf"], "-d", "-h", "mail_version"], PolicyStackError)
-        self.postfix_version = out.strip()
+        postconf = self._bins["postconf"]
+        self.postfix_version = procs.run(
+            [postconf, "-d", "-h", "mail_version"], PolicyStackError
+        ).strip()
+        # an unknown parameter prints nothing on stdout (a warning on stderr)
+        if not procs.run([postconf, "-d", "-h", "smtpd_forbid_bare_newline"], PolicyStackError):
+            raise PolicyStackError(
+                f"Postfix {self.postfix_version} has no smtpd_forbid_bare_newline "
+                "(the SMTP smuggling fix of December 2023; Debian 12 has 3.7.11)"
+            )
 
     def _write_config(self, paths: _Paths) -> None:
         """main.cf, master.cf (one smtpd per listener) and the tables."""
