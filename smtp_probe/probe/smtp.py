@@ -6,6 +6,10 @@ TO, DATA) is timed and every command and reply, the ``354`` after ``DATA``
 included, is written to the transcript; any failure becomes one
 :class:`SmtpSendError` naming the stage. This module is the only place that
 knows aiosmtplib's exceptions.
+
+The ``smtp_smuggling`` check reuses every stage up to DATA's ``354`` and
+then takes the connection over (``raw_content``, :class:`DataChannel`): its
+content must reach the server unrepaired, so :mod:`.smuggling` writes it.
 """
 
 from __future__ import annotations
@@ -463,6 +467,8 @@ async def _raw_transfer(session: _Session, client: aiosmtplib.SMTP, write: RawCo
     try:
         reply = await write(DataChannel(session, transport))
     except TimeoutError:
+        if time.monotonic() >= session.deadline - _DEADLINE_SLACK:
+            raise session.fail("no reply to the end of data before the run deadline") from None
         raise session.fail(
             f"no reply to the end of data within {session.server.timeout:g}s"
         ) from None

@@ -148,6 +148,8 @@ class Attempt:
     """Why the session failed: before the content (``written`` False: the run
     cannot judge this variant) or at its end of data (the carrier refused)."""
     report: SmtpReport = field(default_factory=SmtpReport)
+    unanswered: bool = False
+    """The content went out and no reply came in time (a hang-up is an answer, silence not)."""
 
     @property
     def carrier_accepted(self) -> bool:
@@ -252,6 +254,7 @@ class _Writer:
     rcpt_to: str
     deadline: float
     written: bool = False
+    unanswered: bool = False
     replies: list[tuple[int, str]] = field(default_factory=list)
 
     async def __call__(self, channel: DataChannel) -> tuple[int, str] | None:
@@ -260,7 +263,11 @@ class _Writer:
         channel.transport.write(self.data + b"QUIT\r\n")
         self.written = True
         self._show(channel)
-        first = await reader.reply(channel.reply_timeout)
+        try:
+            first = await reader.reply(channel.reply_timeout)
+        except TimeoutError:
+            self.unanswered = True
+            raise
         if first is None:
             return None
         self._record(channel, first)
@@ -345,7 +352,8 @@ async def try_variant(
             raw_content=writer,
         )
     except SmtpSendError as exc:
-        return Attempt(variant, tuple(writer.replies), writer.written, exc, exc.report)
+        replies = tuple(writer.replies)
+        return Attempt(variant, replies, writer.written, exc, exc.report, writer.unanswered)
     return Attempt(variant, tuple(writer.replies), writer.written, None, report)
 
 

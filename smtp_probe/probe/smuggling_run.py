@@ -104,7 +104,10 @@ class _Variant:
         if not attempt.carrier_accepted:
             failure = attempt.failure
             why = failure.reason if failure is not None else replies
-            return SmugglingVerdict(self.name, False, f"refused: {why}")
+            # A refusal (521, a hang-up) is the server's answer; silence is not.
+            return SmugglingVerdict(
+                self.name, False, f"{'not answered' if attempt.unanswered else 'refused'}: {why}"
+            )
         if self.swallowed:
             return SmugglingVerdict(
                 self.name,
@@ -283,6 +286,12 @@ class _SmugglingRun:
         if self.failure is not None:
             outcome, stage, reason = self.failure
             return self.result(outcome, stage, reason, verdicts)
+        silent = [v.name for v in self.variants if v.attempt is not None and v.attempt.unanswered]
+        if silent:
+            # Silence proves nothing either way: such a variant cannot count as safe.
+            reason = f"no reply to the end of data for {', '.join(silent)}: no verdict"
+            self.transcript.note(f"FAILED at {Stage.DATA}: {reason}")
+            return self.result(Outcome.SEND_FAILED, Stage.DATA, reason, verdicts)
         if self.lost is not None:
             reason = f"mailbox became unreachable while waiting for the messages: {self.lost}"
             self.transcript.note(f"FAILED at {Stage.DELIVERY}: {reason}")

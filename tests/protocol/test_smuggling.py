@@ -170,6 +170,26 @@ def test_a_server_refusing_bare_lf_refused_those_variants_and_is_safe() -> None:
     assert left == 0
 
 
+def test_a_server_that_never_answers_the_end_of_data_gets_no_verdict() -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> RunResult:
+        async with sandbox() as address:
+            spec = _spec(address, "lf_dot_crlf")
+            spec = replace(spec, smtp=replace(spec.smtp, timeout=0.5))
+            result, _smtpd = await _run(spec, address, signer, silent=True)
+            return result
+
+    result = run(scenario, timeout=30)
+
+    [verdict] = result.smuggling
+    assert not verdict.accepted
+    assert verdict.evidence == "not answered: no reply to the end of data within 0.5s"
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.DATA
+    assert result.error == "no reply to the end of data for lf_dot_crlf: no verdict"
+
+
 def test_only_the_configured_variants_are_tried() -> None:
     signer = TokenSigner()
 

@@ -8,7 +8,8 @@ or ``<CR>.<CR>``: the test picks the extra end-of-data sequences it accepts
 pipelined input in order, so whatever follows an end of data is read as
 commands. With ``refuse_bare_lf`` it stands for Postfix with
 ``smtpd_forbid_bare_newline = yes`` for a client it does not exempt:
-``521 5.5.2 Error: bare <LF> received`` and a disconnect.
+``521 5.5.2 Error: bare <LF> received`` and a disconnect. With ``silent``
+it never answers the end of data (a hung content filter).
 
 Every message it accepts is handed to ``deliver`` (the tests append it to
 the sandbox's IMAP mailbox); the raw DATA input of each session is kept in
@@ -36,10 +37,12 @@ class SplittingSmtpd:
         *,
         terminators: tuple[bytes, ...] = (),
         refuse_bare_lf: bool = False,
+        silent: bool = False,
     ) -> None:
         self._deliver = deliver
         self._terminators = (STANDARD, *terminators)
         self._refuse_bare_lf = refuse_bare_lf
+        self._silent = silent
         self._server: asyncio.Server | None = None
         self.contents: list[bytes] = []
         """Per session, everything received after its first ``354``."""
@@ -67,7 +70,7 @@ class SplittingSmtpd:
                     if self._refuse_bare_lf and _BARE_LF.search(region):
                         writer.write(b"521 5.5.2 smuggle.test Error: bare <LF> received\r\n")
                         break
-                    if end < 0:
+                    if end < 0 or self._silent:
                         chunk = await reader.read(65536)
                         if not chunk:
                             break
