@@ -280,6 +280,9 @@ class _SmugglingRun:
             self.transcript.note(f"smuggling: {verdict.variant} {state}: {verdict.evidence}")
         accepted = [verdict.variant for verdict in verdicts if verdict.accepted]
         if accepted:
+            # The report of the first session that let a message in: its replies are the evidence.
+            first = next(v.attempt for v in self.variants if v.name == accepted[0])
+            self.smtp = first.report if first is not None else self.smtp
             reason = f"smuggled message accepted with {', '.join(accepted)}"
             self.transcript.note(f"FAILED at {Stage.DATA}: {reason}")
             return self.result(Outcome.ACCEPTED_UNEXPECTEDLY, Stage.DATA, reason, verdicts)

@@ -12,16 +12,20 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import time
 from dataclasses import replace
 
+from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import PROBE_HEADER, TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.smuggling import VARIANTS, content
 from smtp_probe.probe.spec import PolicyCheck, ProbeSpec, SmtpServer, TlsMode
+from smtp_probe.probe.transcript import Transcript
 from smtp_probe.sandbox import DEMO_USER, SandboxAddress
 from tests.support.sandbox_imap import append, messages_in, run, sandbox, sandbox_mailbox
 from tests.support.splitting_smtpd import LOOPBACK, SplittingSmtpd
+from tests.support.waiting import eventually
 
 SENDER = "probe@sender.test"
 PROBE = "smuggling"
@@ -75,6 +79,9 @@ def test_a_server_ending_data_at_lf_dot_crlf_is_vulnerable_and_both_messages_are
     assert not result.success
     assert result.policy_check == "smtp_smuggling"
     assert result.error == "smuggled message accepted with lf_dot_crlf"
+    # The SMTP report is the vulnerable session's (the second: lf_dot_lf's carrier was Q1).
+    assert result.smtp.reply_code == 250
+    assert result.smtp.queue_id == "Q2"
     verdicts = {verdict.variant: verdict for verdict in result.smuggling}
     assert list(verdicts) == list(VARIANTS)
     assert [name for name, verdict in verdicts.items() if verdict.accepted] == ["lf_dot_crlf"]
@@ -230,3 +237,56 @@ def test_without_a_mailbox_nothing_is_sent() -> None:
     assert result.outcome is Outcome.ERROR
     assert "needs a mailbox" in result.error
     assert smtpd.contents == []
+
+
+def test_a_smuggled_message_queued_but_late_is_vulnerable_and_later_deleted_as_late() -> None:
+    """The server's 250 to the smuggled DATA is evidence; the message itself comes after the run."""
+    signer = TokenSigner()
+    late: list[str] = []
+
+    async def scenario() -> tuple[RunResult, int]:
+        async with sandbox() as address:
+            delivered = 0
+            pending: list[asyncio.Task[None]] = []
+
+            async def deliver(raw: bytes) -> None:
+                nonlocal delivered
+                delivered += 1
+                if delivered == 2:  # the smuggled one: lands after the run's deadline
+                    pending.append(asyncio.create_task(_later(address, raw, 3.5)))
+                else:
+                    await asyncio.to_thread(append, address, "INBOX", raw)
+
+            spec = replace(_spec(address, "lf_dot_crlf"), timeout=2.5)
+            box = spec.mailbox
+            assert box is not None
+            watcher = MailboxWatcher(
+                box, signer, persistent=True, probe_names=[PROBE], on_late=late.append
+            )
+            await watcher.start(Transcript(), time.monotonic() + 5)
+            try:
+                async with SplittingSmtpd(deliver, terminators=(b"\n.\r\n",)) as port:
+                    spec = replace(spec, smtp=replace(spec.smtp, port=port))
+                    result = await run_probe(spec, signer=signer, watcher=watcher)
+                await asyncio.gather(*pending)
+                await eventually(lambda: late == [PROBE], timeout=5)
+            finally:
+                await watcher.close()
+            return result, len(await asyncio.to_thread(_inbox, address))
+
+    result, left = run(scenario, timeout=30)
+
+    assert result.outcome is Outcome.ACCEPTED_UNEXPECTEDLY, result.error
+    [verdict] = result.smuggling
+    assert verdict.accepted
+    assert verdict.evidence == (
+        "the server queued the smuggled message (replies 250, 250, 250, 354, 250, 221); "
+        "it was not in the mailbox by the deadline"
+    )
+    assert late == [PROBE]
+    assert left == 0
+
+
+async def _later(address: SandboxAddress, raw: bytes, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await asyncio.to_thread(append, address, "INBOX", raw)
