@@ -40,7 +40,7 @@ from smtp_probe.probe.result import (
     Verdicts,
 )
 from smtp_probe.probe.smtp import SmtpSendError, send_message
-from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.probe.spec import Mailbox, PolicyCheck, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -68,6 +68,11 @@ async def run_probe(
     and the run goes on without it. A ``failed`` report ends the run
     ``bounced`` at once; ``delayed`` ones are noted and the run waits on.
     """
+    if spec.check is PolicyCheck.SMTP_SMUGGLING:
+        # Its own kind of run (many sessions, two tokens each): see smuggling_run.
+        from smtp_probe.probe.smuggling_run import run_smuggling
+
+        return await run_smuggling(spec, signer=signer, watcher=watcher)
     run = _Run(spec, signer.new(spec.name))
     try:
         await _fetch_tokens(run, own_watcher=watcher is None)
