@@ -74,7 +74,7 @@ _ALLOWED_SMTP = (
 )
 _ALLOWED_PROBE = (
     "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim, "
-    "bounce_mailbox"
+    "bounce_mailbox, dns_checks, dns_interval, dns"
 )
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 _PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -157,7 +157,7 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "duration_zero": ["{file}:18:14: probes[0].timeout: a duration must be longer than zero"],
     "defaults_unknown_key": [
         "{file}:3:3: defaults.intreval: unknown key (did you mean 'interval'?); "
-        "allowed keys: interval, timeout, jitter"
+        "allowed keys: interval, timeout, jitter, dns_interval"
     ],
     "defaults_jitter_not_shorter": [
         "{file}:4:11: defaults.jitter: 10s is not shorter than the interval 10s"
