@@ -527,6 +527,7 @@ def _dns_checks(value: list[Any] | dict[Any, Any], context: Context) -> DnsCheck
         found.raise_if_any()
         return DnsChecksEntry(tuple(c for c in DnsCheck if c in checks))
     options: dict[str, Any] = {}
+    unknown = False
     for key, given in value.items():
         if key == "sending_ip":
             options["sending_ips"] = found.many(values.parse_ip, given, (key,), single_ok=True)
@@ -534,10 +535,12 @@ def _dns_checks(value: list[Any] | dict[Any, Any], context: Context) -> DnsCheck
             options["ca_file"] = found.parsed(lambda text: _ca_file(text, context), given, (key,))
         else:
             check = _check_name(found, key, (str(key),), settings=True)
-            if check is not None:
+            if check is None:
+                unknown = True
+            else:
                 checks.append(check)
                 options.update(_check_options(found, check, given))
-    if not checks:
+    if not checks and not unknown:  # a misspelt check is reported as that
         found.add(f"name at least one check: {', '.join(_CHECK_NAMES)}")
     found.raise_if_any()
     return DnsChecksEntry(tuple(c for c in DnsCheck if c in checks), **options)
@@ -576,7 +579,8 @@ def _check_options(found: _Found, check: DnsCheck, given: object) -> dict[str, A
 
 
 def _option_schema(check: DnsCheck) -> JsonDict:
-    strings: JsonDict = {"type": "array", "minItems": 1, "items": {"type": "string", **_NOT_BLANK}}
+    item: JsonDict = {"type": "string", "minLength": 1, "pattern": values.NOT_BLANK_PATTERN}
+    strings: JsonDict = {"type": "array", "minItems": 1, "items": item}
     properties: dict[str, JsonValue] = {
         "hosts": strings,
         "policy": {"enum": list(DMARC_POLICIES)},
@@ -615,10 +619,13 @@ DNS_CHECKS: Final = Value(
                     "sending_ip": {
                         "anyOf": [
                             {"type": "string", **_NOT_BLANK},
-                            {"type": "array", "minItems": 1,
-                             "items": {"type": "string", **_NOT_BLANK}},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {"type": "string", **_NOT_BLANK},
+                            },
                         ]
-                    },  # fmt: skip
+                    },
                     "ca_file": {"type": "string", **_NOT_BLANK},
                 },
             },

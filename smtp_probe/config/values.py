@@ -41,10 +41,10 @@ from smtp_probe.probe.spec import (
     DEFAULT_VERIFY,
     DMARC_POLICIES,
     IMAP_PORTS,
-    MTA_STS_MODES,
-    DnsCheck,
     MIN_POLL_INTERVAL,
+    MTA_STS_MODES,
     SMTP_PORTS,
+    DnsCheck,
     TlsMode,
 )
 from smtp_probe.secret import Secret
