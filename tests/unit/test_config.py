@@ -1523,6 +1523,7 @@ def test_example_config_states_every_key() -> None:
         "service_account_file", "subject", "token_uri", "token_url", "grant", "refresh_token",
         "refresh_token_file", "token_command", "lifetime", "oauth", "cleanup", "reflector",
         "routes", "senders", "authserv_id", "expect_auth", "verify_dkim", "dns", "nameservers",
+        "dns_checks", "dns_interval", "sending_ip", "hosts", "policy", "mode", "zones",
     }  # fmt: skip
     missing = {key for key in keys if f"{key}:" not in example}
     assert missing == set()
@@ -1533,6 +1534,7 @@ EXAMPLE_BLOCKS = (
     "# oauth_clients:",
     "  # m365:",
     "  # - name: via-partner-autoreply",
+    "  # - name: dns-example-net",
     "# routes:",
     "# dns:",
 )
@@ -1590,6 +1592,7 @@ def test_example_config_with_its_oauth_preset_reflector_and_route_examples_uncom
     assert [p.name for p in config.probes] == [
         "relay-to-inbox",
         "mx-to-inbox",
+        "dns-example-net",
         "via-partner-autoreply",
         "outbound-relay-to-m365",
         "outbound-relay-to-gmail",
