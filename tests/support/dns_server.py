@@ -1,9 +1,10 @@
-"""A real authoritative DNS server (Knot DNS, Debian's ``knot``) for one test zone on loopback.
+"""A real authoritative DNS server (Knot DNS, Debian's ``knot``) for test zones on loopback.
 
 What: :class:`DnsServer` runs ``knotd`` in the foreground with a private
 config, zone file, database and control socket in a fresh temporary
 directory, answering UDP and TCP on ``127.0.0.1`` and a free port.  It is
-authoritative for one zone (``example.test`` by default) and answers
+authoritative for one zone (``example.test`` by default), plus any
+``extra_zones`` (the DNS checks' reverse zone), and answers
 ``REFUSED`` for every other name, so a resolver pointed at it can never
 reach the Internet.  Records change at runtime through Knot's own control
 channel (``knotc zone-begin`` / ``zone-set`` / ``zone-unset`` /
@@ -26,7 +27,7 @@ import contextlib
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from tests.support import procs
@@ -75,11 +76,20 @@ class DnsServer:
         zone: str = "example.test",
         records: Iterable[tuple[str, str, str]] = (),
         *,
+        extra_zones: Mapping[str, Iterable[tuple[str, str, str]]] | None = None,
         start_timeout: float = 10.0,
     ) -> None:
-        """Prepare (but do not start) a server for ``zone`` with ``records``."""
+        """Prepare (but do not start) a server for ``zone`` with ``records``.
+
+        ``extra_zones`` maps more zones (a reverse zone such as
+        ``0.0.127.in-addr.arpa``) to their records, owners relative to that
+        zone; every other name is still refused.
+        """
         self.zone = zone.rstrip(".").lower()
         self.records = list(records)
+        self.extra_zones = {
+            name.rstrip(".").lower(): list(recs) for name, recs in (extra_zones or {}).items()
+        }
         self.start_timeout = start_timeout
         #: seconds the last :meth:`start` took
         self.start_seconds = 0.0
@@ -153,7 +163,8 @@ class DnsServer:
             self._port = procs.free_ports(1)[0]
             (root / "db").mkdir()
             (root / "knot.conf").write_text(self._config(root))
-            (root / f"{self.zone}.zone").write_text(self._zone_file())
+            for zone, records in self._zones().items():
+                (root / f"{zone}.zone").write_text(self._zone_file(zone, records))
             with open(root / "knotd.stderr", "ab") as err:
                 self._proc = subprocess.Popen(
                     [self._bins["knotd"], "-c", str(root / "knot.conf")],
@@ -166,16 +177,21 @@ class DnsServer:
             while True:
                 if self._proc.poll() is not None:
                     self._fail(f"knotd exited with status {self._proc.returncode}")
-                status = subprocess.run(
-                    [*self._knotc(), "zone-status", self.zone],
-                    capture_output=True,
-                    timeout=10,
-                    check=False,
-                )
-                if status.returncode == 0 and b"serial" in status.stdout:
+                statuses = [
+                    subprocess.run(
+                        [*self._knotc(), "zone-status", zone],
+                        capture_output=True,
+                        timeout=10,
+                        check=False,
+                    )
+                    for zone in self._zones()
+                ]
+                if all(st.returncode == 0 and b"serial" in st.stdout for st in statuses):
                     break
                 if time.monotonic() > deadline:
-                    self._fail(f"zone {self.zone} not served after {self.start_timeout:.0f}s")
+                    self._fail(
+                        f"zones {', '.join(self._zones())} not served after {self.start_timeout:.0f}s"
+                    )
                 time.sleep(0.02)
         except BaseException:
             self.stop()
@@ -193,7 +209,7 @@ class DnsServer:
 
     # -------------------------------------------------------------- records
 
-    def set_txt(self, name: str, value: str) -> None:
+    def set_txt(self, name: str, value: str, *, ttl: int = TTL) -> None:
         """Replace every TXT record at ``name`` with one holding ``value``; live on return.
 
         ``name`` is relative to the zone (``"_dmarc"``, ``"@"``) or absolute.
@@ -201,18 +217,21 @@ class DnsServer:
         Raises:
             DnsServerError: Knot refused the change.
         """
-        self.set_records(name, "TXT", [txt_rdata(value)])
+        self.set_records(name, "TXT", [txt_rdata(value)], ttl=ttl)
 
-    def set_records(self, name: str, rtype: str, rdatas: Sequence[str]) -> None:
-        """Replace the ``rtype`` records at ``name`` with ``rdatas`` (zone-file syntax).
+    def set_records(self, name: str, rtype: str, rdatas: Sequence[str], *, ttl: int = TTL) -> None:
+        """Replace the ``rtype`` records at ``name`` with ``rdatas`` (zone-file syntax), TTL ``ttl``.
+
+        An absolute ``name`` under one of the ``extra_zones`` changes that zone.
 
         Raises:
             DnsServerError: Knot refused the change.
         """
         owner = self._owner(name)
-        commands = [["zone-unset", self.zone, owner, rtype]]
-        commands += [["zone-set", self.zone, owner, str(TTL), rtype, rdata] for rdata in rdatas]
-        self._transaction(commands, ignore_first_missing=True)
+        zone = self._zone_of(owner)
+        commands = [["zone-unset", zone, owner, rtype]]
+        commands += [["zone-set", zone, owner, str(ttl), rtype, rdata] for rdata in rdatas]
+        self._transaction(zone, commands, ignore_first_missing=True)
 
     def remove(self, name: str, rtype: str | None = None) -> None:
         """Delete the ``rtype`` records at ``name`` (all types if None); live on return.
@@ -222,27 +241,42 @@ class DnsServer:
         Raises:
             DnsServerError: Knot refused the change.
         """
-        args = [self.zone, self._owner(name)] + ([rtype] if rtype else [])
-        self._transaction([["zone-unset", *args]], ignore_first_missing=True)
+        owner = self._owner(name)
+        zone = self._zone_of(owner)
+        args = [zone, owner] + ([rtype] if rtype else [])
+        self._transaction(zone, [["zone-unset", *args]], ignore_first_missing=True)
 
     # -------------------------------------------------------------- internals
 
     def _owner(self, name: str) -> str:
-        """An absolute owner name (trailing dot) for ``name``."""
+        """An absolute owner name (trailing dot) for ``name`` (relative names are in the main zone)."""
         if name in ("@", ""):
             return f"{self.zone}."
         if name.endswith("."):
             return name
-        if name.lower() == self.zone or name.lower().endswith("." + self.zone):
+        lowered = name.lower()
+        if any(lowered == zone or lowered.endswith("." + zone) for zone in self._zones()):
             return f"{name}."
         return f"{name}.{self.zone}."
+
+    def _zones(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Every zone served, the main one first, with its records."""
+        return {self.zone: self.records, **self.extra_zones}
+
+    def _zone_of(self, owner: str) -> str:
+        """The served zone an absolute ``owner`` belongs to (the longest matching one)."""
+        name = owner.rstrip(".").lower()
+        matches = [z for z in self._zones() if name == z or name.endswith("." + z)]
+        return max(matches, key=len) if matches else self.zone
 
     def _knotc(self) -> list[str]:
         return [self._bins["knotc"], "-s", str(self.root / "knot.sock"), "-t", "5"]
 
-    def _transaction(self, commands: list[list[str]], *, ignore_first_missing: bool) -> None:
-        """Run ``commands`` inside zone-begin/zone-commit; abort and raise on failure."""
-        self._knotc_run(["zone-begin", self.zone])
+    def _transaction(
+        self, zone: str, commands: list[list[str]], *, ignore_first_missing: bool
+    ) -> None:
+        """Run ``commands`` inside zone-begin/zone-commit of ``zone``; abort and raise on failure."""
+        self._knotc_run(["zone-begin", zone])
         try:
             for index, command in enumerate(commands):
                 try:
@@ -251,10 +285,10 @@ class DnsServer:
                     # zone-unset of an absent record says "no such record"
                     if not (ignore_first_missing and index == 0 and "no such" in str(exc)):
                         raise
-            self._knotc_run(["zone-commit", self.zone])
+            self._knotc_run(["zone-commit", zone])
         except BaseException:
             with contextlib.suppress(DnsServerError):
-                self._knotc_run(["zone-abort", self.zone])
+                self._knotc_run(["zone-abort", zone])
             raise
 
     def _knotc_run(self, args: list[str]) -> None:
@@ -264,6 +298,7 @@ class DnsServer:
             raise DnsServerError(f"knotc {' '.join(args)}: {text}")
 
     def _config(self, root: Path) -> str:
+        zones = "".join(f"  - domain: {zone}\n    file: {zone}.zone\n" for zone in self._zones())
         return f"""# Knot DNS test server (tests/support/dns_server.py)
 server:
     rundir: {root}
@@ -288,21 +323,22 @@ template:
     journal-content: none
     semantic-checks: off
 zone:
-  - domain: {self.zone}
-    file: {self.zone}.zone
-"""
+{zones}"""
 
-    def _zone_file(self) -> str:
+    def _zone_file(self, zone: str, records: list[tuple[str, str, str]]) -> str:
+        # every zone names the main zone's ns as its server
         lines = [
-            f"$ORIGIN {self.zone}.",
+            f"$ORIGIN {zone}.",
             f"$TTL {TTL}",
             # the last field is the negative-caching TTL (RFC 2308)
             f"@ SOA ns.{self.zone}. hostmaster.{self.zone}. 1 60 60 600 {TTL}",
             f"@ NS ns.{self.zone}.",
         ]
-        if not any(owner == "ns" and rtype == "A" for owner, rtype, _ in self.records):
+        if zone == self.zone and not any(
+            owner == "ns" and rtype == "A" for owner, rtype, _ in records
+        ):
             lines.append(f"ns A {_HOST}")
-        lines += [f"{owner} {rtype} {rdata}" for owner, rtype, rdata in self.records]
+        lines += [f"{owner} {rtype} {rdata}" for owner, rtype, rdata in records]
         return "\n".join(lines) + "\n"
 
     def _fail(self, reason: str) -> None:

@@ -37,6 +37,8 @@ HEAVY_MODULES: Final = (
     "authres",
     "dkim",
     "dns",
+    # DNS checks: SPF evaluation, loaded when an spf check runs.
+    "spf",
 )
 """What an SMTP-only check with flags never needs (each also names its submodules)."""
 
