@@ -58,8 +58,10 @@ __all__ = [  # the route defaults are re-exported: the schema and the CLI read t
     "DEFAULT_RUN_TIMEOUT",
     "DEFAULT_SMTP_TLS",
     "DEFAULT_VERIFY",
+    "DMARC_POLICIES",
     "IMAP_PORTS",
     "MIN_POLL_INTERVAL",
+    "MTA_STS_MODES",
     "SMTP_PORTS",
     "TlsMode",
 ]
