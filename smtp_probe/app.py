@@ -134,7 +134,7 @@ class Daemon:
         self.metrics.reloaded(ok=True, at=time.time())
         await self._watchers.sync(_specs(self.config), key=_secret_bytes(self.config))
         self.scheduler.apply(self.config.probes)
-        self.dns_scheduler.apply(_dns_jobs(self.config))
+        self.dns_scheduler.apply(dns_jobs(self.config))
         self.scheduler.start()
         self.dns_scheduler.start()
         self.started = True
@@ -166,7 +166,7 @@ class Daemon:
             self._configure(config)
             await self._watchers.sync(_specs(config), key=_secret_bytes(config))
             self.scheduler.apply(config.probes)
-            self.dns_scheduler.apply(_dns_jobs(config))
+            self.dns_scheduler.apply(dns_jobs(config))
             self.metrics.reloaded(ok=True, at=time.time())
             _LOG.info("config reloaded", probes=len(config.probes))
             return True, f"reloaded: {len(config.probes)} probe(s)"
@@ -339,7 +339,7 @@ async def dns_check_report(spec: ProbeSpec) -> DnsReport:
         )
 
 
-def _dns_jobs(config: Config) -> list[ScheduledProbe]:
+def dns_jobs(config: Config) -> list[ScheduledProbe]:
     """The DNS-check job of each probe that has ``dns_checks``: its ``dns_interval``, jittered.
 
     The jitter is the probe's own, capped at half the DNS interval.
