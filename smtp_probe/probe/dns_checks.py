@@ -116,7 +116,7 @@ class _Context:
         try:
             answer = await self.resolver.lookup(name, rdtype, deadline=self.deadline)
         except DnsLookupError as exc:
-            evidence.append(f"{exc.reason}")
+            evidence.append(exc.reason)
             raise _CheckFailed(exc.reason) from None
         evidence.append(answer.describe())
         return answer
@@ -129,10 +129,10 @@ class _Context:
         return await asyncio.shield(task)
 
     async def mx_hosts(self, domain: str) -> tuple[list[str], list[str]]:
-        """(MX host names by preference, evidence) of ``domain``.
+        """(MX host names by preference, evidence) of ``domain``, looked up once per run.
 
-        Raises:
-            _CheckFailed: no MX, a null MX, or the lookup failed.
+        ``[]`` when there is no MX or the lookup failed (the failure is in
+        the evidence); a null MX is the name ``""``.
         """
         result: tuple[list[str], list[str]] = await self.once(
             f"mx:{domain}", lambda: self._mx_hosts(domain)
@@ -145,15 +145,12 @@ class _Context:
             answer = await self.lookup(domain, "MX", evidence)
         except _CheckFailed as exc:
             return [], [*evidence, f"failed: {exc.reason}"]
-        if not answer.exists:
-            return [], evidence
-        ranked: list[tuple[int, str]] = []
-        for record in answer.records:
-            parts = record.split()
-            preference = int(parts[0]) if parts and parts[0].isdigit() else 65535
-            ranked.append((preference, _host(parts[-1] if parts else "")))
-        ranked.sort()
-        return [host for _pref, host in ranked], evidence
+        return _mx_names(answer), evidence
+
+    def close(self) -> None:
+        """Cancel shared lookups no check waits for any more (a check ran out of time)."""
+        for task in self._memo.values():
+            task.cancel()
 
     async def sending_ips(self) -> tuple[list[str], list[str]]:
         """(The sending IPs, evidence of how they were found).
@@ -172,13 +169,17 @@ class _Context:
     async def _sending_ips(self) -> tuple[list[str], list[str], str | None]:
         if self.checks.sending_ips:
             configured = list(self.checks.sending_ips)
+            wrong = [ip for ip in configured if not _is_ip(ip)]
+            if wrong:
+                return [], [], f"sending IP {', '.join(wrong)} is not an IP address"
             return configured, [f"sending IPs (configured): {', '.join(configured)}"], None
         server = self.spec.smtp
         evidence: list[str] = []
         if server.mx:
             hosts, mx_evidence = await self.mx_hosts(server.host)
             evidence += mx_evidence
-            if not hosts or hosts == [""]:
+            hosts = [host for host in hosts if host]
+            if not hosts:
                 return [], evidence, f"sending IPs: {server.host} has no usable MX host"
         else:
             hosts = [server.host]
@@ -209,6 +210,19 @@ class _Context:
         return [record for answer in answers if answer.exists for record in answer.records]
 
 
+def _mx_names(answer: Answer) -> list[str]:
+    """The MX host names of an answer by preference; the null MX ``0 .`` gives ``""``."""
+    if not answer.exists:
+        return []
+    ranked: list[tuple[int, str]] = []
+    for record in answer.records:
+        parts = record.split()
+        preference = int(parts[0]) if parts and parts[0].isdigit() else 65535
+        ranked.append((preference, _host(parts[-1] if parts else "")))
+    ranked.sort()
+    return [host for _pref, host in ranked]
+
+
 def _host(name: str) -> str:
     """A host name compared the DNS way: lower case, no trailing dot."""
     return name.strip().rstrip(".").lower()
@@ -231,7 +245,7 @@ async def _check_mx(ctx: _Context, evidence: list[str]) -> _Outcome:
     if not answer.exists:
         what = "does not exist" if answer.status is Status.NXDOMAIN else "has no MX record"
         return _Outcome(False, f"{domain} {what}")
-    hosts, _ = await ctx.mx_hosts(domain)
+    hosts = _mx_names(answer)
     if hosts == [""]:
         return _Outcome(False, f"{domain} publishes a null MX (0 .): it accepts no mail")
     if "" in hosts:
@@ -428,13 +442,10 @@ async def _check_mta_sts(ctx: _Context, evidence: list[str]) -> _Outcome:
         )
     except mta_sts.MtaStsError as exc:
         return _Outcome(False, exc.reason)
-    except DnsLookupError as exc:
-        return _Outcome(False, exc.reason)
     if policy is None:
-        return _Outcome(False, f"{domain} publishes no MTA-STS policy (no _mta-sts TXT)")
-    evidence.append(
-        f"policy id={policy.policy_id} mode={policy.mode} mx={','.join(policy.mx)} max_age={policy.max_age}"
-    )
+        return _Outcome(
+            False, f"{domain} publishes no MTA-STS policy (no valid _mta-sts TXT record)"
+        )
     wanted = ctx.checks.mta_sts_mode
     rank = MTA_STS_MODES.index(policy.mode) if policy.mode in MTA_STS_MODES else -1
     if rank < MTA_STS_MODES.index(wanted):
@@ -635,7 +646,10 @@ async def run_dns_checks(
         transcript.note(
             f"dns checks {', '.join(c.value for c in checks.checks)} via {_where(ctx.resolver)}"
         )
-        results = await asyncio.gather(*(_run_one(ctx, c, transcript) for c in checks.checks))
+        try:
+            results = await asyncio.gather(*(_run_one(ctx, c, transcript) for c in checks.checks))
+        finally:
+            ctx.close()
     return DnsReport(
         probe=spec.name,
         started_at=started_at,
