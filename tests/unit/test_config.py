@@ -180,6 +180,18 @@ BAD_CONFIGS: dict[str, list[str]] = {
         "{file}:3:55: dns.nameservers[2]: outside the port range 1-65535: "
         "a nameserver is IP, IP:PORT or [IPV6]:PORT",
     ],
+    "dns_checks_bad": [
+        "{file}:14:19: probes[0].dns_checks.sending_ip: expected an IP address like "
+        "203.0.113.7 or 2001:db8::7",
+        "{file}:15:12: probes[0].dns_checks.sfp: unknown check (did you mean 'spf'?); "
+        "expected one of mx, spf, dmarc, mta_sts, tls_rpt, dnsbl, fcrdns, or sending_ip or "
+        "ca_file",
+        "{file}:16:23: probes[0].dns_checks.dmarc.policy: expected one of none, quarantine, reject",
+        "{file}:17:14: probes[0].dns_checks.dnsbl: dnsbl needs zones, like dnsbl: "
+        "{{zones: [zen.example.org]}} (none by default: public blocklists have terms of use)",
+        "{file}:22:19: probes[1].dns_interval: dns_interval needs dns_checks: it is how often "
+        "they run",
+    ],
     "probes_missing": ["{file}:2:1: probes: required key is missing"],
     "probes_not_a_list": ["{file}:13:3: probes: expected a list of probes, got a mapping"],
     "probes_empty": ["{file}:12:9: probes: no probes are configured; add at least one"],
