@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
 
@@ -30,10 +31,13 @@ from smtp_probe.config.errors import ConfigError
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.history import RunHistory
 from smtp_probe.metrics import Metrics
+from smtp_probe.probe import resolver as dns_resolver
 from smtp_probe.probe.credentials import TokenSource
-from smtp_probe.probe.result import RunResult
+from smtp_probe.probe.dns_checks import run_dns_checks
+from smtp_probe.probe.result import DnsCheckResult, DnsReport, RunResult
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec
+from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
 from smtp_probe.server.http import HttpServer
 from smtp_probe.server.interface import MailboxStatus, OnDemandRefused, ProbeStatus, Status
@@ -44,6 +48,9 @@ ON_DEMAND_MIN_GAP: Final = 5.0
 """Seconds between two ``/probe`` runs of one probe: the endpoint is not a mail cannon."""
 STOP_GRACE_SECONDS: Final = 30.0
 """How long a stopping daemon lets runs in progress finish (and clean up)."""
+DNS_FIRST_RUN_WITHIN: Final = 30.0
+"""A probe's DNS checks first run within this many seconds of the start (or of being
+added by a reload), spread by name, not somewhere in their first 15-minute interval."""
 
 
 class OnDemandGate:
@@ -110,6 +117,11 @@ class Daemon:
         )
         self._history = RunHistory()
         self.scheduler = ProbeScheduler(self._run_scheduled)
+        self.dns_scheduler = ProbeScheduler(
+            self._run_dns, first_within=DNS_FIRST_RUN_WITHIN, kind="dns checks"
+        )
+        """Each probe's DNS checks: their own jobs, on ``dns_interval``, beside the runs."""
+        self._dns_reports: dict[str, DnsReport] = {}
         self._on_demand = OnDemandGate()
         self._reload_lock = asyncio.Lock()
         self.started = False
@@ -122,7 +134,9 @@ class Daemon:
         self.metrics.reloaded(ok=True, at=time.time())
         await self._watchers.sync(_specs(self.config), key=_secret_bytes(self.config))
         self.scheduler.apply(self.config.probes)
+        self.dns_scheduler.apply(dns_jobs(self.config))
         self.scheduler.start()
+        self.dns_scheduler.start()
         self.started = True
         _LOG.info("daemon started", probes=len(self.config.probes),
                   mailboxes=len(self._watchers.states()))  # fmt: skip
@@ -130,7 +144,9 @@ class Daemon:
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop scheduling, let runs in progress finish and clean up, close the watchers."""
         self.started = False
+        ends = time.monotonic() + grace
         await self.scheduler.stop(grace)
+        await self.dns_scheduler.stop(max(ends - time.monotonic(), 0.0))
         await self._watchers.close()
         _LOG.info("daemon stopped")
 
@@ -150,6 +166,7 @@ class Daemon:
             self._configure(config)
             await self._watchers.sync(_specs(config), key=_secret_bytes(config))
             self.scheduler.apply(config.probes)
+            self.dns_scheduler.apply(dns_jobs(config))
             self.metrics.reloaded(ok=True, at=time.time())
             _LOG.info("config reloaded", probes=len(config.probes))
             return True, f"reloaded: {len(config.probes)} probe(s)"
@@ -157,6 +174,9 @@ class Daemon:
     def _configure(self, config: Config) -> None:
         self.metrics.configure(config.probes)
         self._history.configure(p.spec.name for p in config.probes)
+        checked = {p.spec.name for p in config.probes if p.spec.dns_checks is not None}
+        for name in self._dns_reports.keys() - checked:
+            del self._dns_reports[name]
         for cache in config.oauth_clients.values():
             cache.observer = self.metrics
         self.metrics.configure_oauth(
@@ -173,6 +193,21 @@ class Daemon:
         self.metrics.record(result)
         self._history.record(result)
         _log_run(result)
+
+    async def _run_dns(self, name: str) -> None:
+        """One scheduled round of a probe's DNS checks: metrics, the status page, a log line each."""
+        probe = self.config.probe(name)
+        if probe is None or probe.spec.dns_checks is None:
+            return  # removed (or its checks dropped) by a reload since the job fired
+        spec = probe.spec
+        with structlog.contextvars.bound_contextvars(probe=name):
+            report = await dns_check_report(spec)
+        current = self.config.probe(name)
+        if current is None or current.spec.dns_checks != spec.dns_checks:
+            return  # reloaded meanwhile: the report describes checks no longer configured
+        self.metrics.record_dns(report)
+        self._dns_reports[name] = report
+        _log_dns(report)
 
     async def run_on_demand(self, name: str) -> RunResult | None:
         """Run a configured probe now (``/probe``), outside the metrics; ``None`` if unknown.
@@ -228,6 +263,9 @@ class Daemon:
                 last=self._history.last(p.spec.name),
                 last_success_at=self.metrics.last_success(p.spec.name),
                 running=self.metrics.runs_in_flight(p.spec.name) > 0,
+                dns_checks=tuple(p.spec.dns_checks.checks) if p.spec.dns_checks else (),
+                dns_interval=p.spec.dns_checks.interval if p.spec.dns_checks else None,
+                dns=self._dns_reports.get(p.spec.name),
             )
             for p in self.config.probes
         )
@@ -275,6 +313,61 @@ def _with_sources(spec: ProbeSpec, swap: Mapping[TokenSource, TokenSource]) -> P
     if smtp is spec.smtp and mailbox is spec.mailbox:
         return spec
     return dataclasses.replace(spec, smtp=smtp, mailbox=mailbox)
+
+
+async def dns_check_report(spec: ProbeSpec) -> DnsReport:
+    """``spec``'s DNS checks through the shared resolver of ``spec.dns``, under its timeout.
+
+    :func:`run_dns_checks` never raises by contract; should it all the same,
+    every check is reported failed with the error, so one bad round costs a
+    red line on the status page, not the job.
+    """
+    deadline = time.monotonic() + spec.timeout
+    started = time.time()
+    try:
+        return await run_dns_checks(spec, deadline=deadline, resolver=dns_resolver.shared(spec.dns))
+    except Exception as exc:  # noqa: BLE001 - a broken contract must not end the job
+        _LOG.exception("dns checks raised")
+        reason = f"internal error: {type(exc).__name__}"
+        checks = spec.dns_checks.checks if spec.dns_checks is not None else ()
+        return DnsReport(
+            probe=spec.name,
+            started_at=datetime.fromtimestamp(started, UTC),
+            duration_seconds=time.time() - started,
+            results=tuple(DnsCheckResult(str(check), False, reason) for check in checks),
+            transcript=Transcript(),
+        )
+
+
+def dns_jobs(config: Config) -> list[ScheduledProbe]:
+    """The DNS-check job of each probe that has ``dns_checks``: its ``dns_interval``, jittered.
+
+    The jitter is the probe's own, capped at half the DNS interval.
+    """
+    return [
+        dataclasses.replace(
+            probe,
+            interval=checks.interval,
+            jitter=min(probe.jitter, checks.interval / 2),
+        )
+        for probe in config.probes
+        if (checks := probe.spec.dns_checks) is not None
+    ]
+
+
+def _log_dns(report: DnsReport) -> None:
+    """One structured line per check, so a log search finds each check's verdict and reason."""
+    for result in report.results:
+        (_LOG.info if result.ok else _LOG.warning)(
+            "dns check",
+            probe=report.probe,
+            check=result.check,
+            ok=result.ok,
+            reason=result.reason,
+            policy=result.policy,
+            listed=[zone for zone, listed in result.listed if listed] or None,
+            seconds=round(result.seconds, 4),
+        )
 
 
 def _specs(config: Config) -> list[ProbeSpec]:

@@ -27,13 +27,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtp_probe.config import load_config, values
-from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.spec import (
+    DnsCheck,
+    DnsChecks,
+    DnsSettings,
+    Mailbox,
+    ProbeSpec,
+    SmtpServer,
+    TlsSettings,
+)
 from smtp_probe.secret import Secret
 
 if TYPE_CHECKING:
     from smtp_probe.oauth.cache import TokenCache
     from smtp_probe.oauth.settings import OAuthClient
     from smtp_probe.probe.message import TokenSigner
+    from smtp_probe.probe.result import DnsReport, RunResult
 
 SMTP_PASSWORD_ENV: Final = "SMTP_PROBE_SMTP_PASSWORD"  # noqa: S105 - a variable name
 IMAP_PASSWORD_ENV: Final = "SMTP_PROBE_IMAP_PASSWORD"  # noqa: S105 - a variable name
@@ -41,6 +50,23 @@ CHECK_PROBE_NAME: Final = "check"
 SMTP_TOKEN_CLIENT: Final = "smtp-token-command"  # noqa: S105 - a client name
 """The name of ``--smtp-token-command``'s OAuth client (as an ``oauth_clients`` key would be)."""
 IMAP_TOKEN_CLIENT: Final = "imap-token-command"  # noqa: S105 - a client name
+DNS_CHECKS_DEFAULT: Final[tuple[DnsCheck, ...]] = ()
+"""``--dns-checks`` without a list: the probe's own checks (``--config``), else the defaults.
+Not a string: argparse would run a string ``const`` through the flag's parser."""
+_DNS_OPTION_FLAGS: Final = {
+    "--sending-ip": "sending_ip",
+    "--dnsbl-zone": "dnsbl_zone",
+    "--dmarc-policy": "dmarc_policy",
+    "--mta-sts-mode": "mta_sts_mode",
+    "--mx-host": "mx_host",
+}
+_OPTION_CHECKS: Final = {
+    "--dnsbl-zone": DnsCheck.DNSBL,
+    "--dmarc-policy": DnsCheck.DMARC,
+    "--mta-sts-mode": DnsCheck.MTA_STS,
+    "--mx-host": DnsCheck.MX,
+}
+"""The check each option flag is for: giving it without that check is a mistake."""
 
 
 class UsageError(Exception):
@@ -59,11 +85,16 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     from smtp_probe.report import exit_code, render_json, render_nagios, render_text
 
     environ = os.environ if environ is None else environ
-    if args.config is not None or args.probe is not None:
+    from_config = args.config is not None or args.probe is not None
+    if from_config:
         spec, signer = probe_from_config(args)
     else:
         spec, signer = probe_from_args(args, environ), TokenSigner()
+    spec = replace(spec, dns_checks=dns_checks_from_args(args, spec, from_config=from_config))
     warning: float | None = args.warning
+    if spec.dns_checks is not None:
+        result, report = run_interruptible(_run_with_dns_checks(spec, signer))
+        return _print_with_dns(args, result, report, environ)
     result = run_interruptible(run_probe(spec, signer=signer))
     if args.format == "json":
         print(render_json(result, warning_seconds=warning))
@@ -73,6 +104,96 @@ def run_check(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         colour = sys.stdout.isatty() and "NO_COLOR" not in environ
         print(render_text(result, colour=colour, verbose=args.verbose, warning_seconds=warning))
     return exit_code(result, warning_seconds=warning)
+
+
+async def _run_with_dns_checks(spec: ProbeSpec, signer: TokenSigner) -> tuple[RunResult, DnsReport]:
+    """The run and the DNS checks side by side, each under the probe's timeout."""
+    import time
+
+    from smtp_probe.probe.dns_checks import run_dns_checks  # only with --dns-checks
+    from smtp_probe.probe.run import run_probe
+
+    deadline = time.monotonic() + spec.timeout
+    return await asyncio.gather(
+        run_probe(spec, signer=signer), run_dns_checks(spec, deadline=deadline)
+    )
+
+
+def _print_with_dns(
+    args: argparse.Namespace, result: RunResult, report: DnsReport, environ: Mapping[str, str]
+) -> int:
+    """Print the run and its DNS checks in ``args.format``; the combined exit code."""
+    from smtp_probe import report_dns
+    from smtp_probe.report import render_text
+
+    warning: float | None = args.warning
+    if args.format == "json":
+        print(report_dns.render_json(result, report, warning_seconds=warning))
+    elif args.format == "nagios":
+        print(report_dns.render_nagios(result, report, verbose=args.verbose,
+                                       warning_seconds=warning))  # fmt: skip
+    else:
+        colour = sys.stdout.isatty() and "NO_COLOR" not in environ
+        print(render_text(result, colour=colour, verbose=args.verbose, warning_seconds=warning))
+        print(report_dns.render_text(report, colour=colour, verbose=args.verbose))
+    return report_dns.combined_exit_code(result, report, warning_seconds=warning)
+
+
+def dns_checks_from_args(
+    args: argparse.Namespace, spec: ProbeSpec, *, from_config: bool
+) -> DnsChecks | None:
+    """The DNS checks ``check`` runs beside the run: ``None`` without ``--dns-checks``.
+
+    The checks are the list given, else (bare ``--dns-checks``) the probe's
+    own from ``--config``, else every check but ``dnsbl`` (``dnsbl`` too with
+    ``--dnsbl-zone``). The option flags replace the probe's options; the
+    domains are those of ``to`` and ``from``; ``--ca-file`` verifies the
+    MTA-STS policy's HTTPS.
+
+    Raises:
+        UsageError: an option flag without ``--dns-checks`` or without its
+            check, or ``dnsbl`` without a zone.
+    """
+    given = {flag: getattr(args, name) for flag, name in _DNS_OPTION_FLAGS.items()}
+    if args.dns_checks is None:
+        for flag, value in given.items():
+            if value:
+                raise UsageError(f"{flag}: needs --dns-checks")
+        return None
+    own = spec.dns_checks if from_config else None
+    if args.dns_checks != DNS_CHECKS_DEFAULT:
+        checks: tuple[DnsCheck, ...] = args.dns_checks
+    elif own is not None:
+        checks = own.checks
+    else:
+        checks = values.DEFAULT_CHECK_DNS_CHECKS + ((DnsCheck.DNSBL,) if args.dnsbl_zone else ())
+    for flag, check in _OPTION_CHECKS.items():
+        if given[flag] and check not in checks:
+            raise UsageError(f"{flag}: {check} is not among the checks of --dns-checks")
+    base = own or DnsChecks(
+        checks=checks,
+        recipient_domain=spec.rcpt_to.rpartition("@")[2].lower(),
+        sender_domain=spec.mail_from.rpartition("@")[2].lower(),
+    )
+    tls_settings = base.tls_settings
+    if args.ca_file is not None:
+        tls_settings = TlsSettings(ca_file=_ca_file(args.ca_file))
+    dns = replace(
+        base,
+        checks=tuple(check for check in DnsCheck if check in checks),
+        sending_ips=tuple(args.sending_ip or base.sending_ips),
+        mx_hosts=tuple(args.mx_host or base.mx_hosts),
+        dmarc_policy=args.dmarc_policy or base.dmarc_policy,
+        mta_sts_mode=args.mta_sts_mode or base.mta_sts_mode,
+        dnsbl_zones=tuple(args.dnsbl_zone or base.dnsbl_zones),
+        tls_settings=tls_settings,
+    )
+    if DnsCheck.DNSBL in dns.checks and not dns.dnsbl_zones:
+        raise UsageError(
+            "--dns-checks: dnsbl needs --dnsbl-zone ZONE (none by default: public "
+            "blocklists have terms of use)"
+        )
+    return dns
 
 
 _T = TypeVar("_T")
@@ -233,8 +354,8 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
             "--expect-auth: needs --authserv-id (only the receiver's Authentication-Results "
             "are believed)"
         )
-    if args.dns_server and not args.verify_dkim:
-        raise UsageError("--dns-server: only --verify-dkim looks anything up")
+    if args.dns_server and not args.verify_dkim and args.dns_checks is None:
+        raise UsageError("--dns-server: only --verify-dkim and --dns-checks look anything up")
     return ProbeSpec(
         name=CHECK_PROBE_NAME,
         smtp=smtp,

@@ -25,7 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from smtp_probe import __version__, log
-from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, run_check
+from smtp_probe.check import (
+    DNS_CHECKS_DEFAULT,
+    IMAP_PASSWORD_ENV,
+    SMTP_PASSWORD_ENV,
+    UsageError,
+    run_check,
+)
 from smtp_probe.config import values
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.report import ExitCode
@@ -73,6 +79,11 @@ _LISTEN = _flag(_parse_listen, "listen address")
 _COMMAND = _flag(values.split_command, "command")
 _EXPECT_AUTH = _flag(values.parse_expect_auth, "METHOD=RESULT")
 _NAMESERVER = _flag(values.parse_nameserver, "nameserver")
+_DNS_CHECKS = _flag(values.parse_dns_checks, "check list")
+_IP = _flag(values.parse_ip, "IP address")
+_DOMAIN = _flag(values.parse_domain, "DNS name")
+_DMARC_POLICY = _flag(values.parse_dmarc_policy, "DMARC policy")
+_MTA_STS_MODE = _flag(values.parse_mta_sts_mode, "MTA-STS mode")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -189,7 +200,58 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP[:PORT]",
         type=_NAMESERVER,
         action="append",
-        help="resolver for --verify-dkim's key lookups (repeatable; default: the system's)",
+        help="resolver for --verify-dkim's key lookups and --dns-checks (repeatable; "
+        "default: the system's)",
+    )
+
+    dns = check.add_argument_group(
+        "DNS checks (beside the run; a failing check is exit 1 WARNING unless the run is worse)"
+    )
+    dns.add_argument(
+        "--dns-checks",
+        metavar="LIST",
+        nargs="?",
+        const=DNS_CHECKS_DEFAULT,
+        type=_DNS_CHECKS,
+        help="run these DNS checks of the --to/--from domains too, e.g. --dns-checks=spf,dmarc "
+        f"(default: {','.join(values.DEFAULT_CHECK_DNS_CHECKS)}, plus dnsbl with --dnsbl-zone; "
+        "with --config: the probe's own dns_checks if it has any)",
+    )
+    dns.add_argument(
+        "--sending-ip",
+        metavar="IP",
+        type=_IP,
+        action="append",
+        help="a public IP mail leaves from, for spf, dnsbl and fcrdns (repeatable; default: "
+        "the SMTP server's addresses)",
+    )
+    dns.add_argument(
+        "--dnsbl-zone",
+        metavar="ZONE",
+        type=_DOMAIN,
+        action="append",
+        help="a blocklist zone to ask about each sending IP (repeatable; none by default: "
+        "public blocklists have terms of use)",
+    )
+    dns.add_argument(
+        "--dmarc-policy",
+        metavar="|".join(values.DMARC_POLICIES),
+        type=_DMARC_POLICY,
+        help="the weakest acceptable DMARC p= (default none)",
+    )
+    dns.add_argument(
+        "--mta-sts-mode",
+        metavar="|".join(values.MTA_STS_MODES),
+        type=_MTA_STS_MODE,
+        help="the weakest acceptable MTA-STS mode (default enforce); the policy's HTTPS "
+        "certificate is always verified (--ca-file applies, --insecure does not)",
+    )
+    dns.add_argument(
+        "--mx-host",
+        metavar="HOST",
+        type=_DOMAIN,
+        action="append",
+        help="an MX host the recipient domain must have (repeatable; default: any that resolve)",
     )
 
     common = check.add_argument_group("common")

@@ -1,5 +1,9 @@
 """One APScheduler job per probe: interval with jitter, first runs spread, never overlapping.
 
+The daemon keeps two of these: one for delivery runs and one for DNS checks
+(each probe with ``dns_checks`` has its own job on ``dns_interval``), so a
+slow DNS job never holds up a delivery run.
+
 The scheduler knows only names and timing; what a run does is the caller's
 ``run`` coroutine, which looks the probe up in the current config when it
 starts, so a reload that changes a route takes effect at the next run
@@ -70,8 +74,19 @@ class ProbeScheduler:
         *,
         scheduler: AsyncIOScheduler | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        first_within: float | None = None,
+        kind: str = "run",
     ) -> None:
+        """Jobs call ``run(name)``; ``first_within`` caps the spread of the first runs.
+
+        Without it a probe first runs somewhere in its first interval; with
+        it, within ``first_within`` seconds of being scheduled (a slow job,
+        like the DNS checks every 15 minutes, still reports soon after a
+        start). ``kind`` names the jobs in logs ("run", "dns checks").
+        """
         self._run = run
+        self._first_within = first_within
+        self._kind = kind
         self._scheduler = scheduler or AsyncIOScheduler(timezone=UTC)
         self._now = now
         self._timing: dict[str, tuple[float, float]] = {}
@@ -103,7 +118,8 @@ class ProbeScheduler:
             if self._timing.get(name) == timing:
                 continue
             interval, jitter = timing
-            first = self._now() + timedelta(seconds=first_run_offset(name, interval))
+            spread = interval if self._first_within is None else min(interval, self._first_within)
+            first = self._now() + timedelta(seconds=first_run_offset(name, spread))
             self._scheduler.add_job(
                 self._job,
                 GridIntervalTrigger(
@@ -111,7 +127,7 @@ class ProbeScheduler:
                 ),
                 args=[name],
                 id=name,
-                name=f"probe {name}",
+                name=f"probe {name}" if self._kind == "run" else f"{self._kind} {name}",
                 replace_existing=True,
                 next_run_time=first,
                 max_instances=1,
@@ -155,11 +171,13 @@ class ProbeScheduler:
         except asyncio.CancelledError:
             # Stopping: a cancelled run is a normal end, not a job error for
             # APScheduler to log with a traceback.
-            _LOG.info("run cancelled at shutdown", probe=name)
+            _LOG.info(f"{self._kind} cancelled at shutdown", probe=name)
         finally:
             if task is not None:
                 self._running.discard(task)
 
     def _on_skipped(self, event: JobExecutionEvent) -> None:
         self.skipped[event.job_id] = self.skipped.get(event.job_id, 0) + 1
-        _LOG.warning("run skipped: previous run still in progress", probe=event.job_id)
+        _LOG.warning(
+            f"{self._kind} skipped: previous {self._kind} still in progress", probe=event.job_id
+        )

@@ -28,7 +28,8 @@ from smtp_probe import oauth
 from smtp_probe.config import messages, references, timing, tree, values
 from smtp_probe.config.document import Document, compose
 from smtp_probe.config.errors import ConfigError, Problems
-from smtp_probe.config.model import ConfigFile, Context, Defaults, OAuthProvider
+from smtp_probe.config.model import ConfigFile, Context, Defaults, DnsChecksEntry, OAuthProvider
+from smtp_probe.config.model import Dns as DnsEntry
 from smtp_probe.config.model import Mailbox as MailboxEntry
 from smtp_probe.config.model import OAuthClient as OAuthClientEntry
 from smtp_probe.config.model import SmtpServer as SmtpServerEntry
@@ -43,7 +44,14 @@ from smtp_probe.oauth.settings import (
     OAuthClient,
     Provider,
 )
-from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.spec import (
+    DnsChecks,
+    DnsSettings,
+    Mailbox,
+    ProbeSpec,
+    SmtpServer,
+    TlsSettings,
+)
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -130,11 +138,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         name: _smtp_server(entry, sources) for name, entry in (model.smtp_servers or {}).items()
     }
     mailboxes = {name: _mailbox(entry, sources) for name, entry in (model.mailboxes or {}).items()}
-    dns = (
-        DnsSettings(model.dns.nameservers, model.dns.timeout)
-        if model.dns is not None
-        else DnsSettings()
-    )
+    dns = _dns_settings(model.dns, DnsSettings())
     probes: list[ScheduledProbe] = []
     bounce_boxes: list[tuple[str, Mailbox]] = []
 
@@ -148,6 +152,11 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         reflector: bool,
         checks: tuple[tuple[tuple[str, str], ...], bool] = ((), False),
         bounce_mailbox: str | None = None,
+        dns_checks: tuple[DnsChecksEntry | None, float | None, DnsEntry | None] = (
+            None,
+            None,
+            None,
+        ),
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -167,8 +176,14 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             reflector=reflector,
             expect_auth=checks[0],
             verify_dkim=checks[1],
-            dns=dns,
+            dns=_dns_settings(dns_checks[2], dns),
             bounce_mailbox=None if bounce_mailbox is None else mailboxes[bounce_mailbox],
+            dns_checks=_dns_checks(
+                dns_checks[0],
+                defaults.dns_interval if dns_checks[1] is None else dns_checks[1],
+                mail_from,
+                rcpt_to,
+            ),
         )
         if bounce_mailbox is not None:
             bounce_boxes.append((bounce_mailbox, mailboxes[bounce_mailbox]))
@@ -189,6 +204,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             probe.reflector,
             (probe.expect_auth, probe.verify_dkim),
             probe.bounce_mailbox,
+            (probe.dns_checks, probe.dns_interval, probe.dns),
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -229,6 +245,35 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         source=source,
         oauth_clients=MappingProxyType(sources),
         oauth_settings=MappingProxyType(clients),
+    )
+
+
+def _dns_settings(entry: DnsEntry | None, inherited: DnsSettings) -> DnsSettings:
+    """A ``dns`` section's resolver; ``inherited`` (the top level's) where there is none."""
+    return inherited if entry is None else DnsSettings(entry.nameservers, entry.timeout)
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+def _dns_checks(
+    entry: DnsChecksEntry | None, interval: float, mail_from: str, rcpt_to: str
+) -> DnsChecks | None:
+    """The engine's DNS checks of a probe: what ``dns_checks`` says, for its ``to``/``from`` domains."""
+    if entry is None:
+        return None
+    return DnsChecks(
+        checks=entry.checks,
+        recipient_domain=_domain(rcpt_to),
+        sender_domain=_domain(mail_from),
+        interval=interval,
+        sending_ips=entry.sending_ips,
+        mx_hosts=entry.mx_hosts,
+        dmarc_policy=entry.dmarc_policy,
+        mta_sts_mode=entry.mta_sts_mode,
+        dnsbl_zones=entry.dnsbl_zones,
+        tls_settings=TlsSettings(ca_file=entry.ca_file),
     )
 
 
@@ -329,7 +374,8 @@ def validate(path: Path) -> str:
 
     One line per probe, routes expanded: ``NAME: SMTP -> MAILBOX, FROM -> TO``
     (names from the file; ``(no mailbox)`` for a submit-only probe,
-    `` (reflector)`` for a reflector probe).
+    `` (reflector)`` for a reflector probe; ``; dns checks mx,spf every 900s``
+    for a probe with DNS checks).
 
     Raises:
         ConfigError: the file does not validate.
@@ -340,8 +386,14 @@ def validate(path: Path) -> str:
         spec = probe.spec
         mailbox = probe.mailbox_name if probe.mailbox_name is not None else "(no mailbox)"
         reflector = " (reflector)" if spec.reflector else ""
+        dns = spec.dns_checks
+        checks = (
+            f"; dns checks {','.join(dns.checks)} every {values.format_seconds(dns.interval)}"
+            if dns is not None
+            else ""
+        )
         lines.append(
             f"  {probe.name}: {probe.smtp_name} -> {mailbox}, "
-            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}"
+            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}{checks}"
         )
     return "\n".join(lines)

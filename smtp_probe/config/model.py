@@ -50,7 +50,14 @@ from smtp_probe.config.runtime import ServerSettings, parse_listen
 from smtp_probe.config.values import Preset, TlsMode
 from smtp_probe.oauth import settings as oauth_settings
 from smtp_probe.probe import verdicts as verdict_words
-from smtp_probe.probe.spec import DEFAULT_DNS_TIMEOUT, Cleanup
+from smtp_probe.probe.spec import (
+    DEFAULT_DNS_INTERVAL,
+    DEFAULT_DNS_TIMEOUT,
+    DMARC_POLICIES,
+    MTA_STS_MODES,
+    Cleanup,
+    DnsCheck,
+)
 from smtp_probe.secret import Secret
 
 ERROR_TYPE: Final = "smtp_probe_config"
@@ -407,6 +414,226 @@ NAMESERVERS: Final = Value(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class DnsChecksEntry:
+    """A probe's ``dns_checks`` as written: which checks, and their options.
+
+    The loader adds the domains (from ``to`` and ``from``) and the interval
+    to make the engine's :class:`~smtp_probe.probe.spec.DnsChecks`.
+    """
+
+    checks: tuple[DnsCheck, ...]
+    """In :class:`DnsCheck` order, each once."""
+    sending_ips: tuple[str, ...] = ()
+    mx_hosts: tuple[str, ...] = ()
+    dmarc_policy: str = "none"
+    mta_sts_mode: str = "enforce"
+    dnsbl_zones: tuple[str, ...] = ()
+    ca_file: Path | None = None
+
+
+DNS_CHECK_SETTINGS: Final = ("sending_ip", "ca_file")
+"""Keys of a ``dns_checks`` mapping that are not checks but apply to them."""
+DNS_CHECK_OPTIONS: Final[Mapping[DnsCheck, tuple[str, ...]]] = {
+    DnsCheck.MX: ("hosts",),
+    DnsCheck.SPF: (),
+    DnsCheck.DMARC: ("policy",),
+    DnsCheck.MTA_STS: ("mode",),
+    DnsCheck.TLS_RPT: (),
+    DnsCheck.DNSBL: ("zones",),
+    DnsCheck.FCRDNS: (),
+}
+"""The options each check takes in a ``dns_checks`` mapping."""
+_DNSBL_NEEDS_ZONES: Final = (
+    "dnsbl needs zones, like dnsbl: {zones: [zen.example.org]} (none by default: "
+    "public blocklists have terms of use)"
+)
+_CHECK_NAMES: Final = tuple(check.value for check in DnsCheck)
+
+
+class _Found:
+    """Problems found in one value, each with its location inside the value."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Loc]] = []
+
+    def add(self, message: str, loc: Loc = ()) -> None:
+        self.items.append((message, loc))
+
+    def parsed(self, parse: Callable[[str], Any], item: object, loc: Loc) -> Any | None:
+        """``parse(item)`` for a string item; ``None`` (and a problem) otherwise."""
+        if not isinstance(item, str):
+            self.add(f"expected a string, got {values.kind_of(item)}", loc)
+            return None
+        try:
+            return parse(item)
+        except ValueError as exc:
+            self.add(str(exc), loc)
+            return None
+
+    def many(
+        self, parse: Callable[[str], Any], value: object, loc: Loc, *, single_ok: bool = False
+    ) -> tuple[Any, ...]:
+        """Each item of a list (or a lone string if ``single_ok``) through ``parse``."""
+        if single_ok and isinstance(value, str):
+            one = self.parsed(parse, value, loc)
+            return () if one is None else (one,)
+        if not isinstance(value, list):
+            wanted = "a string or a list of strings" if single_ok else "a list of strings"
+            self.add(f"expected {wanted}, got {values.kind_of(value)}", loc)
+            return ()
+        if not value:
+            self.add("must not be empty", loc)
+        found = [self.parsed(parse, item, (*loc, index)) for index, item in enumerate(value)]
+        return tuple(item for item in found if item is not None)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise _problems(tuple(m for m, _ in self.items), tuple(loc for _, loc in self.items))
+
+
+def _check_name(found: _Found, word: object, loc: Loc, *, settings: bool) -> DnsCheck | None:
+    """A check name, or a located "unknown check" (with did-you-mean)."""
+    if isinstance(word, str) and word in _CHECK_NAMES:
+        return DnsCheck(word)
+    choices = (*_CHECK_NAMES, *DNS_CHECK_SETTINGS) if settings else _CHECK_NAMES
+    suggestion = values.closest(str(word), choices)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    extra = f", or {' or '.join(DNS_CHECK_SETTINGS)}" if settings else ""
+    found.add(f"unknown check{hint}; expected one of {', '.join(_CHECK_NAMES)}{extra}", loc)
+    return None
+
+
+def _dns_checks(value: list[Any] | dict[Any, Any], context: Context) -> DnsChecksEntry:
+    """``dns_checks``: a list of check names, or a mapping of check name to its options.
+
+    Raises:
+        ValidationError: every bad name, option or value, each at its place.
+    """
+    found = _Found()
+    checks: list[DnsCheck] = []
+    if isinstance(value, list):
+        if not value:
+            found.add(f"name at least one check: {', '.join(_CHECK_NAMES)}")
+        for index, word in enumerate(value):
+            check = _check_name(found, word, (index,), settings=False)
+            if check is None:
+                continue
+            if check in checks:
+                found.add("listed twice", (index,))
+            elif check is DnsCheck.DNSBL:
+                found.add(_DNSBL_NEEDS_ZONES, (index,))
+            checks.append(check)
+        found.raise_if_any()
+        return DnsChecksEntry(tuple(c for c in DnsCheck if c in checks))
+    options: dict[str, Any] = {}
+    unknown = False
+    for key, given in value.items():
+        if key == "sending_ip":
+            options["sending_ips"] = found.many(values.parse_ip, given, (key,), single_ok=True)
+        elif key == "ca_file":
+            options["ca_file"] = found.parsed(lambda text: _ca_file(text, context), given, (key,))
+        else:
+            check = _check_name(found, key, (str(key),), settings=True)
+            if check is None:
+                unknown = True
+            else:
+                checks.append(check)
+                options.update(_check_options(found, check, given))
+    if not checks and not unknown:  # a misspelt check is reported as that
+        found.add(f"name at least one check: {', '.join(_CHECK_NAMES)}")
+    found.raise_if_any()
+    return DnsChecksEntry(tuple(c for c in DnsCheck if c in checks), **options)
+
+
+def _check_options(found: _Found, check: DnsCheck, given: object) -> dict[str, Any]:
+    """The options of one check in a ``dns_checks`` mapping (``{}`` or nothing: its defaults)."""
+    at: Loc = (str(check),)
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        found.add(f"expected a mapping of options ({{}} for the defaults), got "
+                  f"{values.kind_of(given)}", at)  # fmt: skip
+        return {}
+    allowed = DNS_CHECK_OPTIONS[check]
+    options: dict[str, Any] = {}
+    for key, option in given.items():
+        loc = (*at, str(key))
+        if key == "hosts" and key in allowed:
+            options["mx_hosts"] = found.many(values.parse_domain, option, loc)
+        elif key == "policy" and key in allowed:
+            options["dmarc_policy"] = found.parsed(values.parse_dmarc_policy, option, loc)
+        elif key == "mode" and key in allowed:
+            options["mta_sts_mode"] = found.parsed(values.parse_mta_sts_mode, option, loc)
+        elif key == "zones" and key in allowed:
+            options["dnsbl_zones"] = found.many(values.parse_domain, option, loc)
+        elif allowed:
+            suggestion = values.closest(str(key), allowed)
+            hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+            found.add(f"unknown option{hint}; {check} takes {', '.join(allowed)}", loc)
+        else:
+            found.add(f"unknown option; {check} takes no options (write {check}: {{}})", loc)
+    if check is DnsCheck.DNSBL and "zones" not in given:
+        found.add(_DNSBL_NEEDS_ZONES, at)
+    return {key: option for key, option in options.items() if option is not None}
+
+
+def _option_schema(check: DnsCheck) -> JsonDict:
+    item: JsonDict = {"type": "string", "minLength": 1, "pattern": values.NOT_BLANK_PATTERN}
+    strings: JsonDict = {"type": "array", "minItems": 1, "items": item}
+    properties: dict[str, JsonValue] = {
+        "hosts": strings,
+        "policy": {"enum": list(DMARC_POLICIES)},
+        "mode": {"enum": list(MTA_STS_MODES)},
+        "zones": strings,
+    }
+    schema: JsonDict = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {key: properties[key] for key in DNS_CHECK_OPTIONS[check]},
+    }
+    if check is DnsCheck.DNSBL:
+        schema["required"] = ["zones"]
+        return schema
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+DNS_CHECKS: Final = Value(
+    "a list of check names, or a mapping of check name to options",
+    (list, dict),
+    _dns_checks,
+    {
+        "anyOf": [
+            {
+                "type": "array",
+                "minItems": 1,
+                "uniqueItems": True,
+                "items": {"enum": [c.value for c in DnsCheck if c is not DnsCheck.DNSBL]},
+            },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "anyOf": [{"required": [check.value]} for check in DnsCheck],
+                "properties": {
+                    **{check.value: _option_schema(check) for check in DnsCheck},
+                    "sending_ip": {
+                        "anyOf": [
+                            {"type": "string", **_NOT_BLANK},
+                            {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {"type": "string", **_NOT_BLANK},
+                            },
+                        ]
+                    },
+                    "ca_file": {"type": "string", **_NOT_BLANK},
+                },
+            },
+        ]
+    },
+)
+
+
 def _default(shown: object) -> dict[str, Any]:
     """The default as the file writes it (``60s``, not ``60.0``), for the JSON Schema."""
     return {"default": shown}
@@ -474,6 +701,13 @@ def _host(raw: Mapping[str, object]) -> Iterator[Violation]:
         yield ("host",), "required key is missing"
 
 
+_DNS_INTERVAL_HELP: Final = (
+    "How often a probe's dns_checks run, as their own job beside delivery: any duration, "
+    "meant to be slower than the delivery interval (DNS changes slowly and answers are "
+    "cached for their TTL)."
+)
+
+
 class Defaults(Section):
     """Values for every probe that does not set its own."""
 
@@ -494,6 +728,11 @@ class Defaults(Section):
         "probes don't all fire in the same second. Capped at half the probe's interval; "
         "0s switches it off. Must be shorter than the interval.",
         json_schema_extra=_seconds(values.DEFAULT_JITTER),
+    )
+    dns_interval: Annotated[float, DURATION] = Field(
+        DEFAULT_DNS_INTERVAL,
+        description=_DNS_INTERVAL_HELP,
+        json_schema_extra=_seconds(DEFAULT_DNS_INTERVAL),
     )
 
     @classmethod
@@ -1006,6 +1245,21 @@ class OAuthClient(Section):
             yield from _PROVIDER_RULES[kind](raw)
 
 
+class Dns(Section):
+    """The resolver for smtp-probe's own DNS lookups (DKIM keys, dns_checks, mx: servers)."""
+
+    nameservers: Annotated[tuple[tuple[str, int], ...], NAMESERVERS] = Field(
+        (),
+        description="Nameservers asked in order: IP, IP:PORT or [IPV6]:PORT (port 53 if "
+        "none). Leave dns out to use the system's resolver.",
+    )
+    timeout: Annotated[float, DURATION] = Field(
+        DEFAULT_DNS_TIMEOUT,
+        description="The longest wait for one lookup; the run's timeout still applies.",
+        json_schema_extra=_seconds(DEFAULT_DNS_TIMEOUT),
+    )
+
+
 _INTERVAL_HELP: Final = "How often this probe runs. Default: defaults.interval."
 _TIMEOUT_HELP: Final = (
     "The deadline of one run; not longer than the interval. "
@@ -1030,7 +1284,10 @@ class Probe(Section):
         json_schema_extra={
             "if": {"required": ["reflector"], "properties": {"reflector": {"const": True}}},
             "then": {"required": ["mailbox"]},
-            "dependentRequired": {"bounce_mailbox": ["mailbox"]},
+            "dependentRequired": {
+                "bounce_mailbox": ["mailbox"],
+                "dns_interval": ["dns_checks"],
+            },
         }
     )
 
@@ -1073,6 +1330,29 @@ class Probe(Section):
         "ends the run bounced at once; only reports returning the run's signed token are "
         "believed and deleted. Needs mailbox, and an SMTP server that offers DSN.",
     )
+    dns_checks: Annotated[DnsChecksEntry | None, DNS_CHECKS] = Field(
+        None,
+        description="DNS checks of this probe's domains, run as their own job every "
+        "dns_interval (not part of a delivery run): mx, mta_sts, tls_rpt of the to domain; "
+        "spf, dmarc of the from domain; dnsbl, fcrdns of the sending IPs. A list of names "
+        "([mx, spf, dmarc]), or a mapping of name to options: mx: {hosts: [...]} (expected "
+        "MX hosts), dmarc: {policy: quarantine} (weakest acceptable p=, default none), "
+        "mta_sts: {mode: enforce} (weakest acceptable mode, default enforce), dnsbl: "
+        "{zones: [...]} (required: none by default, public blocklists have terms of use), "
+        "{} for the defaults; plus sending_ip (one IP or a list; default: the SMTP server's "
+        "addresses) and ca_file (CA for the MTA-STS policy's HTTPS, relative to the config "
+        "file).",
+    )
+    dns_interval: Annotated[float | None, DURATION] = Field(
+        None,
+        description=_DNS_INTERVAL_HELP.replace("How often", "How often this")
+        + " Default: defaults.dns_interval (15m). Needs dns_checks.",
+    )
+    dns: Dns | None = Field(
+        None,
+        description="This probe's own resolver (same keys as the top-level dns, which it "
+        "replaces for this probe): for its dns_checks and verify_dkim.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1088,6 +1368,8 @@ class Probe(Section):
                 ("bounce_mailbox",),
                 "bounce_mailbox needs mailbox: the run waits for its message or its bounce",
             )
+        if "dns_interval" in raw and "dns_checks" not in raw:
+            yield ("dns_interval",), "dns_interval needs dns_checks: it is how often they run"
 
 
 class RouteSender(Section):
@@ -1149,21 +1431,6 @@ class Route(Section):
     reflector: Annotated[bool, BOOL] = Field(False, description=_REFLECTOR_HELP)
 
 
-class Dns(Section):
-    """The resolver for smtp-probe's own DNS lookups (the DKIM keys of verify_dkim)."""
-
-    nameservers: Annotated[tuple[tuple[str, int], ...], NAMESERVERS] = Field(
-        (),
-        description="Nameservers asked in order: IP, IP:PORT or [IPV6]:PORT (port 53 if "
-        "none). Leave dns out to use the system's resolver.",
-    )
-    timeout: Annotated[float, DURATION] = Field(
-        DEFAULT_DNS_TIMEOUT,
-        description="The longest wait for one lookup; the run's timeout still applies.",
-        json_schema_extra=_seconds(DEFAULT_DNS_TIMEOUT),
-    )
-
-
 class Server(Section):
     """The HTTP server: /metrics, /-/healthy, /-/ready, /-/reload, /probe and the status page."""
 
@@ -1221,8 +1488,8 @@ class ConfigFile(Section):
     server: Server | None = Field(None, description="Where the HTTP server listens.")
     dns: Dns | None = Field(
         None,
-        description="The resolver for smtp-probe's own DNS lookups (DKIM keys); "
-        "default: the system's.",
+        description="The resolver for smtp-probe's own DNS lookups (DKIM keys of verify_dkim, "
+        "dns_checks); default: the system's. A probe's own dns replaces it for that probe.",
     )
 
     @classmethod

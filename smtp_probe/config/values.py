@@ -39,9 +39,12 @@ from smtp_probe.probe.spec import (
     DEFAULT_RUN_TIMEOUT,
     DEFAULT_SMTP_TLS,
     DEFAULT_VERIFY,
+    DMARC_POLICIES,
     IMAP_PORTS,
     MIN_POLL_INTERVAL,
+    MTA_STS_MODES,
     SMTP_PORTS,
+    DnsCheck,
     TlsMode,
 )
 from smtp_probe.secret import Secret
@@ -55,8 +58,10 @@ __all__ = [  # the route defaults are re-exported: the schema and the CLI read t
     "DEFAULT_RUN_TIMEOUT",
     "DEFAULT_SMTP_TLS",
     "DEFAULT_VERIFY",
+    "DMARC_POLICIES",
     "IMAP_PORTS",
     "MIN_POLL_INTERVAL",
+    "MTA_STS_MODES",
     "SMTP_PORTS",
     "TlsMode",
 ]
@@ -361,6 +366,100 @@ def parse_expect_auth(text: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"expected one of {', '.join(RESULTS[method])} for {method}")
         pairs.append((method, result))
     return tuple(pairs)
+
+
+DEFAULT_CHECK_DNS_CHECKS: Final = (
+    DnsCheck.MX,
+    DnsCheck.SPF,
+    DnsCheck.DMARC,
+    DnsCheck.MTA_STS,
+    DnsCheck.TLS_RPT,
+    DnsCheck.FCRDNS,
+)
+"""``check --dns-checks`` without a list: every check but ``dnsbl``, which needs zones."""
+
+
+def _one_of(text: str, choices: Sequence[str]) -> str:
+    """``text`` if it is one of ``choices``; else a message with the closest one."""
+    if text in choices:
+        return text
+    suggestion = closest(text, choices)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    raise ValueError(f"expected one of {', '.join(choices)}{hint}")
+
+
+def parse_dns_check(text: str) -> DnsCheck:
+    """One DNS check name: ``mx``, ``spf``, ``dmarc``, ``mta_sts``, ``tls_rpt``, ``dnsbl``, ``fcrdns``.
+
+    Raises:
+        ValueError: another word; the message suggests the closest name.
+    """
+    return DnsCheck(_one_of(text.strip(), [check.value for check in DnsCheck]))
+
+
+def parse_dns_checks(text: str) -> tuple[DnsCheck, ...]:
+    """``check --dns-checks=LIST``: comma-separated check names, each once.
+
+    Raises:
+        ValueError: an empty list, an unknown name or a name given twice.
+    """
+    words = [word.strip() for word in text.split(",")]
+    if not any(words):
+        raise ValueError("name at least one check")
+    checks: list[DnsCheck] = []
+    for word in words:
+        check = parse_dns_check(word)
+        if check in checks:
+            raise ValueError(f"{check} is listed twice")
+        checks.append(check)
+    return tuple(checks)
+
+
+def parse_ip(text: str) -> str:
+    """An IPv4 or IPv6 address (a sending IP), in its normal written form.
+
+    Raises:
+        ValueError: not an IP address.
+    """
+    import ipaddress  # here: only DNS checks need it
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError("expected an IP address like 203.0.113.7 or 2001:db8::7") from None
+
+
+def parse_domain(text: str) -> str:
+    """A DNS name (a DNSBL zone, an MX host): dots and labels, no spaces; lower case, no final dot.
+
+    Raises:
+        ValueError: empty, with whitespace or a colon, or an IP address.
+    """
+    not_blank(text)
+    name = text.strip().rstrip(".").lower()
+    if not name or any(c.isspace() or c in ":/[]@" for c in name) or ".." in name:
+        raise ValueError("expected a DNS name like zen.example.org")
+    if all(part.isdigit() for part in name.split(".")):
+        raise ValueError("expected a DNS name like zen.example.org, not an IP address")
+    return name
+
+
+def parse_dmarc_policy(text: str) -> str:
+    """The weakest acceptable DMARC ``p=``: ``none``, ``quarantine`` or ``reject``.
+
+    Raises:
+        ValueError: another word; the message suggests the closest one.
+    """
+    return _one_of(text.strip(), DMARC_POLICIES)
+
+
+def parse_mta_sts_mode(text: str) -> str:
+    """The weakest acceptable MTA-STS ``mode``: ``none``, ``testing`` or ``enforce``.
+
+    Raises:
+        ValueError: another word; the message suggests the closest one.
+    """
+    return _one_of(text.strip(), MTA_STS_MODES)
 
 
 def parse_listen(text: str) -> tuple[str, int]:

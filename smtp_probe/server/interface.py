@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from smtp_probe.history import RunPoint
-from smtp_probe.probe.result import RunResult
+from smtp_probe.probe.result import DnsReport, RunResult
 from smtp_probe.probe.spec import Mailbox
 
 
@@ -42,6 +42,12 @@ class ProbeStatus:
     """Unix time the last successful scheduled run finished; ``None`` if none since start-up."""
     running: bool
     """A scheduled run of this probe is in progress."""
+    dns_checks: tuple[str, ...] = ()
+    """The DNS checks configured for this probe (``dns_checks``), in order; ``()`` for none."""
+    dns_interval: float | None = None
+    """How often they run (``dns_interval``); ``None`` without DNS checks."""
+    dns: DnsReport | None = None
+    """The last round of its DNS checks; ``None`` before the first (or without any)."""
 
 
 @dataclass(frozen=True, slots=True)

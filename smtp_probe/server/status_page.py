@@ -20,7 +20,7 @@ import jinja2
 
 from smtp_probe import __version__
 from smtp_probe.history import RunPoint
-from smtp_probe.probe.result import Hop, Outcome, RunResult, TlsFacts
+from smtp_probe.probe.result import DnsCheckResult, Hop, Outcome, RunResult, TlsFacts
 from smtp_probe.probe.transcript import Direction
 from smtp_probe.report import HOPS_CAVEAT, hop_delay, verdict
 from smtp_probe.server.interface import ProbeStatus, Status
@@ -223,6 +223,78 @@ def _tls_leg_view(probe: str, leg: str, facts: TlsFacts, now: float) -> TlsLegVi
     )
 
 
+@dataclass(frozen=True, slots=True)
+class DnsCheckView:
+    """One DNS check of a probe, as words (reason and evidence are DNS and HTTPS text)."""
+
+    check: str
+    tone: Tone
+    """Green passed, red failed, grey not run yet."""
+    verdict: str
+    """``ok``, ``failed`` or ``not run yet``."""
+    reason: str
+    evidence: tuple[str, ...]
+    policy: str = ""
+    """``dmarc``: the published ``p=``; ``mta_sts``: the policy's mode; else empty."""
+    listed: str = ""
+    """``dnsbl``: the zones listing a sending IP, comma-separated; else empty."""
+
+
+@dataclass(frozen=True, slots=True)
+class DnsView:
+    """A probe's DNS checks: each check's last verdict, and when they last ran."""
+
+    probe: str
+    every: str
+    ago: str
+    """How long ago the last round finished; empty before the first."""
+    at: str
+    checks: tuple[DnsCheckView, ...]
+
+    @property
+    def tone(self) -> Tone:
+        """Red when a check failed, grey before the first round, else green."""
+        tones = {check.tone for check in self.checks}
+        if Tone.BAD in tones:
+            return Tone.BAD
+        return Tone.NONE if Tone.NONE in tones or not tones else Tone.OK
+
+
+def dns_views(status: Status, now: float) -> tuple[DnsView, ...]:
+    """A :class:`DnsView` per probe with DNS checks, in the config's order."""
+    return tuple(_dns_view(probe, now) for probe in status.probes if probe.dns_checks or probe.dns)
+
+
+def _dns_view(probe: ProbeStatus, now: float) -> DnsView:
+    report = probe.dns
+    every = _every(probe.dns_interval) if probe.dns_interval is not None else ""
+    if report is None:
+        pending = tuple(
+            DnsCheckView(check, Tone.NONE, "not run yet", "", ()) for check in probe.dns_checks
+        )
+        return DnsView(probe.name, every, "", "", pending)
+    finished = report.started_at.timestamp() + report.duration_seconds
+    return DnsView(
+        probe=probe.name,
+        every=every,
+        ago=_ago(now - finished),
+        at=_clock(finished),
+        checks=tuple(_dns_check_view(result) for result in report.results),
+    )
+
+
+def _dns_check_view(result: DnsCheckResult) -> DnsCheckView:
+    return DnsCheckView(
+        check=result.check,
+        tone=Tone.OK if result.ok else Tone.BAD,
+        verdict="ok" if result.ok else "failed",
+        reason=result.reason,
+        evidence=result.evidence,
+        policy=result.policy or "",
+        listed=", ".join(zone for zone, listed in result.listed if listed),
+    )
+
+
 def render_status_page(status: Status, *, now: float) -> str:
     """The whole HTML page for ``status`` as of Unix time ``now``."""
     probes = [_probe_view(probe, status.history_size, now) for probe in status.probes]
@@ -243,6 +315,7 @@ def render_status_page(status: Status, *, now: float) -> str:
         mailboxes=status.mailboxes,
         mailboxes_up=sum(1 for m in status.mailboxes if m.up),
         tls_legs=tls,
+        dns=dns_views(status, now),
     )
 
 

@@ -99,11 +99,28 @@ def start_daemon(
     secrets = workdir
     (secrets / "smtp").write_text(stack.users[SENDER] + "\n")
     (secrets / "token").write_text("a-token-secret-of-enough-length\n")
-    path = secrets / "config.yml"
-    path.write_text(config if config is not None else config_text(stack, secrets, probes))
+    text = config if config is not None else config_text(stack, secrets, probes)
+    return spawn_daemon(
+        workdir, text, args=args, env={"SINK_PASSWORD": stack.users[SINK], **(env or {})}
+    )
+
+
+def spawn_daemon(
+    workdir: Path, config: str, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> Daemon:
+    """Start ``python -m smtp_probe run`` with the config text ``config`` (no mail stack needed).
+
+    The config is written to ``workdir/config.yml``, the log to
+    ``workdir/daemon.log``; ``env`` is added to the daemon's environment.
+
+    Raises:
+        AssertionError: the daemon exited or was not ready within 20 s.
+    """
+    path = workdir / "config.yml"
+    path.write_text(config)
     port = free_port()
-    log = secrets / "daemon.log"
-    environ = dict(os.environ, SINK_PASSWORD=stack.users[SINK]) | dict(env or {})
+    log = workdir / "daemon.log"
+    environ = dict(os.environ) | dict(env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "smtp_probe", "run", "--config", str(path),

@@ -74,7 +74,7 @@ _ALLOWED_SMTP = (
 )
 _ALLOWED_PROBE = (
     "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim, "
-    "bounce_mailbox"
+    "bounce_mailbox, dns_checks, dns_interval, dns"
 )
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 _PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -157,7 +157,7 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "duration_zero": ["{file}:18:14: probes[0].timeout: a duration must be longer than zero"],
     "defaults_unknown_key": [
         "{file}:3:3: defaults.intreval: unknown key (did you mean 'interval'?); "
-        "allowed keys: interval, timeout, jitter"
+        "allowed keys: interval, timeout, jitter, dns_interval"
     ],
     "defaults_jitter_not_shorter": [
         "{file}:4:11: defaults.jitter: 10s is not shorter than the interval 10s"
@@ -179,6 +179,18 @@ BAD_CONFIGS: dict[str, list[str]] = {
         "a nameserver is IP, IP:PORT or [IPV6]:PORT",
         "{file}:3:55: dns.nameservers[2]: outside the port range 1-65535: "
         "a nameserver is IP, IP:PORT or [IPV6]:PORT",
+    ],
+    "dns_checks_bad": [
+        "{file}:14:19: probes[0].dns_checks.sending_ip: expected an IP address like "
+        "203.0.113.7 or 2001:db8::7",
+        "{file}:15:12: probes[0].dns_checks.sfp: unknown check (did you mean 'spf'?); "
+        "expected one of mx, spf, dmarc, mta_sts, tls_rpt, dnsbl, fcrdns, or sending_ip or "
+        "ca_file",
+        "{file}:16:23: probes[0].dns_checks.dmarc.policy: expected one of none, quarantine, reject",
+        "{file}:17:14: probes[0].dns_checks.dnsbl: dnsbl needs zones, like dnsbl: "
+        "{{zones: [zen.example.org]}} (none by default: public blocklists have terms of use)",
+        "{file}:22:19: probes[1].dns_interval: dns_interval needs dns_checks: it is how often "
+        "they run",
     ],
     "probes_missing": ["{file}:2:1: probes: required key is missing"],
     "probes_not_a_list": ["{file}:13:3: probes: expected a list of probes, got a mapping"],
@@ -1523,6 +1535,7 @@ def test_example_config_states_every_key() -> None:
         "service_account_file", "subject", "token_uri", "token_url", "grant", "refresh_token",
         "refresh_token_file", "token_command", "lifetime", "oauth", "cleanup", "reflector",
         "routes", "senders", "authserv_id", "expect_auth", "verify_dkim", "dns", "nameservers",
+        "dns_checks", "dns_interval", "sending_ip", "hosts", "policy", "mode", "zones",
     }  # fmt: skip
     missing = {key for key in keys if f"{key}:" not in example}
     assert missing == set()
@@ -1533,6 +1546,7 @@ EXAMPLE_BLOCKS = (
     "# oauth_clients:",
     "  # m365:",
     "  # - name: via-partner-autoreply",
+    "  # - name: dns-example-net",
     "# routes:",
     "# dns:",
 )
@@ -1590,6 +1604,7 @@ def test_example_config_with_its_oauth_preset_reflector_and_route_examples_uncom
     assert [p.name for p in config.probes] == [
         "relay-to-inbox",
         "mx-to-inbox",
+        "dns-example-net",
         "via-partner-autoreply",
         "outbound-relay-to-m365",
         "outbound-relay-to-gmail",
