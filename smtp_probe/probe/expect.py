@@ -74,7 +74,7 @@ def parse_code(value: object) -> str:
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     if not isinstance(text, str) or _CODE.fullmatch(text) is None:
         raise ValueError(
-            f"{value!r} is not a refusal code: expected a 4xx or 5xx reply code like 550, "
+            "not a refusal code: expected a 4xx or 5xx reply code like 550, "
             "or a class like 5xx or 55x"
         )
     return text.lower()
@@ -93,7 +93,7 @@ def parse_stage(text: str) -> Stage:
     close = _closest(text, names)
     hint = f" (did you mean {close!r}?)" if close else ""
     raise ValueError(
-        f"{text!r} is not an SMTP stage a refusal can come at{hint}; "
+        f"not an SMTP stage a refusal can come at{hint}; "
         f"expected one of {', '.join(names)}"
     )
 
@@ -110,7 +110,7 @@ def parse_check(text: str) -> PolicyCheck:
     names = [str(check) for check in PolicyCheck]
     close = _closest(text, names)
     hint = f" (did you mean {close!r}?)" if close else ""
-    raise ValueError(f"unknown check {text!r}{hint}; expected one of {', '.join(names)}")
+    raise ValueError(f"unknown check{hint}; expected one of {', '.join(names)}")
 
 
 def parse_expect_reject(text: str) -> Expectation:
