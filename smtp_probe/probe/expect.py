@@ -93,8 +93,7 @@ def parse_stage(text: str) -> Stage:
     close = _closest(text, names)
     hint = f" (did you mean {close!r}?)" if close else ""
     raise ValueError(
-        f"not an SMTP stage a refusal can come at{hint}; "
-        f"expected one of {', '.join(names)}"
+        f"not an SMTP stage a refusal can come at{hint}; expected one of {', '.join(names)}"
     )
 
 
