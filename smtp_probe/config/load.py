@@ -32,6 +32,7 @@ from smtp_probe.config.model import ConfigFile, Context, Defaults, DnsChecksEntr
 from smtp_probe.config.model import Dns as DnsEntry
 from smtp_probe.config.model import Mailbox as MailboxEntry
 from smtp_probe.config.model import OAuthClient as OAuthClientEntry
+from smtp_probe.config.model import Probe as ProbeEntry
 from smtp_probe.config.model import SmtpServer as SmtpServerEntry
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.config.values import imap_port, kind_of, smtp_port
@@ -44,9 +45,11 @@ from smtp_probe.oauth.settings import (
     OAuthClient,
     Provider,
 )
+from smtp_probe.probe import expect as expectations
 from smtp_probe.probe.spec import (
     DnsChecks,
     DnsSettings,
+    Expectation,
     Mailbox,
     ProbeSpec,
     SmtpServer,
@@ -157,6 +160,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             None,
             None,
         ),
+        policy: ProbeEntry | None = None,
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -184,6 +188,9 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
                 mail_from,
                 rcpt_to,
             ),
+            check=policy.check if policy is not None else None,
+            expect=_expectation(policy) if policy is not None else None,
+            smuggling_variants=policy.smuggling_variants if policy is not None else (),
         )
         if bounce_mailbox is not None:
             bounce_boxes.append((bounce_mailbox, mailboxes[bounce_mailbox]))
@@ -205,6 +212,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             (probe.expect_auth, probe.verify_dkim),
             probe.bounce_mailbox,
             (probe.dns_checks, probe.dns_interval, probe.dns),
+            probe,
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -275,6 +283,21 @@ def _dns_checks(
         dnsbl_zones=entry.dnsbl_zones,
         tls_settings=TlsSettings(ca_file=entry.ca_file),
     )
+
+
+def _expectation(probe: ProbeEntry) -> Expectation | None:
+    """The refusal a valid probe expects: its ``expect`` over its check's built-in one.
+
+    An ``expect`` without ``reject_at`` keeps the check's stages (its rules
+    demand a check then); with ``codes`` left out it expects any ``5xx``.
+    """
+    built_in = expectations.expectation(probe.check, None)
+    given = probe.expect
+    if given is None:
+        return built_in
+    if not given.stages and built_in is not None:
+        return Expectation(built_in.stages, given.codes)
+    return given
 
 
 def _oauth_client(name: str, entry: OAuthClientEntry) -> OAuthClient:
@@ -374,8 +397,9 @@ def validate(path: Path) -> str:
 
     One line per probe, routes expanded: ``NAME: SMTP -> MAILBOX, FROM -> TO``
     (names from the file; ``(no mailbox)`` for a submit-only probe,
-    `` (reflector)`` for a reflector probe; ``; dns checks mx,spf every 900s``
-    for a probe with DNS checks).
+    `` (reflector)`` for a reflector probe, `` (expects a refusal: CHECK)``
+    for a policy probe; ``; dns checks mx,spf every 900s`` for a probe with
+    DNS checks).
 
     Raises:
         ConfigError: the file does not validate.
@@ -386,6 +410,7 @@ def validate(path: Path) -> str:
         spec = probe.spec
         mailbox = probe.mailbox_name if probe.mailbox_name is not None else "(no mailbox)"
         reflector = " (reflector)" if spec.reflector else ""
+        policy = f" (expects a refusal: {spec.policy_check})" if spec.policy_check else ""
         dns = spec.dns_checks
         checks = (
             f"; dns checks {','.join(dns.checks)} every {values.format_seconds(dns.interval)}"
@@ -394,6 +419,6 @@ def validate(path: Path) -> str:
         )
         lines.append(
             f"  {probe.name}: {probe.smtp_name} -> {mailbox}, "
-            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}{checks}"
+            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}{policy}{checks}"
         )
     return "\n".join(lines)
