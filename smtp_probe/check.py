@@ -129,7 +129,7 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
 
     if args.config is None or args.probe is None:
         raise UsageError("--config and --probe go together")
-    route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
+    route_flags = {"--smtp": args.smtp, "--smtp-mx": args.smtp_mx, "--from": args.mail_from, "--to": args.rcpt_to,
                    "--imap": args.imap, "--smtp-user": args.smtp_user,
                    "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
                    "--imap-token-command": args.imap_token_command,
@@ -157,14 +157,25 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         UsageError: a flag is missing, contradicts another, or names a
             file that cannot be used.
     """
-    for flag, value in (("--smtp", args.smtp), ("--from", args.mail_from), ("--to", args.rcpt_to)):
+    if args.smtp and args.smtp_mx:
+        raise UsageError("--smtp-mx: give either --smtp HOST or --smtp-mx DOMAIN, not both")
+    if not args.smtp and not args.smtp_mx:
+        raise UsageError("--smtp: required, or --smtp-mx (or use --config FILE --probe NAME)")
+    for flag, value in (("--from", args.mail_from), ("--to", args.rcpt_to)):
         if not value:
             raise UsageError(f"{flag}: required (or use --config FILE --probe NAME)")
     timeout: float = values.DEFAULT_RUN_TIMEOUT if args.timeout is None else args.timeout
     command_timeout = min(values.DEFAULT_COMMAND_TIMEOUT, timeout)
     tls_settings = TlsSettings(verify=not args.insecure, ca_file=_ca_file(args.ca_file))
 
-    smtp_host, smtp_port = args.smtp
+    mx = args.smtp_mx is not None
+    smtp_host, smtp_port = args.smtp_mx if mx else args.smtp
+    smtp_tls = args.smtp_tls or (values.TlsMode.OPPORTUNISTIC if mx else values.DEFAULT_SMTP_TLS)
+    if mx and smtp_tls is values.TlsMode.TLS:
+        raise UsageError(
+            "--smtp-tls: MX hosts are reached on port 25 with STARTTLS: "
+            "use opportunistic, starttls or none with --smtp-mx"
+        )
     smtp_password = smtp_oauth = None
     if args.smtp_user:
         smtp_password, smtp_oauth = _login(
@@ -182,14 +193,15 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         raise UsageError("--smtp-token-command: needs --smtp-user (the account the token is for)")
     smtp = SmtpServer(
         host=smtp_host,
-        port=values.smtp_port(args.smtp_tls) if smtp_port is None else smtp_port,
-        tls=args.smtp_tls,
+        port=(25 if mx else values.smtp_port(smtp_tls)) if smtp_port is None else smtp_port,
+        tls=smtp_tls,
         tls_settings=tls_settings,
         username=args.smtp_user,
         password=smtp_password,
         oauth=smtp_oauth,
         helo=args.helo,
         timeout=command_timeout,
+        mx=mx,
     )
 
     mailbox = None
@@ -233,8 +245,8 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
             "--expect-auth: needs --authserv-id (only the receiver's Authentication-Results "
             "are believed)"
         )
-    if args.dns_server and not args.verify_dkim:
-        raise UsageError("--dns-server: only --verify-dkim looks anything up")
+    if args.dns_server and not (args.verify_dkim or mx):
+        raise UsageError("--dns-server: only --verify-dkim and --smtp-mx look anything up")
     return ProbeSpec(
         name=CHECK_PROBE_NAME,
         smtp=smtp,

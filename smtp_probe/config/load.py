@@ -43,7 +43,7 @@ from smtp_probe.oauth.settings import (
     OAuthClient,
     Provider,
 )
-from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -283,13 +283,17 @@ def _set(**keys: str | None) -> dict[str, str]:
 
 def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> SmtpServer:
     host, tls = entry.host, entry.tls
+    if entry.mx is not None:
+        host = entry.mx
+        if "tls" not in entry.model_fields_set:
+            tls = TlsMode.OPPORTUNISTIC
     if entry.provider is not None:
         preset_host, preset_tls = values.SMTP_PRESETS[entry.provider]
         host = host or preset_host
         tls = tls if "tls" in entry.model_fields_set else preset_tls
     return SmtpServer(
         host=_given(host),
-        port=smtp_port(tls) if entry.port is None else entry.port,
+        port=(25 if entry.mx is not None else smtp_port(tls)) if entry.port is None else entry.port,
         tls=tls,
         tls_settings=TlsSettings(verify=entry.verify, ca_file=entry.ca_file),
         username=entry.username,
@@ -297,6 +301,7 @@ def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> S
         oauth=None if entry.oauth is None else sources[entry.oauth],
         helo=entry.helo,
         timeout=entry.timeout,
+        mx=entry.mx is not None,
     )
 
 

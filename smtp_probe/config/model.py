@@ -213,6 +213,11 @@ TLS: Final = _text(
     values.parse_tls_mode,
     enum=[mode.value for mode in TlsMode],
 )
+IMAP_TLS: Final = _text(
+    f"one of {', '.join(mode.value for mode in values.IMAP_TLS_MODES)}",
+    values.parse_imap_tls_mode,
+    enum=[mode.value for mode in values.IMAP_TLS_MODES],
+)
 
 
 def _choice(choices: type[enum.StrEnum]) -> Value:
@@ -474,6 +479,25 @@ def _host(raw: Mapping[str, object]) -> Iterator[Violation]:
         yield ("host",), "required key is missing"
 
 
+_AN_SMTP_HOST: Final[JsonDict] = {"anyOf": _required(["host", "provider", "mx"])}
+
+
+def _smtp_host(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A host, a provider or an ``mx`` domain; ``mx`` alone, and never with implicit TLS."""
+    if "mx" not in raw:
+        if "host" not in raw and "provider" not in raw:
+            yield ("host",), "required key is missing"
+        return
+    for key in ("host", "provider"):
+        if key in raw:
+            yield (key,), f"give either mx or {key}, not both"
+    if raw.get("tls") == TlsMode.TLS.value:
+        yield (
+            ("tls",),
+            "mx servers are reached on port 25 with STARTTLS: use opportunistic, starttls or none",
+        )
+
+
 class Defaults(Section):
     """Values for every probe that does not set its own."""
 
@@ -546,7 +570,7 @@ class SmtpServer(Section):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                _A_HOST,
+                _AN_SMTP_HOST,
                 *_ONE_CREDENTIAL,
                 {"if": _A_CREDENTIAL, "then": {"required": ["username"]}},
                 {"if": {"required": ["username"]}, "then": _A_CREDENTIAL},
@@ -560,13 +584,22 @@ class SmtpServer(Section):
         + " google with tls: tls is port 465.",
     )
     host: Annotated[str | None, HOST] = Field(None, description=_HOST_HELP)
+    mx: Annotated[str | None, HOST] = Field(
+        None,
+        description="A mail domain instead of host: send as an MTA does, to its MX hosts by "
+        "preference with fallback (A/AAAA when it has no MX), port 25, TLS as the domain's "
+        "MTA-STS policy demands (enforce: STARTTLS with a verified certificate for an MX the "
+        "policy names, or no delivery). Default tls: opportunistic.",
+    )
     port: Annotated[int | None, PORT] = Field(
-        None, description="TCP port. Default by tls: none 25, starttls 587, tls 465."
+        None,
+        description="TCP port. Default by tls: none 25, starttls 587, tls 465; 25 for mx servers.",
     )
     tls: Annotated[TlsMode, TLS] = Field(
         values.DEFAULT_SMTP_TLS,
         description="none: plain SMTP; starttls: upgrade with STARTTLS, which must succeed; "
-        "tls: implicit TLS from the first byte (SMTPS, port 465).",
+        "tls: implicit TLS from the first byte (SMTPS, port 465); opportunistic: STARTTLS "
+        "when offered, certificate not verified, else plain (the default for mx servers).",
     )
     verify: Annotated[bool, BOOL] = Field(values.DEFAULT_VERIFY, description=_VERIFY_HELP)
     ca_file: Annotated[Path | None, CA_FILE] = Field(None, description=_CA_FILE_HELP)
@@ -591,8 +624,8 @@ class SmtpServer(Section):
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """A host or a provider; at most one way to log in, and a username only with one."""
-        yield from _host(raw)
+        """A host, a provider or an mx domain; at most one way to log in, and a username only with one."""
+        yield from _smtp_host(raw)
         yield from _credentials(raw, username_required=False)
 
 
@@ -611,7 +644,7 @@ class Mailbox(Section):
     port: Annotated[int | None, PORT] = Field(
         None, description="TCP port. Default by tls: tls 993, otherwise 143."
     )
-    tls: Annotated[TlsMode, TLS] = Field(
+    tls: Annotated[TlsMode, IMAP_TLS] = Field(
         values.DEFAULT_IMAP_TLS,
         description="tls: implicit TLS (IMAPS, port 993); starttls: upgrade on 143; none: plain.",
     )

@@ -294,16 +294,32 @@ async def _send(run: _Run) -> None:
         reflector=spec.reflector,
     )
     try:
-        run.smtp = await send_message(
-            spec.smtp,
-            message,
-            mail_from=spec.mail_from,
-            rcpt_to=spec.rcpt_to,
-            transcript=run.transcript,
-            deadline=run.deadline,
-            token=run.smtp_token,
-            envid=run.token.run_id,
-        )
+        if spec.smtp.mx:
+            # Imported here: the MX walk and MTA-STS (http.client) only for mx servers.
+            from smtp_probe.probe.mx import send_via_mx
+
+            run.smtp = await send_via_mx(
+                spec.smtp,
+                message,
+                mail_from=spec.mail_from,
+                rcpt_to=spec.rcpt_to,
+                transcript=run.transcript,
+                deadline=run.deadline,
+                dns=spec.dns,
+                token=run.smtp_token,
+                envid=run.token.run_id,
+            )
+        else:
+            run.smtp = await send_message(
+                spec.smtp,
+                message,
+                mail_from=spec.mail_from,
+                rcpt_to=spec.rcpt_to,
+                transcript=run.transcript,
+                deadline=run.deadline,
+                token=run.smtp_token,
+                envid=run.token.run_id,
+            )
     except SmtpSendError as exc:
         run.smtp = exc.report
         raise

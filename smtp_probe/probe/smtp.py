@@ -30,7 +30,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.result import SmtpReport, Stage, TlsFacts
-from smtp_probe.probe.spec import SmtpServer, TlsMode
+from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
@@ -142,6 +142,13 @@ class _Session:
     in_tls: bool = False
     token: AccessToken | None = None
     """The OAuth2 token to log in with (servers with ``oauth``); replaced when refused."""
+    connect_to: Sequence[str] = ()
+    """IP addresses to connect to instead of resolving ``server.host`` (an MX host we resolved)."""
+
+    @property
+    def verified(self) -> bool:
+        """Whether a TLS certificate is verified on this connection (opportunistic TLS never is)."""
+        return self.server.tls_settings.verify and self.server.tls is not TlsMode.OPPORTUNISTIC
 
     def enter(self, stage: Stage) -> None:
         """Close the timing of the current stage and start ``stage``."""
@@ -200,6 +207,7 @@ async def send_message(
     deadline: float,
     token: AccessToken | None = None,
     envid: str | None = None,
+    connect_to: Sequence[str] = (),
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
@@ -217,12 +225,22 @@ async def send_message(
     at AUTH time when not given). A token from the cache that the server
     refuses is rejected and AUTH tried once more with a fresh one.
 
+    ``connect_to`` (IP addresses) skips resolving ``server.host``, which
+    still names the TLS peer: the MX walk of :mod:`smtp_probe.probe.mx`
+    resolves MX hosts itself and sends through here, one address at a time.
+
     Raises:
+        ValueError: ``server`` is an ``mx`` server (send with
+            :func:`smtp_probe.probe.mx.send_via_mx`).
         SmtpSendError: the submission failed; it names the stage, the reason and
             carries the reply code and timings seen so far. Stage ``oauth``:
             a new token was needed and could not be obtained.
     """
-    session = _Session(server, transcript, deadline, token=token)
+    if server.mx:
+        raise ValueError(
+            f"{server.address}: an mx server is sent to by smtp_probe.probe.mx.send_via_mx"
+        )
+    session = _Session(server, transcript, deadline, token=token, connect_to=connect_to)
     transcript.mask(server.password.reveal() if server.password else None)
     transcript.mask(token.value.reveal() if token else None)
     loop = asyncio.get_running_loop()
@@ -261,7 +279,15 @@ async def _open(session: _Session) -> aiosmtplib.SMTP:
     server = session.server
     session.transcript.note(f"connecting to {server.address} (tls: {server.tls})")
     try:
-        addresses = await _resolve(server.host, server.port)
+        addresses: Sequence[tuple[Any, Any, int, str, Any]]
+        if session.connect_to:
+            addresses = [
+                entry
+                for address in session.connect_to
+                for entry in await _resolve(address, server.port)
+            ]
+        else:
+            addresses = await _resolve(server.host, server.port)
     except socket.gaierror as exc:
         raise session.fail(f"cannot resolve {server.host}: {exc.strerror}") from None
     except UnicodeError:
@@ -351,16 +377,21 @@ async def _converse(
     helo = server.helo or default_helo()
     await _greet(session, client, helo)
 
-    if server.tls is TlsMode.STARTTLS:
+    opportunistic = server.tls is TlsMode.OPPORTUNISTIC
+    if opportunistic and not client.supports_extension("starttls"):
+        session.transcript.note("no STARTTLS offered: continuing without TLS (opportunistic)")
+    elif server.tls is TlsMode.STARTTLS or opportunistic:
         session.enter(Stage.STARTTLS)
         if not client.supports_extension("starttls"):
             raise session.fail("server does not offer STARTTLS")
+        # Opportunistic TLS verifies nothing (RFC 3207 §4): it only keeps passive eyes out.
+        settings = TlsSettings(verify=False) if opportunistic else server.tls_settings
         await _command(
             session,
             "STARTTLS",
             client.starttls(
                 server_hostname=server.host,
-                tls_context=client_context(server.tls_settings),
+                tls_context=client_context(settings),
                 timeout=session.op_timeout(),
             ),
         )
@@ -748,7 +779,7 @@ def _note_tls(session: _Session, client: aiosmtplib.SMTP) -> None:
     session.in_tls = True
     ssl_object = client.get_transport_info("ssl_object") or client.get_transport_info("sslobject")
     if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        session.tls = tls_facts(ssl_object, verified=session.server.tls_settings.verify)
+        session.tls = tls_facts(ssl_object, verified=session.verified)
         session.tls_version = session.tls.version
     session.transcript.note(f"TLS established ({session.tls_version})")
     if session.tls is not None:
