@@ -13,6 +13,7 @@ domain the MailStack takes mail for.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,8 @@ from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.report import as_dict, render_text
+from smtp_probe.check import IMAP_PASSWORD_ENV
+from tests.support.cli_proc import run_cli
 from tests.support.dns_server import DnsServer, txt_rdata
 from tests.support.loopback_smtpd import Behaviour, smtpd
 from tests.support.mailstack import MailStack
@@ -304,3 +307,46 @@ def test_a_cached_enforce_policy_outlives_its_vanished_txt_record(
     assert second.stage is Stage.STARTTLS
     assert "no record now, but a cached policy has not expired" in text_of(second)
     assert handler.messages == []
+
+
+def test_check_smtp_mx_delivers_via_the_fallback_mx_and_says_which(
+    stack: MailStack, knot: DnsServer, ca_bundle: Path
+) -> None:
+    proc = run_cli(
+        "check",
+        "--smtp-mx", f"fallback.example.test:{stack.smtp_port}",
+        "--dns-server", knot.nameserver,
+        "--from", SENDER, "--to", SINK,
+        "--imap", f"{stack.host}:{stack.imaps_port}",
+        "--ca-file", str(ca_bundle), "--timeout", "20s", "--format", "json",
+        env={IMAP_PASSWORD_ENV: stack.users[SINK]},
+    )  # fmt: skip
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["outcome"] == "delivered"
+    assert result["smtp"]["mx_host"] == "mx.example.test"
+    assert any(
+        "MX 10 down.example.test [127.0.0.9]" in line and "trying the next" in line
+        for line in result["transcript"]
+    )
+
+
+def test_check_smtp_mx_refuses_an_enforce_domain_without_starttls(
+    knot: DnsServer, ca_bundle: Path
+) -> None:
+    handler = Behaviour()
+    with smtpd(handler) as port:
+        proc = run_cli(
+            "check",
+            "--smtp-mx", f"clear.example.test:{port}",
+            "--dns-server", knot.nameserver,
+            "--from", SENDER, "--to", SINK,
+            "--ca-file", str(ca_bundle), "--timeout", "20s",
+        )  # fmt: skip
+
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    last = proc.stdout.splitlines()[-1]
+    assert last.startswith("CRITICAL: send_failed at starttls")
+    assert "MTA-STS enforce (clear.example.test, id 20261207)" in last
+    assert handler.mail_from == []
