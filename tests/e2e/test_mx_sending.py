@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from smtp_probe.check import IMAP_PASSWORD_ENV
 from smtp_probe.probe import mta_sts
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import DnsSettings, ProbeSpec, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.report import as_dict, render_text
-from smtp_probe.check import IMAP_PASSWORD_ENV
 from tests.support.cli_proc import run_cli
 from tests.support.dns_server import DnsServer, txt_rdata
 from tests.support.loopback_smtpd import Behaviour, smtpd
