@@ -129,7 +129,8 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
 
     if args.config is None or args.probe is None:
         raise UsageError("--config and --probe go together")
-    route_flags = {"--smtp": args.smtp, "--smtp-mx": args.smtp_mx, "--from": args.mail_from, "--to": args.rcpt_to,
+    route_flags = {"--smtp": args.smtp, "--smtp-mx": args.smtp_mx,
+                   "--from": args.mail_from, "--to": args.rcpt_to,
                    "--imap": args.imap, "--smtp-user": args.smtp_user,
                    "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
                    "--imap-token-command": args.imap_token_command,

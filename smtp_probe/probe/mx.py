@@ -60,10 +60,12 @@ class MxHost:
 class _Failed(Exception):
     """The MX walk found no host; ``stage`` and ``reason`` of the run's failure."""
 
-    def __init__(self, stage: Stage, reason: str) -> None:
+    def __init__(self, stage: Stage, reason: str, report: SmtpReport | None = None) -> None:
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+        self.report = report
+        """What the last attempt saw (its reply, its timings), when there was one."""
 
 
 async def send_via_mx(
@@ -153,7 +155,7 @@ async def send_via_mx(
                         transcript.note(f"{label} {where}: {exc.reason}: skipped (enforce)")
                         break
                     transcript.note(f"{label} {where}: {exc.reason}, trying the next")
-                    last = _Failed(exc.stage, f"{mx.host} {where}: {exc.reason}")
+                    last = _Failed(exc.stage, f"{mx.host} {where}: {exc.reason}", exc.report)
                     break
                 transcript.note(f"delivered to {label} {where}")
                 return _finished(report, mx.host, dns_seconds)
@@ -166,7 +168,7 @@ async def send_via_mx(
     reason = f"no MX host of {domain} took the message; last: {last.reason}"
     if policy_refusals:
         reason += f"; refused by MTA-STS enforce: {'; '.join(policy_refusals)}"
-    raise _failure(transcript, _Failed(last.stage, reason), started)
+    raise _failure(transcript, _Failed(last.stage, reason, last.report), started)
 
 
 def _attempts(
@@ -296,6 +298,13 @@ def _finished(report: SmtpReport, host: str, dns_seconds: float) -> SmtpReport:
 
 
 def _failure(transcript: Transcript, failed: _Failed, started: float) -> SmtpSendError:
+    """The run's failure: the last attempt's reply kept, the whole walk's time on its stage."""
     transcript.note(f"FAILED at {failed.stage}: {failed.reason}")
-    report = SmtpReport(stage_seconds={failed.stage: time.monotonic() - started})
-    return SmtpSendError(failed.stage, failed.reason, report)
+    report = failed.report or SmtpReport()
+    timings = dict(report.stage_seconds)
+    timings[failed.stage] = (
+        time.monotonic()
+        - started
+        - sum(seconds for stage, seconds in timings.items() if stage is not failed.stage)
+    )
+    return SmtpSendError(failed.stage, failed.reason, replace(report, stage_seconds=timings))

@@ -71,6 +71,10 @@ def knot(web: PolicyWebServer) -> Iterator[DnsServer]:
         ("fallback", "MX", "10 down.example.test."),
         ("fallback", "MX", "20 mx.example.test."),
         ("nullmx", "MX", "0 ."),
+        ("busy", "A", "127.0.0.2"),
+        ("greylist", "MX", "10 busy.example.test."),
+        ("greylist", "MX", "20 mx.example.test."),
+        ("alldown", "MX", "10 down.example.test."),
         ("nomx", "A", "127.0.0.1"),
         ("enforce", "MX", "10 mx.example.test."),
         ("badcert", "MX", "10 mx2.example.test."),
@@ -175,6 +179,43 @@ def test_a_down_preferred_mx_falls_back_to_the_next(
     assert text.index("down.example.test [127.0.0.9]") < text.index(
         "delivered to MX 20 mx.example.test"
     )
+
+
+def test_an_mx_greeting_with_421_falls_back_to_the_next(
+    stack: MailStack, knot: DnsServer, ca_bundle: Path
+) -> None:
+    async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"421 4.7.0 busy.example.test closing, come back later\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> RunResult:
+        # Another address, the MailStack's port: the MX hosts of one server share it.
+        busy = await asyncio.start_server(greet, "127.0.0.2", stack.smtp_port)
+        async with busy:
+            spec = mx_probe(knot, ca_bundle, "greylist", stack.smtp_port, stack=stack)
+            return await run_probe(spec, signer=TokenSigner())
+
+    result = asyncio.run(scenario())
+
+    assert result.outcome is Outcome.DELIVERED, result.error
+    assert result.smtp.mx_host == "mx.example.test"
+    assert (
+        f"MX 10 busy.example.test [127.0.0.2]:{stack.smtp_port}: server greeted with 421 "
+        "4.7.0 busy.example.test closing, come back later, trying the next"
+    ) in text_of(result)
+
+
+def test_every_mx_down_fails_at_connect_naming_the_last(knot: DnsServer, ca_bundle: Path) -> None:
+    result = run(mx_probe(knot, ca_bundle, "alldown", 2525, box=False))
+
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.CONNECT
+    assert result.error == (
+        "no MX host of alldown.example.test took the message; last: down.example.test "
+        "[127.0.0.9]:2525: cannot connect to down.example.test:2525: connection refused"
+    )
+    assert result.smtp.mx_host is None
 
 
 def test_a_domain_without_mx_is_its_own_mx(
