@@ -51,7 +51,7 @@ def web() -> Iterator[PolicyWebServer]:
     server.serve("mta-sts.badcert.example.test", Page(body=policy("enforce", "mx2.example.test")))
     server.serve("mta-sts.notlisted.example.test", Page(body=policy("enforce", "mx9.example.test")))
     server.serve("mta-sts.clear.example.test", Page(body=policy("enforce", "plain.example.test")))
-    server.serve("mta-sts.testing.example.test", Page(body=policy("testing", "plain.example.test")))
+    server.serve("mta-sts.testing.example.test", Page(body=policy("testing", "other.example.test")))
     server.serve("mta-sts.testcert.example.test", Page(body=policy("testing", "*.example.test")))
     yield server
     server.stop()
@@ -74,6 +74,7 @@ def knot(web: PolicyWebServer) -> Iterator[DnsServer]:
         ("busy", "A", "127.0.0.2"),
         ("greylist", "MX", "10 busy.example.test."),
         ("greylist", "MX", "20 mx.example.test."),
+        ("alldown", "MX", "5 ghost.example.test."),
         ("alldown", "MX", "10 down.example.test."),
         ("nomx", "A", "127.0.0.1"),
         ("enforce", "MX", "10 mx.example.test."),
@@ -216,6 +217,10 @@ def test_every_mx_down_fails_at_connect_naming_the_last(knot: DnsServer, ca_bund
         "[127.0.0.9]:2525: cannot connect to down.example.test:2525: connection refused"
     )
     assert result.smtp.mx_host is None
+    assert (
+        "MX 5 ghost.example.test: ghost.example.test has no address (no A or AAAA record), "
+        "trying the next"
+    ) in text_of(result)
 
 
 def test_a_domain_without_mx_is_its_own_mx(
@@ -228,12 +233,33 @@ def test_a_domain_without_mx_is_its_own_mx(
     assert "nomx.example.test has no MX: its own address is the MX" in text_of(result)
 
 
-def test_a_null_mx_fails_at_dns(knot: DnsServer, ca_bundle: Path) -> None:
-    result = run(mx_probe(knot, ca_bundle, "nullmx", 25, box=False))
+@pytest.mark.parametrize(
+    ("domain", "error"),
+    [
+        ("nullmx", "nullmx.example.test accepts no mail (null MX, RFC 7505)"),
+        ("nowhere", "nowhere.example.test does not exist (NXDOMAIN)"),
+    ],
+)
+def test_a_null_mx_or_no_domain_fails_at_dns(
+    knot: DnsServer, ca_bundle: Path, domain: str, error: str
+) -> None:
+    result = run(mx_probe(knot, ca_bundle, domain, 25, box=False))
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.DNS
-    assert "nullmx.example.test accepts no mail (null MX, RFC 7505)" in (result.error or "")
+    assert result.error == error
+
+
+def test_a_refusal_after_the_envelope_began_is_final(knot: DnsServer, ca_bundle: Path) -> None:
+    handler = Behaviour(rcpt_reply="550 5.1.1 <sink@example.test>: no such user")
+    with smtpd(handler) as port:
+        result = run(mx_probe(knot, ca_bundle, "first", port, box=False))
+
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.RCPT_TO
+    assert result.smtp.mx_host == "mx.example.test"
+    assert result.smtp.reply_code == 550
+    assert len(handler.greetings) == 1  # mx2 (preference 20) was never asked
 
 
 def test_enforce_delivers_over_verified_starttls_to_a_listed_mx(
@@ -303,6 +329,10 @@ def test_testing_mode_notes_the_violation_and_delivers(knot: DnsServer, ca_bundl
     assert result.smtp.mx_host == "plain.example.test"
     text = text_of(result)
     assert "MTA-STS: mode testing (id 20261207) applies" in text
+    assert (
+        "MX 10 plain.example.test: MTA-STS testing violation: plain.example.test is not among "
+        "the MTA-STS policy's mx (other.example.test); delivering anyway"
+    ) in text
     assert (
         "=== MX 10 plain.example.test: MTA-STS testing violation: server does not offer "
         "STARTTLS; once more without the policy"
