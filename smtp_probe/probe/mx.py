@@ -137,6 +137,7 @@ async def send_via_mx(
                     )
                 except SmtpSendError as exc:
                     if exc.stage not in FALLBACK_STAGES or time.monotonic() >= deadline:
+                        transcript.note(f"FAILED at {exc.stage}: {exc.reason}")
                         raise SmtpSendError(
                             exc.stage,
                             exc.reason,

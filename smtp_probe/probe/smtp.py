@@ -193,7 +193,9 @@ class _Session:
         throttled = is_throttling(self.reply_code, self.reply)
         if throttled:
             reason = f"temporary throttling by the server: {reason}"
-        self.transcript.note(f"FAILED at {failed_at}: {reason}")
+        # One MX attempt of several (connect_to) failing is not yet the run failing.
+        verdict = "attempt failed" if self.connect_to else "FAILED"
+        self.transcript.note(f"{verdict} at {failed_at}: {reason}")
         return SmtpSendError(failed_at, reason, self.report(), throttled=throttled)
 
 

@@ -260,6 +260,13 @@ def test_a_refusal_after_the_envelope_began_is_final(knot: DnsServer, ca_bundle:
     assert result.smtp.mx_host == "mx.example.test"
     assert result.smtp.reply_code == 550
     assert len(handler.greetings) == 1  # mx2 (preference 20) was never asked
+    assert (
+        text_of(result)
+        .splitlines()[-1]
+        .endswith(
+            "=== FAILED at rcpt_to: server replied 550 5.1.1 <sink@example.test>: no such user"
+        )
+    )
 
 
 def test_enforce_delivers_over_verified_starttls_to_a_listed_mx(
