@@ -253,7 +253,8 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
 
     if args.config is None or args.probe is None:
         raise UsageError("--config and --probe go together")
-    route_flags = {"--smtp": args.smtp, "--from": args.mail_from, "--to": args.rcpt_to,
+    route_flags = {"--smtp": args.smtp, "--smtp-mx": args.smtp_mx,
+                   "--from": args.mail_from, "--to": args.rcpt_to,
                    "--imap": args.imap, "--smtp-user": args.smtp_user,
                    "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
                    "--imap-token-command": args.imap_token_command,
@@ -283,14 +284,25 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         UsageError: a flag is missing, contradicts another, or names a
             file that cannot be used.
     """
-    for flag, value in (("--smtp", args.smtp), ("--from", args.mail_from), ("--to", args.rcpt_to)):
+    if args.smtp and args.smtp_mx:
+        raise UsageError("--smtp-mx: give either --smtp HOST or --smtp-mx DOMAIN, not both")
+    if not args.smtp and not args.smtp_mx:
+        raise UsageError("--smtp: required, or --smtp-mx (or use --config FILE --probe NAME)")
+    for flag, value in (("--from", args.mail_from), ("--to", args.rcpt_to)):
         if not value:
             raise UsageError(f"{flag}: required (or use --config FILE --probe NAME)")
     timeout: float = values.DEFAULT_RUN_TIMEOUT if args.timeout is None else args.timeout
     command_timeout = min(values.DEFAULT_COMMAND_TIMEOUT, timeout)
     tls_settings = TlsSettings(verify=not args.insecure, ca_file=_ca_file(args.ca_file))
 
-    smtp_host, smtp_port = args.smtp
+    mx = args.smtp_mx is not None
+    smtp_host, smtp_port = args.smtp_mx if mx else args.smtp
+    smtp_tls = args.smtp_tls or (values.TlsMode.OPPORTUNISTIC if mx else values.DEFAULT_SMTP_TLS)
+    if mx and smtp_tls is values.TlsMode.TLS:
+        raise UsageError(
+            "--smtp-tls: MX hosts are reached on port 25 with STARTTLS: "
+            "use opportunistic, starttls or none with --smtp-mx"
+        )
     smtp_password = smtp_oauth = None
     if args.smtp_user:
         smtp_password, smtp_oauth = _login(
@@ -308,14 +320,15 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         raise UsageError("--smtp-token-command: needs --smtp-user (the account the token is for)")
     smtp = SmtpServer(
         host=smtp_host,
-        port=values.smtp_port(args.smtp_tls) if smtp_port is None else smtp_port,
-        tls=args.smtp_tls,
+        port=(25 if mx else values.smtp_port(smtp_tls)) if smtp_port is None else smtp_port,
+        tls=smtp_tls,
         tls_settings=tls_settings,
         username=args.smtp_user,
         password=smtp_password,
         oauth=smtp_oauth,
         helo=args.helo,
         timeout=command_timeout,
+        mx=mx,
     )
 
     mailbox = None
@@ -359,8 +372,10 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
             "--expect-auth: needs --authserv-id (only the receiver's Authentication-Results "
             "are believed)"
         )
-    if args.dns_server and not args.verify_dkim and args.dns_checks is None:
-        raise UsageError("--dns-server: only --verify-dkim and --dns-checks look anything up")
+    if args.dns_server and not (args.verify_dkim or mx) and args.dns_checks is None:
+        raise UsageError(
+            "--dns-server: only --verify-dkim, --dns-checks and --smtp-mx look anything up"
+        )
     check, expect = _policy(args)
     return ProbeSpec(
         name=CHECK_PROBE_NAME,
@@ -393,6 +408,10 @@ def _policy(args: argparse.Namespace) -> tuple[PolicyCheck | None, Expectation |
     if given is not None and check is not None and check not in OVERRIDABLE:
         raise UsageError(
             f"--expect-reject: does not go with --check {check} (it expects its own refusal)"
+        )
+    if check is PolicyCheck.AUTH_REQUIRES_TLS and args.smtp_mx is not None:
+        raise UsageError(
+            "--check auth_requires_tls: talks to one host; use --smtp with the MX host you mean"
         )
     if check is PolicyCheck.SENDER_MISMATCH and not args.smtp_user:
         raise UsageError(

@@ -87,7 +87,9 @@ _DMARC_POLICY = _flag(values.parse_dmarc_policy, "DMARC policy")
 _MTA_STS_MODE = _flag(values.parse_mta_sts_mode, "MTA-STS mode")
 _EXPECT_REJECT = _flag(expect.parse_expect_reject, "STAGE[,STAGE][:CODE,CODE]")
 _CHECK = _flag(expect.parse_check, "check")
+_IMAP_TLS_MODE = _flag(values.parse_imap_tls_mode, "TLS mode")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
+_IMAP_TLS_CHOICES = "|".join(mode.value for mode in values.IMAP_TLS_MODES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,11 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     from_config.add_argument("--probe", metavar="NAME", help="the probe of --config to run")
     smtp.add_argument("--smtp", metavar="HOST[:PORT]", type=_HOST_PORT, help="server to submit to")
     smtp.add_argument(
+        "--smtp-mx",
+        metavar="DOMAIN[:PORT]",
+        type=_HOST_PORT,
+        help="instead of --smtp: send as an MTA does, to DOMAIN's MX hosts by preference "
+        "(port 25), TLS as its MTA-STS policy demands; lookups via --dns-server",
+    )
+    smtp.add_argument(
         "--smtp-tls",
         metavar=_TLS_CHOICES,
         type=_TLS_MODE,
-        default=values.DEFAULT_SMTP_TLS,
-        help="none, starttls (default; port 587) or tls (implicit, port 465)",
+        default=None,
+        help="none, starttls (default; port 587), tls (implicit, port 465) or opportunistic "
+        "(STARTTLS when offered, unverified; the default with --smtp-mx)",
     )
     smtp.add_argument("--smtp-user", metavar="USER", help="log in with AUTH as USER")
     smtp.add_argument(
@@ -152,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     imap.add_argument(
         "--imap-tls",
-        metavar=_TLS_CHOICES,
-        type=_TLS_MODE,
+        metavar=_IMAP_TLS_CHOICES,
+        type=_IMAP_TLS_MODE,
         default=values.DEFAULT_IMAP_TLS,
         help="none, starttls (port 143) or tls (default; port 993)",
     )
@@ -204,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="IP[:PORT]",
         type=_NAMESERVER,
         action="append",
-        help="resolver for --verify-dkim's key lookups and --dns-checks (repeatable; "
-        "default: the system's)",
+        help="resolver for --verify-dkim's key lookups, --dns-checks and --smtp-mx's MX and "
+        "MTA-STS lookups (repeatable; default: the system's)",
     )
 
     dns = check.add_argument_group(

@@ -66,6 +66,8 @@ def verdict(result: RunResult, *, warning_seconds: float | None = None) -> str:
     code = exit_code(result, warning_seconds=warning_seconds)
     smtp = result.smtp
     queue = f", queue id {smtp.queue_id}" if smtp.queue_id else ""
+    if smtp.mx_host:
+        queue = f", via MX {smtp.mx_host}{queue}"
     total = f"run {result.duration_seconds * 1000:.0f} ms"
     if result.outcome in (Outcome.DELIVERED, Outcome.JUNK) and result.delivery_seconds is not None:
         where = result.folder or "?"
@@ -212,6 +214,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
             "reply_code": smtp.reply_code,
             "reply": smtp.reply,
             "queue_id": smtp.queue_id,
+            "mx_host": smtp.mx_host,
             "tls_version": smtp.tls_version,
             "tls": tls_dict(smtp.tls),
             "stage_seconds": {str(k): round(v, 6) for k, v in smtp.stage_seconds.items()},

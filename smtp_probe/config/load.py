@@ -53,6 +53,7 @@ from smtp_probe.probe.spec import (
     Mailbox,
     ProbeSpec,
     SmtpServer,
+    TlsMode,
     TlsSettings,
 )
 
@@ -351,13 +352,17 @@ def _set(**keys: str | None) -> dict[str, str]:
 
 def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> SmtpServer:
     host, tls = entry.host, entry.tls
+    if entry.mx is not None:
+        host = entry.mx
+        if "tls" not in entry.model_fields_set:
+            tls = TlsMode.OPPORTUNISTIC
     if entry.provider is not None:
         preset_host, preset_tls = values.SMTP_PRESETS[entry.provider]
         host = host or preset_host
         tls = tls if "tls" in entry.model_fields_set else preset_tls
     return SmtpServer(
         host=_given(host),
-        port=smtp_port(tls) if entry.port is None else entry.port,
+        port=(25 if entry.mx is not None else smtp_port(tls)) if entry.port is None else entry.port,
         tls=tls,
         tls_settings=TlsSettings(verify=entry.verify, ca_file=entry.ca_file),
         username=entry.username,
@@ -365,6 +370,7 @@ def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> S
         oauth=None if entry.oauth is None else sources[entry.oauth],
         helo=entry.helo,
         timeout=entry.timeout,
+        mx=entry.mx is not None,
     )
 
 

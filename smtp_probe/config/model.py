@@ -224,6 +224,11 @@ TLS: Final = _text(
     values.parse_tls_mode,
     enum=[mode.value for mode in TlsMode],
 )
+IMAP_TLS: Final = _text(
+    f"one of {', '.join(mode.value for mode in values.IMAP_TLS_MODES)}",
+    values.parse_imap_tls_mode,
+    enum=[mode.value for mode in values.IMAP_TLS_MODES],
+)
 
 
 def _choice(choices: type[enum.StrEnum]) -> Value:
@@ -806,6 +811,25 @@ _DNS_INTERVAL_HELP: Final = (
 )
 
 
+_AN_SMTP_HOST: Final[JsonDict] = {"anyOf": _required(["host", "provider", "mx"])}
+
+
+def _smtp_host(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A host, a provider or an ``mx`` domain; ``mx`` alone, and never with implicit TLS."""
+    if "mx" not in raw:
+        if "host" not in raw and "provider" not in raw:
+            yield ("host",), "required key is missing"
+        return
+    for key in ("host", "provider"):
+        if key in raw:
+            yield (key,), f"give either mx or {key}, not both"
+    if raw.get("tls") == TlsMode.TLS.value:
+        yield (
+            ("tls",),
+            "mx servers are reached on port 25 with STARTTLS: use opportunistic, starttls or none",
+        )
+
+
 class Defaults(Section):
     """Values for every probe that does not set its own."""
 
@@ -883,7 +907,7 @@ class SmtpServer(Section):
     model_config = ConfigDict(
         json_schema_extra={
             "allOf": [
-                _A_HOST,
+                _AN_SMTP_HOST,
                 *_ONE_CREDENTIAL,
                 {"if": _A_CREDENTIAL, "then": {"required": ["username"]}},
                 {"if": {"required": ["username"]}, "then": _A_CREDENTIAL},
@@ -897,13 +921,22 @@ class SmtpServer(Section):
         + " google with tls: tls is port 465.",
     )
     host: Annotated[str | None, HOST] = Field(None, description=_HOST_HELP)
+    mx: Annotated[str | None, HOST] = Field(
+        None,
+        description="A mail domain instead of host: send as an MTA does, to its MX hosts by "
+        "preference with fallback (A/AAAA when it has no MX), port 25, TLS as the domain's "
+        "MTA-STS policy demands (enforce: STARTTLS with a verified certificate for an MX the "
+        "policy names, or no delivery). Default tls: opportunistic.",
+    )
     port: Annotated[int | None, PORT] = Field(
-        None, description="TCP port. Default by tls: none 25, starttls 587, tls 465."
+        None,
+        description="TCP port. Default by tls: none 25, starttls 587, tls 465; 25 for mx servers.",
     )
     tls: Annotated[TlsMode, TLS] = Field(
         values.DEFAULT_SMTP_TLS,
         description="none: plain SMTP; starttls: upgrade with STARTTLS, which must succeed; "
-        "tls: implicit TLS from the first byte (SMTPS, port 465).",
+        "tls: implicit TLS from the first byte (SMTPS, port 465); opportunistic: STARTTLS "
+        "when offered, certificate not verified, else plain (the default for mx servers).",
     )
     verify: Annotated[bool, BOOL] = Field(values.DEFAULT_VERIFY, description=_VERIFY_HELP)
     ca_file: Annotated[Path | None, CA_FILE] = Field(None, description=_CA_FILE_HELP)
@@ -928,8 +961,8 @@ class SmtpServer(Section):
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
-        """A host or a provider; at most one way to log in, and a username only with one."""
-        yield from _host(raw)
+        """A host, a provider or an mx domain; at most one way to log in, and a username only with one."""
+        yield from _smtp_host(raw)
         yield from _credentials(raw, username_required=False)
 
 
@@ -948,7 +981,7 @@ class Mailbox(Section):
     port: Annotated[int | None, PORT] = Field(
         None, description="TCP port. Default by tls: tls 993, otherwise 143."
     )
-    tls: Annotated[TlsMode, TLS] = Field(
+    tls: Annotated[TlsMode, IMAP_TLS] = Field(
         values.DEFAULT_IMAP_TLS,
         description="tls: implicit TLS (IMAPS, port 993); starttls: upgrade on 143; none: plain.",
     )
@@ -1665,7 +1698,7 @@ class ConfigFile(Section):
         yield from references.check(raw)
         yield from _probe_timing(raw)
         yield from _expect_auth_ids(raw)
-        yield from _sender_mismatch_logins(raw)
+        yield from _policy_servers(raw)
 
 
 def _some_probes(raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1698,8 +1731,13 @@ def _expect_auth_ids(raw: Mapping[str, object]) -> Iterator[Violation]:
             )
 
 
-def _sender_mismatch_logins(raw: Mapping[str, object]) -> Iterator[Violation]:
-    """``check: sender_mismatch`` needs a server it logs in to: the test is what a user may send."""
+def _policy_servers(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """A check's server fits it.
+
+    ``sender_mismatch`` needs a server it logs in to (the test is what a
+    user may send); ``auth_requires_tls`` talks to one host, not an ``mx``
+    domain (give the MX host you mean).
+    """
     servers = raw.get("smtp_servers")
     probes = raw.get("probes")
     if not isinstance(servers, dict) or not isinstance(probes, list):
@@ -1707,10 +1745,17 @@ def _sender_mismatch_logins(raw: Mapping[str, object]) -> Iterator[Violation]:
     for index, probe in enumerate(probes):
         if not isinstance(probe, dict):
             continue
-        if CHECK.read(probe.get("check")) is not PolicyCheck.SENDER_MISMATCH:
-            continue
+        check = CHECK.read(probe.get("check"))
         name = probe.get("smtp")
         entry = servers.get(name) if isinstance(name, str) else None
+        if check is PolicyCheck.AUTH_REQUIRES_TLS and isinstance(entry, dict) and "mx" in entry:
+            yield (
+                ("probes", index, "check"),
+                f"auth_requires_tls talks to one host: smtp_servers.{name} is an mx domain; "
+                "give a server with the MX host you mean",
+            )
+        if check is not PolicyCheck.SENDER_MISMATCH:
+            continue
         if isinstance(entry, dict) and "username" not in entry:
             yield (
                 ("probes", index, "check"),

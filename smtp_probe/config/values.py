@@ -262,18 +262,36 @@ def imap_port(tls: TlsMode) -> int:
 
 
 def parse_tls_mode(text: str) -> TlsMode:
-    """``none``, ``starttls`` or ``tls``.
+    """An SMTP server's TLS: ``none``, ``starttls``, ``tls`` or ``opportunistic``.
 
     Raises:
         ValueError: another word; the message suggests the closest mode.
     """
-    try:
+    return _tls_mode(text, tuple(TlsMode))
+
+
+IMAP_TLS_MODES: Final = (TlsMode.NONE, TlsMode.STARTTLS, TlsMode.TLS)
+"""A mailbox's TLS: a login is never sent over a TLS that might not happen."""
+
+
+def parse_imap_tls_mode(text: str) -> TlsMode:
+    """A mailbox's TLS: ``none``, ``starttls`` or ``tls``.
+
+    Raises:
+        ValueError: another word (``opportunistic`` is said to be SMTP only).
+    """
+    if text == TlsMode.OPPORTUNISTIC.value:
+        raise ValueError("opportunistic is for SMTP servers only: use tls, starttls or none")
+    return _tls_mode(text, IMAP_TLS_MODES)
+
+
+def _tls_mode(text: str, modes: Sequence[TlsMode]) -> TlsMode:
+    choices = [mode.value for mode in modes]
+    if text in choices:
         return TlsMode(text)
-    except ValueError:
-        choices = [mode.value for mode in TlsMode]
-        suggestion = closest(text, choices)
-        hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
-        raise ValueError(f"expected one of {', '.join(choices)}{hint}") from None
+    suggestion = closest(text, choices)
+    hint = f" (did you mean {suggestion!r}?)" if suggestion else ""
+    raise ValueError(f"expected one of {', '.join(choices)}{hint}")
 
 
 def parse_host(text: str) -> str:

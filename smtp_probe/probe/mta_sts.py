@@ -88,10 +88,10 @@ class MtaStsPolicy:
         return False
 
     def describe(self) -> str:
-        """One transcript line: ``MTA-STS example.net: mode enforce, id 2024, mx mx.example.net, max_age 86400``."""
+        """One transcript line: ``MTA-STS policy of example.net: mode enforce, id 2024, mx mx.example.net, max_age 86400``."""
         patterns = ", ".join(self.mx) or "(none)"
         return (
-            f"MTA-STS {self.domain}: mode {self.mode}, id {self.policy_id}, "
+            f"MTA-STS policy of {self.domain}: mode {self.mode}, id {self.policy_id}, "
             f"mx {patterns}, max_age {self.max_age}"
         )
 

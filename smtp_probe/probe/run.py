@@ -341,6 +341,7 @@ async def _send(run: _Run) -> None:
             transcript=run.transcript,
             deadline=run.deadline,
             token=run.smtp_token,
+            dns=spec.dns,
             # No DSN for a message that should have been refused: its
             # sender is often an outside address a bounce must not go to.
             envid=None if expecting else run.token.run_id,

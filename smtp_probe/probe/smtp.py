@@ -39,7 +39,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.result import SMTP_STAGES, SmtpReport, Stage, TlsFacts
-from smtp_probe.probe.spec import SmtpServer, TlsMode
+from smtp_probe.probe.spec import DnsSettings, SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
@@ -169,6 +169,13 @@ class _Session:
     """A refusal is what the probe hopes for: the transcript says "refused", not "FAILED"."""
     reply_stage: Stage | None = None
     """The stage the last reply was received in."""
+    connect_to: Sequence[str] = ()
+    """IP addresses to connect to instead of resolving ``server.host`` (an MX host we resolved)."""
+
+    @property
+    def verified(self) -> bool:
+        """Whether a TLS certificate is verified on this connection (opportunistic TLS never is)."""
+        return self.server.tls_settings.verify and self.server.tls is not TlsMode.OPPORTUNISTIC
 
     def enter(self, stage: Stage) -> None:
         """Close the timing of the current stage and start ``stage``."""
@@ -217,7 +224,9 @@ class _Session:
         if self.reply_stage is not failed_at or code is None or code < 400:
             code = None
         refused = self.expecting and code is not None
-        self.transcript.note(f"{'refused' if refused else 'FAILED'} at {failed_at}: {reason}")
+        # One MX attempt of several (connect_to) failing is not yet the run failing.
+        verdict = "refused" if refused else "attempt failed" if self.connect_to else "FAILED"
+        self.transcript.note(f"{verdict} at {failed_at}: {reason}")
         return SmtpSendError(failed_at, reason, self.report(), throttled=throttled, code=code)
 
     def stops_after(self, stage: Stage) -> bool:
@@ -239,6 +248,8 @@ async def send_message(
     raw_content: RawContent | None = None,
     stop_after: Stage | None = None,
     expecting: bool = False,
+    connect_to: Sequence[str] = (),
+    dns: DnsSettings | None = None,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
@@ -264,13 +275,45 @@ async def send_message(
     at AUTH time when not given). A token from the cache that the server
     refuses is rejected and AUTH tried once more with a fresh one.
 
+    ``raw_content`` takes the connection over after DATA's ``354`` (the
+    ``smtp_smuggling`` check; see :class:`DataChannel`).
+
+    An ``mx`` server is handed to :func:`smtp_probe.probe.mx.send_via_mx`
+    (its MX walk asks ``dns``, the system's resolver when ``None``), which
+    sends to each MX host through here with ``connect_to`` (IP addresses):
+    that skips resolving ``server.host``, which still names the TLS peer.
+
     Raises:
         SmtpSendError: the submission failed; it names the stage, the reason and
             carries the reply code and timings seen so far. Stage ``oauth``:
             a new token was needed and could not be obtained.
     """
+    if server.mx:
+        # Imported here: the MX walk and MTA-STS (http.client) only for mx servers.
+        from smtp_probe.probe.mx import send_via_mx
+
+        return await send_via_mx(
+            server,
+            message,
+            mail_from=mail_from,
+            rcpt_to=rcpt_to,
+            transcript=transcript,
+            deadline=deadline,
+            dns=dns or DnsSettings(),
+            token=token,
+            envid=envid,
+            raw_content=raw_content,
+            stop_after=stop_after,
+            expecting=expecting,
+        )
     session = _Session(
-        server, transcript, deadline, token=token, stop_after=stop_after, expecting=expecting
+        server,
+        transcript,
+        deadline,
+        token=token,
+        stop_after=stop_after,
+        expecting=expecting,
+        connect_to=connect_to,
     )
     transcript.mask(server.password.reveal() if server.password else None)
     transcript.mask(token.value.reveal() if token else None)
@@ -389,7 +432,15 @@ async def _open(session: _Session) -> aiosmtplib.SMTP:
     server = session.server
     session.transcript.note(f"connecting to {server.address} (tls: {server.tls})")
     try:
-        addresses = await _resolve(server.host, server.port)
+        addresses: Sequence[tuple[Any, Any, int, str, Any]]
+        if session.connect_to:
+            addresses = [
+                entry
+                for address in session.connect_to
+                for entry in await _resolve(address, server.port)
+            ]
+        else:
+            addresses = await _resolve(server.host, server.port)
     except socket.gaierror as exc:
         raise session.fail(f"cannot resolve {server.host}: {exc.strerror}") from None
     except UnicodeError:
@@ -482,16 +533,21 @@ async def _converse(
     if await _stopped(session, client, Stage.EHLO):
         return
 
-    if server.tls is TlsMode.STARTTLS:
+    opportunistic = server.tls is TlsMode.OPPORTUNISTIC
+    if opportunistic and not client.supports_extension("starttls"):
+        session.transcript.note("no STARTTLS offered: continuing without TLS (opportunistic)")
+    elif server.tls is TlsMode.STARTTLS or opportunistic:
         session.enter(Stage.STARTTLS)
         if not client.supports_extension("starttls"):
             raise session.fail("server does not offer STARTTLS")
+        # Opportunistic TLS verifies nothing (RFC 3207 §4): it only keeps passive eyes out.
+        settings = TlsSettings(verify=False) if opportunistic else server.tls_settings
         await _command(
             session,
             "STARTTLS",
             client.starttls(
                 server_hostname=server.host,
-                tls_context=client_context(server.tls_settings),
+                tls_context=client_context(settings),
                 timeout=session.op_timeout(),
             ),
         )
@@ -993,7 +1049,7 @@ def _note_tls(session: _Session, client: aiosmtplib.SMTP) -> None:
     session.in_tls = True
     ssl_object = client.get_transport_info("ssl_object") or client.get_transport_info("sslobject")
     if isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
-        session.tls = tls_facts(ssl_object, verified=session.server.tls_settings.verify)
+        session.tls = tls_facts(ssl_object, verified=session.verified)
         session.tls_version = session.tls.version
     session.transcript.note(f"TLS established ({session.tls_version})")
     if session.tls is not None:

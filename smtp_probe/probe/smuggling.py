@@ -49,7 +49,7 @@ from typing import Final
 from smtp_probe.probe.credentials import AccessToken
 from smtp_probe.probe.result import SmtpReport
 from smtp_probe.probe.smtp import DataChannel, SmtpSendError, send_message
-from smtp_probe.probe.spec import SmtpServer
+from smtp_probe.probe.spec import DnsSettings, SmtpServer
 from smtp_probe.probe.transcript import Transcript
 
 VARIANTS: Final[Mapping[str, bytes]] = MappingProxyType(
@@ -323,6 +323,7 @@ async def try_variant(
     transcript: Transcript,
     deadline: float,
     token: AccessToken | None = None,
+    dns: DnsSettings | None = None,
 ) -> Attempt:
     """One session for ``variant``: connect, TLS, AUTH as configured, then the smuggling content.
 
@@ -350,6 +351,7 @@ async def try_variant(
             deadline=deadline,
             token=token,
             raw_content=writer,
+            dns=dns,
         )
     except SmtpSendError as exc:
         replies = tuple(writer.replies)

@@ -199,6 +199,7 @@ class _SmugglingRun:
             transcript=self.transcript,
             deadline=self.deadline,
             token=self.smtp_token,
+            dns=spec.dns,
         )
         variant.attempt = attempt
         self.smtp = attempt.report

@@ -35,11 +35,17 @@ class Cleanup(enum.StrEnum):
 
 
 class TlsMode(enum.StrEnum):
-    """How a connection is protected: ``none``, ``starttls`` (upgrade) or ``tls`` (implicit)."""
+    """How a connection is protected: ``none``, ``starttls`` (upgrade) or ``tls`` (implicit).
+
+    ``opportunistic`` (SMTP only; the default of ``mx:`` servers) is what an
+    MTA does: STARTTLS when the server offers it, the certificate not
+    verified, plain SMTP otherwise (RFC 3207 §4; MTA-STS may demand more).
+    """
 
     NONE = "none"
     STARTTLS = "starttls"
     TLS = "tls"
+    OPPORTUNISTIC = "opportunistic"
 
 
 DEFAULT_RUN_TIMEOUT: Final = 60.0
@@ -56,13 +62,13 @@ DEFAULT_VERIFY: Final = True
 DEFAULT_SMTP_TLS: Final = TlsMode.STARTTLS
 DEFAULT_IMAP_TLS: Final = TlsMode.TLS
 SMTP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
-    {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465}
+    {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465, TlsMode.OPPORTUNISTIC: 25}
 )
-"""The port of an SMTP server by TLS mode when none is given (MX, submission, submissions)."""
+"""The port of an SMTP server by TLS mode when none is given (MX, submission, submissions, MX)."""
 IMAP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
-    {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993}
+    {TlsMode.NONE: 143, TlsMode.STARTTLS: 143, TlsMode.TLS: 993, TlsMode.OPPORTUNISTIC: 143}
 )
-"""The port of an IMAP server by TLS mode when none is given."""
+"""The port of an IMAP server by TLS mode when none is given (``opportunistic`` is refused for IMAP)."""
 
 
 DEFAULT_DNS_TIMEOUT: Final = 5.0

@@ -7,8 +7,10 @@ one case never answers for another.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,9 +19,16 @@ from smtp_probe.probe.mta_sts import MtaStsError, MtaStsPolicy
 from smtp_probe.probe.resolver import Resolver
 from smtp_probe.probe.spec import DnsSettings, TlsSettings
 from tests.support.dns_server import DnsServer, txt_rdata
-from tests.support.policy_https import Page, PolicyWebServer
+from tests.support.policy_https import Page, PolicyWebServer, free_loopback_443
+from tests.support.prom import free_port
 
 DOMAINS = (
+    "big",
+    "refused",
+    "noaddr",
+    "noid",
+    "other",
+    "silent",
     "good",
     "testing",
     "wrongname",
@@ -42,13 +51,29 @@ def web() -> Iterator[PolicyWebServer]:
 
 
 @pytest.fixture(scope="module")
-def knot(web: PolicyWebServer) -> Iterator[DnsServer]:
-    front = {"wrongname": web.wrong_name, "untrusted": web.untrusted}
+def silent() -> Iterator[str]:
+    """A loopback address whose port 443 takes the TCP connection and never says a word."""
+    address = free_loopback_443()
+    with socket.create_server((address, 443), backlog=8):
+        yield address
+
+
+@pytest.fixture(scope="module")
+def knot(web: PolicyWebServer, silent: str) -> Iterator[DnsServer]:
+    front = {
+        "wrongname": web.wrong_name,
+        "untrusted": web.untrusted,
+        "refused": "127.0.0.9",
+        "silent": silent,
+    }
+    txt = {"noid": "v=STSv1;", "other": "v=spf1 -all"}
     records: list[tuple[str, str, str]] = []
     for name in DOMAINS:
-        records.append((f"mta-sts.{name}", "A", front.get(name, web.good)))
+        if name != "noaddr":
+            records.append((f"mta-sts.{name}", "A", front.get(name, web.good)))
         if name != "nosts":
-            records.append((f"_mta-sts.{name}", "TXT", txt_rdata("v=STSv1; id=20261207")))
+            record = txt.get(name, "v=STSv1; id=20261207")
+            records.append((f"_mta-sts.{name}", "TXT", txt_rdata(record)))
     records.append(("_mta-sts.two", "TXT", txt_rdata("v=STSv1; id=second")))
     with DnsServer("example.test", records) as server:
         yield server
@@ -61,14 +86,20 @@ def resolver(knot: DnsServer) -> Resolver:
 
 
 def discover(
-    web: PolicyWebServer, resolver: Resolver, name: str, evidence: list[str] | None = None
+    web: PolicyWebServer,
+    resolver: Resolver,
+    name: str,
+    evidence: list[str] | None = None,
+    *,
+    seconds: float = 10.0,
+    ca_file: Path | None = None,
 ) -> MtaStsPolicy | None:
     return asyncio.run(
         mta_sts.discover(
             f"{name}.example.test",
             resolver,
-            tls_settings=TlsSettings(ca_file=web.ca_file),
-            deadline=time.monotonic() + 10,
+            tls_settings=TlsSettings(ca_file=ca_file or web.ca_file),
+            deadline=time.monotonic() + seconds,
             evidence=evidence,
         )
     )
@@ -185,3 +216,74 @@ def test_two_sts_records_mean_no_policy(web: PolicyWebServer, resolver: Resolver
     evidence: list[str] = []
     assert discover(web, resolver, "two", evidence) is None
     assert "2 v=STSv1 records: no MTA-STS policy" in "\n".join(evidence)
+
+
+@pytest.mark.parametrize(
+    ("name", "note"),
+    [
+        ("noid", "_mta-sts.noid.example.test: no valid id= in the record: no MTA-STS policy"),
+        ("other", "_mta-sts.other.example.test: no record starts with v=STSv1: no MTA-STS policy"),
+    ],
+)
+def test_a_record_without_id_or_version_means_no_policy(
+    web: PolicyWebServer, resolver: Resolver, name: str, note: str
+) -> None:
+    web.serve(f"mta-sts.{name}.example.test", Page(body=ENFORCE))
+    evidence: list[str] = []
+    assert discover(web, resolver, name, evidence) is None
+    assert any(line.startswith(note) for line in evidence), evidence
+    assert (f"mta-sts.{name}.example.test", "/.well-known/mta-sts.txt") not in web.backend.requests
+
+
+def test_a_policy_host_without_an_address_is_an_error(
+    web: PolicyWebServer, resolver: Resolver
+) -> None:
+    with pytest.raises(MtaStsError) as caught:
+        discover(web, resolver, "noaddr")
+    assert caught.value.reason == (
+        "policy host mta-sts.noaddr.example.test has no address: no A or AAAA record"
+    )
+
+
+def test_a_policy_host_refusing_port_443_is_an_error(
+    web: PolicyWebServer, resolver: Resolver
+) -> None:
+    with pytest.raises(MtaStsError) as caught:
+        discover(web, resolver, "refused")
+    assert caught.value.reason == (
+        "https://mta-sts.refused.example.test/.well-known/mta-sts.txt not fetched: "
+        "[127.0.0.9]:443: connection refused"
+    )
+
+
+def test_a_silent_policy_host_is_given_up_at_the_deadline(
+    web: PolicyWebServer, resolver: Resolver
+) -> None:
+    began = time.monotonic()
+    with pytest.raises(
+        MtaStsError, match=r"not fetched: \[127\.[0-9.]+\]:443: (timed out|no answer)"
+    ):
+        discover(web, resolver, "silent", seconds=1.5)
+    assert time.monotonic() - began < 5
+
+
+def test_a_policy_over_64_kib_is_refused(web: PolicyWebServer, resolver: Resolver) -> None:
+    web.serve("mta-sts.big.example.test", Page(body=ENFORCE + "x: " + "y" * 70_000 + "\n"))
+    with pytest.raises(MtaStsError, match="policy larger than 65536 bytes"):
+        discover(web, resolver, "big")
+
+
+def test_a_ca_file_without_certificates_is_an_error_naming_it(
+    web: PolicyWebServer, resolver: Resolver, tmp_path: Path
+) -> None:
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("not a certificate\n")
+    web.serve("mta-sts.good.example.test", Page(body=ENFORCE))
+    with pytest.raises(MtaStsError, match=f"CA file {bad} unusable"):
+        discover(web, resolver, "good", ca_file=bad)
+
+
+def test_a_txt_lookup_failure_is_an_error(web: PolicyWebServer) -> None:
+    dead = Resolver(DnsSettings(nameservers=(("127.0.0.1", free_port()),), timeout=0.5))
+    with pytest.raises(MtaStsError, match=r"_mta-sts\.good\.example\.test TXT lookup failed"):
+        discover(web, dead, "good")

@@ -79,7 +79,7 @@ class _Backend(ThreadingHTTPServer):
         self.requests: list[tuple[str, str]] = []
 
 
-def _free_loopback_443() -> str:
+def free_loopback_443() -> str:
     """A 127.x.y.z address whose port 443 is free right now."""
     rng = random.Random()  # noqa: S311 (picks an address, not a secret)
     for _ in range(200):
@@ -119,7 +119,7 @@ class PolicyWebServer:
             chain, key = self.dir / f"{label}.pem", self.dir / f"{label}.key"
             chain.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
             leaf.private_key_pem.write_to_path(str(key))
-            address = self.addresses[label] = _free_loopback_443()
+            address = self.addresses[label] = free_loopback_443()
             sections.append(
                 f"[{label}]\naccept = {address}:{HTTPS_PORT}\n"
                 f"connect = 127.0.0.1:{backend_port}\ncert = {chain}\nkey = {key}\n"

@@ -69,7 +69,7 @@ _ALLOWED_TOP = (
     "dns"
 )
 _ALLOWED_SMTP = (
-    "provider, host, port, tls, verify, ca_file, username, password, password_file, oauth, "
+    "provider, host, mx, port, tls, verify, ca_file, username, password, password_file, oauth, "
     "helo, timeout"
 )
 _ALLOWED_PROBE = (
@@ -103,7 +103,7 @@ BAD_CONFIGS: dict[str, list[str]] = {
     ],
     "port_out_of_range": ["{file}:10:11: mailboxes.inbox.port: outside the port range 1-65535"],
     "tls_unknown": [
-        "{file}:5:10: smtp_servers.relay.tls: expected one of none, starttls, tls "
+        "{file}:5:10: smtp_servers.relay.tls: expected one of none, starttls, tls, opportunistic "
         "(did you mean 'starttls'?)"
     ],
     "verify_string": [
@@ -580,7 +580,7 @@ server:
         "<config>:11:14: probes[1].timeout: 120s is longer than the interval 60s; "
         "runs would overlap",
         "<config>:15:11: smtp_servers.relay.port: expected a port number 1-65535, got a string",
-        "<config>:16:10: smtp_servers.relay.tls: expected one of none, starttls, tls "
+        "<config>:16:10: smtp_servers.relay.tls: expected one of none, starttls, tls, opportunistic "
         "(did you mean 'starttls'?)",
         "<config>:17:13: smtp_servers.relay.verify: expected true or false, got a string",
         f"<config>:19:11: defaults.jitter: {_DURATION_UNIT}",

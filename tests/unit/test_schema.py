@@ -161,7 +161,8 @@ def test_value_types_are_spelt_out() -> None:
         "minimum": 1,
         "type": "integer",
     }
-    assert properties["SmtpServer/tls"]["enum"] == ["none", "starttls", "tls"]
+    assert properties["SmtpServer/tls"]["enum"] == ["none", "starttls", "tls", "opportunistic"]
+    assert properties["Mailbox/tls"]["enum"] == ["none", "starttls", "tls"]
     assert properties["SmtpServer/tls"]["default"] == "starttls"
     assert properties["Defaults/interval"]["type"] == "string"
     assert properties["Defaults/interval"]["default"] == "60s"

@@ -177,8 +177,8 @@ def test_highest_and_lowest_ports_are_allowed() -> None:
 
 
 def test_port_defaults_follow_the_tls_mode() -> None:
-    assert [values.smtp_port(mode) for mode in TlsMode] == [25, 587, 465]
-    assert [values.imap_port(mode) for mode in TlsMode] == [143, 143, 993]
+    assert [values.smtp_port(mode) for mode in TlsMode] == [25, 587, 465, 25]
+    assert [values.imap_port(mode) for mode in TlsMode] == [143, 143, 993, 143]
 
 
 @pytest.mark.parametrize(
@@ -224,9 +224,9 @@ def test_tls_modes(text: str, mode: TlsMode) -> None:
 
 def test_a_misspelt_tls_mode_gets_a_suggestion_and_the_choices() -> None:
     assert refused(parse_tls_mode, "startls") == (
-        "expected one of none, starttls, tls (did you mean 'starttls'?)"
+        "expected one of none, starttls, tls, opportunistic (did you mean 'starttls'?)"
     )
-    assert refused(parse_tls_mode, "ssl") == "expected one of none, starttls, tls"
+    assert refused(parse_tls_mode, "ssl") == "expected one of none, starttls, tls, opportunistic"
 
 
 # ---------------------------------------------------------- names and addresses
