@@ -47,8 +47,9 @@ from smtp_probe.probe.result import (
     Stage,
     Verdicts,
 )
-from smtp_probe.probe.smtp import SmtpSendError, send_message, try_auth_in_clear
+from smtp_probe.probe.smtp import SmtpSendError, try_auth_in_clear
 from smtp_probe.probe.spec import Mailbox, PolicyCheck, ProbeSpec
+from smtp_probe.probe.submit import submit
 from smtp_probe.probe.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -333,7 +334,7 @@ async def _send(run: _Run) -> None:
     )
     expecting = spec.expect is not None
     try:
-        run.smtp = await send_message(
+        run.smtp = await submit(
             run.server,
             message,
             mail_from=spec.mail_from,

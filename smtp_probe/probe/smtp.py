@@ -39,7 +39,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.result import SMTP_STAGES, SmtpReport, Stage, TlsFacts
-from smtp_probe.probe.spec import DnsSettings, SmtpServer, TlsMode, TlsSettings
+from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
 
@@ -249,7 +249,6 @@ async def send_message(
     stop_after: Stage | None = None,
     expecting: bool = False,
     connect_to: Sequence[str] = (),
-    dns: DnsSettings | None = None,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
@@ -278,34 +277,19 @@ async def send_message(
     ``raw_content`` takes the connection over after DATA's ``354`` (the
     ``smtp_smuggling`` check; see :class:`DataChannel`).
 
-    An ``mx`` server is handed to :func:`smtp_probe.probe.mx.send_via_mx`
-    (its MX walk asks ``dns``, the system's resolver when ``None``), which
-    sends to each MX host through here with ``connect_to`` (IP addresses):
-    that skips resolving ``server.host``, which still names the TLS peer.
+    ``connect_to`` (IP addresses) skips resolving ``server.host``, which
+    still names the TLS peer: the MX walk of :mod:`smtp_probe.probe.mx`
+    resolves MX hosts itself and sends through here, one address at a time.
 
     Raises:
+        ValueError: ``server`` is an ``mx`` server (send with
+            :func:`smtp_probe.probe.submit.submit`).
         SmtpSendError: the submission failed; it names the stage, the reason and
             carries the reply code and timings seen so far. Stage ``oauth``:
             a new token was needed and could not be obtained.
     """
     if server.mx:
-        # Imported here: the MX walk and MTA-STS (http.client) only for mx servers.
-        from smtp_probe.probe.mx import send_via_mx
-
-        return await send_via_mx(
-            server,
-            message,
-            mail_from=mail_from,
-            rcpt_to=rcpt_to,
-            transcript=transcript,
-            deadline=deadline,
-            dns=dns or DnsSettings(),
-            token=token,
-            envid=envid,
-            raw_content=raw_content,
-            stop_after=stop_after,
-            expecting=expecting,
-        )
+        raise ValueError(f"{server.address}: send to an mx server with smtp_probe.probe.submit")
     session = _Session(
         server,
         transcript,

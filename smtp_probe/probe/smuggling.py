@@ -48,8 +48,9 @@ from typing import Final
 
 from smtp_probe.probe.credentials import AccessToken
 from smtp_probe.probe.result import SmtpReport
-from smtp_probe.probe.smtp import DataChannel, SmtpSendError, send_message
+from smtp_probe.probe.smtp import DataChannel, SmtpSendError
 from smtp_probe.probe.spec import DnsSettings, SmtpServer
+from smtp_probe.probe.submit import submit
 from smtp_probe.probe.transcript import Transcript
 
 VARIANTS: Final[Mapping[str, bytes]] = MappingProxyType(
@@ -342,7 +343,7 @@ async def try_variant(
     )
     transcript.note(f"smuggling: variant {variant} ({escape(VARIANTS[variant])})")
     try:
-        report = await send_message(
+        report = await submit(
             server,
             carrier,
             mail_from=mail_from,
@@ -351,7 +352,7 @@ async def try_variant(
             deadline=deadline,
             token=token,
             raw_content=writer,
-            dns=dns,
+            dns=dns or DnsSettings(),
         )
     except SmtpSendError as exc:
         replies = tuple(writer.replies)
