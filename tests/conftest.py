@@ -9,7 +9,9 @@ SMTP submission), which Dovecot checks by introspection at the session's
 session that never requests them starts no servers.  A missing
 Postfix/Dovecot is an error, never a skip: CI must fail loudly on a broken machine.
 ``hopstack``/``hops`` add the multi-hop route of :mod:`tests.support.hopstack`
-(two more Postfix instances, rspamd, Knot DNS) in front of it.
+(two more Postfix instances, rspamd, Knot DNS) in front of it;
+``policystack``/``policy`` one more Postfix with a listener per mail policy,
+right and wrong (:mod:`tests.support.policystack`).
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import hopstack as hopstack_support
+from tests.support import policystack as policystack_support
 from tests.support.hopstack import HopStack
 from tests.support.mailstack import MailStack
 from tests.support.oauth_server import OAuthServer
+from tests.support.policystack import PolicyStack
 from tests.support.routes import left_clean, plant_bystanders
 
 
@@ -81,3 +85,25 @@ def hops(hopstack: HopStack, planted: int) -> Iterator[HopStack]:
     """The hop stack, checked after each test (queues drained, no hold, key back, no test mail)."""
     with hopstack_support.left_clean(hopstack, planted):
         yield hopstack
+
+
+@pytest.fixture(scope="session")
+def policystack(mailstack: MailStack) -> Iterator[PolicyStack]:
+    """The policy Postfix (secure, open_relay, auth_in_clear, ... listeners), per session.
+
+    Started the first time a test asks for it (after the mail stack), stopped
+    at the end.  Tests use :func:`policy`, which checks each test's clean-up.
+    """
+    stack = PolicyStack(mailstack)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def policy(policystack: PolicyStack, planted: int) -> Iterator[PolicyStack]:
+    """The policy stack, checked after each test (queues drained, no test mail left)."""
+    with policystack_support.left_clean(policystack, planted):
+        yield policystack
