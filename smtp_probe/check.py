@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtp_probe.config import load_config, values
-from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe.result import Stage
+from smtp_probe.probe.spec import (
+    DnsSettings,
+    Expectation,
+    Mailbox,
+    PolicyCheck,
+    ProbeSpec,
+    SmtpServer,
+    TlsSettings,
+)
 from smtp_probe.secret import Secret
 
 if TYPE_CHECKING:
@@ -134,7 +143,9 @@ def probe_from_config(args: argparse.Namespace) -> tuple[ProbeSpec, TokenSigner]
                    "--imap-user": args.imap_user, "--smtp-token-command": args.smtp_token_command,
                    "--imap-token-command": args.imap_token_command,
                    "--authserv-id": args.authserv_id, "--expect-auth": args.expect_auth,
-                   "--verify-dkim": args.verify_dkim, "--dns-server": args.dns_server}  # fmt: skip
+                   "--verify-dkim": args.verify_dkim, "--dns-server": args.dns_server,
+                   "--expect-reject": args.expect_reject, "--check": args.check,
+                   "--smuggling-variant": args.smuggling_variant}  # fmt: skip
     for flag, value in route_flags.items():
         if value:
             raise UsageError(f"{flag}: the route comes from --config; drop the flag")
@@ -235,6 +246,7 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         )
     if args.dns_server and not args.verify_dkim:
         raise UsageError("--dns-server: only --verify-dkim looks anything up")
+    check, expect = _policy(args)
     return ProbeSpec(
         name=CHECK_PROBE_NAME,
         smtp=smtp,
@@ -245,7 +257,41 @@ def probe_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Pro
         expect_auth=tuple(pair for pairs in args.expect_auth or () for pair in pairs),
         verify_dkim=args.verify_dkim,
         dns=DnsSettings(tuple(args.dns_server or ())),
+        check=check,
+        expect=expect,
+        smuggling_variants=tuple(dict.fromkeys(args.smuggling_variant or ())),
     )
+
+
+def _policy(args: argparse.Namespace) -> tuple[PolicyCheck | None, Expectation | None]:
+    """``--check`` and ``--expect-reject`` (already parsed) as the probe's check and expectation.
+
+    The same rules as the config's ``check``/``expect`` keys.
+
+    Raises:
+        UsageError: the flags do not fit together or with the route.
+    """
+    from smtp_probe.probe.expect import OVERRIDABLE, expectation
+
+    check: PolicyCheck | None = args.check
+    given: Expectation | None = args.expect_reject
+    if given is not None and check is not None and check not in OVERRIDABLE:
+        raise UsageError(
+            f"--expect-reject: does not go with --check {check} (it expects its own refusal)"
+        )
+    if check is PolicyCheck.SENDER_MISMATCH and not args.smtp_user:
+        raise UsageError(
+            "--check sender_mismatch: needs --smtp-user (it logs in and sends as --from)"
+        )
+    if check is PolicyCheck.SMTP_SMUGGLING and not args.imap:
+        raise UsageError(
+            "--check smtp_smuggling: needs --imap (the smuggled message is looked for there)"
+        )
+    if args.smuggling_variant and check is not PolicyCheck.SMTP_SMUGGLING:
+        raise UsageError("--smuggling-variant: needs --check smtp_smuggling")
+    if check is PolicyCheck.OPEN_RELAY and given is not None and Stage.AUTH in given.stages:
+        raise UsageError("--expect-reject: open_relay never logs in: no refusal can come at auth")
+    return check, expectation(check, given)
 
 
 def _ca_file(path: Path | None) -> Path | None:

@@ -28,6 +28,7 @@ from smtp_probe import __version__, log
 from smtp_probe.check import IMAP_PASSWORD_ENV, SMTP_PASSWORD_ENV, UsageError, run_check
 from smtp_probe.config import values
 from smtp_probe.config.errors import ConfigError
+from smtp_probe.probe import expect
 from smtp_probe.report import ExitCode
 from smtp_probe.shard import config_loader, parse_shard
 
@@ -73,6 +74,8 @@ _LISTEN = _flag(_parse_listen, "listen address")
 _COMMAND = _flag(values.split_command, "command")
 _EXPECT_AUTH = _flag(values.parse_expect_auth, "METHOD=RESULT")
 _NAMESERVER = _flag(values.parse_nameserver, "nameserver")
+_EXPECT_REJECT = _flag(expect.parse_expect_reject, "STAGE[,STAGE][:CODE,CODE]")
+_CHECK = _flag(expect.parse_check, "check")
 _TLS_CHOICES = "|".join(mode.value for mode in values.TlsMode)
 
 
@@ -91,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check",
         help="run one probe now and print the session",
         description="Run one probe by hand and print the SMTP/IMAP session as a readable, "
-        "redacted transcript. Exit codes: 0 OK, 1 WARNING (slow, junk, throttled or "
-        "auth_failed), 2 CRITICAL, 3 UNKNOWN.",
+        "redacted transcript. Exit codes: 0 OK (a policy probe: refused as expected), "
+        "1 WARNING (slow, junk, throttled or auth_failed), 2 CRITICAL (a policy probe: "
+        "accepted_unexpectedly), 3 UNKNOWN.",
     )
     smtp = check.add_argument_group("SMTP (sending)")
     from_config = check.add_argument_group("or run a probe of a config file")
@@ -190,6 +194,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=_NAMESERVER,
         action="append",
         help="resolver for --verify-dkim's key lookups (repeatable; default: the system's)",
+    )
+
+    policy = check.add_argument_group(
+        "policy (the run succeeds when the server REFUSES: outcome rejected, exit 0; "
+        "accepted_unexpectedly exits 2; without --imap nothing is ever delivered)"
+    )
+    policy.add_argument(
+        "--expect-reject",
+        metavar="STAGE[,STAGE][:CODE,CODE]",
+        type=_EXPECT_REJECT,
+        help="expect a refusal at one of these SMTP stages (banner, ehlo, starttls, auth, "
+        "mail_from, rcpt_to, data) with one of these codes or classes (default 5xx), "
+        "e.g. rcpt_to:550,5xx",
+    )
+    policy.add_argument(
+        "--check",
+        metavar="NAME",
+        type=_CHECK,
+        help="a built-in policy check: open_relay (never logs in), auth_requires_tls "
+        "(connects without TLS, offers a dummy credential), sender_mismatch (logs in with "
+        "--smtp-user, sends as --from), smtp_smuggling (needs --imap)",
+    )
+    policy.add_argument(
+        "--smuggling-variant",
+        metavar="V",
+        action="append",
+        help="--check smtp_smuggling: an end-of-data variant to try, e.g. lf_dot_crlf "
+        "(repeatable; default all)",
     )
 
     common = check.add_argument_group("common")

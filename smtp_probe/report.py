@@ -36,7 +36,10 @@ _RESET: Final = "\x1b[0m"
 
 
 def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> ExitCode:
-    """OK when delivered (or sent); WARNING when slow, junk, throttled or auth_failed; else CRITICAL.
+    """OK when delivered, sent or rejected; WARNING when slow, junk, throttled or auth_failed; else CRITICAL.
+
+    ``rejected`` is a policy probe refused as it expects: OK.
+    ``accepted_unexpectedly`` (an open relay, AUTH in the clear...) is CRITICAL.
 
     Throttling is a server asking us to slow down for now, not a broken
     route: a warning, like a slow delivery. A message that arrived without
@@ -53,7 +56,7 @@ def exit_code(result: RunResult, *, warning_seconds: float | None = None) -> Exi
             and result.delivery_seconds > warning_seconds
         )
         return ExitCode.WARNING if slow else ExitCode.OK
-    if result.outcome is Outcome.SENT:
+    if result.outcome in (Outcome.SENT, Outcome.REJECTED):
         return ExitCode.OK
     return ExitCode.CRITICAL
 
@@ -83,8 +86,15 @@ def verdict(result: RunResult, *, warning_seconds: float | None = None) -> str:
         )
     if result.outcome is Outcome.SENT:
         return f"{code.name}: accepted by SMTP ({smtp.reply_code}){queue}; delivery not checked; {total}"
+    policy = f"{result.policy_check}: " if result.policy_check else ""
+    if result.outcome is Outcome.REJECTED:
+        refusal = f"{smtp.reply_code} {smtp.reply.splitlines()[0] if smtp.reply else ''}".rstrip()
+        return f"{code.name}: {policy}refused as expected ({refusal}); {total}"
     reply = f" [{smtp.reply_code}]" if smtp.reply_code and smtp.reply_code >= 400 else ""
-    return f"{code.name}: {result.outcome} at {result.stage}{reply}: {result.error}{queue}; {total}"
+    return (
+        f"{code.name}: {policy}{result.outcome} at {result.stage}{reply}: {result.error}"
+        f"{queue}; {total}"
+    )
 
 
 def render_text(
@@ -195,6 +205,7 @@ def as_dict(result: RunResult, *, warning_seconds: float | None = None) -> dict[
         "stage": str(result.stage) if result.stage else None,
         "error": result.error or None,
         "exit_code": int(exit_code(result, warning_seconds=warning_seconds)),
+        "policy_check": result.policy_check,
         "started_at": result.started_at.isoformat(),
         "duration_seconds": round(result.duration_seconds, 6),
         "smtp": {

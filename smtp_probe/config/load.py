@@ -31,6 +31,7 @@ from smtp_probe.config.errors import ConfigError, Problems
 from smtp_probe.config.model import ConfigFile, Context, Defaults, OAuthProvider
 from smtp_probe.config.model import Mailbox as MailboxEntry
 from smtp_probe.config.model import OAuthClient as OAuthClientEntry
+from smtp_probe.config.model import Probe as ProbeEntry
 from smtp_probe.config.model import SmtpServer as SmtpServerEntry
 from smtp_probe.config.runtime import Config, ScheduledProbe, ServerSettings
 from smtp_probe.config.values import imap_port, kind_of, smtp_port
@@ -43,7 +44,15 @@ from smtp_probe.oauth.settings import (
     OAuthClient,
     Provider,
 )
-from smtp_probe.probe.spec import DnsSettings, Mailbox, ProbeSpec, SmtpServer, TlsSettings
+from smtp_probe.probe import expect as expectations
+from smtp_probe.probe.spec import (
+    DnsSettings,
+    Expectation,
+    Mailbox,
+    ProbeSpec,
+    SmtpServer,
+    TlsSettings,
+)
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -148,6 +157,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         reflector: bool,
         checks: tuple[tuple[tuple[str, str], ...], bool] = ((), False),
         bounce_mailbox: str | None = None,
+        policy: ProbeEntry | None = None,
     ) -> None:
         interval, timeout, jitter = times
         fitted = timing.fit(
@@ -169,6 +179,9 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             verify_dkim=checks[1],
             dns=dns,
             bounce_mailbox=None if bounce_mailbox is None else mailboxes[bounce_mailbox],
+            check=policy.check if policy is not None else None,
+            expect=_expectation(policy) if policy is not None else None,
+            smuggling_variants=policy.smuggling_variants if policy is not None else (),
         )
         if bounce_mailbox is not None:
             bounce_boxes.append((bounce_mailbox, mailboxes[bounce_mailbox]))
@@ -189,6 +202,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             probe.reflector,
             (probe.expect_auth, probe.verify_dkim),
             probe.bounce_mailbox,
+            probe,
         )
     for route_name, route in (model.routes or {}).items():
         for sender in route.senders:
@@ -230,6 +244,21 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
         oauth_clients=MappingProxyType(sources),
         oauth_settings=MappingProxyType(clients),
     )
+
+
+def _expectation(probe: ProbeEntry) -> Expectation | None:
+    """The refusal a valid probe expects: its ``expect`` over its check's built-in one.
+
+    An ``expect`` without ``reject_at`` keeps the check's stages (its rules
+    demand a check then); with ``codes`` left out it expects any ``5xx``.
+    """
+    built_in = expectations.expectation(probe.check, None)
+    given = probe.expect
+    if given is None:
+        return built_in
+    if not given.stages and built_in is not None:
+        return Expectation(built_in.stages, given.codes)
+    return given
 
 
 def _oauth_client(name: str, entry: OAuthClientEntry) -> OAuthClient:
@@ -329,7 +358,8 @@ def validate(path: Path) -> str:
 
     One line per probe, routes expanded: ``NAME: SMTP -> MAILBOX, FROM -> TO``
     (names from the file; ``(no mailbox)`` for a submit-only probe,
-    `` (reflector)`` for a reflector probe).
+    `` (reflector)`` for a reflector probe, `` (expects a refusal: CHECK)``
+    for a policy probe).
 
     Raises:
         ConfigError: the file does not validate.
@@ -340,8 +370,9 @@ def validate(path: Path) -> str:
         spec = probe.spec
         mailbox = probe.mailbox_name if probe.mailbox_name is not None else "(no mailbox)"
         reflector = " (reflector)" if spec.reflector else ""
+        policy = f" (expects a refusal: {spec.policy_check})" if spec.policy_check else ""
         lines.append(
             f"  {probe.name}: {probe.smtp_name} -> {mailbox}, "
-            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}"
+            f"{spec.mail_from} -> {spec.rcpt_to}{reflector}{policy}"
         )
     return "\n".join(lines)

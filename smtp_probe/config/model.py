@@ -49,8 +49,10 @@ from smtp_probe.config.errors import Loc
 from smtp_probe.config.runtime import ServerSettings, parse_listen
 from smtp_probe.config.values import Preset, TlsMode
 from smtp_probe.oauth import settings as oauth_settings
+from smtp_probe.probe import expect as expectations
 from smtp_probe.probe import verdicts as verdict_words
-from smtp_probe.probe.spec import DEFAULT_DNS_TIMEOUT, Cleanup
+from smtp_probe.probe.result import Stage
+from smtp_probe.probe.spec import DEFAULT_DNS_TIMEOUT, Cleanup, Expectation, PolicyCheck
 from smtp_probe.secret import Secret
 
 ERROR_TYPE: Final = "smtp_probe_config"
@@ -239,6 +241,7 @@ class OAuthProvider(enum.StrEnum):
 
 
 PRESET: Final = _choice(Preset)
+CHECK: Final = _choice(PolicyCheck)
 CLEANUP: Final = _choice(Cleanup)
 OAUTH_PROVIDER: Final = _choice(OAuthProvider)
 GRANT: Final = _choice(oauth_settings.Grant)
@@ -380,6 +383,99 @@ def _nameservers(items: list[Any], context: Context) -> tuple[tuple[str, int], .
     return tuple(found)
 
 
+def _expect(value: dict[Any, Any], context: Context) -> Expectation:
+    """``{reject_at: STAGE or [STAGES], codes: [CODES]}``; each bad entry located.
+
+    ``reject_at`` left out gives ``stages == ()``: the probe's check's own
+    stages (a probe without a check is told it needs one, in its rules).
+
+    Raises:
+        ValidationError: an unknown key, a stage that is not one, a bad code.
+    """
+    problems: list[tuple[str, Loc]] = []
+    allowed = ("reject_at", "codes")
+    for key in value:
+        if key not in allowed:
+            problems.append((f"unknown key; allowed keys: {', '.join(allowed)}", (str(key),)))
+    stages: list[Any] = []
+    raw_stages = value.get("reject_at")
+    if "reject_at" in value:
+        items = raw_stages if isinstance(raw_stages, list) else [raw_stages]
+        if not items:
+            problems.append(("must name at least one stage", ("reject_at",)))
+        for index, item in enumerate(items):
+            at: Loc = ("reject_at", index) if isinstance(raw_stages, list) else ("reject_at",)
+            if not isinstance(item, str):
+                problems.append((f"expected an SMTP stage, got {values.kind_of(item)}", at))
+                continue
+            try:
+                stages.append(expectations.parse_stage(item))
+            except ValueError as exc:
+                problems.append((str(exc), at))
+    codes: list[str] = []
+    raw_codes = value.get("codes")
+    if "codes" in value:
+        items = raw_codes if isinstance(raw_codes, list) else [raw_codes]
+        if not items:
+            problems.append(("must name at least one code", ("codes",)))
+        for index, item in enumerate(items):
+            at = ("codes", index) if isinstance(raw_codes, list) else ("codes",)
+            try:
+                codes.append(expectations.parse_code(item))
+            except ValueError as exc:
+                problems.append((str(exc), at))
+    if problems:
+        raise _problems(tuple(m for m, _ in problems), tuple(loc for _, loc in problems))
+    return Expectation(
+        tuple(dict.fromkeys(stages)),
+        tuple(dict.fromkeys(codes)) if codes else expectations.DEFAULT_CODES,
+    )
+
+
+def _smuggling_variants(items: list[Any], context: Context) -> tuple[str, ...]:
+    if not items:
+        raise ValueError("must name at least one variant (leave it out for all of them)")
+    return tuple(dict.fromkeys(_strings(items)))
+
+
+_STAGE_NAMES: Final = [str(stage) for stage in expectations.REJECT_STAGES]
+_CODE_SCHEMA: Final = {
+    "anyOf": [
+        {"type": "integer", "minimum": 400, "maximum": 599},
+        {"type": "string", "pattern": "^[45][0-9xX][0-9xX]$"},
+    ]
+}
+EXPECT: Final = Value(
+    "a mapping like {reject_at: rcpt_to, codes: [550, 554]}",
+    dict,
+    _expect,
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "reject_at": {
+                "description": "The SMTP stage(s) the refusal must come at: "
+                + ", ".join(_STAGE_NAMES)
+                + ". Default with check: its own stages.",
+                "anyOf": [
+                    {"enum": _STAGE_NAMES},
+                    {"type": "array", "items": {"enum": _STAGE_NAMES}, "minItems": 1},
+                ],
+            },
+            "codes": {
+                "description": "Reply codes (550) or classes (5xx, 55x) the refusal must have; "
+                "default [5xx].",
+                "anyOf": [_CODE_SCHEMA, {"type": "array", "items": _CODE_SCHEMA, "minItems": 1}],
+            },
+        },
+    },
+)
+SMUGGLING_VARIANTS: Final = Value(
+    "a list of variant names",
+    list,
+    _smuggling_variants,
+    {"type": "array", "minItems": 1, "items": {"type": "string", **_NOT_BLANK}},
+)
 EXPECT_AUTH: Final = Value(
     "a mapping of method to result, like {dkim: pass}",
     dict,
@@ -1022,6 +1118,10 @@ _REFLECTOR_HELP: Final = (
 )
 
 
+def _check_is(*checks: PolicyCheck) -> JsonDict:
+    return {"required": ["check"], "properties": {"check": {"enum": [str(c) for c in checks]}}}
+
+
 class Probe(Section):
     """A route: one tagged message via an SMTP server, (with a mailbox) confirmed on arrival."""
 
@@ -1031,6 +1131,17 @@ class Probe(Section):
             "if": {"required": ["reflector"], "properties": {"reflector": {"const": True}}},
             "then": {"required": ["mailbox"]},
             "dependentRequired": {"bounce_mailbox": ["mailbox"]},
+            "allOf": [
+                {
+                    "if": _check_is(PolicyCheck.SMTP_SMUGGLING),
+                    "then": {"required": ["mailbox"]},
+                    "else": {"not": {"required": ["smuggling_variants"]}},
+                },
+                {
+                    "if": _check_is(PolicyCheck.AUTH_REQUIRES_TLS, PolicyCheck.SMTP_SMUGGLING),
+                    "then": {"not": {"required": ["expect"]}},
+                },
+            ],
         }
     )
 
@@ -1073,6 +1184,32 @@ class Probe(Section):
         "ends the run bounced at once; only reports returning the run's signed token are "
         "believed and deleted. Needs mailbox, and an SMTP server that offers DSN.",
     )
+    check: Annotated[PolicyCheck | None, CHECK] = Field(
+        None,
+        description="A built-in policy check: the run succeeds (outcome rejected) when the "
+        "server refuses, and ends accepted_unexpectedly when it does not. open_relay: "
+        "unauthenticated mail from an outside from to an outside to must be refused at "
+        "mail_from, rcpt_to or data (never logs in). auth_requires_tls: connects without TLS; "
+        "the EHLO must not offer AUTH and an AUTH PLAIN with a dummy credential must be "
+        "refused (500, 502, 503, 504, 530 or 538). sender_mismatch: logged in with the "
+        "server's credentials, sending as from (another user's address) must be refused. "
+        "smtp_smuggling: a second message smuggled behind a non-standard end of DATA must "
+        "never arrive (needs mailbox). Without a mailbox nothing is ever sent: an acceptance "
+        "stops the transaction there.",
+    )
+    expect: Annotated[Expectation | None, EXPECT] = Field(
+        None,
+        description="The run expects a refusal: {reject_at: STAGE or [STAGES], codes: [CODES]} "
+        "(codes default [5xx]); refused there with such a code is outcome rejected (a "
+        "success), accepted is accepted_unexpectedly, anything else send_failed. With check "
+        "open_relay or sender_mismatch it overrides the check's stages and codes; not with "
+        "auth_requires_tls or smtp_smuggling.",
+    )
+    smuggling_variants: Annotated[tuple[str, ...], SMUGGLING_VARIANTS] = Field(
+        (),
+        description="check smtp_smuggling: the end-of-data variants to try (e.g. lf_dot_lf, "
+        "lf_dot_crlf); default all.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1088,6 +1225,33 @@ class Probe(Section):
                 ("bounce_mailbox",),
                 "bounce_mailbox needs mailbox: the run waits for its message or its bounce",
             )
+        yield from _policy_rules(raw)
+
+
+def _policy_rules(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """``check``, ``expect`` and ``smuggling_variants`` fit together."""
+    check = CHECK.read(raw.get("check"))
+    if check is PolicyCheck.SMTP_SMUGGLING and "mailbox" not in raw:
+        yield (
+            ("check",),
+            "smtp_smuggling needs a mailbox: the smuggled message is looked for there",
+        )
+    if "smuggling_variants" in raw and check is not PolicyCheck.SMTP_SMUGGLING:
+        yield ("smuggling_variants",), "smuggling_variants needs check: smtp_smuggling"
+    if "expect" in raw and check is not None and check not in expectations.OVERRIDABLE:
+        yield (
+            ("expect",),
+            f"expect does not go with check: {check} (it expects its own refusal); "
+            "only open_relay and sender_mismatch take one",
+        )
+    expect = EXPECT.read(raw.get("expect"))
+    if expect is not None and not expect.stages and check is None:
+        yield ("expect",), "expect needs reject_at (the stage the refusal must come at)"
+    if expect is not None and check is PolicyCheck.OPEN_RELAY and Stage.AUTH in expect.stages:
+        yield ("expect", "reject_at"), "open_relay never logs in: a refusal at auth cannot come"
+    if BOOL.read(raw.get("reflector")) and (check is not None or "expect" in raw):
+        key = "check" if check is not None else "expect"
+        yield (key,), f"a reflector probe cannot have {key}: it waits for a reply"
 
 
 class RouteSender(Section):
@@ -1232,6 +1396,7 @@ class ConfigFile(Section):
         yield from references.check(raw)
         yield from _probe_timing(raw)
         yield from _expect_auth_ids(raw)
+        yield from _sender_mismatch_logins(raw)
 
 
 def _some_probes(raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1261,6 +1426,27 @@ def _expect_auth_ids(raw: Mapping[str, object]) -> Iterator[Violation]:
                 ("probes", index, "expect_auth"),
                 f"expect_auth needs mailboxes.{name}.authserv_id: only the receiver's "
                 "Authentication-Results headers are believed",
+            )
+
+
+def _sender_mismatch_logins(raw: Mapping[str, object]) -> Iterator[Violation]:
+    """``check: sender_mismatch`` needs a server it logs in to: the test is what a user may send."""
+    servers = raw.get("smtp_servers")
+    probes = raw.get("probes")
+    if not isinstance(servers, dict) or not isinstance(probes, list):
+        return
+    for index, probe in enumerate(probes):
+        if not isinstance(probe, dict):
+            continue
+        if CHECK.read(probe.get("check")) is not PolicyCheck.SENDER_MISMATCH:
+            continue
+        name = probe.get("smtp")
+        entry = servers.get(name) if isinstance(name, str) else None
+        if isinstance(entry, dict) and "username" not in entry:
+            yield (
+                ("probes", index, "check"),
+                f"sender_mismatch needs smtp_servers.{name}.username: the check logs in and "
+                "sends as another address",
             )
 
 

@@ -13,6 +13,13 @@ connects: a token that cannot be had fails the run at stage ``oauth`` with
 nothing sent. The daemon's shared watchers log in on their own (and go down
 at ``oauth`` when they cannot get a token), so a run using one fetches only
 the SMTP server's token.
+
+A probe that expects a refusal (``expect``, a built-in ``check``) runs the
+same legs; :mod:`smtp_probe.probe.expect` says what the answers mean: the
+expected refusal is ``rejected`` (a success), an acceptance
+``accepted_unexpectedly``. Without a mailbox such a run never sends a
+message (it stops after the last expected stage); with one, an accepted
+message is confirmed and deleted like any other.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from smtp_probe.probe import expect as policy
 from smtp_probe.probe import verdicts as verdict_lines
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
@@ -39,8 +47,8 @@ from smtp_probe.probe.result import (
     Stage,
     Verdicts,
 )
-from smtp_probe.probe.smtp import SmtpSendError, send_message
-from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.probe.smtp import SmtpSendError, send_message, try_auth_in_clear
+from smtp_probe.probe.spec import Mailbox, PolicyCheck, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 
 if TYPE_CHECKING:
@@ -70,6 +78,10 @@ async def run_probe(
     """
     run = _Run(spec, signer.new(spec.name))
     try:
+        if spec.check is PolicyCheck.SMTP_SMUGGLING:
+            return _not_built(run)
+        if spec.check is PolicyCheck.AUTH_REQUIRES_TLS:
+            return await _auth_in_clear(run)
         await _fetch_tokens(run, own_watcher=watcher is None)
         if watcher is not None:
             bounces = bounce_watcher if spec.bounce_mailbox is not None else None
@@ -79,12 +91,16 @@ async def run_probe(
         if spec.mailbox is not None:
             return await _imap_failure_reported(run, _with_own_watcher(run, spec.mailbox, signer))
         await _send(run)
+        if spec.expect is not None:
+            return run.unexpectedly_accepted()
         run.transcript.note("no mailbox given: stopping after the SMTP leg")
         return run.result(Outcome.SENT)
     except _NoToken as exc:
         run.transcript.note(f"FAILED at {Stage.OAUTH}: {exc.reason}")
         return run.result(Outcome.ERROR, Stage.OAUTH, exc.reason)
     except SmtpSendError as exc:
+        if spec.expect is not None and exc.stage is not Stage.OAUTH:
+            return run.refused(exc)
         if exc.stage is Stage.OAUTH:  # a token that could not be renewed after a refusal
             outcome = Outcome.ERROR
         elif exc.throttled:
@@ -116,7 +132,7 @@ async def _fetch_tokens(run: _Run, *, own_watcher: bool) -> None:
         _NoToken: a source failed, or had no token by the run deadline.
     """
     spec = run.spec
-    smtp_source = spec.smtp.oauth
+    smtp_source = run.server.oauth
     imap_source = spec.mailbox.oauth if spec.mailbox is not None and own_watcher else None
     if smtp_source is None and imap_source is None:
         return
@@ -141,6 +157,30 @@ async def _token(run: _Run, source: TokenSource) -> AccessToken:
     run.transcript.mask(token.value.reveal())
     run.transcript.note(f"oauth: token from {source.client} ({describe(token)})")
     return token
+
+
+def _not_built(run: _Run) -> RunResult:
+    """``smtp_smuggling`` is run by :mod:`smtp_probe.probe.smuggling`; without it, an error."""
+    reason = "the smtp_smuggling check is not part of this build"
+    run.transcript.note(f"FAILED: {reason}")
+    return run.result(Outcome.ERROR, Stage.DNS, reason)
+
+
+async def _auth_in_clear(run: _Run) -> RunResult:
+    """``auth_requires_tls``: no AUTH in the clear EHLO, and a dummy AUTH in the clear refused.
+
+    Nothing is sent and no mailbox is read: the server's credentials and
+    TLS are not used (:func:`policy.server_for`).
+
+    Raises:
+        SmtpSendError: the session failed before the AUTH reply.
+    """
+    expect = run.spec.expect or policy.BUILT_IN[PolicyCheck.AUTH_REQUIRES_TLS]
+    run.stage = Stage.DNS
+    run.transcript.note("auth_requires_tls: connecting without TLS; a dummy credential only")
+    attempt = await try_auth_in_clear(run.server, transcript=run.transcript, deadline=run.deadline)
+    run.smtp = attempt.report
+    return run.verdict(policy.auth_in_clear(expect, attempt.offered, attempt.code, attempt.reply))
 
 
 async def _imap_failure_reported(run: _Run, leg: Awaitable[RunResult]) -> RunResult:
@@ -239,6 +279,8 @@ async def _send_and_confirm(
         await _send(run)
         arrival = await expected.arrival(run.deadline)
     run.bounces = expected.bounces
+    if spec.expect is not None:
+        return run.unexpectedly_accepted(arrival)
     failed = expected.failed
     if arrival is None and failed is not None:
         reason = f"bounced: {failed.describe()}"
@@ -293,16 +335,21 @@ async def _send(run: _Run) -> None:
         rcpt_to=spec.rcpt_to,
         reflector=spec.reflector,
     )
+    expecting = spec.expect is not None
     try:
         run.smtp = await send_message(
-            spec.smtp,
+            run.server,
             message,
             mail_from=spec.mail_from,
             rcpt_to=spec.rcpt_to,
             transcript=run.transcript,
             deadline=run.deadline,
             token=run.smtp_token,
-            envid=run.token.run_id,
+            # No DSN for a message that should have been refused: its
+            # sender is often an outside address a bounce must not go to.
+            envid=None if expecting else run.token.run_id,
+            stop_after=policy.stop_after(spec),
+            expecting=expecting,
         )
     except SmtpSendError as exc:
         run.smtp = exc.report
@@ -315,6 +362,8 @@ class _Run:
 
     def __init__(self, spec: ProbeSpec, token: Token) -> None:
         self.spec = spec
+        self.server = policy.server_for(spec)
+        """The SMTP server as this run talks to it (a check may drop its login or TLS)."""
         self.token = token
         self.started_at = datetime.now(UTC)
         self.start = time.monotonic()
@@ -363,6 +412,44 @@ class _Run:
             return self.result(Outcome.AUTH_FAILED, Stage.VERIFY, reason)
         return self.result(Outcome.DELIVERED)
 
+    def refused(self, exc: SmtpSendError) -> RunResult:
+        """An expecting run's SMTP leg ended at ``exc.stage``: as expected, or not."""
+        expect = self.spec.expect
+        assert expect is not None  # noqa: S101 - only expecting runs come here
+        return self.verdict(policy.refused(expect, exc.stage, exc.code, exc.reason, self.smtp))
+
+    def unexpectedly_accepted(self, arrival: Arrival | None = None) -> RunResult:
+        """An expecting run was accepted where it should have been refused.
+
+        With a mailbox the message was sent: whether it arrived (and was
+        deleted) is noted; the outcome stays ``accepted_unexpectedly``.
+        """
+        expect = self.spec.expect
+        assert expect is not None  # noqa: S101 - only expecting runs come here
+        if self.spec.mailbox is not None:
+            self.arrival = arrival
+            if arrival is None:
+                self.transcript.note(
+                    f"the accepted message was not in the mailbox {self.spec.timeout:g}s "
+                    "after the run started"
+                )
+            elif arrival.cleanup_error:
+                self.transcript.note(
+                    f"the accepted message arrived in {arrival.folder} and could not be "
+                    f"deleted: {arrival.cleanup_error}"
+                )
+            else:
+                self.transcript.note(
+                    f"the accepted message arrived in {arrival.folder}"
+                    + (" and was deleted" if arrival.deleted else "")
+                )
+        return self.verdict(policy.accepted(expect, self.smtp))
+
+    def verdict(self, verdict: policy.Verdict) -> RunResult:
+        """The result of an expecting run, its verdict noted in the transcript."""
+        self.transcript.note(verdict.note)
+        return self.result(verdict.outcome, verdict.stage, verdict.reason)
+
     def result(self, outcome: Outcome, stage: Stage | None = None, error: str = "") -> RunResult:
         """The run's result with the verdict given and every fact gathered so far."""
         return RunResult(
@@ -379,6 +466,7 @@ class _Run:
             arrival=self.arrival,
             reflector=self.reflector,
             bounces=self.bounces,
+            policy_check=self.spec.policy_check,
         )
 
     def _reflector_legs(self, arrival: Arrival, delivery: float) -> ReflectorLegs | None:

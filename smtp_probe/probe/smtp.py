@@ -6,6 +6,10 @@ TO, DATA) is timed and every command and reply, the ``354`` after ``DATA``
 included, is written to the transcript; any failure becomes one
 :class:`SmtpSendError` naming the stage. This module is the only place that
 knows aiosmtplib's exceptions.
+
+For a probe that expects a refusal (:mod:`smtp_probe.probe.expect` decides
+what its answers mean) the leg can stop after a stage (``stop_after``),
+and :func:`try_auth_in_clear` offers a dummy ``AUTH`` without TLS.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import base64
 import ipaddress
 import os
 import re
+import secrets
 import socket
 import ssl
 import time
@@ -29,7 +34,7 @@ from aiosmtplib.protocol import normalize_message_line_endings
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
-from smtp_probe.probe.result import SmtpReport, Stage, TlsFacts
+from smtp_probe.probe.result import SMTP_STAGES, SmtpReport, Stage, TlsFacts
 from smtp_probe.probe.spec import SmtpServer, TlsMode
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
 from smtp_probe.probe.transcript import REDACTED, Transcript
@@ -54,6 +59,8 @@ _AUTH_CONTINUE: Final = 334
 _AUTH_OK: Final = 235
 _AUTH_REFUSED: Final = 535
 """The reply to credentials that are wrong (RFC 4954); a token refused so may just be stale."""
+_DUMMY_USER: Final = "smtp-probe-dummy"
+"""The user of the invalid credential ``try_auth_in_clear`` offers (never a real account)."""
 _COMMAND_LINE_MAX: Final = 512
 """RFC 5321's command line limit, CRLF included; RFC 4954 §4 says an initial
 response that would break it goes on a line of its own after a ``334``."""
@@ -85,17 +92,27 @@ class SmtpSendError(Exception):
     """The SMTP leg failed at ``stage``; ``report`` holds what was seen until then.
 
     ``throttled`` is True when the failure was a ``4xx`` reply saying the
-    server is rate limiting us (see :func:`is_throttling`).
+    server is rate limiting us (see :func:`is_throttling`). ``code`` is the
+    refusal's reply code when the server refused at ``stage`` (a ``4xx`` or
+    ``5xx`` answered there); ``None`` for a failure that was no refusal
+    (a timeout, a lost connection, something missing from EHLO).
     """
 
     def __init__(
-        self, stage: Stage, reason: str, report: SmtpReport, *, throttled: bool = False
+        self,
+        stage: Stage,
+        reason: str,
+        report: SmtpReport,
+        *,
+        throttled: bool = False,
+        code: int | None = None,
     ) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
         self.report = report
         self.throttled = throttled
+        self.code = code
 
 
 def is_throttling(code: int | None, text: str) -> bool:
@@ -142,6 +159,12 @@ class _Session:
     in_tls: bool = False
     token: AccessToken | None = None
     """The OAuth2 token to log in with (servers with ``oauth``); replaced when refused."""
+    stop_after: Stage | None = None
+    """End the session after this stage (or the first one past it) is answered positively."""
+    expecting: bool = False
+    """A refusal is what the probe hopes for: the transcript says "refused", not "FAILED"."""
+    reply_stage: Stage | None = None
+    """The stage the last reply was received in."""
 
     def enter(self, stage: Stage) -> None:
         """Close the timing of the current stage and start ``stage``."""
@@ -162,7 +185,7 @@ class _Session:
         self.transcript.sent(text, tls=self.in_tls)
 
     def received(self, code: int, message: str) -> None:
-        self.reply_code, self.reply = code, message
+        self.reply_code, self.reply, self.reply_stage = code, message, self.stage
         lines = message.splitlines() or [""]
         for index, line in enumerate(lines):
             sep = "-" if index < len(lines) - 1 else " "
@@ -186,8 +209,17 @@ class _Session:
         throttled = is_throttling(self.reply_code, self.reply)
         if throttled:
             reason = f"temporary throttling by the server: {reason}"
-        self.transcript.note(f"FAILED at {failed_at}: {reason}")
-        return SmtpSendError(failed_at, reason, self.report(), throttled=throttled)
+        code = self.reply_code
+        if self.reply_stage is not failed_at or code is None or code < 400:
+            code = None
+        refused = self.expecting and code is not None
+        self.transcript.note(f"{'refused' if refused else 'FAILED'} at {failed_at}: {reason}")
+        return SmtpSendError(failed_at, reason, self.report(), throttled=throttled, code=code)
+
+    def stops_after(self, stage: Stage) -> bool:
+        """Whether the session is to end now that ``stage`` was answered positively."""
+        stop = self.stop_after
+        return stop is not None and SMTP_STAGES.index(stage) >= SMTP_STAGES.index(stop)
 
 
 async def send_message(
@@ -200,11 +232,21 @@ async def send_message(
     deadline: float,
     token: AccessToken | None = None,
     envid: str | None = None,
+    stop_after: Stage | None = None,
+    expecting: bool = False,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
     Returns the report of a message accepted by the final ``250``; its
     ``accepted_at`` is when delivery time starts counting.
+
+    With ``stop_after`` the session ends once that stage (or the first
+    one past it the session has) is answered positively, and nothing is
+    delivered: ``RSET`` in a transaction, then ``QUIT``; after ``DATA``'s
+    ``354`` the connection is closed without the message, which the server
+    then discards. The report then has no ``accepted_at``. ``expecting``
+    marks a probe that hopes for a refusal: a refusal is noted as one,
+    not as a failure (the caller writes the verdict).
 
     With ``envid`` (the run id) and a server whose EHLO offers ``DSN``
     (RFC 3461), the envelope asks for a delivery status notification on
@@ -222,15 +264,36 @@ async def send_message(
             carries the reply code and timings seen so far. Stage ``oauth``:
             a new token was needed and could not be obtained.
     """
-    session = _Session(server, transcript, deadline, token=token)
+    session = _Session(
+        server, transcript, deadline, token=token, stop_after=stop_after, expecting=expecting
+    )
     transcript.mask(server.password.reveal() if server.password else None)
     transcript.mask(token.value.reveal() if token else None)
+
+    async def converse(client: aiosmtplib.SMTP) -> None:
+        if not await _stopped(session, client, Stage.BANNER):
+            await _converse(session, client, message, mail_from, rcpt_to, envid)
+
+    await _in_session(session, converse)
+    return session.report()
+
+
+async def _in_session(
+    session: _Session, body: Callable[[aiosmtplib.SMTP], Awaitable[None]]
+) -> None:
+    """Connect, run ``body`` on the greeted client, QUIT; every failure as one SmtpSendError.
+
+    Raises:
+        SmtpSendError: naming the stage the session was in.
+    """
+    server = session.server
+    deadline = session.deadline
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout_at(loop.time() + (deadline - time.monotonic())):
             client = await _open(session)
             try:
-                await _converse(session, client, message, mail_from, rcpt_to, envid)
+                await body(client)
             finally:
                 await _quit(session, client)
     except SmtpSendError:
@@ -253,7 +316,67 @@ async def send_message(
     except OSError as exc:
         raise session.fail(_os_reason(exc)) from None
     session.finish_stage()
-    return session.report()
+
+
+@dataclass(frozen=True, slots=True)
+class AuthAttempt:
+    """What :func:`try_auth_in_clear` saw: AUTH in the clear's EHLO, and the dummy AUTH's reply."""
+
+    offered: bool
+    """The EHLO before any TLS listed ``AUTH``."""
+    code: int | None
+    """The reply to ``AUTH PLAIN`` with the dummy credential; ``None`` when it was not sent."""
+    reply: str
+    report: SmtpReport
+
+
+async def try_auth_in_clear(
+    server: SmtpServer, *, transcript: Transcript, deadline: float
+) -> AuthAttempt:
+    """Connect without TLS, EHLO, and offer an invalid dummy credential unless AUTH is listed.
+
+    ``server`` is used as given (the caller sets ``tls: none``). The
+    credential is :data:`smtp_probe.probe.expect`'s dummy user with a
+    random password, never a real one; it is masked all the same. A server
+    that lists AUTH in the clear has already shown what the check asks
+    about, and gets no login attempt. A ``334`` (the server wants more)
+    is answered with ``*``, which cancels the exchange (RFC 4954 §4).
+
+    Raises:
+        SmtpSendError: the session failed before the AUTH reply (connect,
+            banner, EHLO; a timeout or a lost connection at AUTH).
+    """
+    session = _Session(server, transcript, deadline)
+    offered = False
+    code: int | None = None
+    reply_text = ""
+
+    async def dummy_auth(client: aiosmtplib.SMTP) -> None:
+        nonlocal offered, code, reply_text
+        await _greet(session, client, server.helo or default_helo())
+        offered = client.supports_extension("auth")
+        if offered:
+            methods = " ".join(client.server_auth_methods).upper() or "(no mechanism)"
+            transcript.note(f"AUTH is offered before STARTTLS: {methods}")
+            return
+        session.enter(Stage.AUTH)
+        password = secrets.token_urlsafe(18)
+        transcript.mask(password)
+        encoded = base64.b64encode(f"\0{_DUMMY_USER}\0{password}".encode())
+        transcript.mask(encoded.decode())
+        session.sent(f"AUTH PLAIN {REDACTED}")
+        reply = await client.execute_command(
+            b"AUTH", b"PLAIN", encoded, timeout=session.op_timeout()
+        )
+        session.received(reply.code, reply.message)
+        code, reply_text = reply.code, reply.message
+        if reply.code == _AUTH_CONTINUE:
+            session.sent("*")
+            cancelled = await client.execute_command(b"*", timeout=session.op_timeout())
+            session.received(cancelled.code, cancelled.message)
+
+    await _in_session(session, dummy_auth)
+    return AuthAttempt(offered=offered, code=code, reply=reply_text, report=session.report())
 
 
 async def _open(session: _Session) -> aiosmtplib.SMTP:
@@ -350,6 +473,8 @@ async def _converse(
     server = session.server
     helo = server.helo or default_helo()
     await _greet(session, client, helo)
+    if await _stopped(session, client, Stage.EHLO):
+        return
 
     if server.tls is TlsMode.STARTTLS:
         session.enter(Stage.STARTTLS)
@@ -366,10 +491,14 @@ async def _converse(
         )
         _note_tls(session, client)
         await _ehlo(session, client, helo)
+        if await _stopped(session, client, Stage.STARTTLS):
+            return
 
     if server.username:
         session.enter(Stage.AUTH)
         await _authenticate(session, client)
+        if await _stopped(session, client, Stage.AUTH):
+            return
 
     dsn = envid is not None and client.supports_extension("dsn")
     mail_options = ["RET=HDRS", f"ENVID={xtext(envid)}"] if dsn and envid is not None else []
@@ -380,6 +509,8 @@ async def _converse(
         mail_options,
         lambda options: client.mail(mail_from, options=options, timeout=session.op_timeout()),
     )
+    if await _stopped(session, client, Stage.MAIL_FROM):
+        return
 
     session.enter(Stage.RCPT_TO)
     await _with_options(
@@ -388,6 +519,8 @@ async def _converse(
         [DSN_NOTIFY] if dsn else [],
         lambda options: client.rcpt(rcpt_to, options=options, timeout=session.op_timeout()),
     )
+    if await _stopped(session, client, Stage.RCPT_TO):
+        return
 
     session.enter(Stage.DATA)
     payload = message.as_bytes(policy=SMTP_POLICY)
@@ -398,6 +531,8 @@ async def _converse(
         client.execute_command(b"DATA", timeout=session.op_timeout()),
         expect=_START_INPUT,
     )
+    if await _stopped(session, client, Stage.DATA):
+        return
     session.sent(f"[message: {len(payload)} bytes, Subject: {message['Subject']}]")
     session.sent(".")
     reply = await _reply(
@@ -405,6 +540,38 @@ async def _converse(
     )
     session.accepted_at = time.monotonic()
     session.queue_id = parse_queue_id(reply.message)
+
+
+async def _stopped(session: _Session, client: aiosmtplib.SMTP, stage: Stage) -> bool:
+    """End the session here if it is to stop after ``stage``; True if it did.
+
+    In a transaction (after MAIL FROM) an ``RSET`` cancels it; after the
+    ``354`` of DATA there is no command to cancel with, so the connection
+    is closed without the message (the server discards a message whose
+    final dot never came). The QUIT is the caller's. The replies to RSET
+    are shown but do not replace the reply the report keeps.
+    """
+    if not session.stops_after(stage):
+        return False
+    session.finish_stage()
+    if stage is Stage.DATA:
+        session.transcript.note(f"stopping after {stage}: closing without sending the message")
+        client.close()
+        return True
+    session.transcript.note(f"stopping after {stage}: nothing is sent")
+    if stage in (Stage.MAIL_FROM, Stage.RCPT_TO):
+        session.transcript.sent("RSET", tls=session.in_tls)
+        try:
+            reply = await client.rset(timeout=min(_QUIT_TIMEOUT, session.op_timeout()))
+        except aiosmtplib.SMTPResponseException as exc:
+            session.transcript.received(f"{exc.code} {exc.message}", tls=session.in_tls)
+        except aiosmtplib.SMTPException:
+            # Nothing was accepted after all: a server that will not RSET is just hung up on.
+            session.transcript.note("no reply to RSET; closing the connection")
+            client.close()
+        else:
+            session.transcript.received(f"{reply.code} {reply.message}", tls=session.in_tls)
+    return True
 
 
 def xtext(text: str) -> str:

@@ -53,8 +53,11 @@ class Tone(enum.StrEnum):
 
 
 def tone(outcome: Outcome) -> Tone:
-    """Delivered or sent is green, junk, throttled and auth_failed amber, every failure red."""
-    if outcome in (Outcome.DELIVERED, Outcome.SENT):
+    """Delivered, sent or rejected is green; junk, throttled, auth_failed amber; failures red.
+
+    ``rejected`` is a policy probe refused as it expects; ``accepted_unexpectedly`` is red.
+    """
+    if outcome in (Outcome.DELIVERED, Outcome.SENT, Outcome.REJECTED):
         return Tone.OK
     if outcome in (Outcome.JUNK, Outcome.THROTTLED, Outcome.AUTH_FAILED):
         return Tone.WARN
@@ -361,12 +364,16 @@ def sparkline(points: Sequence[RunPoint], slots: int) -> Sparkline | None:
 
 
 def _where(result: RunResult) -> str:
+    """Where the run ended, and for a policy probe which check it was (``open_relay: ...``)."""
+    policy = f"{result.policy_check}: " if result.policy_check else ""
+    reply = f"[{result.smtp.reply_code}]" if result.smtp.reply_code else ""
     if result.stage is not None:
-        reply = f" [{result.smtp.reply_code}]" if result.smtp.reply_code else ""
-        return f"at {result.stage}{reply}"
+        return f"{policy}at {result.stage}" + (f" {reply}" if reply else "")
+    if result.outcome is Outcome.REJECTED:
+        return f"{policy}refused" + (f" {reply}" if reply else "")
     if result.folder:
         return f"in {result.folder}"
-    return f"[{result.smtp.reply_code}]" if result.smtp.reply_code else ""
+    return reply
 
 
 def _duration(seconds: float) -> str:

@@ -690,7 +690,7 @@ def test_validate_prints_every_located_error_and_exits_3(
         f"  - {path}:2:21: probes[0].smtp: unknown server (smtp_servers defines none)",
         f"  - {path}:2:48: probes[0].port: unknown key; allowed keys: "
         "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, "
-        "verify_dkim, bounce_mailbox",
+        "verify_dkim, bounce_mailbox, check, expect, smuggling_variants",
     ]
 
 

@@ -74,7 +74,7 @@ _ALLOWED_SMTP = (
 )
 _ALLOWED_PROBE = (
     "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim, "
-    "bounce_mailbox"
+    "bounce_mailbox, check, expect, smuggling_variants"
 )
 _DURATION_UNIT = "a duration needs a unit: 500ms, 30s, 5m or 1h"
 _PROBE_NAME = "a probe name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -173,6 +173,33 @@ BAD_CONFIGS: dict[str, list[str]] = {
     "expect_auth_without_authserv_id": [
         "{file}:18:18: probes[0].expect_auth: expect_auth needs mailboxes.inbox.authserv_id: "
         "only the receiver's Authentication-Results headers are believed"
+    ],
+    "policy_check_unknown": [
+        "{file}:12:12: probes[0].check: expected one of open_relay, auth_requires_tls, "
+        "sender_mismatch, smtp_smuggling (did you mean 'open_relay'?)",
+        "{file}:17:25: probes[1].smuggling_variants: smuggling_variants needs check: smtp_smuggling",
+    ],
+    "policy_expect_bad": [
+        "{file}:12:37: probes[0].expect.reject_at[1]: not an SMTP stage a refusal can come at "
+        "(did you mean 'rcpt_to'?); expected one of banner, ehlo, starttls, auth, mail_from, "
+        "rcpt_to, data",
+        "{file}:12:57: probes[0].expect.codes[1]: not a refusal code: expected a 4xx or 5xx "
+        "reply code like 550, or a class like 5xx or 55x",
+        "{file}:12:62: probes[0].expect.codes[2]: not a refusal code: expected a 4xx or 5xx "
+        "reply code like 550, or a class like 5xx or 55x",
+        "{file}:12:75: probes[0].expect.when: unknown key; allowed keys: reject_at, codes",
+    ],
+    "policy_expect_not_with_check": [
+        "{file}:13:13: probes[0].expect: expect does not go with check: auth_requires_tls "
+        "(it expects its own refusal); only open_relay and sender_mismatch take one",
+        "{file}:18:13: probes[1].expect: expect needs reject_at (the stage the refusal must "
+        "come at)",
+    ],
+    "policy_check_needs": [
+        "{file}:16:12: probes[0].check: sender_mismatch needs smtp_servers.mx.username: "
+        "the check logs in and sends as another address",
+        "{file}:21:12: probes[1].check: smtp_smuggling needs a mailbox: the smuggled message "
+        "is looked for there",
     ],
     "dns_bad_nameserver": [
         "{file}:3:35: dns.nameservers[1]: 'resolver.example' is not an IP address: "

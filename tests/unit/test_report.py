@@ -358,3 +358,47 @@ def test_a_bounced_run_shows_its_reports_in_json_and_verbose_text() -> None:
     assert "failed 5.1.1 recipient=x@example.test remote-mta=mx.example.test" in text
     assert "    smtp; 550 5.1.1 <x@example.test> User unknown" in text
     assert text.splitlines()[-1].startswith("CRITICAL: bounced at delivery: bounced: 5.1.1")
+
+
+def policy_result(outcome: Outcome, **fields: object) -> RunResult:
+    """A policy probe's run (``open_relay``) of ``outcome``."""
+    return replace(run_result(outcome=outcome, **fields), policy_check="open_relay")  # type: ignore[arg-type]
+
+
+def test_a_policy_probe_refused_as_expected_is_ok_and_says_so() -> None:
+    result = policy_result(
+        Outcome.REJECTED,
+        reply_code=554,
+        reply="5.7.1 <x@elsewhere.example>: Relay access denied",
+        queue_id=None,
+    )
+    assert exit_code(result) is ExitCode.OK
+    assert verdict(result).startswith(
+        "OK: open_relay: refused as expected (554 5.7.1 <x@elsewhere.example>: Relay access denied)"
+    )
+    data = as_dict(result)
+    assert data["policy_check"] == "open_relay"
+    assert data["success"] is True
+    assert data["exit_code"] == 0
+    assert render_nagios(result).startswith("SMTP-PROBE OK - open_relay: refused as expected")
+
+
+def test_a_policy_probe_accepted_unexpectedly_is_critical() -> None:
+    result = policy_result(
+        Outcome.ACCEPTED_UNEXPECTEDLY,
+        stage=Stage.RCPT_TO,
+        error="accepted at rcpt_to; expected a refusal at mail_from, rcpt_to or data (5xx)",
+        reply_code=250,
+        reply="2.1.5 Ok",
+        queue_id=None,
+    )
+    assert exit_code(result) is ExitCode.CRITICAL
+    assert verdict(result).startswith(
+        "CRITICAL: open_relay: accepted_unexpectedly at rcpt_to: accepted at rcpt_to; "
+        "expected a refusal at mail_from, rcpt_to or data (5xx)"
+    )
+    assert as_dict(result)["success"] is False
+
+
+def test_a_delivery_probe_has_no_policy_check_in_json() -> None:
+    assert as_dict(make_result(Outcome.DELIVERED, delivery=0.25))["policy_check"] is None

@@ -123,6 +123,8 @@ def path_points(svg: Element) -> list[str]:
         (Outcome.NOT_DELIVERED, Tone.BAD),
         (Outcome.BOUNCED, Tone.BAD),
         (Outcome.ERROR, Tone.BAD),
+        (Outcome.REJECTED, Tone.OK),
+        (Outcome.ACCEPTED_UNEXPECTEDLY, Tone.BAD),
     ],
 )
 def test_outcomes_are_green_amber_or_red(outcome: Outcome, expected: Tone) -> None:
