@@ -76,10 +76,13 @@ async def run_probe(
     and the run goes on without it. A ``failed`` report ends the run
     ``bounced`` at once; ``delayed`` ones are noted and the run waits on.
     """
+    if spec.check is PolicyCheck.SMTP_SMUGGLING:
+        # Its own kind of run (many sessions, two tokens each): see smuggling_run.
+        from smtp_probe.probe.smuggling_run import run_smuggling
+
+        return await run_smuggling(spec, signer=signer, watcher=watcher)
     run = _Run(spec, signer.new(spec.name))
     try:
-        if spec.check is PolicyCheck.SMTP_SMUGGLING:
-            return _not_built(run)
         if spec.check is PolicyCheck.AUTH_REQUIRES_TLS:
             return await _auth_in_clear(run)
         await _fetch_tokens(run, own_watcher=watcher is None)
@@ -157,13 +160,6 @@ async def _token(run: _Run, source: TokenSource) -> AccessToken:
     run.transcript.mask(token.value.reveal())
     run.transcript.note(f"oauth: token from {source.client} ({describe(token)})")
     return token
-
-
-def _not_built(run: _Run) -> RunResult:
-    """``smtp_smuggling`` is run by :mod:`smtp_probe.probe.smuggling`; without it, an error."""
-    reason = "the smtp_smuggling check is not part of this build"
-    run.transcript.note(f"FAILED: {reason}")
-    return run.result(Outcome.ERROR, Stage.DNS, reason)
 
 
 async def _auth_in_clear(run: _Run) -> RunResult:

@@ -10,6 +10,10 @@ knows aiosmtplib's exceptions.
 For a probe that expects a refusal (:mod:`smtp_probe.probe.expect` decides
 what its answers mean) the leg can stop after a stage (``stop_after``),
 and :func:`try_auth_in_clear` offers a dummy ``AUTH`` without TLS.
+
+The ``smtp_smuggling`` check reuses every stage up to DATA's ``354`` and
+then takes the connection over (``raw_content``, :class:`DataChannel`): its
+content must reach the server unrepaired, so :mod:`.smuggling` writes it.
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ async def send_message(
     envid: str | None = None,
     stop_after: Stage | None = None,
     expecting: bool = False,
+    raw_content: RawContent | None = None,
 ) -> SmtpReport:
     """Submit ``message`` through ``server`` before ``deadline`` (monotonic seconds).
 
@@ -272,7 +277,7 @@ async def send_message(
 
     async def converse(client: aiosmtplib.SMTP) -> None:
         if not await _stopped(session, client, Stage.BANNER):
-            await _converse(session, client, message, mail_from, rcpt_to, envid)
+            await _converse(session, client, message, mail_from, rcpt_to, envid, raw_content)
 
     await _in_session(session, converse)
     return session.report()
@@ -469,6 +474,7 @@ async def _converse(
     mail_from: str,
     rcpt_to: str,
     envid: str | None = None,
+    raw_content: RawContent | None = None,
 ) -> None:
     server = session.server
     helo = server.helo or default_helo()
@@ -533,6 +539,9 @@ async def _converse(
     )
     if await _stopped(session, client, Stage.DATA):
         return
+    if raw_content is not None:
+        await _raw_transfer(session, client, raw_content)
+        return
     session.sent(f"[message: {len(payload)} bytes, Subject: {message['Subject']}]")
     session.sent(".")
     reply = await _reply(
@@ -572,6 +581,75 @@ async def _stopped(session: _Session, client: aiosmtplib.SMTP, stage: Stage) -> 
         else:
             session.transcript.received(f"{reply.code} {reply.message}", tls=session.in_tls)
     return True
+
+
+class DataChannel:
+    """The connection after the ``354``, handed to a caller that writes the content itself.
+
+    For :mod:`smtp_probe.probe.smuggling` only: its content must reach the
+    server byte for byte, and aiosmtplib's line-ending normalisation and
+    dot-stuffing would repair exactly the bytes under test; aiosmtplib's
+    reader also cannot take several pipelined replies at once. The caller
+    owns :attr:`transport` from now on (it may give it a protocol of its
+    own); the connection is closed when it returns.
+    """
+
+    def __init__(self, session: _Session, transport: asyncio.Transport) -> None:
+        self._session = session
+        self.transport = transport
+
+    @property
+    def reply_timeout(self) -> float:
+        """How long to wait for one reply: the server's command timeout, within the run deadline."""
+        return self._session.op_timeout()
+
+    def sent(self, text: str) -> None:
+        """Record a line of what was written (the caller shows raw bytes escaped)."""
+        self._session.sent(text)
+
+    def received(self, code: int, message: str) -> None:
+        """Record a reply read off the transport."""
+        self._session.received(code, message)
+
+    def note(self, text: str) -> None:
+        """Record what the caller observed."""
+        self._session.transcript.note(text)
+
+
+RawContent = Callable[[DataChannel], Awaitable[tuple[int, str] | None]]
+"""Writes the DATA content itself; returns the reply to its end of data, or
+``None`` when the server closed the connection without one. May raise
+``TimeoutError`` (no reply in time) or ``OSError``."""
+
+
+async def _raw_transfer(session: _Session, client: aiosmtplib.SMTP, write: RawContent) -> None:
+    """Hand the connection to ``write`` after the ``354``; its reply decides like a ``250`` would.
+
+    Raises:
+        SmtpSendError: at ``data``: no reply, a refusal, or a lost connection.
+    """
+    transport = client.transport
+    if not isinstance(transport, asyncio.Transport):
+        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+    try:
+        reply = await write(DataChannel(session, transport))
+    except TimeoutError:
+        if time.monotonic() >= session.deadline - _DEADLINE_SLACK:
+            raise session.fail("no reply to the end of data before the run deadline") from None
+        raise session.fail(
+            f"no reply to the end of data within {session.server.timeout:g}s"
+        ) from None
+    finally:
+        # The transport is no longer aiosmtplib's to read or QUIT on.
+        client.close()
+    if reply is None:
+        raise session.fail("server closed the connection without a reply to the end of data")
+    code, text = reply
+    session.reply_code, session.reply = code, text
+    if code != _OK:
+        raise session.fail(f"server replied {code} {_first_line(text)}")
+    session.accepted_at = time.monotonic()
+    session.queue_id = parse_queue_id(text)
 
 
 def xtext(text: str) -> str:
