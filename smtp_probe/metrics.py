@@ -29,7 +29,6 @@ offered to the registry as a collector, so ``generate_latest`` and
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +54,7 @@ from smtp_probe.probe.result import (
     RunResult,
     Stage,
 )
+from smtp_probe.probe.smuggling import VARIANTS
 from smtp_probe.probe.spec import (
     DMARC_POLICIES,
     MTA_STS_MODES,
@@ -278,8 +278,7 @@ PER_PROBE: Final = (
     BOUNCES, LAST_BOUNCE, POLICY_VIOLATION, SMUGGLING_ACCEPTED, DNS_SUCCESS, DNS_TIMESTAMP,
     DNSBL_LISTED, DMARC_POLICY, MTA_STS_MODE,
 )  # fmt: skip
-_VARIANT: Final = re.compile(r"[a-z][a-z0-9_]{0,31}")
-"""What a smuggling variant label may look like (the smuggling module's names)."""
+
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
     "gauge",
@@ -359,10 +358,9 @@ class _Probe:
     """Policy check label -> 1 if the last run was accepted_unexpectedly; empty for a
     delivery probe (at most one key: the probe's ``policy_check``)."""
     smuggling: dict[str, float] | None = None
-    """Variant -> 1 if the last run's smuggled message was taken; ``None`` unless
-    the probe's check is ``smtp_smuggling``."""
-    smuggling_fixed: bool = False
-    """The probe names its variants: labels outside them are not taken from results."""
+    """Variant (the probe's ``smuggling_variants``, or every one of
+    :data:`~smtp_probe.probe.smuggling.VARIANTS`) -> 1 if the last run's smuggled
+    message was taken; ``None`` unless the probe's check is ``smtp_smuggling``."""
     dns: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Configured DNS check -> (success, Unix time it last finished)."""
     dnsbl: dict[str, float] = field(default_factory=dict)
@@ -380,11 +378,8 @@ class _Probe:
             self.smuggling = None
         else:
             old = self.smuggling or {}
-            self.smuggling_fixed = bool(spec.smuggling_variants)
-            if self.smuggling_fixed:
-                self.smuggling = {v: old.get(v, 0.0) for v in spec.smuggling_variants}
-            else:
-                self.smuggling = old
+            variants = spec.smuggling_variants or tuple(VARIANTS)
+            self.smuggling = {v: old.get(v, 0.0) for v in variants}
         dns = spec.dns_checks
         checks = [str(c) for c in dns.checks] if dns is not None else []
         self.dns = {c: self.dns.get(c, (0.0, 0.0)) for c in checks}
@@ -405,8 +400,7 @@ class _Probe:
         for variant in self.smuggling:
             self.smuggling[variant] = 0.0  # not tried (the run stopped first): not taken
         for verdict in result.smuggling:
-            known = verdict.variant in self.smuggling
-            if known or (not self.smuggling_fixed and _VARIANT.fullmatch(verdict.variant)):
+            if verdict.variant in self.smuggling:  # the probe's variants: a bounded label
                 self.smuggling[verdict.variant] = 1.0 if verdict.accepted else 0.0
 
     def record_dns(self, report: DnsReport) -> None:

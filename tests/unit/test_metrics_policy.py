@@ -20,6 +20,7 @@ from smtp_probe.probe.result import (
     SmugglingVerdict,
     Stage,
 )
+from smtp_probe.probe.smuggling import VARIANTS
 from smtp_probe.probe.spec import (
     EXPECT,
     DnsCheck,
@@ -225,21 +226,23 @@ def test_with_named_variants_a_verdict_for_another_variant_makes_no_series() -> 
     assert value(registry, SMUGGLED, probe="smuggling", variant="cr_dot_cr") is None
 
 
-def test_without_named_variants_the_labels_come_from_the_verdicts_and_stay_bounded() -> None:
+def test_without_named_variants_every_variant_is_precreated_and_labels_stay_bounded() -> None:
     changes: Changes = {**DEFAULT, "smuggling": {**DEFAULT["smuggling"], "smuggling_variants": ()}}
     metrics, registry = configured(changes)
-    assert series(registry, SMUGGLED) == set()
+    assert {s.split('variant="')[1].rstrip('"}') for s in series(registry, SMUGGLED)} == set(
+        VARIANTS
+    )
+    assert len(VARIANTS) >= 6
     verdicts = (
         SmugglingVerdict("cr_dot_cr", False, "refused"),
         SmugglingVerdict("lf_dot_lf", True, "arrived"),
         SmugglingVerdict("Bare LF from mx.example.net: 421", True, "free text is no label"),
     )
     metrics.record(policy_run("smuggling", Outcome.ACCEPTED_UNEXPECTEDLY, smuggling=verdicts))
-    assert series(registry, SMUGGLED) == {
-        'smtp_probe_smuggling_accepted{probe="smuggling",variant="cr_dot_cr"}',
-        'smtp_probe_smuggling_accepted{probe="smuggling",variant="lf_dot_lf"}',
-    }
     assert value(registry, SMUGGLED, probe="smuggling", variant="lf_dot_lf") == 1
+    assert value(registry, SMUGGLED, probe="smuggling", variant="cr_dot_cr") == 0
+    assert len(series(registry, SMUGGLED)) == len(VARIANTS)
+    assert "mx.example.net" not in exposition(registry)
 
 
 # ---------------------------------------------------------------- DNS reports
