@@ -256,7 +256,7 @@ DNSBL_LISTED = _Family(
     "smtp_probe_dnsbl_listed",
     "gauge",
     "1 if the dnsbl check found a sending IP listed on this configured blocklist zone, "
-    "else 0; a zone the check got no answer from keeps its value" + _DNS_RUN,
+    "else 0 (also when its lookups there failed: the dnsbl check then fails)" + _DNS_RUN,
 )
 DMARC_POLICY = _Family(
     "smtp_probe_dmarc_policy_info",
@@ -383,7 +383,10 @@ class _Probe:
         dns = spec.dns_checks
         checks = [str(c) for c in dns.checks] if dns is not None else []
         self.dns = {c: self.dns.get(c, (0.0, 0.0)) for c in checks}
-        zones = dns.dnsbl_zones if dns is not None and DnsCheck.DNSBL in checks else ()
+        # As the dnsbl check names them (no trailing dot): its verdicts match by name.
+        zones = [z.strip().rstrip(".") for z in dns.dnsbl_zones] if dns is not None else []
+        if DnsCheck.DNSBL not in checks:
+            zones = []
         self.dnsbl = {zone: self.dnsbl.get(zone, 0.0) for zone in zones}
         if DnsCheck.DMARC not in checks:
             self.dmarc = None

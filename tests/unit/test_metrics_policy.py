@@ -41,7 +41,8 @@ LISTED = "smtp_probe_dnsbl_listed"
 DMARC = "smtp_probe_dmarc_policy_info"
 MTA_STS = "smtp_probe_mta_sts_mode_info"
 NEW = (VIOLATION, SMUGGLED, DNS_OK, DNS_AT, LISTED, DMARC, MTA_STS)
-ZONES = ("zen.example.test", "bl.example.test")
+ZONES = ("zen.example.test", "bl.example.test.")
+"""As configured: the second with a trailing dot, which the dnsbl check's verdicts drop."""
 RELAY = Expectation((Stage.MAIL_FROM, Stage.RCPT_TO, Stage.DATA))
 
 
@@ -166,7 +167,7 @@ def test_each_configured_dns_check_and_zone_is_precreated_at_zero() -> None:
         assert value(registry, DNS_AT, probe="dns", check=check) == 0, check
     assert value(registry, DNS_OK, probe="dns", check="spf") is None
     assert value(registry, DNS_OK, probe="relay", check="mx") is None
-    for zone in ZONES:
+    for zone in ("zen.example.test", "bl.example.test"):
         assert value(registry, LISTED, probe="dns", zone=zone) == 0
     assert series(registry, DMARC, MTA_STS) == set(), "no policy read yet"
 
@@ -278,7 +279,7 @@ def test_dnsbl_listing_per_configured_zone() -> None:
     assert value(registry, LISTED, probe="dns", zone="other.test") is None
     assert value(registry, DNS_OK, probe="dns", check="dnsbl") == 0
 
-    # A zone the next run got no answer from keeps its value; the other is updated.
+    # A zone the next run has no verdict for (it stopped first) keeps its value.
     metrics.record_dns(dns_report(failed(DnsCheck.DNSBL, listed=(("bl.example.test", True),))))
     assert value(registry, LISTED, probe="dns", zone="zen.example.test") == 1
     assert value(registry, LISTED, probe="dns", zone="bl.example.test") == 1
@@ -331,7 +332,7 @@ def test_a_reload_keeps_kept_values_and_drops_what_went_away() -> None:
     changed: Changes = {
         "relay": {"check": PolicyCheck.SENDER_MISMATCH, "expect": RELAY},
         "smuggling": {**DEFAULT["smuggling"], "smuggling_variants": ("lf_dot_lf",)},
-        "dns": {"dns_checks": dns_checks(DnsCheck.MX, DnsCheck.DNSBL, zones=("bl.example.test",))},
+        "dns": {"dns_checks": dns_checks(DnsCheck.MX, DnsCheck.DNSBL, zones=("bl.example.test.",))},
     }
     metrics.configure(probes(changed))
     assert series(registry, VIOLATION) == {
