@@ -3,15 +3,16 @@
 Values describe the *last scheduled run* of each probe; ``/probe`` runs on
 demand never touch them. Every probe's series are created when the probe is
 added, so a restart or a probe that never succeeds cannot hide behind
-``absent()``, and removed when a reload drops the probe (or the policy check, DNS check
-or DNSBL zone they belong to). The same holds for
-every configured OAuth client (``client`` label): its token series exist
-from the moment it is configured, for every result a request can have.
-Labels carry only the configured probe or client name, a stage, an outcome,
-a token request's result class or a word from a fixed list (a policy check,
-a smuggling variant, a DNS check, a DMARC policy, an MTA-STS mode), plus the
-configured DNSBL zones: never host names, addresses, error text or tokens. The one exception is ``smtp_probe_hop_info``, which names each
-hop's receiving host and protocol as the message's ``Received:`` lines say
+``absent()``, and removed when a reload drops the probe (or the policy
+check, DNS check or DNSBL zone they belong to). The same holds for every
+configured OAuth client (``client`` label): its token series exist from the
+moment it is configured, for every result a request can have. Labels carry
+only the configured probe or client name, a stage, an outcome, a token
+request's result class, a word from a fixed list (a policy check, a
+smuggling variant, a DNS check, a DMARC policy, an MTA-STS mode) or a
+configured DNSBL zone: never host names, addresses, error text or tokens.
+The one exception is ``smtp_probe_hop_info``, which names each hop's
+receiving host and protocol as the message's ``Received:`` lines say
 (bounded: at most :data:`MAX_HOPS` hops per probe, values cut to 255 characters).
 
 Token requests are reported by the clients' token caches, from whichever
@@ -278,7 +279,6 @@ PER_PROBE: Final = (
     BOUNCES, LAST_BOUNCE, POLICY_VIOLATION, SMUGGLING_ACCEPTED, DNS_SUCCESS, DNS_TIMESTAMP,
     DNSBL_LISTED, DMARC_POLICY, MTA_STS_MODE,
 )  # fmt: skip
-
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
     "gauge",
