@@ -195,6 +195,12 @@ BAD_CONFIGS: dict[str, list[str]] = {
         "{file}:18:13: probes[1].expect: expect needs reject_at (the stage the refusal must "
         "come at)",
     ],
+    "policy_expect_misplaced": [
+        "{file}:18:25: probes[0].expect.reject_at: open_relay never logs in: a refusal at auth "
+        "cannot come",
+        "{file}:25:13: probes[1].expect: a reflector probe cannot have expect: it waits for a "
+        "reply",
+    ],
     "policy_check_needs": [
         "{file}:16:12: probes[0].check: sender_mismatch needs smtp_servers.mx.username: "
         "the check logs in and sends as another address",
