@@ -23,6 +23,7 @@ from smtp_probe.probe.smuggling import VARIANTS, content
 from smtp_probe.probe.spec import PolicyCheck, ProbeSpec, SmtpServer, TlsMode
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.sandbox import DEMO_USER, SandboxAddress
+from tests.support.loopback_smtpd import closed_port
 from tests.support.sandbox_imap import append, messages_in, run, sandbox, sandbox_mailbox
 from tests.support.splitting_smtpd import LOOPBACK, SplittingSmtpd
 from tests.support.waiting import eventually
@@ -195,6 +196,89 @@ def test_a_server_that_never_answers_the_end_of_data_gets_no_verdict() -> None:
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.DATA
     assert result.error == "no reply to the end of data for lf_dot_crlf: no verdict"
+
+
+def test_a_hang_up_on_bare_lf_is_a_refusal() -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> RunResult:
+        async with sandbox() as address:
+            spec = _spec(address, "lf_dot_lf", "crlf_dot_cr")
+            result, _smtpd = await _run(spec, address, signer, hang_up_on_bare_lf=True)
+            return result
+
+    result = run(scenario, timeout=30)
+
+    assert result.outcome is Outcome.REJECTED, result.error
+    verdicts = {verdict.variant: verdict for verdict in result.smuggling}
+    assert verdicts["lf_dot_lf"].evidence == (
+        "refused: server closed the connection without a reply to the end of data"
+    )
+    assert not verdicts["lf_dot_lf"].accepted
+    assert not verdicts["crlf_dot_cr"].accepted
+
+
+def test_a_server_closing_on_quit_without_221_ends_the_reading_there() -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> RunResult:
+        async with sandbox() as address:
+            spec = _spec(address, "lf_dot_crlf")
+            result, _smtpd = await _run(
+                spec, address, signer, terminators=(b"\n.\r\n",), answer_quit=False
+            )
+            return result
+
+    result = run(scenario, timeout=30)
+
+    assert result.outcome is Outcome.ACCEPTED_UNEXPECTEDLY, result.error
+    [verdict] = result.smuggling
+    assert verdict.evidence.endswith("replies 250, 250, 250, 354, 250")
+    assert "=== the server closed the connection" in "\n".join(result.transcript.render())
+
+
+def test_a_route_whose_mailbox_never_shows_the_carrier_cannot_vouch_for_safety() -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> RunResult:
+        async with sandbox() as address:
+
+            async def lose(raw: bytes) -> None:
+                del raw  # accepted, never delivered anywhere
+
+            spec = replace(_spec(address, "lf_dot_lf"), timeout=2.0)
+            async with SplittingSmtpd(lose) as port:
+                spec = replace(spec, smtp=replace(spec.smtp, port=port))
+                return await run_probe(spec, signer=signer)
+
+    result = run(scenario, timeout=30)
+
+    assert result.outcome is Outcome.NOT_DELIVERED
+    assert result.stage is Stage.DELIVERY
+    assert "no carrier message arrived" in result.error
+    [verdict] = result.smuggling
+    assert not verdict.accepted
+    assert verdict.evidence.startswith("no smuggled message by the deadline (carrier not seen")
+
+
+def test_a_session_failing_before_its_content_ends_the_run_at_its_stage() -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> RunResult:
+        async with sandbox() as address:
+            spec = _spec(address)
+            with closed_port() as port:
+                return await run_probe(
+                    replace(spec, smtp=replace(spec.smtp, port=port)), signer=signer
+                )
+
+    result = run(scenario, timeout=30)
+
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.CONNECT
+    assert result.error.startswith("variant lf_dot_lf: cannot connect to 127.0.0.1:")
+    assert result.error.endswith("connection refused")
+    assert result.smuggling == ()
 
 
 def test_only_the_configured_variants_are_tried() -> None:

@@ -9,7 +9,9 @@ pipelined input in order, so whatever follows an end of data is read as
 commands. With ``refuse_bare_lf`` it stands for Postfix with
 ``smtpd_forbid_bare_newline = yes`` for a client it does not exempt:
 ``521 5.5.2 Error: bare <LF> received`` and a disconnect. With ``silent``
-it never answers the end of data (a hung content filter).
+it never answers the end of data (a hung content filter); with
+``hang_up_on_bare_lf`` it hangs up on a bare ``<LF>`` without a word; without
+``answer_quit`` it closes on ``QUIT`` without its ``221``.
 
 Every message it accepts is handed to ``deliver`` (the tests append it to
 the sandbox's IMAP mailbox); the raw DATA input of each session is kept in
@@ -38,11 +40,15 @@ class SplittingSmtpd:
         terminators: tuple[bytes, ...] = (),
         refuse_bare_lf: bool = False,
         silent: bool = False,
+        hang_up_on_bare_lf: bool = False,
+        answer_quit: bool = True,
     ) -> None:
         self._deliver = deliver
         self._terminators = (STANDARD, *terminators)
         self._refuse_bare_lf = refuse_bare_lf
         self._silent = silent
+        self._hang_up = hang_up_on_bare_lf
+        self._answer_quit = answer_quit
         self._server: asyncio.Server | None = None
         self.contents: list[bytes] = []
         """Per session, everything received after its first ``354``."""
@@ -67,8 +73,9 @@ class SplittingSmtpd:
                 if data_mode:
                     end, length = self._end_of_data(buffer)
                     region = buffer[: end + length] if end >= 0 else buffer
-                    if self._refuse_bare_lf and _BARE_LF.search(region):
-                        writer.write(b"521 5.5.2 smuggle.test Error: bare <LF> received\r\n")
+                    if (self._refuse_bare_lf or self._hang_up) and _BARE_LF.search(region):
+                        if not self._hang_up:
+                            writer.write(b"521 5.5.2 smuggle.test Error: bare <LF> received\r\n")
                         break
                     if end < 0 or self._silent:
                         chunk = await reader.read(65536)
@@ -108,7 +115,8 @@ class SplittingSmtpd:
                         content = bytearray(buffer)
                         self.contents.append(b"")
                 elif verb == "QUIT":
-                    writer.write(b"221 2.0.0 Bye\r\n")
+                    if self._answer_quit:
+                        writer.write(b"221 2.0.0 Bye\r\n")
                     break
                 else:
                     writer.write(b"502 5.5.2 Error: command not recognized\r\n")
