@@ -3,13 +3,16 @@
 Values describe the *last scheduled run* of each probe; ``/probe`` runs on
 demand never touch them. Every probe's series are created when the probe is
 added, so a restart or a probe that never succeeds cannot hide behind
-``absent()``, and removed when a reload drops the probe. The same holds for
-every configured OAuth client (``client`` label): its token series exist
-from the moment it is configured, for every result a request can have.
-Labels carry only the configured probe or client name, a stage, an outcome
-or a token request's result class: never host names, addresses, error text
-or tokens. The one exception is ``smtp_probe_hop_info``, which names each
-hop's receiving host and protocol as the message's ``Received:`` lines say
+``absent()``, and removed when a reload drops the probe (or the policy
+check, DNS check or DNSBL zone they belong to). The same holds for every
+configured OAuth client (``client`` label): its token series exist from the
+moment it is configured, for every result a request can have. Labels carry
+only the configured probe or client name, a stage, an outcome, a token
+request's result class, a word from a fixed list (a policy check, a
+smuggling variant, a DNS check, a DMARC policy, an MTA-STS mode) or a
+configured DNSBL zone: never host names, addresses, error text or tokens.
+The one exception is ``smtp_probe_hop_info``, which names each hop's
+receiving host and protocol as the message's ``Received:`` lines say
 (bounded: at most :data:`MAX_HOPS` hops per probe, values cut to 255 characters).
 
 Token requests are reported by the clients' token caches, from whichever
@@ -52,6 +55,14 @@ from smtp_probe.probe.result import (
     RunResult,
     Stage,
 )
+from smtp_probe.probe.smuggling import VARIANTS
+from smtp_probe.probe.spec import (
+    DMARC_POLICIES,
+    MTA_STS_MODES,
+    DnsCheck,
+    PolicyCheck,
+    ProbeSpec,
+)
 from smtp_probe.probe.verdicts import METHODS, metric_result
 
 DELIVERY_BUCKETS: Final = (
@@ -93,8 +104,8 @@ class _Family:
 SUCCESS = _Family(
     "smtp_probe_success",
     "gauge",
-    "1 if the message arrived where it should (or was accepted, for SMTP-only probes), "
-    "else 0" + _LAST,
+    "1 if the message arrived where it should (or was accepted, for SMTP-only probes; or was "
+    "refused as expected, for probes with a check or expect), else 0" + _LAST,
 )
 RUNS = _Family("smtp_probe_runs", "counter", "Scheduled runs finished")
 FAILURES = _Family(
@@ -104,7 +115,7 @@ OUTCOMES = _Family(
     "smtp_probe_outcomes",
     "counter",
     "Scheduled runs by outcome (delivered, junk, sent, send_failed, throttled, not_delivered, "
-    "bounced, auth_failed, error)",
+    "bounced, auth_failed, rejected, accepted_unexpectedly, error)",
 )
 DELIVERY = _Family(
     "smtp_probe_delivery_duration_seconds",
@@ -217,11 +228,56 @@ LAST_BOUNCE = _Family(
     "Always 1; the status label is the enhanced status code (e.g. 5.1.1) of the last delivery "
     "status notification about this probe; no series before the first",
 )
+POLICY_VIOLATION = _Family(
+    "smtp_probe_policy_violation",
+    "gauge",
+    "1 if the server accepted what the probe's check (open_relay, auth_requires_tls, "
+    "sender_mismatch, smtp_smuggling; expect for a plain expect) needs it to refuse "
+    "(outcome accepted_unexpectedly), else 0; only for probes with a check or expect" + _LAST,
+)
+SMUGGLING_ACCEPTED = _Family(
+    "smtp_probe_smuggling_accepted",
+    "gauge",
+    "smtp_smuggling probes only: 1 if the server took the message smuggled behind this "
+    "end-of-data variant (an extra 250 to it, or it arrived in the mailbox), else 0" + _LAST,
+)
+_DNS_RUN: Final = " (from the probe's last DNS check run, every dns_interval)"
+DNS_SUCCESS = _Family(
+    "smtp_probe_dns_check_success",
+    "gauge",
+    "1 if the DNS check (mx, spf, dmarc, mta_sts, tls_rpt, dnsbl, fcrdns) passed, else 0; "
+    "0 before its first run too (see smtp_probe_dns_check_timestamp_seconds)" + _DNS_RUN,
+)
+DNS_TIMESTAMP = _Family(
+    "smtp_probe_dns_check_timestamp_seconds",
+    "gauge",
+    "Unix time the probe's last run of this DNS check finished, 0 before the first",
+)
+DNSBL_LISTED = _Family(
+    "smtp_probe_dnsbl_listed",
+    "gauge",
+    "1 if the dnsbl check found a sending IP listed on this configured blocklist zone, "
+    "else 0 (also when its lookups there failed: the dnsbl check then fails)" + _DNS_RUN,
+)
+DMARC_POLICY = _Family(
+    "smtp_probe_dmarc_policy_info",
+    "gauge",
+    "Always 1; the policy label is the p= (none, quarantine, reject; other for anything "
+    "else) of the sender domain's DMARC record; no series when the check read none" + _DNS_RUN,
+)
+MTA_STS_MODE = _Family(
+    "smtp_probe_mta_sts_mode_info",
+    "gauge",
+    "Always 1; the mode label is the mode (none, testing, enforce; other for anything else) "
+    "of the recipient domain's MTA-STS policy; no series when the check could not fetch "
+    "one" + _DNS_RUN,
+)
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
     LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
     TLS_INFO, HOPS, HOP_DELAY, HOP_INFO, AUTH_RESULT, SPAM_SCORE, SPAM_THRESHOLD,
-    BOUNCES, LAST_BOUNCE,
+    BOUNCES, LAST_BOUNCE, POLICY_VIOLATION, SMUGGLING_ACCEPTED, DNS_SUCCESS, DNS_TIMESTAMP,
+    DNSBL_LISTED, DMARC_POLICY, MTA_STS_MODE,
 )  # fmt: skip
 RELOAD_OK = _Family(
     "smtp_probe_config_last_reload_successful",
@@ -298,6 +354,73 @@ class _Probe:
     """Reports seen per (action, status class)."""
     last_bounce: str | None = None
     """The status of the last report seen."""
+    violations: dict[str, float] = field(default_factory=dict)
+    """Policy check label -> 1 if the last run was accepted_unexpectedly; empty for a
+    delivery probe (at most one key: the probe's ``policy_check``)."""
+    smuggling: dict[str, float] | None = None
+    """Variant (the probe's ``smuggling_variants``, or every one of
+    :data:`~smtp_probe.probe.smuggling.VARIANTS`) -> 1 if the last run's smuggled
+    message was taken; ``None`` unless the probe's check is ``smtp_smuggling``."""
+    dns: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Configured DNS check -> (success, Unix time it last finished)."""
+    dnsbl: dict[str, float] = field(default_factory=dict)
+    """Configured DNSBL zone -> listed (the ``dnsbl`` check only)."""
+    dmarc: str | None = None
+    """The ``p=`` the last ``dmarc`` check read (a bounded label), if any."""
+    mta_sts: str | None = None
+    """The ``mode`` the last ``mta_sts`` check read (a bounded label), if any."""
+
+    def configure_policy(self, spec: ProbeSpec) -> None:
+        """Keep the policy and DNS series ``spec`` still has, create new ones at 0, drop the rest."""
+        check = spec.policy_check
+        self.violations = {check: self.violations.get(check, 0.0)} if check else {}
+        if spec.check is not PolicyCheck.SMTP_SMUGGLING:
+            self.smuggling = None
+        else:
+            old = self.smuggling or {}
+            variants = spec.smuggling_variants or tuple(VARIANTS)
+            self.smuggling = {v: old.get(v, 0.0) for v in variants}
+        dns = spec.dns_checks
+        checks = [str(c) for c in dns.checks] if dns is not None else []
+        self.dns = {c: self.dns.get(c, (0.0, 0.0)) for c in checks}
+        # As the dnsbl check names them (no trailing dot): its verdicts match by name.
+        zones = [z.strip().rstrip(".") for z in dns.dnsbl_zones] if dns is not None else []
+        if DnsCheck.DNSBL not in checks:
+            zones = []
+        self.dnsbl = {zone: self.dnsbl.get(zone, 0.0) for zone in zones}
+        if DnsCheck.DMARC not in checks:
+            self.dmarc = None
+        if DnsCheck.MTA_STS not in checks:
+            self.mta_sts = None
+
+    def record_policy(self, result: RunResult) -> None:
+        """Set the policy series from one finished run."""
+        accepted = 1.0 if result.outcome is Outcome.ACCEPTED_UNEXPECTEDLY else 0.0
+        for check in self.violations:
+            self.violations[check] = accepted
+        if self.smuggling is None:
+            return
+        for variant in self.smuggling:
+            self.smuggling[variant] = 0.0  # not tried (the run stopped first): not taken
+        for verdict in result.smuggling:
+            if verdict.variant in self.smuggling:  # the probe's variants: a bounded label
+                self.smuggling[verdict.variant] = 1.0 if verdict.accepted else 0.0
+
+    def record_dns(self, report: DnsReport) -> None:
+        """Set the DNS series from one run of the probe's DNS checks (configured checks only)."""
+        finished = report.started_at.timestamp() + report.duration_seconds
+        for result in report.results:
+            if result.check not in self.dns:
+                continue
+            self.dns[result.check] = (1.0 if result.ok else 0.0, finished)
+            if result.check == DnsCheck.DNSBL:
+                for zone, listed in result.listed:
+                    if zone in self.dnsbl:
+                        self.dnsbl[zone] = 1.0 if listed else 0.0
+            elif result.check == DnsCheck.DMARC:
+                self.dmarc = _word(result.policy, DMARC_POLICIES)
+            elif result.check == DnsCheck.MTA_STS:
+                self.mta_sts = _word(result.policy, MTA_STS_MODES)
 
     def bounced(self, bounce: Bounce) -> None:
         """Count one delivery status notification."""
@@ -370,6 +493,7 @@ class Metrics:
                 state.legs = None
             elif state.legs is None:
                 state.legs = dict.fromkeys(REFLECTOR_LEGS, 0.0)
+            state.configure_policy(probe.spec)
             self._render(name)
 
     def configure_oauth(self, clients: Mapping[str, float | None]) -> None:
@@ -462,6 +586,7 @@ class Metrics:
             state.spam = None if score is None else (score, verdicts.spam_threshold)
         for bounce in result.bounces:
             state.bounced(bounce)
+        state.record_policy(result)
         delivered = result.outcome in (Outcome.DELIVERED, Outcome.JUNK)
         if result.delivery_seconds is not None and delivered:
             seconds = result.delivery_seconds
@@ -474,7 +599,18 @@ class Metrics:
         self._render(result.probe)
 
     def record_dns(self, report: DnsReport) -> None:
-        """Update the DNS check series of ``report.probe`` (SKELETON: issue 10's metrics helper)."""
+        """Account for one run of a configured probe's DNS checks (its ``dns_interval`` job).
+
+        Only the checks and DNSBL zones the probe is configured with are
+        taken (their series exist from :meth:`configure` on); a report of a
+        probe a reload removed is dropped. The DMARC policy and MTA-STS mode
+        series are replaced whole: the one the check read now, or none.
+        """
+        state = self._probes.get(report.probe)
+        if state is None:
+            return
+        state.record_dns(report)
+        self._render(report.probe)
 
     def run_started(self, probe: str) -> None:
         """A scheduled run of ``probe`` began (``smtp_probe_in_flight`` + 1)."""
@@ -636,6 +772,27 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
         yield BOUNCES, [probe, action, status_class], count
     if state.last_bounce is not None:
         yield LAST_BOUNCE, [probe, state.last_bounce], 1.0
+    for check, violated in state.violations.items():
+        yield POLICY_VIOLATION, [probe, check], violated
+    for variant, accepted in sorted((state.smuggling or {}).items()):
+        yield SMUGGLING_ACCEPTED, [probe, variant], accepted
+    for check, (ok, finished) in state.dns.items():
+        yield DNS_SUCCESS, [probe, check], ok
+        yield DNS_TIMESTAMP, [probe, check], finished
+    for zone, listed in state.dnsbl.items():
+        yield DNSBL_LISTED, [probe, zone], listed
+    if state.dmarc is not None:
+        yield DMARC_POLICY, [probe, state.dmarc], 1.0
+    if state.mta_sts is not None:
+        yield MTA_STS_MODE, [probe, state.mta_sts], 1.0
+
+
+def _word(value: str | None, words: tuple[str, ...]) -> str | None:
+    """``value`` as a label from ``words`` (``other`` for anything else); ``None`` stays."""
+    if value is None:
+        return None
+    word = value.strip().lower()
+    return word if word in words else "other"
 
 
 def fold_hops(hops: tuple[Hop, ...]) -> tuple[tuple[str, str, str, float | None], ...]:
@@ -667,7 +824,12 @@ _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcom
                        HOP_INFO: ("probe", "hop", "by", "with"),
                        AUTH_RESULT: ("probe", "method", "result"),
                        BOUNCES: ("probe", "action", "status_class"),
-                       LAST_BOUNCE: ("probe", "status")}  # fmt: skip
+                       LAST_BOUNCE: ("probe", "status"),
+                       POLICY_VIOLATION: ("probe", "check"),
+                       SMUGGLING_ACCEPTED: ("probe", "variant"),
+                       DNS_SUCCESS: ("probe", "check"), DNS_TIMESTAMP: ("probe", "check"),
+                       DNSBL_LISTED: ("probe", "zone"), DMARC_POLICY: ("probe", "policy"),
+                       MTA_STS_MODE: ("probe", "mode")}  # fmt: skip
 
 
 def _lines(family: _Family, probe: str, state: _Probe) -> str:

@@ -479,6 +479,8 @@ def test_every_panel_query_runs_and_returns_data(warmed: Prometheus, selection: 
     elsewhere = oauth_panel_titles(dashboard)  # no OAuth here: see test_oauth_row_...
     # No Authentication-Results either: see tests/e2e/test_dashboard_verdicts.py.
     elsewhere |= row_panel_titles(dashboard, "Authentication and spam")
+    # No policy probes or DNS checks either: see tests/e2e/test_dashboard_policy.py.
+    elsewhere |= row_panel_titles(dashboard, "Policy and DNS")
     titles = {panel["title"] for panel in data_panels(dashboard)} - elsewhere
     instant_results, problems = panel_results(warmed, dashboard, titles, values)
     assert not problems, "\n".join(problems)

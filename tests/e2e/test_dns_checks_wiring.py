@@ -86,6 +86,17 @@ def _wait(what: str, until: float, daemon: Daemon, condition: object) -> None:
     raise AssertionError(f"{what}; log:\n{daemon.log.read_text()[-4000:]}")
 
 
+def _metrics(daemon: Daemon) -> dict[str, float]:
+    """The daemon's ``/metrics`` samples: ``name{labels}`` -> value."""
+    status, text = daemon.get("/metrics")
+    assert status == 200
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 def _row(page: str, check: str) -> str:
     match = re.search(
         rf'<tr class="dns" data-probe="dns-probe" data-check="{check}">(.*?)</tr>', page, re.S
@@ -134,6 +145,21 @@ def test_the_daemon_runs_dns_checks_as_their_own_job_and_shows_them(
             assert MARKUP not in page
             assert "ago" in _row(page, "mx")  # when the round ran
 
+            # The same verdicts as metrics: one success series per configured check,
+            # the time it last ran, the zone not listed (Knot lists 127.0.0.2, not .1),
+            # the p= read, and no MTA-STS mode (that check is not configured).
+            metrics = _metrics(daemon)
+            assert {
+                check: metrics[f'smtp_probe_dns_check_success{{check="{check}",probe="dns-probe"}}']
+                for check in ("mx", "spf", "dmarc", "fcrdns", "dnsbl")
+            } == {"mx": 1, "spf": 1, "dmarc": 0, "fcrdns": 1, "dnsbl": 1}
+            ran = metrics['smtp_probe_dns_check_timestamp_seconds{check="mx",probe="dns-probe"}']
+            assert time.time() - 30 < ran <= time.time()
+            zone = 'smtp_probe_dnsbl_listed{probe="dns-probe",zone="dnsbl.example.test"}'
+            assert metrics[zone] == 0
+            assert metrics['smtp_probe_dmarc_policy_info{policy="none",probe="dns-probe"}'] == 1
+            assert not any(name.startswith("smtp_probe_mta_sts_mode_info") for name in metrics)
+
             # A reload that drops the checks removes the job and the section.
             daemon.config.write_text(_config(knot, port, dns_checks=None))
             assert daemon.get("/-/reload", method="POST")[0] == 200
@@ -142,6 +168,8 @@ def test_the_daemon_runs_dns_checks_as_their_own_job_and_shows_them(
             time.sleep(3)
             assert len(_dns_lines(daemon)) == rounds
             assert "<h2>DNS checks</h2>" not in daemon.get("/")[1]
+            dns_series = ("smtp_probe_dns_check", "smtp_probe_dnsbl", "smtp_probe_dmarc")
+            assert not [name for name in _metrics(daemon) if name.startswith(dns_series)]
         finally:
             stop_daemon(daemon)
     assert daemon.proc.returncode == 0, daemon.log.read_text()[-3000:]

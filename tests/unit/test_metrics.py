@@ -419,6 +419,13 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_spam_threshold": "gauge",  # issue 9, README's table
     "smtp_probe_bounces_total": "counter",  # issue 9, README's table
     "smtp_probe_last_bounce_status_info": "gauge",  # issue 9, README's table
+    "smtp_probe_policy_violation": "gauge",  # issue 10, README's table
+    "smtp_probe_smuggling_accepted": "gauge",  # issue 10, README's table
+    "smtp_probe_dns_check_success": "gauge",  # issue 10, README's table
+    "smtp_probe_dns_check_timestamp_seconds": "gauge",  # issue 10, README's table
+    "smtp_probe_dnsbl_listed": "gauge",  # issue 10, README's table
+    "smtp_probe_dmarc_policy_info": "gauge",  # issue 10, README's table
+    "smtp_probe_mta_sts_mode_info": "gauge",  # issue 10, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
