@@ -59,7 +59,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from smtp_probe.probe import dns_records
 from smtp_probe.probe.resolver import Answer, DnsLookupError, Resolver, Status, shared
@@ -77,6 +77,8 @@ SPF_WORST_CASE_IP: Final = "192.0.2.1"
 """TEST-NET-1 (RFC 5737): the SPF record is evaluated for it to walk every term and count lookups."""
 SPF_MAX_LOOKUPS: Final = 10
 """RFC 7208 §4.6.4: at most 10 terms that query DNS."""
+
+_R = TypeVar("_R")
 
 
 class _CheckFailed(Exception):
@@ -408,18 +410,42 @@ def _spf_value(qtype: str, record: str) -> Any:
     return record
 
 
-async def _check_dmarc(ctx: _Context, evidence: list[str]) -> _Outcome:
-    name = f"_dmarc.{ctx.checks.sender_domain}"
+async def _single_record(
+    ctx: _Context,
+    name: str,
+    kind: str,
+    is_kind: Callable[[str], bool],
+    parse: Callable[[str], _R],
+    evidence: list[str],
+) -> _R | _Outcome:
+    """The one ``kind`` TXT record at ``name``, parsed; else the failed outcome saying why.
+
+    DMARC (RFC 7489 §6.6.3) and TLS-RPT (RFC 8460 §3) alike apply no
+    record when a name has none of the kind or more than one.
+    """
     answer = await ctx.lookup(name, "TXT", evidence)
-    records = [txt for txt in answer.records if dns_records.is_dmarc(txt)] if answer.exists else []
+    records = [txt for txt in answer.records if is_kind(txt)] if answer.exists else []
     if not records:
-        return _Outcome(False, f"no DMARC record at {name}")
+        return _Outcome(False, f"no {kind} record at {name}")
     if len(records) > 1:
-        return _Outcome(False, f"{len(records)} DMARC records at {name} (none applies)")
+        return _Outcome(False, f"{len(records)} {kind} records at {name} (none applies)")
     try:
-        record = dns_records.parse_dmarc(records[0])
+        return parse(records[0])
     except dns_records.RecordError as exc:
-        return _Outcome(False, f"DMARC record at {name} {exc}")
+        return _Outcome(False, f"{kind} record at {name} {exc}")
+
+
+async def _check_dmarc(ctx: _Context, evidence: list[str]) -> _Outcome:
+    record = await _single_record(
+        ctx,
+        f"_dmarc.{ctx.checks.sender_domain}",
+        "DMARC",
+        dns_records.is_dmarc,
+        dns_records.parse_dmarc,
+        evidence,
+    )
+    if isinstance(record, _Outcome):
+        return record
     wanted = ctx.checks.dmarc_policy
     if DMARC_POLICIES.index(record.policy) < DMARC_POLICIES.index(wanted):
         return _Outcome(
@@ -471,17 +497,16 @@ async def _check_mta_sts(ctx: _Context, evidence: list[str]) -> _Outcome:
 
 
 async def _check_tls_rpt(ctx: _Context, evidence: list[str]) -> _Outcome:
-    name = f"_smtp._tls.{ctx.checks.recipient_domain}"
-    answer = await ctx.lookup(name, "TXT", evidence)
-    records = [txt for txt in answer.records if dns_records.is_tlsrpt(txt)] if answer.exists else []
-    if not records:
-        return _Outcome(False, f"no TLS-RPT record at {name}")
-    if len(records) > 1:
-        return _Outcome(False, f"{len(records)} TLS-RPT records at {name} (none applies)")
-    try:
-        record = dns_records.parse_tlsrpt(records[0])
-    except dns_records.RecordError as exc:
-        return _Outcome(False, f"TLS-RPT record at {name} {exc}")
+    record = await _single_record(
+        ctx,
+        f"_smtp._tls.{ctx.checks.recipient_domain}",
+        "TLS-RPT",
+        dns_records.is_tlsrpt,
+        dns_records.parse_tlsrpt,
+        evidence,
+    )
+    if isinstance(record, _Outcome):
+        return record
     return _Outcome(True, f"reports to {', '.join(record.rua)}")
 
 
