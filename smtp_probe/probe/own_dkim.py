@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final
 
+from smtp_probe.probe.resolver import dnspython_resolver
 from smtp_probe.probe.result import AuthVerdict
 from smtp_probe.probe.spec import DnsSettings
 
@@ -50,8 +51,9 @@ def check_dkim(message: bytes, settings: DnsSettings, deadline: float) -> AuthVe
     answer: those are results.
     """
     import dkim  # here: only verify_dkim runs load dkimpy and dnspython
+    import dns.resolver
 
-    resolver = _resolver(settings)
+    resolver = dnspython_resolver(dns.resolver.Resolver, settings)
     logger = _quiet_logger()
     first: AuthVerdict | None = None
     for index in range(MAX_SIGNATURES):
@@ -102,20 +104,6 @@ def _detail(checker: Any, reason: str) -> str:
     if reason:
         parts.append(f"reason={reason[:120]}")
     return " ".join(parts)
-
-
-def _resolver(settings: DnsSettings) -> Any:
-    """A dnspython resolver asking ``settings.nameservers`` (the system's when none are given)."""
-    import dns.nameserver
-    import dns.resolver
-
-    if not settings.nameservers:
-        return dns.resolver.Resolver(configure=True)
-    resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = [
-        dns.nameserver.Do53Nameserver(address, port) for address, port in settings.nameservers
-    ]
-    return resolver
 
 
 def _lookup(resolver: Any, settings: DnsSettings, deadline: float, lookups: _Lookups) -> Any:

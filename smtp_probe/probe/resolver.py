@@ -18,17 +18,20 @@ from __future__ import annotations
 import enum
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from smtp_probe.probe.spec import DnsSettings
 
 if TYPE_CHECKING:
     import dns.asyncresolver
+    import dns.resolver
 
 NEGATIVE_TTL_CAP: Final = 300.0
 """The longest a "no such name/record" answer is kept (RFC 2308 caps it at the SOA minimum)."""
 _MIN_LIFETIME: Final = 0.001
+_D = TypeVar("_D", bound="dns.resolver.BaseResolver")
 
 
 class Status(enum.StrEnum):
@@ -144,17 +147,32 @@ class Resolver:
     def _resolver(self) -> dns.asyncresolver.Resolver:
         import dns.asyncresolver
 
-        if not self.settings.nameservers:
-            return dns.asyncresolver.Resolver(configure=True)
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [host for host, _port in self.settings.nameservers]
-        resolver.nameserver_ports = dict(self.settings.nameservers)
-        return resolver
+        return dnspython_resolver(dns.asyncresolver.Resolver, self.settings)
 
     def _where(self) -> str:
         if not self.settings.nameservers:
             return "the system resolver"
         return ", ".join(f"{host}:{port}" for host, port in self.settings.nameservers)
+
+
+def dnspython_resolver(factory: Callable[..., _D], settings: DnsSettings) -> _D:
+    """A dnspython resolver made by ``factory`` asking ``settings.nameservers`` (the system's when none).
+
+    ``factory`` is ``dns.asyncresolver.Resolver`` for our own lookups or
+    ``dns.resolver.Resolver`` where a library wants a blocking lookup
+    (dkimpy's ``dnsfunc`` in :mod:`~smtp_probe.probe.own_dkim`): both ask
+    the same servers, set up the same way. Imports dnspython; call it only
+    when a lookup is about to be made.
+    """
+    import dns.nameserver
+
+    if not settings.nameservers:
+        return factory(configure=True)
+    resolver = factory(configure=False)
+    resolver.nameservers = [
+        dns.nameserver.Do53Nameserver(address, port) for address, port in settings.nameservers
+    ]
+    return resolver
 
 
 def _text(rdata: Any, rdtype: str) -> str:
