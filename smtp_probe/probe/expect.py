@@ -18,6 +18,7 @@ and ``check``'s flags can parse expectations without loading the engine.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ OVERRIDABLE: Final = frozenset({PolicyCheck.OPEN_RELAY, PolicyCheck.SENDER_MISMA
 """Checks whose stages and codes ``expect`` may override; the other two fix their own."""
 
 _T = TypeVar("_T")
+_S = TypeVar("_S", bound=enum.StrEnum)
 _CODE: Final = re.compile(r"[45][0-9xX][0-9xX]")
 
 
@@ -86,15 +88,7 @@ def parse_stage(text: str) -> Stage:
     Raises:
         ValueError: not one of :data:`REJECT_STAGES` (with a did-you-mean).
     """
-    for stage in REJECT_STAGES:
-        if text == stage.value:
-            return stage
-    names = [str(stage) for stage in REJECT_STAGES]
-    close = _closest(text, names)
-    hint = f" (did you mean {close!r}?)" if close else ""
-    raise ValueError(
-        f"not an SMTP stage a refusal can come at{hint}; expected one of {', '.join(names)}"
-    )
+    return _named(text, REJECT_STAGES, "not an SMTP stage a refusal can come at")
 
 
 def parse_check(text: str) -> PolicyCheck:
@@ -103,13 +97,7 @@ def parse_check(text: str) -> PolicyCheck:
     Raises:
         ValueError: not a :class:`PolicyCheck` (with a did-you-mean).
     """
-    for check in PolicyCheck:
-        if text == check.value:
-            return check
-    names = [str(check) for check in PolicyCheck]
-    close = _closest(text, names)
-    hint = f" (did you mean {close!r}?)" if close else ""
-    raise ValueError(f"unknown check{hint}; expected one of {', '.join(names)}")
+    return _named(text, tuple(PolicyCheck), "unknown check")
 
 
 def parse_expect_reject(text: str) -> Expectation:
@@ -281,6 +269,21 @@ def _or(words: list[str]) -> str:
 
 def _first_line(text: str) -> str:
     return text.splitlines()[0] if text else ""
+
+
+def _named(text: str, choices: tuple[_S, ...], problem: str) -> _S:
+    """The choice whose value is ``text``.
+
+    Raises:
+        ValueError: none is; ``problem``, a did-you-mean and the choices.
+    """
+    for choice in choices:
+        if text == choice.value:
+            return choice
+    names = [str(choice) for choice in choices]
+    close = _closest(text, names)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    raise ValueError(f"{problem}{hint}; expected one of {', '.join(names)}")
 
 
 def _closest(word: str, choices: list[str]) -> str | None:
