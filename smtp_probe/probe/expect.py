@@ -28,14 +28,8 @@ from typing import Final, TypeVar
 from smtp_probe.probe.result import SMTP_STAGES, Outcome, SmtpReport, Stage
 from smtp_probe.probe.spec import Expectation, PolicyCheck, ProbeSpec, SmtpServer, TlsMode
 
-REJECT_STAGES: Final = (
-    Stage.BANNER,
-    Stage.EHLO,
-    Stage.STARTTLS,
-    Stage.AUTH,
-    Stage.MAIL_FROM,
-    Stage.RCPT_TO,
-    Stage.DATA,
+REJECT_STAGES: Final = tuple(
+    stage for stage in SMTP_STAGES if stage not in (Stage.DNS, Stage.CONNECT)
 )
 """Stages a refusal can be expected at (``reject_at``): each ends with a reply code.
 ``dns`` and ``connect`` have none, so no refusal there can match."""
