@@ -80,8 +80,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import imaplib
-import json
 import os
 import pwd
 import shutil
@@ -94,7 +92,8 @@ from typing import Any
 
 from tests.support import procs
 from tests.support.dns_server import TTL, DnsServer, txt_rdata
-from tests.support.mailstack import BOUNCE, DOMAIN, MailStack, MailStackError
+from tests.support.mailstack import BOUNCE, DOMAIN, MailStack, MailStackError, imap_quoted
+from tests.support.postfix_instance import Instance, queue_records
 
 __all__ = [
     "AUTHSERV_ID",
@@ -191,34 +190,13 @@ class HopStackError(MailStackError):
 
 
 @dataclass(frozen=True)
-class _Hop:
-    """One Postfix instance of the chain."""
+class _Hop(Instance):
+    """One Postfix instance of the chain (below ``root``, see :class:`Instance`)."""
 
     name: str
     hostname: str
-    root: Path
     port: int
     next_port: int
-
-    @property
-    def conf_dir(self) -> Path:
-        """``config_directory``: main.cf, master.cf, tables."""
-        return self.root / "postfix"
-
-    @property
-    def queue_dir(self) -> Path:
-        """``queue_directory``."""
-        return self.root / "spool"
-
-    @property
-    def data_dir(self) -> Path:
-        """``data_directory``."""
-        return self.root / "data"
-
-    @property
-    def log_file(self) -> Path:
-        """``maillog_file``."""
-        return self.root / "postfix.log"
 
 
 class HopStack:
@@ -328,10 +306,18 @@ class HopStack:
             sub_port, in_port, self._rspamd_port = procs.free_ports(3)
             self._hops = {
                 SUBMISSION: _Hop(
-                    SUBMISSION, SUBMISSION_HOSTNAME, root / SUBMISSION, sub_port, in_port
+                    root=root / SUBMISSION,
+                    name=SUBMISSION,
+                    hostname=SUBMISSION_HOSTNAME,
+                    port=sub_port,
+                    next_port=in_port,
                 ),
                 INBOUND: _Hop(
-                    INBOUND, INBOUND_HOSTNAME, root / INBOUND, in_port, self.mailstack.smtp_port
+                    root=root / INBOUND,
+                    name=INBOUND,
+                    hostname=INBOUND_HOSTNAME,
+                    port=in_port,
+                    next_port=self.mailstack.smtp_port,
                 ),
             }
             self.dkim_txt = self._write_dkim_key(root / "rspamd")
@@ -354,7 +340,7 @@ class HopStack:
             return
         try:
             for hop in self._hops.values():
-                procs.stop_if_ours(hop.queue_dir / "pid" / "master.pid", "master", root)
+                hop.stop(root)
             if self._rspamd is not None:
                 procs.stop_process(self._rspamd)
             self.dns.stop()
@@ -441,34 +427,13 @@ class HopStack:
             imaplib.IMAP4.error: the IMAP server refused the login or a command.
             HopStackError: a folder could not be selected.
         """
-        address = user if "@" in user else f"{user}@{DOMAIN}"
-        ms = self.mailstack
-        deleted = 0
-        with imaplib.IMAP4_SSL(
-            ms.host, ms.imaps_port, ssl_context=ms.ssl_context(), timeout=10
-        ) as imap:
-            imap.login(address, ms.users[address])
-            for folder in ("INBOX", "Junk"):
-                typ, _ = imap.select(folder)
-                if typ != "OK":
-                    raise HopStackError(f"SELECT {folder} as {address} failed")
-                typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", "TEXT", f'"{needle}"')
-                uids = data[0].split() if typ == "OK" and data and data[0] else []
-                if uids:
-                    uid_set = b",".join(uids).decode()
-                    imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
-                    imap.uid("EXPUNGE", uid_set)
-                    deleted += len(uids)
-                imap.close()
-            imap.logout()
-        return deleted
+        return self.mailstack.expunge(user, ("TEXT", imap_quoted(needle)), HopStackError)
 
     # ------------------------------------------------------------------ queues
 
     def queue(self, hop: str) -> list[dict[str, Any]]:
         """``hop``'s queue as parsed ``postqueue -j`` records (see MailStack.queue)."""
-        out = self._postfix(self._hop(hop), "postqueue", "-j")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return queue_records(self._postfix(self._hop(hop), "postqueue", "-j"))
 
     def drain(self, timeout: float = 10.0) -> dict[str, list[str]]:
         """Wait until every queue is empty; delete what is still queued after ``timeout``.
@@ -645,12 +610,8 @@ class HopStack:
 
     def _write_postfix(self, hop: _Hop) -> None:
         """main.cf/master.cf/tables of one hop; queue dirs are made by ``postfix start``."""
-        postfix = pwd.getpwnam("postfix")
         hop.root.mkdir(mode=0o755)
-        hop.conf_dir.mkdir(mode=0o755)
-        hop.queue_dir.mkdir(mode=0o755)
-        hop.data_dir.mkdir(mode=0o700)
-        os.chown(hop.data_dir, postfix.pw_uid, postfix.pw_gid)
+        hop.make_dirs()
         layout = self.mailstack.layout
         if hop.name == SUBMISSION:
             options = [
@@ -838,5 +799,5 @@ def _reap_stale() -> None:
 def _stop_stale(root: Path) -> None:
     """Stop both hops' Postfix and rspamd of a crashed session's ``root``, if still ours."""
     for hop in HOPS:
-        procs.stop_if_ours(root / hop / "spool" / "pid" / "master.pid", "master", root)
+        Instance(root / hop).stop(root)
     procs.stop_if_ours(root / "rspamd" / "rspamd.pid", "rspamd", root)

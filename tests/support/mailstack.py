@@ -81,7 +81,6 @@ import atexit
 import contextlib
 import grp
 import imaplib
-import json
 import os
 import pwd
 import re
@@ -97,6 +96,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tests.support import procs
+from tests.support.postfix_instance import queue_records
 
 __all__ = [
     "BOUNCE",
@@ -114,6 +114,7 @@ __all__ = [
     "IntrospectionEndpoint",
     "MailStack",
     "MailStackError",
+    "imap_quoted",
 ]
 
 #: The only mail domain the stack accepts and delivers.
@@ -188,6 +189,11 @@ class IntrospectionEndpoint(Protocol):
 # Configuration templates live as files beside this module
 # (``mailstack_conf/``); ``@name@`` placeholders are filled by procs.render().
 _CONF_DIR = Path(__file__).resolve().parent / "mailstack_conf"
+
+
+def imap_quoted(value: str) -> str:
+    """``value`` as an IMAP quoted string (a folder name, a SEARCH argument)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _template(name: str) -> str:
@@ -567,8 +573,7 @@ class MailStack:
         (a list of dicts with ``address`` and, when deferred,
         ``delay_reason``).
         """
-        out = self._run_postfix_cmd("postqueue", "-j")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return queue_records(self._run_postfix_cmd("postqueue", "-j"))
 
     def delete_queued(self, queue_id: str = "ALL") -> None:
         """Delete one queued message (or ``ALL``) with ``postsuper -d``."""
@@ -619,18 +624,53 @@ class MailStack:
         be ASCII.
         """
         address = self._address(user)
-        quoted = '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
         with imaplib.IMAP4_SSL(
             self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=10
         ) as imap:
             imap.login(address, self.users[address])
-            typ, data = imap.append(quoted, "", imaplib.Time2Internaldate(time.time()), raw)
+            typ, data = imap.append(
+                imap_quoted(folder), "", imaplib.Time2Internaldate(time.time()), raw
+            )
             if typ != "OK":
                 raise MailStackError(f"APPEND to {folder!r} failed: {typ} {data!r}")
             imap.logout()
         text = b" ".join(d for d in data if isinstance(d, bytes)).decode(errors="replace")
         match = re.search(r"APPENDUID \d+ (\d+)", text)
         return int(match.group(1)) if match else None
+
+    def expunge(
+        self, user: str, criteria: tuple[str, ...], error: type[Exception] = MailStackError
+    ) -> int:
+        """Delete (IMAP, by UID) every message in ``user``'s INBOX and Junk matching ``criteria``.
+
+        ``criteria`` are IMAP ``UID SEARCH`` arguments, strings quoted
+        (:func:`imap_quoted`). Returns how many were deleted. ``error`` is
+        the harness's error type (the stacks in front of this one pass theirs).
+
+        Raises:
+            imaplib.IMAP4.error: the IMAP server refused the login or a command.
+            Exception: ``error``, when a folder could not be selected.
+        """
+        address = user if "@" in user else f"{user}@{DOMAIN}"
+        deleted = 0
+        with imaplib.IMAP4_SSL(
+            self.host, self.imaps_port, ssl_context=self.ssl_context(), timeout=10
+        ) as imap:
+            imap.login(address, self.users[address])
+            for folder in ("INBOX", "Junk"):
+                typ, _ = imap.select(folder)
+                if typ != "OK":
+                    raise error(f"SELECT {folder} as {address} failed")
+                typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", *criteria)
+                uids = data[0].split() if typ == "OK" and data and data[0] else []
+                if uids:
+                    uid_set = b",".join(uids).decode()
+                    imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
+                    imap.uid("EXPUNGE", uid_set)
+                    deleted += len(uids)
+                imap.close()
+            imap.logout()
+        return deleted
 
     # ------------------------------------------------------------------- logs
 

@@ -74,21 +74,18 @@ import contextlib
 import dataclasses
 import email
 import email.policy
-import imaplib
-import json
 import os
-import pwd
 import shutil
 import socket
 import ssl
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tests.support import procs
-from tests.support.mailstack import DOMAIN, MailStack, MailStackError
+from tests.support.mailstack import DOMAIN, MailStack, MailStackError, imap_quoted
+from tests.support.postfix_instance import Instance, queue_records
 
 if TYPE_CHECKING:
     from smtp_probe.probe.spec import SmtpServer
@@ -176,27 +173,6 @@ class PolicyStackError(MailStackError):
     """The policy Postfix could not be started or one of its commands failed."""
 
 
-@dataclass(frozen=True)
-class _Paths:
-    root: Path
-
-    @property
-    def conf_dir(self) -> Path:
-        return self.root / "postfix"
-
-    @property
-    def queue_dir(self) -> Path:
-        return self.root / "spool"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.root / "postfix.log"
-
-
 class PolicyStack:
     """One Postfix, one listener per policy (see the module docstring).
 
@@ -215,7 +191,7 @@ class PolicyStack:
         self.start_seconds = 0.0
         #: ``mail_version`` of the Postfix binaries, e.g. "3.7.11"
         self.postfix_version = ""
-        self._paths: _Paths | None = None
+        self._paths: Instance | None = None
         self._ports: dict[str, int] = {}
         self._bins: dict[str, str] = {}
         self._atexit_registered = False
@@ -294,7 +270,7 @@ class PolicyStack:
         began = time.monotonic()
         self._check_environment()
         procs.reap_stale(_TMP_PREFIX, _stop_stale)
-        paths = _Paths(procs.new_root(_TMP_PREFIX))
+        paths = Instance(procs.new_root(_TMP_PREFIX))
         self._paths = paths
         if not self._atexit_registered:
             atexit.register(self.stop)
@@ -324,8 +300,7 @@ class PolicyStack:
 
     def queue(self) -> list[dict[str, Any]]:
         """The policy Postfix's queue as parsed ``postqueue -j`` records (see MailStack.queue)."""
-        out = self._postfix("postqueue", "-j")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return queue_records(self._postfix("postqueue", "-j"))
 
     def delete_queued(self, queue_id: str = "ALL") -> None:
         """Delete one message (or ``ALL``) from the policy Postfix's queue (``postsuper -d``)."""
@@ -378,7 +353,7 @@ class PolicyStack:
             imaplib.IMAP4.error: the IMAP server refused the login or a command.
             PolicyStackError: a folder could not be selected.
         """
-        return self._imap_delete(user, ("TEXT", _quoted(needle)))
+        return self.mailstack.expunge(user, ("TEXT", imap_quoted(needle)), PolicyStackError)
 
     def wait_delivered(
         self, user: str, needle: str, *, count: int = 1, timeout: float = 15.0
@@ -422,7 +397,7 @@ class PolicyStack:
 
     # -------------------------------------------------------------- internals
 
-    def _p(self) -> _Paths:
+    def _p(self) -> Instance:
         if self._paths is None:
             raise PolicyStackError("PolicyStack is not started")
         return self._paths
@@ -449,13 +424,9 @@ class PolicyStack:
                 "(the SMTP smuggling fix of December 2023; Debian 12 has 3.7.11)"
             )
 
-    def _write_config(self, paths: _Paths) -> None:
+    def _write_config(self, paths: Instance) -> None:
         """main.cf, master.cf (one smtpd per listener) and the tables."""
-        postfix = pwd.getpwnam("postfix")
-        paths.conf_dir.mkdir(mode=0o755)
-        paths.queue_dir.mkdir(mode=0o755)
-        paths.data_dir.mkdir(mode=0o700)
-        os.chown(paths.data_dir, postfix.pw_uid, postfix.pw_gid)
+        paths.make_dirs()
         layout = self.mailstack.layout
         services = []
         for name, overrides in LISTENERS.items():
@@ -507,29 +478,6 @@ class PolicyStack:
         paths = self._p()
         argv = [self._bins[command], "-c", str(paths.conf_dir), *args]
         return procs.run(argv, PolicyStackError, paths.log_file)
-
-    def _imap_delete(self, user: str, criteria: tuple[str, ...]) -> int:
-        address = user if "@" in user else f"{user}@{DOMAIN}"
-        ms = self.mailstack
-        deleted = 0
-        with imaplib.IMAP4_SSL(
-            ms.host, ms.imaps_port, ssl_context=ms.ssl_context(), timeout=10
-        ) as imap:
-            imap.login(address, ms.users[address])
-            for folder in ("INBOX", "Junk"):
-                typ, _ = imap.select(folder)
-                if typ != "OK":
-                    raise PolicyStackError(f"SELECT {folder} as {address} failed")
-                typ, data = imap.uid("SEARCH", "CHARSET", "UTF-8", *criteria)
-                uids = data[0].split() if typ == "OK" and data and data[0] else []
-                if uids:
-                    uid_set = b",".join(uids).decode()
-                    imap.uid("STORE", uid_set, "+FLAGS.SILENT", r"(\Deleted)")
-                    imap.uid("EXPUNGE", uid_set)
-                    deleted += len(uids)
-                imap.close()
-            imap.logout()
-        return deleted
 
 
 def smtp_server(stack: PolicyStack, name: str, **changes: object) -> SmtpServer:
@@ -618,14 +566,12 @@ def left_clean(stack: PolicyStack, planted: int) -> Iterator[PolicyStack]:
                     f"Message-ID {message_id or None}, Subject {message['Subject']!r}"
                 )
                 if message_id:
-                    stack._imap_delete(user, ("HEADER", "Message-ID", _quoted(message_id)))
+                    stack.mailstack.expunge(
+                        user, ("HEADER", "Message-ID", imap_quoted(message_id)), PolicyStackError
+                    )
         assert not problems, "\n".join(problems)
-
-
-def _quoted(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _stop_stale(root: Path) -> None:
     """Stop the Postfix of ``root`` (a crashed session's or ours), if still ours."""
-    procs.stop_if_ours(_Paths(root).queue_dir / "pid" / "master.pid", "master", root)
+    Instance(root).stop(root)
