@@ -44,12 +44,8 @@ def oauth_server() -> Iterator[OAuthServer]:
 @pytest.fixture(scope="session")
 def mailstack(oauth_server: OAuthServer) -> Iterator[MailStack]:
     """A started private mail stack with OAuth, shared by the whole session."""
-    stack = MailStack(oauth=oauth_server)
-    stack.start()
-    try:
+    with MailStack(oauth=oauth_server) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture(scope="session")
@@ -72,12 +68,8 @@ def hopstack(mailstack: MailStack) -> Iterator[HopStack]:
     Started the first time a test asks for it (after the mail stack), stopped
     at the end.  Tests use :func:`hops`, which checks each test's clean-up.
     """
-    hops = HopStack(mailstack)
-    hops.start()
-    try:
+    with HopStack(mailstack) as hops:
         yield hops
-    finally:
-        hops.stop()
 
 
 @pytest.fixture
@@ -94,12 +86,8 @@ def policystack(mailstack: MailStack) -> Iterator[PolicyStack]:
     Started the first time a test asks for it (after the mail stack), stopped
     at the end.  Tests use :func:`policy`, which checks each test's clean-up.
     """
-    stack = PolicyStack(mailstack)
-    stack.start()
-    try:
+    with PolicyStack(mailstack) as stack:
         yield stack
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
