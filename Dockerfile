@@ -16,7 +16,7 @@
 #       its Python does not matter.
 #   --build-context wheelhouse=DIR --build-arg PIP_NO_INDEX=1
 #       install from a directory of wheels (the dependencies, setuptools and
-#       wheel; authres and dkimpy as sdists: they publish no wheels)
+#       wheel; authres, dkimpy and pyspf as sdists: they publish no wheels)
 #       instead of PyPI, for a build without access to PyPI.
 # CI builds this file with podman on a Debian base made by
 # scripts/build-base-image and runs the image (tests/deploy/test_container.py).
@@ -44,13 +44,14 @@ COPY config/demo.yml ./config/demo.yml
 RUN python3 -m venv /opt/pip \
  && python3 -m venv --without-pip /opt/smtp-probe
 # Binary wheels only: the runtime image has no compiler, and every
-# dependency publishes wheels for CPython on manylinux, except authres and
-# dkimpy: pure Python, published as source only, built here (no compiler
-# needed; a wheelhouse holds their sdists, and setuptools and wheel to build them).
+# dependency publishes wheels for CPython on manylinux, except authres,
+# dkimpy and pyspf: pure Python, published as source only, built here (no
+# compiler needed; a wheelhouse holds their sdists, and setuptools and wheel
+# to build them).
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
     /opt/pip/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/pip/bin/pip --python /opt/smtp-probe/bin/python install \
-        --only-binary=:all: --no-binary=authres,dkimpy /wheels/*.whl
+        --only-binary=:all: --no-binary=authres,dkimpy,pyspf /wheels/*.whl
 
 # -------------------------------------------------------------- runtime stage
 FROM ${PYTHON_IMAGE} AS runtime

@@ -139,7 +139,7 @@ def base_image(timings: dict[str, float]) -> Iterator[str]:
         podman("rmi", "--force", "--ignore", tag, check=False)
 
 
-SOURCE_ONLY = ("authres", "dkimpy")
+SOURCE_ONLY = ("authres", "dkimpy", "pyspf")
 """Dependencies published as sdists only (pure Python; the Dockerfile names them too)."""
 
 
