@@ -17,6 +17,7 @@ import dataclasses
 import math
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -39,13 +40,17 @@ from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
-from smtp_probe.server.http import HttpServer
+from smtp_probe.server.http import HttpServer, WebOptions
 from smtp_probe.server.interface import MailboxStatus, OnDemandRefused, ProbeStatus, Status
 from smtp_probe.watchers import WatcherPool
 
 _LOG: Final = log.get(__name__)
 ON_DEMAND_MIN_GAP: Final = 5.0
 """Seconds between two ``/probe`` runs of one probe: the endpoint is not a mail cannon."""
+ON_DEMAND_PER_MINUTE: Final = 30
+"""``/probe`` runs started in any 60 s, all probes together (``--web.probe-rate``): with
+many probes the per-probe pause alone would still let a client send a message a second."""
+ON_DEMAND_WINDOW: Final = 60.0
 STOP_GRACE_SECONDS: Final = 30.0
 """How long a stopping daemon lets runs in progress finish (and clean up)."""
 DNS_FIRST_RUN_WITHIN: Final = 30.0
@@ -54,10 +59,24 @@ added by a reload), spread by name, not somewhere in their first 15-minute inter
 
 
 class OnDemandGate:
-    """One on-demand run per probe at a time, and ``gap`` seconds between two of them."""
+    """Admission for ``/probe`` runs: a mail cannon neither per probe nor over all of them.
 
-    def __init__(self, gap: float = ON_DEMAND_MIN_GAP) -> None:
+    One on-demand run per probe at a time, ``gap`` seconds between two of
+    them, and at most ``per_minute`` started in any 60 s over all probes.
+    """
+
+    def __init__(
+        self,
+        gap: float = ON_DEMAND_MIN_GAP,
+        per_minute: int = ON_DEMAND_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``clock`` is monotonic seconds (tests turn their own instead of waiting a minute)."""
         self.gap = gap
+        self.per_minute = per_minute
+        self._clock = clock
+        self._starts: deque[float] = deque()
+        """Monotonic start times of the on-demand runs of the last ``ON_DEMAND_WINDOW`` s."""
         self._running: dict[str, float] = {}
         """Probe name -> monotonic time its on-demand run in progress will have given up."""
         self._ended: dict[str, float] = {}
@@ -68,10 +87,11 @@ class OnDemandGate:
         """Hold ``name``'s on-demand slot for one run that gives up after ``timeout`` seconds.
 
         Raises:
-            OnDemandRefused: a run of ``name`` holds the slot, or ended less
-                than ``gap`` seconds ago; says how long to wait.
+            OnDemandRefused: a run of ``name`` holds the slot, ended less
+                than ``gap`` seconds ago, or ``per_minute`` runs (of any probe)
+                started in the last minute; says how long to wait.
         """
-        now = time.monotonic()
+        now = self._clock()
         ends = self._running.get(name)
         if ends is not None:
             raise OnDemandRefused(
@@ -84,13 +104,22 @@ class OnDemandGate:
                 f"{name} ran on demand less than {self.gap:g}s ago; try again shortly",
                 retry_after=free_at - now,
             )
+        while self._starts and self._starts[0] <= now - ON_DEMAND_WINDOW:
+            self._starts.popleft()
+        if len(self._starts) >= self.per_minute:
+            raise OnDemandRefused(
+                f"{self.per_minute} on-demand runs started in the last minute "
+                "(--web.probe-rate); try again shortly",
+                retry_after=self._starts[0] + ON_DEMAND_WINDOW - now,
+            )
+        self._starts.append(now)
         self._ended.pop(name, None)  # only ends within the gap matter
         self._running[name] = now + timeout
         try:
             yield
         finally:
             del self._running[name]
-            self._ended[name] = time.monotonic()
+            self._ended[name] = self._clock()
 
 
 class Daemon:
@@ -105,8 +134,12 @@ class Daemon:
         *,
         registry: CollectorRegistry | None = None,
         load: Callable[[], Config] | None = None,
+        on_demand_per_minute: int = ON_DEMAND_PER_MINUTE,
     ) -> None:
-        """Wire a daemon for ``config``; ``load`` re-reads the config on reload."""
+        """Wire a daemon for ``config``; ``load`` re-reads the config on reload.
+
+        ``on_demand_per_minute`` bounds ``/probe`` runs over all probes (``--web.probe-rate``).
+        """
         self.config = config
         self.metrics = Metrics(registry or CollectorRegistry())
         self._load = load
@@ -122,7 +155,7 @@ class Daemon:
         )
         """Each probe's DNS checks: their own jobs, on ``dns_interval``, beside the runs."""
         self._dns_reports: dict[str, DnsReport] = {}
-        self._on_demand = OnDemandGate()
+        self._on_demand = OnDemandGate(per_minute=on_demand_per_minute)
         self._reload_lock = asyncio.Lock()
         self.started = False
 
@@ -214,7 +247,8 @@ class Daemon:
 
         Raises:
             OnDemandRefused: an on-demand run of this probe is in progress or
-                ended less than ``ON_DEMAND_MIN_GAP`` seconds ago.
+                ended less than ``ON_DEMAND_MIN_GAP`` seconds ago, or the
+                per-minute budget over all probes is spent.
         """
         probe = self.config.probe(name)
         if probe is None:
@@ -402,15 +436,20 @@ async def serve(
     load: Callable[[], Config] | None = None,
     listen: ServerSettings | None = None,
     on_started: Callable[[ServerSettings], None] | None = None,
+    web_options: WebOptions | None = None,
+    probe_rate: int = ON_DEMAND_PER_MINUTE,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP and ``POST /-/reload`` call ``load``.
+
+    ``POST /-/reload`` only with ``web_options.enable_lifecycle``; SIGHUP always.
+    ``probe_rate`` is the ``/probe`` budget per minute over all probes.
 
     Returns the exit code (0 after a clean stop).
 
     Raises:
         OSError: the HTTP address cannot be bound.
     """
-    daemon = Daemon(config, load=load)
+    daemon = Daemon(config, load=load, on_demand_per_minute=probe_rate)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[tuple[bool, str]]] = set()
@@ -424,7 +463,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
-    http = HttpServer(daemon, listen or config.server)
+    http = HttpServer(daemon, listen or config.server, web_options)
     try:
         await http.start()
         await daemon.start()

@@ -72,11 +72,29 @@ def _parse_listen(text: str) -> ServerSettings:
     return parse_listen(text)
 
 
+def _parse_probe_rate(text: str) -> int:
+    """A positive whole number of on-demand runs per minute.
+
+    Raises:
+        ValueError: not a whole number, or below 1 (switch the endpoint off instead).
+    """
+    try:
+        rate = int(text)
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if rate < 1:
+        raise ValueError(
+            "must be at least 1; use --web.disable-probe-endpoint to switch /probe off"
+        )
+    return rate
+
+
 _DURATION = _flag(values.parse_duration, "duration")
 _ADDRESS = _flag(values.parse_address, "address")
 _HOST_PORT = _flag(values.parse_host_port, "HOST[:PORT]")
 _TLS_MODE = _flag(values.parse_tls_mode, "TLS mode")
 _LISTEN = _flag(_parse_listen, "listen address")
+_PROBE_RATE = _flag(_parse_probe_rate, "runs per minute")
 _COMMAND = _flag(values.split_command, "command")
 _EXPECT_AUTH = _flag(values.parse_expect_auth, "METHOD=RESULT")
 _NAMESERVER = _flag(values.parse_nameserver, "nameserver")
@@ -324,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the monitoring daemon",
         description="Run every probe of the config on its schedule and serve /metrics, "
-        "/-/healthy, /-/ready, /-/reload, /probe?name= and a status page. SIGHUP reloads.",
+        "/-/healthy, /-/ready, /-/reload (with --web.enable-lifecycle), /probe?name= and a "
+        "status page. SIGHUP always reloads.",
     )
     run.add_argument("--config", metavar="FILE", type=Path, required=True)
     run.add_argument(
@@ -337,6 +356,28 @@ def build_parser() -> argparse.ArgumentParser:
         type=_flag(parse_shard, "shard"),
         help="run only the probes of shard i of N (stable hash of the probe name), "
         "for N instances sharing one config",
+    )
+    web = run.add_argument_group("web")
+    web.add_argument(
+        "--web.enable-lifecycle",
+        dest="web_enable_lifecycle",
+        action="store_true",
+        help="let POST /-/reload reload the config (without it: 403; SIGHUP always reloads)",
+    )
+    web.add_argument(
+        "--web.disable-probe-endpoint",
+        dest="web_disable_probe_endpoint",
+        action="store_true",
+        help="switch /probe?name= (runs on demand) off: 403",
+    )
+    web.add_argument(
+        "--web.probe-rate",
+        dest="web_probe_rate",
+        metavar="N",
+        type=_PROBE_RATE,
+        default=None,
+        help="at most N /probe runs started per minute, all probes together (default "
+        "30; besides one run per probe at a time and 5s between two), else 429",
     )
 
     validate = commands.add_parser(
@@ -423,16 +464,30 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    from smtp_probe.app import serve
+    from smtp_probe.app import ON_DEMAND_PER_MINUTE, serve
+    from smtp_probe.server.http import WebOptions
 
     log.setup(args.log_level)
+    web_options = WebOptions(
+        enable_lifecycle=args.web_enable_lifecycle,
+        probe_endpoint=not args.web_disable_probe_endpoint,
+    )
+    probe_rate = args.web_probe_rate or ON_DEMAND_PER_MINUTE
     index, count = args.shard or (0, 1)
     load = config_loader(args.config, index, count)
     config = load()
     if args.shard:
         log.get(__name__).info("shard", shard=f"{index}/{count}", probes=len(config.probes))
     try:
-        return asyncio.run(serve(config, load=load, listen=args.listen))
+        return asyncio.run(
+            serve(
+                config,
+                load=load,
+                listen=args.listen,
+                web_options=web_options,
+                probe_rate=probe_rate,
+            )
+        )
     except OSError as exc:
         print(f"smtp-probe run: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
         return ExitCode.UNKNOWN

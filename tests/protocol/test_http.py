@@ -28,7 +28,7 @@ from smtp_probe.config import parse_config
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.config.runtime import Config
 from smtp_probe.scheduler import first_run_offset
-from smtp_probe.server.http import make_app
+from smtp_probe.server.http import LIFECYCLE_DISABLED, PROBE_DISABLED, WebOptions, make_app
 from tests.support.leaks import password_forms
 from tests.support.loopback_smtpd import (
     LOOPBACK,
@@ -45,6 +45,8 @@ RECIPIENT = "sink@rcpt.test"
 USER = "probe-user"
 PASSWORD = "s3cret-Horse-Battery"  # noqa: S105 - the test server's own user
 HOURLY = ("alpha", "beta", "gamma")
+LIFECYCLE = WebOptions(enable_lifecycle=True)
+"""``--web.enable-lifecycle``: what every test that POSTs to /-/reload and expects it to work needs."""
 
 
 def yaml_config(
@@ -72,12 +74,15 @@ def config(port: int, *names: str, **options: Any) -> Config:
 
 
 @asynccontextmanager
-async def serving(daemon: Daemon, *, start: bool = True) -> AsyncIterator[Client]:
-    """Serve ``make_app(daemon)`` on 127.0.0.1; start the daemon first unless told not to."""
+async def serving(
+    daemon: Daemon, *, start: bool = True, options: WebOptions | None = None
+) -> AsyncIterator[Client]:
+    """Serve ``make_app(daemon, options)`` on 127.0.0.1; start the daemon first unless told not to."""
     try:
         if start:
             await daemon.start()
-        async with TestClient(TestServer(make_app(daemon), host=LOOPBACK)) as client:
+        app = make_app(daemon, options)
+        async with TestClient(TestServer(app, host=LOOPBACK)) as client:
             yield client
     finally:
         await daemon.stop()
@@ -117,6 +122,7 @@ def requests_in_turn(
     method: str = "GET",
     headers: Mapping[str, str] | None = None,
     start: bool = True,
+    options: WebOptions | None = None,
 ) -> list[Reply]:
     """Serve a Daemon of SMTP-only probes ``names`` and send it a request ``times`` in turn.
 
@@ -128,7 +134,8 @@ def requests_in_turn(
     async def main() -> list[Reply]:
         server: AbstractContextManager[int] = smtpd(handler) if handler else closed_port()
         with server as port:
-            async with serving(Daemon(config(port, *names)), start=start) as client:
+            daemon = Daemon(config(port, *names))
+            async with serving(daemon, start=start, options=options) as client:
                 return [
                     await reply_of(await client.request(method, path, headers=headers))
                     for _ in range(times)
@@ -397,6 +404,78 @@ def test_probe_refused_while_running_waits_for_the_run_deadline_and_the_pause() 
     assert 6 <= int(refused.retry_after) <= 8
 
 
+def test_probe_endpoint_switched_off_is_403_and_sends_nothing() -> None:
+    handler = Behaviour()
+
+    reply = request_once(
+        "/probe?name=alpha", "alpha", handler=handler, options=WebOptions(probe_endpoint=False)
+    )
+
+    assert (reply.status, reply.text) == (403, PROBE_DISABLED)
+    assert "--web.disable-probe-endpoint" in reply.text
+    assert handler.messages == []
+    assert handler.greetings == []
+
+
+def test_probe_runs_over_the_per_minute_budget_of_all_probes_are_429_with_retry_after() -> None:
+    """Three probes, a budget of two a minute: the third probe's first run is refused."""
+    handler = Behaviour()
+
+    async def main() -> list[Reply]:
+        with smtpd(handler) as port:
+            daemon = Daemon(config(port, "alpha", "beta", "gamma"), on_demand_per_minute=2)
+            async with serving(daemon) as client:
+                return [
+                    await reply_of(await client.get(f"/probe?name={name}"))
+                    for name in ("alpha", "beta", "nope", "gamma")
+                ]
+
+    alpha, beta, unknown, gamma = asyncio.run(main())
+
+    assert (alpha.status, beta.status, unknown.status) == (200, 200, 404)
+    assert gamma.status == 429
+    assert "2 on-demand runs started in the last minute (--web.probe-rate)" in gamma.text
+    assert gamma.retry_after is not None
+    assert 55 <= int(gamma.retry_after) <= 60
+    assert len(handler.messages) == 2
+
+
+def test_probe_output_is_never_sniffed_as_html_and_its_json_escapes_markup() -> None:
+    handler = Behaviour(rcpt_reply=f"550 5.1.1 {MARKUP_IN_REPLY}")
+
+    async def main() -> tuple[Reply, Reply]:
+        with smtpd(handler) as port:
+            daemon = Daemon(config(port, "alpha", "beta"))
+            async with serving(daemon) as client:
+                text = await reply_of(await client.get("/probe?name=alpha"))
+                as_json = await reply_of(await client.get("/probe?name=beta&format=json"))
+        return text, as_json
+
+    text, as_json = asyncio.run(main())
+
+    assert text.content_type == "text/plain"
+    assert as_json.content_type == "application/json"
+    assert "<" not in as_json.text
+    assert ">" not in as_json.text
+    assert "&" not in as_json.text
+    assert MARKUP_IN_REPLY in json.dumps(json.loads(as_json.text), ensure_ascii=False)
+    assert MARKUP_IN_REPLY in text.text  # text/plain: shown as sent, with nosniff below
+
+
+def test_probe_responses_forbid_content_type_sniffing() -> None:
+    async def main() -> list[str | None]:
+        with smtpd(Behaviour()) as port:
+            async with serving(Daemon(config(port, "alpha", "beta"))) as client:
+                first = await client.get("/probe?name=alpha")
+                second = await client.get("/probe?name=beta&format=json")
+                return [r.headers.get("X-Content-Type-Options") for r in (first, second)]
+
+    assert asyncio.run(main()) == ["nosniff", "nosniff"]
+
+
+MARKUP_IN_REPLY = "<script>alert(1)</script> & <b>bold</b>"
+
+
 # ---------------------------------------------------------------- POST /-/reload
 
 
@@ -406,7 +485,7 @@ def test_reload_adds_and_removes_probes_and_their_series() -> None:
             daemon = Daemon(
                 config(port, "alpha", "beta"), load=lambda: config(port, "alpha", "gamma")
             )
-            async with serving(daemon) as client:
+            async with serving(daemon, options=LIFECYCLE) as client:
                 before = await metrics_text(client)
                 response = await client.post("/-/reload")
                 after = await metrics_text(client)
@@ -426,7 +505,7 @@ def test_reload_makes_a_new_probe_runnable_on_demand() -> None:
     async def main() -> None:
         with smtpd(Behaviour()) as port:
             daemon = Daemon(config(port, "alpha"), load=lambda: config(port, "alpha", "gamma"))
-            async with serving(daemon) as client:
+            async with serving(daemon, options=LIFECYCLE) as client:
                 before, _ = await text_of(client, "/probe?name=gamma")
                 await client.post("/-/reload")
                 after, _ = await text_of(client, "/probe?name=gamma")
@@ -440,7 +519,7 @@ def test_reload_with_an_invalid_config_is_500_with_the_errors_and_keeps_the_old_
         with closed_port() as port:
             bad = yaml_config(port, "alpha", "gamma").replace("smtp: local", "smtp: relya")
             daemon = Daemon(config(port, "alpha", "beta"), load=lambda: parse_config(bad))
-            async with serving(daemon) as client:
+            async with serving(daemon, options=LIFECYCLE) as client:
                 response = await client.post("/-/reload")
                 body = await response.text()
                 text = await metrics_text(client)
@@ -459,7 +538,8 @@ def test_reload_with_an_invalid_config_sets_last_reload_successful_to_zero() -> 
 
     async def main() -> None:
         with closed_port() as port:
-            async with serving(Daemon(config(port, "alpha"), load=broken)) as client:
+            daemon = Daemon(config(port, "alpha"), load=broken)
+            async with serving(daemon, options=LIFECYCLE) as client:
                 await client.post("/-/reload")
                 text = await metrics_text(client)
         assert "\nsmtp_probe_config_last_reload_successful 0.0\n" in text
@@ -468,7 +548,31 @@ def test_reload_with_an_invalid_config_sets_last_reload_successful_to_zero() -> 
 
 
 def test_reload_without_a_config_source_is_500() -> None:
-    assert request_once("/-/reload", "alpha", method="POST").status == 500
+    assert request_once("/-/reload", "alpha", method="POST", options=LIFECYCLE).status == 500
+
+
+def test_reload_without_web_enable_lifecycle_is_refused_403_and_reloads_nothing() -> None:
+    """As in Prometheus: without --web.enable-lifecycle, POST /-/reload is 403 and never reads."""
+    loads: list[str] = []
+
+    def load() -> Config:
+        loads.append("read")
+        return config(port, "alpha", "gamma")
+
+    async def main() -> None:
+        async with serving(Daemon(config(port, "alpha"), load=load)) as client:
+            response = await client.post("/-/reload")
+            body = await response.text()
+            text = await metrics_text(client)
+        assert response.status == 403
+        assert body == LIFECYCLE_DISABLED
+        assert body.startswith("Lifecycle API is not enabled.")
+        assert "--web.enable-lifecycle" in body
+        assert loads == []
+        assert sample(text, "smtp_probe_success", "gamma") is None
+
+    with closed_port() as port:
+        run_async(main)
 
 
 # ---------------------------------------------------------------- status page
