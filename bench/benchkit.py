@@ -474,6 +474,8 @@ class DaemonProcess:
                     str(self.config),
                     "--log-level",
                     "info",
+                    # The phases switch to the real interval with POST /-/reload.
+                    "--web.enable-lifecycle",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -24,9 +24,12 @@ from tests.support.routes import probe_messages
 
 @pytest.fixture(scope="module")
 def daemon(mailstack: MailStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """The daemon as a real process on a free port, with three probes."""
+    """The daemon as a real process on a free port, with three probes (POST /-/reload on)."""
     running = start_daemon(
-        mailstack, tmp_path_factory.mktemp("daemon"), ["submission", "mx", "refused"]
+        mailstack,
+        tmp_path_factory.mktemp("daemon"),
+        ["submission", "mx", "refused"],
+        args=["--web.enable-lifecycle"],
     )
     yield running
     stop_daemon(running)

@@ -109,7 +109,7 @@ def test_the_daemon_runs_dns_checks_as_their_own_job_and_shows_them(
     knot: DnsServer, tmp_path: Path
 ) -> None:
     with closed_port() as port:
-        daemon = spawn_daemon(tmp_path, _config(knot, port))
+        daemon = spawn_daemon(tmp_path, _config(knot, port), args=["--web.enable-lifecycle"])
         try:
             # dns_interval 1s, delivery every hour: several DNS rounds and at
             # most the one delivery run the hourly job may have started.
