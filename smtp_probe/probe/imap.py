@@ -590,8 +590,12 @@ class MailboxWatcher:
                 _answer(serving, (Stage.IMAP_CONNECT, f"internal error: {exc!r}"))
                 self._give_up(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
                 return
-            self._down, backoff = None, RECONNECT_MIN
+            backoff = RECONNECT_MIN
+            with self._lock:
+                # Runs that asked while this attempt was under way: it is up now, a fresh answer.
+                self._down, asked_meanwhile, self._attempt_wanted = None, self._attempt_wanted, None
             _answer(serving, None)
+            _answer(asked_meanwhile, None)
             if not self._ready.done():
                 self._ready.set_result(None)
             try:
