@@ -624,13 +624,19 @@ class MailboxWatcher:
             self._session = None
 
     def _back_off(self, seconds: float) -> None:
-        """Wait ``seconds`` before the next reconnect, unless a run asks for one now (or stop)."""
-        until = time.monotonic() + seconds
+        """Wait ``seconds`` before the next reconnect, unless a run asks for one now (or stop).
+
+        While a run whose message is in flight waits on this watcher, the
+        wait is at most ``poll_interval``: the pace it would be polled at.
+        """
+        started = time.monotonic()
         while not self._stopping.is_set():
             with self._lock:
                 if self._attempt_wanted is not None:
                     return
-            left = until - time.monotonic()
+                in_flight = bool(self._expectations or self._bounce_expectations)
+            limit = min(seconds, self.mailbox.poll_interval) if in_flight else seconds
+            left = started + limit - time.monotonic()
             if left <= 0:
                 return
             self._wait_readable([], left)

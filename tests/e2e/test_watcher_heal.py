@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-from smtp_probe.probe.result import Outcome, RunResult, Stage
+from smtp_probe.probe.imap import MailboxWatcher
+from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import Arrival, Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
 from smtp_probe.probe.spec import ProbeSpec
+from smtp_probe.probe.transcript import Transcript
 from smtp_probe.watchers import WatcherPool
 from tests.support.mailstack import MailStack
-from tests.support.routes import probe, probe_messages
+from tests.support.routes import SENDER, SINK, mailbox, probe, probe_messages
 
 OUTAGE_SECONDS = 8.0
 """Long enough for the watcher's backoff to grow to 8 s (attempts at 0, .5, 1.5, 3.5, 7.5 s)."""
@@ -85,3 +88,42 @@ def test_a_run_right_after_imap_comes_back_is_delivered_not_a_stale_failure(
     assert "imap: reconnected" in [line.text for line in healed.transcript.lines]
     assert took < spec.timeout
     assert probe_messages(stack) == []
+
+
+def test_a_run_in_flight_when_imap_drops_is_confirmed_soon_after_it_comes_back(
+    stack: MailStack,
+) -> None:
+    """A run already waiting for its message keeps reconnects at ``poll_interval``, not the backoff."""
+    signer = TokenSigner()
+    token = signer.new("in-flight")
+    box = mailbox(stack)
+
+    async def scenario() -> Arrival | None:
+        watcher = MailboxWatcher(box, signer, persistent=True)
+        await watcher.start(Transcript(), time.monotonic() + 10)
+        try:
+            async with watcher.expecting("in-flight", token, Transcript()) as expected:
+                await asyncio.to_thread(stack.stop_dovecot)
+                await until(lambda: not watcher.is_up, timeout=10)
+                # Without a run waiting, the backoff would have grown to 8 s by now.
+                await asyncio.sleep(OUTAGE_SECONDS)
+                await asyncio.to_thread(stack.start_dovecot)
+                await asyncio.to_thread(stack.append, SINK, "INBOX", probe_mail(token))
+                healed_at = time.monotonic()
+                return await expected.arrival(healed_at + 3 * box.poll_interval)
+        finally:
+            await watcher.close()
+
+    try:
+        arrival = asyncio.run(scenario())
+    finally:
+        stack.start_dovecot()
+
+    # Found within its 3 * poll_interval deadline (else None, or ImapError while still down).
+    assert arrival is not None
+    assert arrival.deleted
+    assert probe_messages(stack) == []
+
+
+def probe_mail(token: object) -> bytes:
+    return f"From: {SENDER}\r\nTo: {SINK}\r\nX-Smtp-Probe: {token}\r\n\r\nin flight\r\n".encode()
