@@ -15,7 +15,10 @@ one mailbox and serves every probe that delivers there. Its thread
   moving it to ``\Trash`` and deleting its copy there, found by UID and
   token again). Nothing else in the mailbox is ever touched;
 * reconnects with backoff when it is persistent (the daemon's), or gives up
-  on the first failure when it is one-shot (``check``).
+  on the first failure when it is one-shot (``check``). The backoff only
+  paces retries no run waits for: a run that finds the watcher down asks
+  for an attempt now (:meth:`MailboxWatcher.reconnect_now`) and reports
+  what that attempt says, never an older failure.
 
 A run talks to it through :meth:`MailboxWatcher.expecting`; the event loop and
 the thread share only a lock-protected table of expectations and a wake-up
@@ -248,6 +251,8 @@ class MailboxWatcher:
         self._first_token: AccessToken | None = None
         self._delay = mailbox.poll_min
         self._restart_polling = False
+        self._attempt_wanted: concurrent.futures.Future[tuple[Stage, str] | None] | None = None
+        """Runs waiting for a reconnect attempt that has not started yet (shared by all of them)."""
 
     # ----------------------------------------------------------------- event loop side
 
@@ -341,6 +346,7 @@ class MailboxWatcher:
         reflector: bool = False,
         whole_message: bool = False,
         bounces: bool = False,
+        deadline: float | None = None,
     ) -> AsyncIterator[Expected]:
         """Register a run's token *before* its message is sent; unregister on leaving.
 
@@ -355,10 +361,20 @@ class MailboxWatcher:
         run's bounce mailbox: its delivery status notifications are looked for
         here too (see :meth:`watching_bounces`).
 
+        A persistent watcher found down is first asked to reconnect now
+        (:meth:`reconnect_now`, waiting until ``deadline``, monotonic; by
+        default the mailbox's ``timeout`` from now): the run goes on if that
+        attempt succeeds, and fails with that attempt's fresh reason if not.
+
         Raises:
-            ImapError: the mailbox is unreachable (at the stage of its last
-                failure); nothing is registered, and no mail should be sent.
+            ImapError: the mailbox is unreachable (at the stage of the
+                reconnect attempt made for this run, or of the last failure
+                of a one-shot watcher); nothing is registered, and no mail
+                should be sent.
         """
+        attempt: tuple[Stage, str] | None = None
+        if self._down is not None:
+            attempt = await self.reconnect_now(transcript, self._deadline_or_default(deadline))
         expected = Expected(
             self,
             probe,
@@ -379,7 +395,8 @@ class MailboxWatcher:
                     self._bounce_expectations[token.key] = expected
                     self._bounce_seen = True
         if down is not None:
-            stage, why = down
+            # What this run's reconnect attempt said, not an older failure.
+            stage, why = attempt or down
             reason = f"mailbox unreachable: {why}"
             transcript.note(f"FAILED at {stage}: {reason}")
             raise ImapError(stage, reason)
@@ -389,20 +406,32 @@ class MailboxWatcher:
             self._settle(expected)
 
     @contextlib.asynccontextmanager
-    async def watching_bounces(self, expected: Expected) -> AsyncIterator[bool]:
+    async def watching_bounces(
+        self, expected: Expected, deadline: float | None = None
+    ) -> AsyncIterator[bool]:
         """Look for delivery status notifications about ``expected``'s run here, while inside.
 
         For a run whose bounce mailbox is not its delivery mailbox: the run
         registers with its delivery watcher (:meth:`expecting`) and with this
         one. A ``failed`` report found here wakes the run's wait at once.
         Yields False (and notes it in the run's transcript) when this mailbox
-        is unreachable: the run goes on without bounce watching. Reports that
-        come after the block is left are late: deleted and counted.
+        is unreachable: the run goes on without bounce watching. A persistent
+        watcher found down is first asked to reconnect now, waiting until
+        ``deadline`` at most (monotonic; by default the mailbox's ``timeout``
+        from now). Reports that come after the block is left are late:
+        deleted and counted.
         """
+        attempt: tuple[Stage, str] | None = None
+        if self._down is not None:
+            attempt = await self.reconnect_now(
+                expected.transcript, self._deadline_or_default(deadline)
+            )
         key = expected.token.key
         with self._lock:
             down = self._down
-            if down is None:
+            if down is not None:
+                down = attempt or down
+            else:
                 self._bounce_expectations[key] = expected
                 self._bounce_seen = True
         if down is not None:
@@ -427,6 +456,57 @@ class MailboxWatcher:
                 self._bounce_expired[key] = expected.probe
                 while len(self._bounce_expired) > _MAX_EXPIRED:
                     del self._bounce_expired[next(iter(self._bounce_expired))]
+
+    async def reconnect_now(
+        self, transcript: Transcript, deadline: float
+    ) -> tuple[Stage, str] | None:
+        """Have a persistent watcher that is down try to reconnect now; say how that went.
+
+        The watcher's reconnect backoff paces its own retries only while no
+        run is waiting: this asks for an attempt that *starts* after the
+        call, wakes the watcher thread out of its backoff, and waits for that
+        attempt until ``deadline`` (monotonic). Concurrent callers share one
+        attempt. Returns ``None`` when the watcher is up (already, or after
+        the attempt), else the ``(stage, reason)`` of the attempt's failure
+        (noted in ``transcript``), or of the last failure of a watcher that
+        does not reconnect (one-shot, closed). Never raises.
+        """
+        thread = self._thread
+        with self._lock:
+            down = self._down
+            if down is None:
+                return None
+            if not self._persistent or self._stopping.is_set() or thread is None:
+                return down
+            if not thread.is_alive():
+                return down
+            attempt = self._attempt_wanted
+            if attempt is None:
+                attempt = self._attempt_wanted = concurrent.futures.Future()
+        transcript.note(
+            f"imap: the mailbox watcher is down ({down[0]}: {down[1]}); asking it to reconnect now"
+        )
+        self._wake()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                # Shielded: one run giving up must not cancel the attempt others share.
+                outcome = await asyncio.shield(asyncio.wrap_future(attempt))
+        except TimeoutError:
+            outcome = (
+                Stage.IMAP_CONNECT,
+                "the reconnect attempt did not end before the run deadline",
+            )
+            transcript.note(f"imap: {outcome[1]}")
+            return outcome
+        if outcome is None:
+            transcript.note("imap: reconnected")
+            with self._lock:
+                return self._down  # normally None; a fresh failure if it dropped again since
+        transcript.note(f"imap: the reconnect attempt failed at {outcome[0]}: {outcome[1]}")
+        return outcome
+
+    def _deadline_or_default(self, deadline: float | None) -> float:
+        return time.monotonic() + self.mailbox.timeout if deadline is None else deadline
 
     async def close(self, timeout: float = 5.0) -> None:
         """Log out and stop the thread; waits at most ``timeout`` seconds for it."""
@@ -489,23 +569,33 @@ class MailboxWatcher:
         backoff = RECONNECT_MIN
         transcript = self._transcript
         while not self._stopping.is_set():
+            # The runs that asked for a reconnect before this attempt starts get its answer.
+            with self._lock:
+                serving, self._attempt_wanted = self._attempt_wanted, None
             try:
                 self._open(transcript)
             except ImapError as exc:
                 transcript.note(f"FAILED at {exc.stage}: {exc.reason}")
                 self._mark_down(exc.stage, exc.reason)
+                _answer(serving, (exc.stage, exc.reason))
                 if not self._ready.done():
                     self._ready.set_exception(exc)
                 if not self._persistent:
                     return
-                self._wait_readable([], backoff)
+                self._back_off(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX)
                 transcript = Transcript()
                 continue
             except Exception as exc:  # noqa: BLE001 - reported to the awaiting run
+                _answer(serving, (Stage.IMAP_CONNECT, f"internal error: {exc!r}"))
                 self._give_up(Stage.IMAP_CONNECT, f"internal error: {exc!r}")
                 return
-            self._down, backoff = None, RECONNECT_MIN
+            backoff = RECONNECT_MIN
+            with self._lock:
+                # Runs that asked while this attempt was under way: it is up now, a fresh answer.
+                self._down, asked_meanwhile, self._attempt_wanted = None, self._attempt_wanted, None
+            _answer(serving, None)
+            _answer(asked_meanwhile, None)
             if not self._ready.done():
                 self._ready.set_result(None)
             try:
@@ -526,9 +616,30 @@ class MailboxWatcher:
                 return
             break
         self._down = (Stage.IMAP_CONNECT, "watcher closed")
+        with self._lock:
+            waiting, self._attempt_wanted = self._attempt_wanted, None
+        _answer(waiting, self._down)
         if self._session is not None:
             self._session.logout()
             self._session = None
+
+    def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next reconnect, unless a run asks for one now (or stop).
+
+        While a run whose message is in flight waits on this watcher, the
+        wait is at most ``poll_interval``: the pace it would be polled at.
+        """
+        started = time.monotonic()
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._attempt_wanted is not None:
+                    return
+                in_flight = bool(self._expectations or self._bounce_expectations)
+            limit = min(seconds, self.mailbox.poll_interval) if in_flight else seconds
+            left = started + limit - time.monotonic()
+            if left <= 0:
+                return
+            self._wait_readable([], left)
 
     @property
     def _live(self) -> ImapSession:
@@ -554,9 +665,11 @@ class MailboxWatcher:
         if not self._ready.done():
             self._ready.set_exception(ImapError(stage, reason))
         with self._lock:
+            waiting, self._attempt_wanted = self._attempt_wanted, None
             for expected in self._expectations.values():
                 expected._lost = reason
                 expected._wake()
+        _answer(waiting, (stage, reason))
 
     def _open(self, transcript: Transcript) -> None:
         """Open a session and look at the folders: ready to watch.
@@ -1075,6 +1188,15 @@ class MailboxWatcher:
             search=["HEADER", "Message-ID", message_id],
             ours=lambda copy: copy.message_id == message_id,
         )
+
+
+def _answer(
+    attempt: concurrent.futures.Future[tuple[Stage, str] | None] | None,
+    outcome: tuple[Stage, str] | None,
+) -> None:
+    """Tell the runs waiting on ``attempt`` (if any) how it went: ``None`` for connected."""
+    if attempt is not None and not attempt.done():
+        attempt.set_result(outcome)
 
 
 def _bounce(report: DeliveryReport, seen_at: float) -> Bounce:

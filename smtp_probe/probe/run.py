@@ -268,11 +268,19 @@ async def _send_and_confirm(
             reflector=spec.reflector,
             whole_message=spec.verify_dkim,
             bounces=same,
+            deadline=run.deadline,
         ) as expected,
         contextlib.AsyncExitStack() as stack,
     ):
         if bounce_watcher is not None and not same:
-            await stack.enter_async_context(bounce_watcher.watching_bounces(expected))
+            # Bounce watching is optional: a bounce mailbox that is down (and
+            # reconnects slowly) may cost this run a quarter of its time, no more.
+            now = time.monotonic()
+            await stack.enter_async_context(
+                bounce_watcher.watching_bounces(
+                    expected, deadline=now + max(0.0, run.deadline - now) / 4
+                )
+            )
         await _send(run)
         arrival = await expected.arrival(run.deadline)
     run.bounces = expected.bounces

@@ -162,11 +162,17 @@ class _SmugglingRun:
                 # The carrier whole: a safe server has the smuggled message in its body.
                 variant.expected[_CARRIER] = await stack.enter_async_context(
                     watcher.expecting(
-                        spec.name, variant.carrier_token, self.transcript, whole_message=True
+                        spec.name,
+                        variant.carrier_token,
+                        self.transcript,
+                        whole_message=True,
+                        deadline=self.deadline,
                     )
                 )
                 variant.expected[_SMUGGLED] = await stack.enter_async_context(
-                    watcher.expecting(spec.name, variant.smuggled_token, self.transcript)
+                    watcher.expecting(
+                        spec.name, variant.smuggled_token, self.transcript, deadline=self.deadline
+                    )
                 )
             for variant in self.variants:
                 if not await self._try(variant):
