@@ -41,6 +41,7 @@ from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
 from smtp_probe.server.http import HttpServer
 from smtp_probe.server.interface import MailboxStatus, OnDemandRefused, ProbeStatus, Status
+from smtp_probe.server.webconfig import WebGuard
 from smtp_probe.watchers import WatcherPool
 
 _LOG: Final = log.get(__name__)
@@ -402,10 +403,12 @@ async def serve(
     load: Callable[[], Config] | None = None,
     listen: ServerSettings | None = None,
     on_started: Callable[[ServerSettings], None] | None = None,
+    guard: WebGuard | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP and ``POST /-/reload`` call ``load``.
 
-    Returns the exit code (0 after a clean stop).
+    Returns the exit code (0 after a clean stop). ``guard`` is the
+    ``--web.config.file`` (TLS, basic auth, headers) every endpoint obeys.
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -424,7 +427,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
-    http = HttpServer(daemon, listen or config.server)
+    http = HttpServer(daemon, listen or config.server, guard)
     try:
         await http.start()
         await daemon.start()

@@ -18,14 +18,18 @@ from smtp_probe.config.runtime import ServerSettings
 from smtp_probe.report import as_dict, verdict
 from smtp_probe.server.interface import Monitor, OnDemandRefused
 from smtp_probe.server.status_page import render_status_page
+from smtp_probe.server.webconfig import WebGuard
 
 
 class HttpServer:
     """aiohttp server bound to ``settings``; ``bound`` tells the real port after start."""
 
-    def __init__(self, monitor: Monitor, settings: ServerSettings) -> None:
+    def __init__(
+        self, monitor: Monitor, settings: ServerSettings, guard: WebGuard | None = None
+    ) -> None:
         self.monitor = monitor
         self.settings = settings
+        self.guard = guard
         self.bound = settings
         self._runner: web.AppRunner | None = None
 
@@ -35,9 +39,12 @@ class HttpServer:
         Raises:
             OSError: the address is in use or not ours to bind.
         """
-        self._runner = web.AppRunner(make_app(self.monitor), access_log=None)
+        self._runner = web.AppRunner(make_app(self.monitor, self.guard), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host or None, self.settings.port)
+        context = self.guard.server_context() if self.guard is not None else None
+        site = web.TCPSite(
+            self._runner, self.settings.host or None, self.settings.port, ssl_context=context
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -51,9 +58,13 @@ class HttpServer:
             self._runner = None
 
 
-def make_app(monitor: Monitor) -> web.Application:
-    """The aiohttp application serving ``monitor`` (also used directly by tests)."""
-    app = web.Application()
+def make_app(monitor: Monitor, guard: WebGuard | None = None) -> web.Application:
+    """The aiohttp application serving ``monitor`` (also used directly by tests).
+
+    With a ``guard`` (``--web.config.file``) every route asks for its basic
+    auth users and answers with its headers.
+    """
+    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
     handlers = _Handlers(monitor)
     app.router.add_get("/", handlers.status_page)
     app.router.add_get("/metrics", handlers.metrics)
