@@ -320,12 +320,12 @@ def _users(doc: Document, value: object) -> dict[str, bytes]:
     return out
 
 
-def _fingerprint(paths: list[Path]) -> tuple[tuple[float, int, int] | None, ...]:
-    out: list[tuple[float, int, int] | None] = []
+def _fingerprint(paths: list[Path]) -> tuple[tuple[int, int, int] | None, ...]:
+    out: list[tuple[int, int, int] | None] = []
     for path in paths:
         try:
             st = os.stat(path)
-            out.append((st.st_mtime, st.st_size, st.st_ino))
+            out.append((st.st_mtime_ns, st.st_size, st.st_ino))
         except OSError:
             out.append(None)
     return tuple(out)
@@ -353,7 +353,7 @@ class WebGuard:
         self._cache: dict[bytes, float] = {}
         self._dummy: bytes | None = None
 
-    def _stat(self) -> tuple[tuple[float, int, int] | None, ...]:
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
         tls = self.config.tls
         files = [self.path]
         if tls is not None:
