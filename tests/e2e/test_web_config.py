@@ -9,9 +9,12 @@ also the one whose web config is changed while it runs.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -267,5 +270,25 @@ def test_health_endpoints_may_be_exempted_from_auth(
         assert request(daemon, "GET", "/-/ready")[0] == 200
         for method, path in ENDPOINTS[:4]:
             assert request(daemon, method, path)[0] == 401, path
+        # The image's own HEALTHCHECK, pointed at the TLS port as the README says.
+        command = dockerfile_healthcheck()
+        healthy = f"https://127.0.0.1:{daemon.port}/-/healthy"
+        for url, code in ((healthy, 0), (healthy.replace("/-/healthy", "/metrics"), 1)):
+            done = subprocess.run(
+                [sys.executable, *command[1:]],
+                env={**os.environ, "SMTP_PROBE_HEALTHCHECK_URL": url},
+                capture_output=True,
+                timeout=30,
+            )
+            assert done.returncode == code, done.stderr.decode()[-2000:]
     finally:
         stop_daemon(daemon)
+
+
+def dockerfile_healthcheck() -> list[str]:
+    """The exec form of the Dockerfile's ``HEALTHCHECK ... CMD [...]``."""
+    text = (Path(__file__).parents[2] / "Dockerfile").read_text()
+    line = text[text.index("HEALTHCHECK ") :].split("CMD ", 1)[1].split("\n", 1)[0]
+    command = json.loads(line)
+    assert isinstance(command, list)
+    return [str(part) for part in command]

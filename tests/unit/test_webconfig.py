@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import ssl
+import subprocess
 from importlib import resources
 from pathlib import Path
 
@@ -199,3 +201,27 @@ def test_basic_auth_checks_bcrypt_and_remembers_only_successes(tmp_path: Path) -
         assert len(guard._cache) == 1
 
     asyncio.run(check())
+
+
+def test_the_readme_example_is_read_and_promtool_accepts_it(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Securing the endpoints") :]
+    example = section[section.index("```yaml\n") + 8 : section.index("```\n", 8)]
+    tls = tmp_path / "tls"
+    tls.mkdir()
+    cert, key, ca = certificate(tls)
+    cert.rename(tls / "server.pem")
+    key.rename(tls / "server-key.pem")
+    ca.rename(tls / "clients-ca.pem")
+    web = tmp_path / "web.yml"
+    web.write_text(example)
+    config = load(web)
+    assert config.tls is not None
+    assert config.tls.client_auth == ssl.CERT_REQUIRED
+    assert set(config.users) == {"prometheus"}
+    promtool = shutil.which("promtool")
+    assert promtool is not None, "promtool (Debian package prometheus) is needed"
+    done = subprocess.run(
+        [promtool, "check", "web-config", str(web)], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
