@@ -461,7 +461,11 @@ class WebGuard:
                 headers={"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'},
             )
         else:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:  # 404, 405...: the headers belong on them too
+                exc.headers.update(config.headers)
+                raise
         for name, value in config.headers.items():
             response.headers[name] = value
         return response

@@ -191,6 +191,10 @@ def test_every_endpoint_refuses_requests_without_valid_credentials(
     assert status == 200
     assert headers["Strict-Transport-Security"] == "max-age=31536000"
     assert request(daemon, "GET", "/-/healthy")[0] == 200
+    status, headers = request(daemon, "GET", "/no-such-page")
+    assert status == 404
+    assert headers["X-Frame-Options"] == "deny"
+    assert request(daemon, "GET", "/no-such-page", auth=None)[0] == 401
     assert PASSWORD not in daemon.log.read_text()
 
 

@@ -22,6 +22,7 @@ import trustme
 from smtp_probe.cli import main
 from smtp_probe.config.errors import ConfigError
 from smtp_probe.server.webconfig import WebGuard, load, parse
+from tests.support.tls_certs import handshake
 
 SOURCE = Path("/etc/smtp-probe/web.yml")
 HASH = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
@@ -225,3 +226,43 @@ def test_the_readme_example_is_read_and_promtool_accepts_it(tmp_path: Path) -> N
         [promtool, "check", "web-config", str(web)], capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rotated_certificates_serve_the_next_handshake_and_policy_changes_wait(
+    tmp_path: Path,
+) -> None:
+    """Real handshakes (memory BIOs) against the listener's context, by IP: no SNI sent."""
+    first, second = trustme.CA(), trustme.CA()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+
+    def install(ca: trustme.CA) -> None:
+        leaf = ca.issue_cert("127.0.0.1")
+        leaf.cert_chain_pems[0].write_to_path(cert)
+        leaf.private_key_pem.write_to_path(key)
+
+    def trusting(ca: trustme.CA) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        return context
+
+    install(first)
+    web = tmp_path / "web.yml"
+    tls = "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+    web.write_text(tls)
+    guard = WebGuard(web)
+    listener = guard.server_context()
+    assert listener is not None
+    handshake(listener, trusting(first), host="127.0.0.1")
+    install(second)
+    handshake(listener, trusting(second), host="127.0.0.1")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        handshake(listener, trusting(first), host="127.0.0.1")
+    # A broken key is refused and the rotated certificate stays in service.
+    key.write_text("not a key\n")
+    handshake(listener, trusting(second), host="127.0.0.1")
+    install(second)
+    # client_auth_type needs a restart: the change is refused as a whole.
+    web.write_text(tls + "  min_version: TLS13\n")
+    guard.refresh()
+    assert guard.config.tls is not None
+    assert guard.config.tls.min_version == ssl.TLSVersion.TLSv1_2
