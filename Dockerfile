@@ -76,8 +76,11 @@ EXPOSE 10587
 STOPSIGNAL SIGTERM
 # No curl in the image: its own Python asks /-/healthy (never through an
 # HTTP proxy from the environment). Set SMTP_PROBE_HEALTHCHECK_URL when the
-# daemon listens elsewhere than :10587.
+# daemon listens elsewhere than :10587, or to https://127.0.0.1:10587/-/healthy
+# with a --web.config.file that turns TLS on (add --web.health-without-auth
+# when it also asks for basic auth). The check asks its own loopback, so it
+# does not verify the certificate: liveness, not identity, is the question.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD ["/opt/smtp-probe/bin/python", "-c", "import os, sys, urllib.request as u; url = os.environ.get('SMTP_PROBE_HEALTHCHECK_URL', 'http://127.0.0.1:10587/-/healthy'); sys.exit(0 if u.build_opener(u.ProxyHandler({})).open(url, timeout=4).status == 200 else 1)"]
+    CMD ["/opt/smtp-probe/bin/python", "-c", "import os, ssl, sys, urllib.request as u; url = os.environ.get('SMTP_PROBE_HEALTHCHECK_URL', 'http://127.0.0.1:10587/-/healthy'); sys.exit(0 if u.build_opener(u.ProxyHandler({}), u.HTTPSHandler(context=ssl._create_unverified_context())).open(url, timeout=4).status == 200 else 1)"]
 ENTRYPOINT ["/opt/smtp-probe/bin/smtp-probe"]
 CMD ["run", "--config", "/etc/smtp-probe/config.yml"]

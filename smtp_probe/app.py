@@ -42,6 +42,7 @@ from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
 from smtp_probe.server.http import HttpServer, WebOptions
 from smtp_probe.server.interface import MailboxStatus, OnDemandRefused, ProbeStatus, Status
+from smtp_probe.server.webconfig import WebGuard
 from smtp_probe.watchers import WatcherPool
 
 _LOG: Final = log.get(__name__)
@@ -438,11 +439,14 @@ async def serve(
     on_started: Callable[[ServerSettings], None] | None = None,
     web_options: WebOptions | None = None,
     probe_rate: int = ON_DEMAND_PER_MINUTE,
+    guard: WebGuard | None = None,
 ) -> int:
     """Run the daemon until SIGTERM/SIGINT; SIGHUP and ``POST /-/reload`` call ``load``.
 
     ``POST /-/reload`` only with ``web_options.enable_lifecycle``; SIGHUP always.
     ``probe_rate`` is the ``/probe`` budget per minute over all probes.
+    ``guard`` is the ``--web.config.file`` (TLS, basic auth, headers) every
+    endpoint obeys.
 
     Returns the exit code (0 after a clean stop).
 
@@ -463,7 +467,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload_on_hup)
-    http = HttpServer(daemon, listen or config.server, web_options)
+    http = HttpServer(daemon, listen or config.server, web_options, guard)
     try:
         await http.start()
         await daemon.start()

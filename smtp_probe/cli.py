@@ -40,6 +40,7 @@ from smtp_probe.shard import config_loader, parse_shard
 
 if TYPE_CHECKING:
     from smtp_probe.config.runtime import ServerSettings
+    from smtp_probe.server.webconfig import WebGuard
 
 __all__ = ["build_parser", "main", "program"]
 
@@ -379,6 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N /probe runs started per minute, all probes together (default "
         "30; besides one run per probe at a time and 5s between two), else 429",
     )
+    _web_flags(run)
 
     validate = commands.add_parser(
         "validate", help="check a config file", description="Exit 0 if valid, 3 with every error."
@@ -400,7 +402,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--listen", metavar="[HOST]:PORT", type=_LISTEN, default="127.0.0.1:10587")
     demo.add_argument("--log-level", choices=log.LEVELS, default="info")
+    _web_flags(demo)
     return parser
+
+
+def _web_flags(command: argparse.ArgumentParser) -> None:
+    web = command.add_argument_group("securing the HTTP endpoints (see the README)")
+    web.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        metavar="FILE",
+        type=Path,
+        help="TLS, basic auth users and response headers in the Prometheus exporter-toolkit "
+        "format; re-read when it changes",
+    )
+    web.add_argument(
+        "--web.health-without-auth",
+        dest="health_without_auth",
+        action="store_true",
+        help="answer /-/healthy and /-/ready without basic auth (for container health checks)",
+    )
+
+
+def _guard(args: argparse.Namespace) -> WebGuard | None:
+    """The ``--web.config.file`` guard, or ``None``.
+
+    Raises:
+        ConfigError: the web config is unreadable or invalid.
+        UsageError: --web.health-without-auth without --web.config.file.
+    """
+    if args.web_config_file is None:
+        if args.health_without_auth:
+            raise UsageError("--web.health-without-auth needs --web.config.file")
+        return None
+    from smtp_probe.server.webconfig import WebGuard
+
+    return WebGuard(args.web_config_file, health_without_auth=args.health_without_auth)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,6 +513,7 @@ def _run(args: argparse.Namespace) -> int:
     index, count = args.shard or (0, 1)
     load = config_loader(args.config, index, count)
     config = load()
+    guard = _guard(args)
     if args.shard:
         log.get(__name__).info("shard", shard=f"{index}/{count}", probes=len(config.probes))
     try:
@@ -486,6 +524,7 @@ def _run(args: argparse.Namespace) -> int:
                 listen=args.listen,
                 web_options=web_options,
                 probe_rate=probe_rate,
+                guard=guard,
             )
         )
     except OSError as exc:
@@ -513,4 +552,4 @@ def _demo(args: argparse.Namespace) -> int:
     from smtp_probe.demo import run_demo
 
     log.setup(args.log_level)
-    return asyncio.run(run_demo(args.listen))
+    return asyncio.run(run_demo(args.listen, _guard(args)))

@@ -14,6 +14,7 @@ from smtp_probe.app import serve
 from smtp_probe.config import parse_config
 from smtp_probe.config.runtime import Config, ServerSettings
 from smtp_probe.sandbox import MailSandbox, SandboxError
+from smtp_probe.server.webconfig import WebGuard
 
 
 def demo_config() -> Config:
@@ -22,8 +23,11 @@ def demo_config() -> Config:
     return parse_config(text)
 
 
-async def run_demo(listen: ServerSettings) -> int:
-    """Start the sandbox and the daemon; return the exit code when stopped."""
+async def run_demo(listen: ServerSettings, guard: WebGuard | None = None) -> int:
+    """Start the sandbox and the daemon; return the exit code when stopped.
+
+    ``guard`` is the ``--web.config.file`` the demo's endpoints obey.
+    """
     config = demo_config()
     smtp = config.probes[0].spec.smtp
     mailbox = config.probes[0].spec.mailbox
@@ -36,7 +40,8 @@ async def run_demo(listen: ServerSettings) -> int:
         return 3
 
     def announce(bound: ServerSettings) -> None:
-        base = f"http://{bound.host or '127.0.0.1'}:{bound.port}"
+        scheme = "https" if guard is not None and guard.config.tls is not None else "http"
+        base = f"{scheme}://{bound.host or '127.0.0.1'}:{bound.port}"
         print(
             f"\nsmtp-probe demo is running: mail sandbox on {smtp.host} "
             f"(SMTP :{smtp.port}, IMAP :{mailbox.port})\n"
@@ -49,7 +54,7 @@ async def run_demo(listen: ServerSettings) -> int:
         )
 
     try:
-        return await serve(config, listen=listen, on_started=announce)
+        return await serve(config, listen=listen, on_started=announce, guard=guard)
     except OSError as exc:
         print(f"smtp-probe demo: error: cannot listen on {listen.host}:{listen.port}: "
               f"{exc.strerror or exc}", file=sys.stderr)  # fmt: skip

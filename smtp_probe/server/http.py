@@ -25,6 +25,7 @@ from smtp_probe.config.runtime import ServerSettings
 from smtp_probe.report import as_dict, verdict
 from smtp_probe.server.interface import Monitor, OnDemandRefused
 from smtp_probe.server.status_page import render_status_page
+from smtp_probe.server.webconfig import WebGuard
 
 LIFECYCLE_DISABLED: Final = (
     "Lifecycle API is not enabled. Start smtp-probe run with --web.enable-lifecycle.\n"
@@ -48,11 +49,16 @@ class HttpServer:
     """aiohttp server bound to ``settings``; ``bound`` tells the real port after start."""
 
     def __init__(
-        self, monitor: Monitor, settings: ServerSettings, web_options: WebOptions | None = None
+        self,
+        monitor: Monitor,
+        settings: ServerSettings,
+        web_options: WebOptions | None = None,
+        guard: WebGuard | None = None,
     ) -> None:
         self.monitor = monitor
         self.settings = settings
         self.web_options = web_options or WebOptions()
+        self.guard = guard
         self.bound = settings
         self._runner: web.AppRunner | None = None
 
@@ -62,9 +68,14 @@ class HttpServer:
         Raises:
             OSError: the address is in use or not ours to bind.
         """
-        self._runner = web.AppRunner(make_app(self.monitor, self.web_options), access_log=None)
+        self._runner = web.AppRunner(
+            make_app(self.monitor, self.web_options, self.guard), access_log=None
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host or None, self.settings.port)
+        context = self.guard.server_context() if self.guard is not None else None
+        site = web.TCPSite(
+            self._runner, self.settings.host or None, self.settings.port, ssl_context=context
+        )
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -78,13 +89,16 @@ class HttpServer:
             self._runner = None
 
 
-def make_app(monitor: Monitor, options: WebOptions | None = None) -> web.Application:
+def make_app(
+    monitor: Monitor, options: WebOptions | None = None, guard: WebGuard | None = None
+) -> web.Application:
     """The aiohttp application serving ``monitor`` (also used directly by tests).
 
     ``options`` default to :class:`WebOptions`' defaults: no lifecycle API,
-    ``/probe`` on.
+    ``/probe`` on. With a ``guard`` (``--web.config.file``) every route asks
+    for its basic auth users and answers with its headers.
     """
-    app = web.Application()
+    app = web.Application(middlewares=[guard.middleware] if guard is not None else [])
     handlers = _Handlers(monitor, options or WebOptions())
     app.router.add_get("/", handlers.status_page)
     app.router.add_get("/metrics", handlers.metrics)

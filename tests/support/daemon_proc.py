@@ -7,15 +7,17 @@ until it is ready.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.mailstack import REJECT_550, MailStack
@@ -25,20 +27,30 @@ from tests.support.routes import SENDER, SINK
 
 @dataclass
 class Daemon:
-    """A running daemon process, its port, config file and log file."""
+    """A running daemon process, its port, config file and log file.
+
+    ``tls`` (a client context) makes :meth:`get` speak HTTPS, and ``auth``
+    (user, password) sends basic auth: for a daemon with ``--web.config.file``.
+    """
 
     proc: subprocess.Popen[bytes]
     port: int
     config: Path
     log: Path
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
+    auth: tuple[str, str] | None = field(default=None, repr=False)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
 
     def get(self, path: str, method: str = "GET") -> tuple[int, str]:
         request = urllib.request.Request(self.url(path), method=method)  # noqa: S310
+        if self.auth is not None:
+            token = base64.b64encode(":".join(self.auth).encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=20) as reply:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=20, context=self.tls) as reply:  # noqa: S310
                 return reply.status, reply.read().decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
@@ -85,13 +97,17 @@ def start_daemon(
     config: str | None = None,
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Daemon:
     """Start ``python -m smtp_probe run`` for ``probes`` (names from :func:`config_text`).
 
     ``config`` replaces the generated config text (it may build on
     ``config_text(stack, workdir, ...)``: the password and token files are
     written to ``workdir`` either way). ``args`` go after ``run``'s own
-    (``--log-level debug``); ``env`` is added to the daemon's environment.
+    (``--log-level debug``); ``env`` is added to the daemon's environment;
+    ``tls`` and ``auth`` are how the readiness check (and :meth:`Daemon.get`)
+    talk to a daemon with ``--web.config.file``.
 
     Raises:
         AssertionError: the daemon exited or was not ready within 20 s.
@@ -101,17 +117,29 @@ def start_daemon(
     (secrets / "token").write_text("a-token-secret-of-enough-length\n")
     text = config if config is not None else config_text(stack, secrets, probes)
     return spawn_daemon(
-        workdir, text, args=args, env={"SINK_PASSWORD": stack.users[SINK], **(env or {})}
+        workdir,
+        text,
+        args=args,
+        env={"SINK_PASSWORD": stack.users[SINK], **(env or {})},
+        tls=tls,
+        auth=auth,
     )
 
 
 def spawn_daemon(
-    workdir: Path, config: str, *, args: Sequence[str] = (), env: Mapping[str, str] | None = None
+    workdir: Path,
+    config: str,
+    *,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
+    auth: tuple[str, str] | None = None,
 ) -> Daemon:
     """Start ``python -m smtp_probe run`` with the config text ``config`` (no mail stack needed).
 
     The config is written to ``workdir/config.yml``, the log to
-    ``workdir/daemon.log``; ``env`` is added to the daemon's environment.
+    ``workdir/daemon.log``; ``env`` is added to the daemon's environment;
+    ``tls`` and ``auth`` as for :func:`start_daemon`.
 
     Raises:
         AssertionError: the daemon exited or was not ready within 20 s.
@@ -127,7 +155,7 @@ def spawn_daemon(
              "--listen", f"127.0.0.1:{port}", *args],
             stdout=out, stderr=subprocess.STDOUT, env=environ,
         )  # fmt: skip
-    running = Daemon(proc, port, path, log)
+    running = Daemon(proc, port, path, log, tls, auth)
     end = time.monotonic() + 20
     while time.monotonic() < end:
         try:

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import textwrap
 import time
 import urllib.parse
 import urllib.request
@@ -74,7 +75,10 @@ class Prometheus:
         job: str = "smtp-probe",
         rules: Sequence[Path] = (),
         alertmanagers: Sequence[str] = (),
+        scrape_options: str = "",
     ) -> None:
+        """``scrape_options``: extra YAML lines for the job (``scheme``, ``tls_config``, ...)."""
+        self.scrape_options = scrape_options
         self.targets = targets
         self.job = job
         self.rules = list(rules)
@@ -100,7 +104,10 @@ class Prometheus:
         (self._dir / "prometheus.yml").write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
             + (f"rule_files:{rule_files}\n" if self.rules else "")
-            + f"scrape_configs:\n  - job_name: {self.job}\n    static_configs:\n"
+            + f"scrape_configs:\n  - job_name: {self.job}\n"
+            + textwrap.indent(textwrap.dedent(self.scrape_options).strip("\n"), "    ")
+            + ("\n" if self.scrape_options else "")
+            + "    static_configs:\n"
             f"      - targets: {json.dumps(self.targets)}\n"
             + (
                 "alerting:\n  alertmanagers:\n    - static_configs:\n"
