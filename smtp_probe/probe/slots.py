@@ -116,7 +116,7 @@ class Limiter:
         """
         ahead = self.waiting
         transcript.note(
-            f"=== waiting for {what} ({self.in_use} in use of {self._limit}, {ahead} waiting)"
+            f"waiting for {what} ({self.in_use} in use of {self._limit}, {ahead} waiting)"
         )
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -140,11 +140,11 @@ class Limiter:
                 f"(waited {time.monotonic() - started:.1f}s; "
                 f"{self.in_use} in use, {self.waiting} waiting)"
             )
-            transcript.note(f"=== {reason}")
+            transcript.note(reason)
             raise SlotTimeout(reason) from None
         finally:
             self.observer.slot_wait_ended(self.kind)
-        transcript.note(f"=== got {what} after {time.monotonic() - started:.3f}s")
+        transcript.note(f"got {what} after {time.monotonic() - started:.3f}s")
 
     def _wake(self) -> None:
         """Hand free slots to the oldest waiters still waiting."""

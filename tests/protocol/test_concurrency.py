@@ -66,18 +66,16 @@ def test_twenty_probes_on_one_server_never_hold_more_than_its_max_connections() 
     assert len(handler.messages) == 20
     assert handler.most_connections == 3
     waited = [
-        r
-        for r in results
-        if any(n.startswith("=== waiting for a connection slot") for n in notes(r))
+        r for r in results if any(n.startswith("waiting for a connection slot") for n in notes(r))
     ]
     assert len(waited) >= 17
     address = f"127.0.0.1:{port}"
     assert any(
-        n.startswith(f"=== waiting for a connection slot to {address} (3 in use of 3, ")
+        n.startswith(f"waiting for a connection slot to {address} (3 in use of 3, ")
         for r in waited
         for n in notes(r)
     )
-    assert all(any(n.startswith("=== got a connection slot to") for n in notes(r)) for r in waited)
+    assert all(any(n.startswith("got a connection slot to") for n in notes(r)) for r in waited)
 
 
 def test_max_concurrent_runs_bounds_runs_across_servers_limits() -> None:
@@ -89,9 +87,7 @@ def test_max_concurrent_runs_bounds_runs_across_servers_limits() -> None:
 
     assert [r.outcome for r in results] == [Outcome.SENT] * 6
     assert handler.most_connections == 2
-    assert (
-        sum(any(n.startswith("=== waiting for a run slot") for n in notes(r)) for r in results) == 4
-    )
+    assert sum(any(n.startswith("waiting for a run slot") for n in notes(r)) for r in results) == 4
     assert (slots.runs.in_use, slots.runs.waiting) == (0, 0)
 
 
@@ -174,7 +170,7 @@ def test_each_smuggling_session_takes_a_connection_slot() -> None:
 
     assert result.outcome is Outcome.REJECTED, result.error
     assert len(server.contents) == 2
-    waits = [n for n in notes(result) if n.startswith("=== waiting for a connection slot")]
+    waits = [n for n in notes(result) if n.startswith("waiting for a connection slot")]
     assert len(waits) == 1  # the first session waited; the second found the slot free
     port = int(waits[0].split(f"{LOOPBACK}:")[1].split(" ")[0])
     assert slots.connection(SmtpServer(LOOPBACK, port)).in_use == 0

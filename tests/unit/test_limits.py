@@ -132,7 +132,7 @@ def test_a_run_without_a_run_slot_by_its_deadline_is_an_error_and_the_wait_is_co
     assert result.error.startswith("no free run slot within the deadline (waited 0.")
     assert result.duration_seconds < 1.5
     lines = [line.text for line in result.transcript.lines]
-    assert lines[0] == "=== waiting for a run slot (1 in use of 1, 0 waiting)"
+    assert lines[0] == "waiting for a run slot (1 in use of 1, 0 waiting)"
     assert waiting_after == 0
     assert registry.get_sample_value("smtp_probe_slot_waits_total", {"limit": "run"}) == 1
     assert registry.get_sample_value("smtp_probe_slot_waits_total", {"limit": "connection"}) == 0
