@@ -37,6 +37,7 @@ from smtp_probe.probe.credentials import TokenSource
 from smtp_probe.probe.dns_checks import run_dns_checks
 from smtp_probe.probe.result import DnsCheckResult, DnsReport, RunResult
 from smtp_probe.probe.run import run_probe
+from smtp_probe.probe.slots import Slots
 from smtp_probe.probe.spec import ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.scheduler import ProbeScheduler
@@ -143,6 +144,8 @@ class Daemon:
         """
         self.config = config
         self.metrics = Metrics(registry or CollectorRegistry())
+        self.slots = Slots(config.max_concurrent_runs, observer=self.metrics)
+        """Runs at once, and SMTP sessions at once per server: a reload changes the limits."""
         self._load = load
         self._watchers = WatcherPool(
             _secret_bytes(config),
@@ -207,6 +210,7 @@ class Daemon:
 
     def _configure(self, config: Config) -> None:
         self.metrics.configure(config.probes)
+        self.slots.configure(config.max_concurrent_runs, (p.spec.smtp for p in config.probes))
         self._history.configure(p.spec.name for p in config.probes)
         checked = {p.spec.name for p in config.probes if p.spec.dns_checks is not None}
         for name in self._dns_reports.keys() - checked:
@@ -271,7 +275,11 @@ class Daemon:
             try:
                 with structlog.contextvars.bound_contextvars(probe=spec.name):
                     return await run_probe(
-                        spec, signer=signer, watcher=watcher, bounce_watcher=bounce_watcher
+                        spec,
+                        signer=signer,
+                        watcher=watcher,
+                        bounce_watcher=bounce_watcher,
+                        slots=self.slots,
                     )
             finally:
                 if scheduled:

@@ -46,6 +46,7 @@ from prometheus_client.utils import floatToGoString
 
 from smtp_probe import __version__
 from smtp_probe.config.runtime import ScheduledProbe
+from smtp_probe.probe import slots
 from smtp_probe.probe.result import (
     SMTP_STAGES,
     Bounce,
@@ -289,6 +290,17 @@ RELOAD_TIME = _Family(
     "gauge",
     "Unix time of the last successful configuration (re)load",
 )
+RUNS_WAITING = _Family(
+    "smtp_probe_runs_waiting",
+    "gauge",
+    "Runs waiting now for a slot: limit=run (limits.max_concurrent_runs) or limit=connection "
+    "(an SMTP server's max_connections)",
+)
+SLOT_WAITS = _Family(
+    "smtp_probe_slot_waits",
+    "counter",
+    "Times a run had to wait for a slot, by limit (run, connection); on demand runs included",
+)
 BUILD_INFO = _Family(
     "smtp_probe_build_info", "gauge", "Always 1; the version label says which build runs"
 )
@@ -474,6 +486,8 @@ class Metrics:
         self._client_lock = threading.Lock()
         self._reload_ok = 0.0
         self._reload_time = 0.0
+        self._waiting = dict.fromkeys(slots.LIMITS, 0.0)
+        self._waits = dict.fromkeys(slots.LIMITS, 0.0)
         registry.register(self)
 
     # ----------------------------------------------------------------- updates
@@ -641,6 +655,17 @@ class Metrics:
         if ok:
             self._reload_time = at
 
+    def slot_wait_started(self, limit: str) -> None:
+        """A run began waiting for a ``limit`` slot (``SlotObserver``; on the event loop)."""
+        if limit in self._waiting:
+            self._waiting[limit] += 1
+            self._waits[limit] += 1
+
+    def slot_wait_ended(self, limit: str) -> None:
+        """A run stopped waiting for a ``limit`` slot (``SlotObserver``)."""
+        if limit in self._waiting:
+            self._waiting[limit] = max(0.0, self._waiting[limit] - 1)
+
     def _in_flight(self, probe: str, change: int) -> None:
         state = self._probes.get(probe)
         if state is not None:
@@ -680,6 +705,15 @@ class Metrics:
         for family, value in ((RELOAD_OK, self._reload_ok), (RELOAD_TIME, self._reload_time)):
             out.append(_header(family, openmetrics))
             out.append(f"{family.name} {_number(value)}\n")
+        for family, values, suffix in (
+            (RUNS_WAITING, self._waiting, ""),
+            (SLOT_WAITS, self._waits, "_total"),
+        ):
+            out.append(_header(family, openmetrics))
+            out.extend(
+                f'{family.name}{suffix}{{limit="{limit}"}} {_number(value)}\n'
+                for limit, value in values.items()
+            )
         out.append(_header(BUILD_INFO, openmetrics))
         out.append(f'{BUILD_INFO.name}{{version="{_escape(__version__)}"}} 1.0\n')
         if openmetrics:
@@ -688,7 +722,15 @@ class Metrics:
 
     def describe(self) -> Iterator[Metric]:
         """The families, without samples (lets the registry check names cheaply)."""
-        for family in (*PER_PROBE, *PER_CLIENT, RELOAD_OK, RELOAD_TIME, BUILD_INFO):
+        for family in (
+            *PER_PROBE,
+            *PER_CLIENT,
+            RELOAD_OK,
+            RELOAD_TIME,
+            RUNS_WAITING,
+            SLOT_WAITS,
+            BUILD_INFO,
+        ):
             yield _empty(family)
 
     def collect(self) -> Iterator[Metric]:
@@ -708,6 +750,12 @@ class Metrics:
         yield from self._collect_clients()
         yield GaugeMetricFamily(RELOAD_OK.name, RELOAD_OK.help, value=self._reload_ok)
         yield GaugeMetricFamily(RELOAD_TIME.name, RELOAD_TIME.help, value=self._reload_time)
+        waiting = GaugeMetricFamily(RUNS_WAITING.name, RUNS_WAITING.help, labels=["limit"])
+        waits = CounterMetricFamily(SLOT_WAITS.name, SLOT_WAITS.help, labels=["limit"])
+        for limit in slots.LIMITS:
+            waiting.add_metric([limit], self._waiting[limit])
+            waits.add_metric([limit], self._waits[limit])
+        yield from (waiting, waits)
         build = GaugeMetricFamily(BUILD_INFO.name, BUILD_INFO.help, labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
@@ -892,6 +940,8 @@ def _empty(
     labels = list(_LABEL_NAMES.get(family, ("probe",))) if family in PER_PROBE else None
     if family is BUILD_INFO:
         labels = ["version"]
+    elif family in (RUNS_WAITING, SLOT_WAITS):
+        labels = ["limit"]
     elif family in PER_CLIENT:
         labels = ["client", "result"] if family is TOKEN_REQUESTS else ["client"]
     if family.kind == "counter":

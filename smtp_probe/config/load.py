@@ -47,6 +47,7 @@ from smtp_probe.oauth.settings import (
 )
 from smtp_probe.probe import expect as expectations
 from smtp_probe.probe.spec import (
+    DEFAULT_MAX_CONCURRENT_RUNS,
     DnsChecks,
     DnsSettings,
     Expectation,
@@ -250,6 +251,11 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
     return Config(
         probes=tuple(probes),
         server=model.server.listen if model.server is not None else ServerSettings(),
+        max_concurrent_runs=(
+            model.limits.max_concurrent_runs
+            if model.limits is not None
+            else DEFAULT_MAX_CONCURRENT_RUNS
+        ),
         token_secret=model.token_secret_file,
         source=source,
         oauth_clients=MappingProxyType(sources),
@@ -371,6 +377,7 @@ def _smtp_server(entry: SmtpServerEntry, sources: Mapping[str, TokenCache]) -> S
         helo=entry.helo,
         timeout=entry.timeout,
         mx=entry.mx is not None,
+        max_connections=entry.max_connections,
     )
 
 

@@ -55,6 +55,8 @@ from smtp_probe.probe.result import Stage
 from smtp_probe.probe.spec import (
     DEFAULT_DNS_INTERVAL,
     DEFAULT_DNS_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_RUNS,
+    DEFAULT_MAX_CONNECTIONS,
     DMARC_POLICIES,
     MTA_STS_MODES,
     Cleanup,
@@ -218,6 +220,12 @@ PORT: Final = Value(
     int,
     _plain(values.check_port),
     {"type": "integer", "minimum": values.MIN_PORT, "maximum": values.MAX_PORT},
+)
+COUNT: Final = Value(
+    "a whole number of at least 1",
+    int,
+    _plain(values.check_count),
+    {"type": "integer", "minimum": 1},
 )
 TLS: Final = _text(
     f"one of {', '.join(mode.value for mode in TlsMode)}",
@@ -958,6 +966,12 @@ class SmtpServer(Section):
         description=_REPLY_TIMEOUT_HELP,
         json_schema_extra=_seconds(values.DEFAULT_COMMAND_TIMEOUT),
     )
+    max_connections: Annotated[int, COUNT] = Field(
+        DEFAULT_MAX_CONNECTIONS,
+        description="The daemon opens at most this many SMTP sessions at once to this server "
+        "(counted per host and port; an mx server per domain; entries naming the same server "
+        "share the smallest limit). Runs beyond it wait, within their own timeout.",
+    )
 
     @classmethod
     def rules(cls, raw: Mapping[str, object]) -> Iterator[Violation]:
@@ -1640,6 +1654,16 @@ class Server(Section):
     )
 
 
+class Limits(Section):
+    """How much the daemon does at once (smtp-probe check runs one probe and ignores them)."""
+
+    max_concurrent_runs: Annotated[int, COUNT] = Field(
+        DEFAULT_MAX_CONCURRENT_RUNS,
+        description="Runs in progress at once, across all probes. A run beyond it waits for a "
+        "slot within its own timeout; one that gets none ends error.",
+    )
+
+
 _SOME_PROBES: Final[JsonDict] = {
     "anyOf": [
         {"required": ["probes"], "properties": {"probes": {"minItems": 1}}},
@@ -1685,6 +1709,9 @@ class ConfigFile(Section):
         "named ROUTE-SMTP-to-MAILBOX, each an ordinary probe.",
     )
     server: Server | None = Field(None, description="Where the HTTP server listens.")
+    limits: Limits | None = Field(
+        None, description="How many runs the daemon has in progress at once."
+    )
     dns: Dns | None = Field(
         None,
         description="The resolver for smtp-probe's own DNS lookups (DKIM keys of verify_dkim, "

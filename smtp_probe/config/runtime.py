@@ -19,7 +19,7 @@ from types import MappingProxyType
 from smtp_probe.config import values
 from smtp_probe.oauth.cache import TokenCache
 from smtp_probe.oauth.settings import OAuthClient
-from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.probe.spec import DEFAULT_MAX_CONCURRENT_RUNS, Mailbox, ProbeSpec
 from smtp_probe.secret import Secret
 
 
@@ -58,6 +58,8 @@ class Config:
 
     probes: tuple[ScheduledProbe, ...]
     server: ServerSettings = field(default_factory=ServerSettings)
+    max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
+    """Runs the daemon has in progress at once (``limits.max_concurrent_runs``)."""
     token_secret: Secret | None = None
     """Key that signs run tokens; ``None`` means a random key per process."""
     source: Path | None = None

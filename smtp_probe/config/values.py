@@ -240,6 +240,17 @@ def check_port(number: int) -> int:
     return number
 
 
+def check_count(number: int) -> int:
+    """``number`` if it is a usable limit (at least 1).
+
+    Raises:
+        ValueError: below 1.
+    """
+    if number < 1:
+        raise ValueError("must be at least 1")
+    return number
+
+
 def parse_port(text: str) -> int:
     """A port number written as text (after ``host:``).
 

@@ -29,7 +29,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from smtp_probe.probe import expect as policy
@@ -47,6 +47,7 @@ from smtp_probe.probe.result import (
     Stage,
     Verdicts,
 )
+from smtp_probe.probe.slots import Slots, SlotTimeout
 from smtp_probe.probe.smtp import SmtpSendError, try_auth_in_clear
 from smtp_probe.probe.spec import Mailbox, PolicyCheck, ProbeSpec
 from smtp_probe.probe.submit import submit
@@ -62,6 +63,7 @@ async def run_probe(
     signer: TokenSigner,
     watcher: MailboxWatcher | None = None,
     bounce_watcher: MailboxWatcher | None = None,
+    slots: Slots | None = None,
 ) -> RunResult:
     """Run ``spec`` once and say how it went.
 
@@ -76,13 +78,44 @@ async def run_probe(
     the private delivery watcher. An unreachable bounce mailbox is noted
     and the run goes on without it. A ``failed`` report ends the run
     ``bounced`` at once; ``delayed`` ones are noted and the run waits on.
+
+    With ``slots`` (the daemon's limits) the run first waits for a run
+    slot, then for a connection slot of its server around each SMTP
+    session, all within its one deadline (noted in the transcript). A run
+    that gets no run slot in time ends ``error`` with no stage (it never
+    started); one that gets no connection slot ends ``error`` at
+    ``connect`` (nothing was sent).
     """
+    start = time.monotonic()
+    transcript = Transcript()
+    if slots is None:
+        return await _run_probe(spec, signer, watcher, bounce_watcher, None, start, transcript)
+    try:
+        async with slots.runs.slot("a run slot", transcript, start + spec.timeout):
+            return await _run_probe(spec, signer, watcher, bounce_watcher, slots, start, transcript)
+    except SlotTimeout as exc:
+        run = _Run(spec, signer.new(spec.name), start=start, transcript=transcript)
+        return run.result(Outcome.ERROR, None, exc.reason)
+
+
+async def _run_probe(
+    spec: ProbeSpec,
+    signer: TokenSigner,
+    watcher: MailboxWatcher | None,
+    bounce_watcher: MailboxWatcher | None,
+    slots: Slots | None,
+    start: float,
+    transcript: Transcript,
+) -> RunResult:
+    """:func:`run_probe` once it may run; ``start`` and ``transcript`` are the run's own."""
     if spec.check is PolicyCheck.SMTP_SMUGGLING:
         # Its own kind of run (many sessions, two tokens each): see smuggling_run.
         from smtp_probe.probe.smuggling_run import run_smuggling
 
-        return await run_smuggling(spec, signer=signer, watcher=watcher)
-    run = _Run(spec, signer.new(spec.name))
+        return await run_smuggling(
+            spec, signer=signer, watcher=watcher, slots=slots, start=start, transcript=transcript
+        )
+    run = _Run(spec, signer.new(spec.name), start=start, transcript=transcript, slots=slots)
     try:
         if spec.check is PolicyCheck.AUTH_REQUIRES_TLS:
             return await _auth_in_clear(run)
@@ -99,6 +132,8 @@ async def run_probe(
             return run.unexpectedly_accepted()
         run.transcript.note("no mailbox given: stopping after the SMTP leg")
         return run.result(Outcome.SENT)
+    except SlotTimeout as exc:
+        return run.result(Outcome.ERROR, Stage.CONNECT, exc.reason)
     except _NoToken as exc:
         run.transcript.note(f"FAILED at {Stage.OAUTH}: {exc.reason}")
         return run.result(Outcome.ERROR, Stage.OAUTH, exc.reason)
@@ -175,7 +210,10 @@ async def _auth_in_clear(run: _Run) -> RunResult:
     expect = run.spec.expect or policy.BUILT_IN[PolicyCheck.AUTH_REQUIRES_TLS]
     run.stage = Stage.DNS
     run.transcript.note("auth_requires_tls: connecting without TLS; a dummy credential only")
-    attempt = await try_auth_in_clear(run.server, transcript=run.transcript, deadline=run.deadline)
+    async with run.connecting():
+        attempt = await try_auth_in_clear(
+            run.server, transcript=run.transcript, deadline=run.deadline
+        )
     run.smtp = attempt.report
     return run.verdict(policy.auth_in_clear(expect, attempt.offered, attempt.code, attempt.reply))
 
@@ -342,21 +380,22 @@ async def _send(run: _Run) -> None:
     )
     expecting = spec.expect is not None
     try:
-        run.smtp = await submit(
-            run.server,
-            message,
-            mail_from=spec.mail_from,
-            rcpt_to=spec.rcpt_to,
-            transcript=run.transcript,
-            deadline=run.deadline,
-            token=run.smtp_token,
-            dns=spec.dns,
-            # No DSN for a message that should have been refused: its
-            # sender is often an outside address a bounce must not go to.
-            envid=None if expecting else run.token.run_id,
-            stop_after=policy.stop_after(spec),
-            expecting=expecting,
-        )
+        async with run.connecting():
+            run.smtp = await submit(
+                run.server,
+                message,
+                mail_from=spec.mail_from,
+                rcpt_to=spec.rcpt_to,
+                transcript=run.transcript,
+                deadline=run.deadline,
+                token=run.smtp_token,
+                dns=spec.dns,
+                # No DSN for a message that should have been refused: its
+                # sender is often an outside address a bounce must not go to.
+                envid=None if expecting else run.token.run_id,
+                stop_after=policy.stop_after(spec),
+                expecting=expecting,
+            )
     except SmtpSendError as exc:
         run.smtp = exc.report
         raise
@@ -366,15 +405,26 @@ async def _send(run: _Run) -> None:
 class _Run:
     """One run's facts, written down as they happen; the result is read off them at the end."""
 
-    def __init__(self, spec: ProbeSpec, token: Token) -> None:
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        token: Token,
+        *,
+        start: float | None = None,
+        transcript: Transcript | None = None,
+        slots: Slots | None = None,
+    ) -> None:
         self.spec = spec
         self.server = policy.server_for(spec)
         """The SMTP server as this run talks to it (a check may drop its login or TLS)."""
         self.token = token
-        self.started_at = datetime.now(UTC)
-        self.start = time.monotonic()
+        now = time.monotonic()
+        self.start = now if start is None else start
+        """When the run began (``time.monotonic``): before any wait for a run slot."""
+        self.started_at = datetime.now(UTC) - timedelta(seconds=now - self.start)
         self.deadline = self.start + spec.timeout
-        self.transcript = Transcript()
+        self.transcript = transcript if transcript is not None else Transcript()
+        self.slots = slots
         self.stage = Stage.IMAP_CONNECT if spec.mailbox else Stage.DNS
         """Where the run is now: what an unexpected failure is blamed on."""
         self.smtp = SmtpReport()
@@ -385,6 +435,16 @@ class _Run:
         """The mailbox's, when this run logs in to it itself."""
         self.reflector: ReflectorLegs | None = None
         self.bounces: tuple[Bounce, ...] = ()
+
+    def connecting(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A connection slot of the run's server for one SMTP session (none without slots).
+
+        Raises:
+            SlotTimeout: on entry, no slot came free before the run deadline.
+        """
+        if self.slots is None:
+            return contextlib.nullcontext()
+        return self.slots.connecting(self.server, self.transcript, self.deadline)
 
     def arrived(self, arrival: Arrival) -> RunResult:
         """The message was found: delivered, in junk, found but not cleaned up, or distrusted.

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from smtp_probe.probe.credentials import AccessToken, TokenError, obtain
@@ -40,6 +40,7 @@ from smtp_probe.probe.result import (
     SmugglingVerdict,
     Stage,
 )
+from smtp_probe.probe.slots import Slots, SlotTimeout
 from smtp_probe.probe.smuggling import VARIANTS, Attempt, escape, try_variant, unknown_variants
 from smtp_probe.probe.spec import Mailbox, PolicyCheck, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
@@ -130,14 +131,25 @@ class _Variant:
 class _SmugglingRun:
     """One smuggling run's facts, written down as they happen."""
 
-    def __init__(self, spec: ProbeSpec, signer: TokenSigner) -> None:
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        signer: TokenSigner,
+        *,
+        slots: Slots | None = None,
+        start: float | None = None,
+        transcript: Transcript | None = None,
+    ) -> None:
         self.spec = spec
         self.signer = signer
+        self.slots = slots
+        """The daemon's limits: each session takes a connection slot of the server."""
         self.run_id = signer.new(spec.name).run_id
-        self.started_at = datetime.now(UTC)
-        self.start = time.monotonic()
+        now = time.monotonic()
+        self.start = now if start is None else start
+        self.started_at = datetime.now(UTC) - timedelta(seconds=now - self.start)
         self.deadline = self.start + spec.timeout
-        self.transcript = Transcript()
+        self.transcript = transcript if transcript is not None else Transcript()
         self.smtp = SmtpReport()
         self.smtp_token: AccessToken | None = None
         self.variants: list[_Variant] = []
@@ -195,18 +207,28 @@ class _SmugglingRun:
             mail_from=spec.mail_from,
             rcpt_to=spec.rcpt_to,
         )
-        attempt = await try_variant(
-            variant.name,
-            spec.smtp,
-            carrier,
-            smuggled,
-            mail_from=spec.mail_from,
-            rcpt_to=spec.rcpt_to,
-            transcript=self.transcript,
-            deadline=self.deadline,
-            token=self.smtp_token,
-            dns=spec.dns,
+        connecting = (
+            contextlib.nullcontext()
+            if self.slots is None
+            else self.slots.connecting(spec.smtp, self.transcript, self.deadline)
         )
+        try:
+            async with connecting:
+                attempt = await try_variant(
+                    variant.name,
+                    spec.smtp,
+                    carrier,
+                    smuggled,
+                    mail_from=spec.mail_from,
+                    rcpt_to=spec.rcpt_to,
+                    transcript=self.transcript,
+                    deadline=self.deadline,
+                    token=self.smtp_token,
+                    dns=spec.dns,
+                )
+        except SlotTimeout as exc:
+            self.failure = (Outcome.ERROR, Stage.CONNECT, f"variant {variant.name}: {exc.reason}")
+            return False
         variant.attempt = attempt
         self.smtp = attempt.report
         failure = attempt.failure
@@ -350,7 +372,13 @@ class _SmugglingRun:
 
 
 async def run_smuggling(
-    spec: ProbeSpec, *, signer: TokenSigner, watcher: MailboxWatcher | None = None
+    spec: ProbeSpec,
+    *,
+    signer: TokenSigner,
+    watcher: MailboxWatcher | None = None,
+    slots: Slots | None = None,
+    start: float | None = None,
+    transcript: Transcript | None = None,
 ) -> RunResult:
     """Run the ``smtp_smuggling`` check of ``spec`` once; never raises (cancellation aside).
 
@@ -360,10 +388,15 @@ async def run_smuggling(
     smuggled message was accepted, else ``rejected``; a session that fails
     before its content ends the run as a delivery run would (``send_failed``
     at its stage), an unreachable mailbox ``error`` with nothing sent.
+
+    With ``slots`` each session holds a connection slot of the server; a
+    session that gets none by the deadline ends the run ``error`` at
+    ``connect``. ``start`` and ``transcript`` are the run's when
+    :func:`~smtp_probe.probe.run.run_probe` waited for a run slot first.
     """
     from smtp_probe.probe.imap import ImapError
 
-    run = _SmugglingRun(spec, signer)
+    run = _SmugglingRun(spec, signer, slots=slots, start=start, transcript=transcript)
     try:
         names = spec.smuggling_variants or tuple(VARIANTS)
         unknown = unknown_variants(names)

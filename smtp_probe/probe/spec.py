@@ -60,6 +60,10 @@ DEFAULT_FOLDER: Final = "INBOX"
 DEFAULT_IDLE: Final = True
 DEFAULT_VERIFY: Final = True
 DEFAULT_SMTP_TLS: Final = TlsMode.STARTTLS
+DEFAULT_MAX_CONNECTIONS: Final = 4
+DEFAULT_MAX_CONCURRENT_RUNS: Final = 32
+"""Runs at once in the daemon: a small VM's share of sockets, threads and CPU."""
+"""SMTP sessions at once per server identity (the daemon's limit): what an MTA allows one client."""
 DEFAULT_IMAP_TLS: Final = TlsMode.TLS
 SMTP_PORTS: Final[Mapping[TlsMode, int]] = MappingProxyType(
     {TlsMode.NONE: 25, TlsMode.STARTTLS: 587, TlsMode.TLS: 465, TlsMode.OPPORTUNISTIC: 25}
@@ -112,6 +116,9 @@ class SmtpServer:
     """``host`` is a mail domain: send as an MTA does, to its MX hosts by
     preference with fallback (port 25 unless ``port`` says otherwise),
     STARTTLS as its MTA-STS policy demands."""
+    max_connections: int = field(default=DEFAULT_MAX_CONNECTIONS, compare=False)
+    """The daemon's limit of SMTP sessions at once to this server's host and port (an
+    ``mx`` server: to its domain); not part of how a run talks to the server."""
 
     @property
     def address(self) -> str:

@@ -57,6 +57,10 @@ class Behaviour:
     """The parameters of every accepted ``MAIL FROM`` (aiosmtpd upper-cases them)."""
     rcpt_options: list[list[str]] = field(default_factory=list)
     messages: list[bytes] = field(default_factory=list)
+    connections_open: int = 0
+    """TCP connections open now (the controller's own readiness check included)."""
+    most_connections: int = 0
+    """The most connections that were ever open at once."""
 
     async def handle_EHLO(
         self,
@@ -164,6 +168,19 @@ class _ScriptedSMTP(SMTP):
             # Checked by aiosmtpd after this; the handler still sees them in its options.
             return {key: value for key, value in parsed.items() if key not in _DSN_PARAMETERS}
         return parsed
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        handler = self.event_handler
+        if isinstance(handler, Behaviour):
+            handler.connections_open += 1
+            handler.most_connections = max(handler.most_connections, handler.connections_open)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        handler = self.event_handler
+        if isinstance(handler, Behaviour):
+            handler.connections_open -= 1
+        super().connection_lost(error)
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler

@@ -66,11 +66,11 @@ SECRETS = (
 
 _ALLOWED_TOP = (
     "defaults, token_secret_file, oauth_clients, smtp_servers, mailboxes, probes, routes, server, "
-    "dns"
+    "limits, dns"
 )
 _ALLOWED_SMTP = (
     "provider, host, mx, port, tls, verify, ca_file, username, password, password_file, oauth, "
-    "helo, timeout"
+    "helo, timeout, max_connections"
 )
 _ALLOWED_PROBE = (
     "name, smtp, mailbox, from, to, interval, timeout, jitter, reflector, expect_auth, verify_dkim, "

@@ -426,6 +426,8 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_dnsbl_listed": "gauge",  # issue 10, README's table
     "smtp_probe_dmarc_policy_info": "gauge",  # issue 10, README's table
     "smtp_probe_mta_sts_mode_info": "gauge",  # issue 10, README's table
+    "smtp_probe_runs_waiting": "gauge",  # issue 11, README's table
+    "smtp_probe_slot_waits_total": "counter",  # issue 11, README's table
     "smtp_probe_config_last_reload_successful": "gauge",
     "smtp_probe_config_last_reload_success_timestamp_seconds": "gauge",
     "smtp_probe_build_info": "gauge",
@@ -541,6 +543,7 @@ def test_label_values_are_only_probe_names_stages_outcomes_bucket_bounds_or_the_
         "leg": {"outbound", "return"},
         "action": {"failed", "delayed"},
         "status_class": {"4", "5"},
+        "limit": {"run", "connection"},
     }
     pairs = re.findall(r'(\w+)="([^"]*)"', "\n".join(re.findall(r"\{([^}]*)\}", text)))
     assert pairs
