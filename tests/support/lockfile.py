@@ -31,23 +31,28 @@ IMAGE_ENVIRONMENT = {
     "platform_python_implementation": "CPython",
 }
 
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)\s*(?:\\)?$")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)\s*(?:;\s*([^\\]*?))?\s*(?:\\)?$")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
 class Pin:
-    """One locked package: its canonical name, version, file hashes and who needs it."""
+    """One locked package: its canonical name, version, environment marker, hashes, needers.
+
+    ``marker`` is empty for a pin every Python and platform gets.
+    """
 
     name: str
     version: str
+    marker: str
     hashes: tuple[str, ...]
     via: tuple[str, ...]
 
     def requirement_line(self) -> str:
-        """The pin as one pip requirements line, hashes included."""
+        """The pin as one pip requirements line, marker and hashes included."""
         hashes = " ".join(f"--hash=sha256:{digest}" for digest in self.hashes)
-        return f"{self.name}=={self.version} {hashes}"
+        marker = f" ; {self.marker}" if self.marker else ""
+        return f"{self.name}=={self.version}{marker} {hashes}"
 
 
 def parse(text: str) -> list[Pin]:
@@ -58,13 +63,13 @@ def parse(text: str) -> list[Pin]:
             (a lock written by something else than scripts/lock).
     """
     pins: list[Pin] = []
-    name = version = ""
+    name = version = marker = ""
     hashes: list[str] = []
     via: list[str] = []
 
     def close() -> None:
         if name:
-            pins.append(Pin(name, version, tuple(hashes), tuple(via)))
+            pins.append(Pin(name, version, marker, tuple(hashes), tuple(via)))
 
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -74,6 +79,7 @@ def parse(text: str) -> list[Pin]:
         if pinned:
             close()
             name, version = canonicalize_name(pinned[1]), pinned[2]
+            marker = pinned[3] or ""
             hashes, via = [], []
         elif stripped.startswith("--hash=") and name:
             hashes.extend(_HASH.findall(stripped))
