@@ -7,13 +7,16 @@ run ``scripts/lock`` and commit the result.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.support import lockfile
+from tests.support.prom import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "requirements.lock"
@@ -85,3 +88,18 @@ def test_dockerfile_installs_the_lock_with_hashes_and_the_project_without_deps()
     assert install, "pip install ... -r requirements.lock"
     assert "--require-hashes" in install[0]
     assert re.search(r"install --no-deps /wheels/\S+\.whl", dockerfile)
+
+
+def test_audit_fails_loudly_when_the_advisory_source_is_unreachable(tmp_path: Path) -> None:
+    # The network "down": every HTTPS request goes to a loopback proxy port
+    # where nothing listens. An empty cache, so no earlier answer stands in.
+    dead = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k.lower() not in {"no_proxy", "https_proxy"}}
+    env |= {"HTTPS_PROXY": dead, "https_proxy": dead}
+    done = subprocess.run(
+        [REPO / "scripts" / "audit", "--cache-dir", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=120, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "scripts/audit: FAILED" in done.stderr
+    assert "No known vulnerabilities found" not in done.stdout
