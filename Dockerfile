@@ -15,9 +15,9 @@
 #       is installed into the venv /opt/smtp-probe, so where the base keeps
 #       its Python does not matter.
 #   --build-context wheelhouse=DIR --build-arg PIP_NO_INDEX=1
-#       install from a directory of wheels (the dependencies, setuptools and
-#       wheel; authres, dkimpy and pyspf as sdists: they publish no wheels)
-#       instead of PyPI, for a build without access to PyPI.
+#       install from a directory of wheels (the versions requirements.lock
+#       pins, setuptools and wheel; authres, dkimpy and pyspf as sdists: they
+#       publish no wheels) instead of PyPI, for a build without access to PyPI.
 # CI builds this file with podman on a Debian base made by
 # scripts/build-base-image and runs the image (tests/deploy/test_container.py).
 
@@ -34,7 +34,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_FIND_LINKS=/wheelhouse
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY smtp_probe ./smtp_probe
 # The packaged demo config: smtp_probe/demo.yml may be a link to
 # ../config/demo.yml, so the file goes to the same place here.
@@ -43,15 +43,22 @@ COPY config/demo.yml ./config/demo.yml
 # Python is externally managed); the image's venv gets no pip at all.
 RUN python3 -m venv /opt/pip \
  && python3 -m venv --without-pip /opt/smtp-probe
+# The runtime dependencies exactly as requirements.lock pins them (made by
+# scripts/lock), every file checked against the lock's sha256 hashes; then
+# the project itself, with no dependencies of its own choosing, and `pip
+# check` that the lock gave it everything it needs.
 # Binary wheels only: the runtime image has no compiler, and every
 # dependency publishes wheels for CPython on manylinux, except authres,
 # dkimpy and pyspf: pure Python, published as source only, built here (no
 # compiler needed; a wheelhouse holds their sdists, and setuptools and wheel
 # to build them).
 RUN --mount=type=bind,from=wheelhouse,target=/wheelhouse \
-    /opt/pip/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/pip/bin/pip --python /opt/smtp-probe/bin/python install \
-        --only-binary=:all: --no-binary=authres,dkimpy,pyspf /wheels/*.whl
+    /opt/pip/bin/pip --python /opt/smtp-probe/bin/python install \
+        --require-hashes --only-binary=:all: --no-binary=authres,dkimpy,pyspf \
+        -r requirements.lock \
+ && /opt/pip/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/pip/bin/pip --python /opt/smtp-probe/bin/python install --no-deps /wheels/*.whl \
+ && /opt/pip/bin/pip --python /opt/smtp-probe/bin/python check
 
 # -------------------------------------------------------------- runtime stage
 FROM ${PYTHON_IMAGE} AS runtime

@@ -6,8 +6,10 @@ needs is made here:
 * the base image: ``scripts/build-base-image`` debootstraps this machine's
   Debian release (python3, python3-venv, ca-certificates) and imports it into
   podman; the build gets it as ``PYTHON_IMAGE``;
-* the dependencies: the host's pip downloads binary wheels for the base's
-  Python version into a wheelhouse, handed over as
+* the dependencies: the host's pip downloads the files ``requirements.lock``
+  pins (binary wheels for the base's Python version, the sdists of authres,
+  dkimpy and pyspf), checked against the lock's hashes, into a wheelhouse,
+  handed over as
   ``--build-context wheelhouse=DIR --build-arg PIP_NO_INDEX=1``, so the build
   itself runs with no network.
 
@@ -52,6 +54,7 @@ from typing import Any
 import pytest
 
 from smtp_probe import __version__
+from tests.support import lockfile
 from tests.support.prom import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,31 +147,39 @@ SOURCE_ONLY = ("authres", "dkimpy", "pyspf")
 
 
 def wheelhouse_for(base: str, where: Path) -> Path:
-    """Binary wheels of the dependencies and the build backend, for ``base``'s Python."""
+    """The files ``requirements.lock`` pins, for ``base``'s Python, and the build backend.
+
+    Downloaded with ``--require-hashes`` from the lock's own hashes, so the
+    wheelhouse holds exactly what the Dockerfile's hashed install accepts.
+    """
     version = podman(
         "run", "--rm", "--network=none", "--no-healthcheck", *HARDENED, base,
         "python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])",
     ).stdout.strip()  # fmt: skip
     assert re.fullmatch(r"3\.\d+", version), version
-    requirements = [*PROJECT["build-system"]["requires"], *PROJECT["project"]["dependencies"]]
+    binary, source = lockfile.split(lockfile.load(REPO / "requirements.lock"), SOURCE_ONLY)
+    assert {pin.name for pin in source} == set(SOURCE_ONLY), source
+    pip = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
     # wheel: pip builds a source-only package without a pyproject.toml with it.
-    binary = [r for r in requirements if not r.startswith(SOURCE_ONLY)] + ["wheel"]
-    source = [r for r in requirements if r.startswith(SOURCE_ONLY)]
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-         "--only-binary=:all:", f"--python-version={version}", "--dest", str(where),
-         *binary],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"pip download for Python {version}:\n{done.stderr[-3000:]}"
-    # Pure Python, source only: the image's build stage builds their wheels.
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "--no-binary=:all:", "--dest", str(where), *source],
-        capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, f"pip download of {source}:\n{done.stderr[-3000:]}"
-    return where
+    # Build-time only, so not locked: the build stage's pip takes them unhashed.
+    backend = [*PROJECT["build-system"]["requires"], "wheel"]
+    for what, args in [
+        ("the locked wheels", ["--require-hashes", "--no-deps", "--only-binary=:all:",
+                               f"--python-version={version}", "-r",
+                               str(lockfile.requirements_file(binary, where / "binary.txt"))]),
+        # Pure Python, source only: the image's build stage builds their wheels.
+        ("the locked sdists", ["--require-hashes", "--no-deps", "--no-binary=:all:", "-r",
+                               str(lockfile.requirements_file(source, where / "source.txt"))]),
+        ("the build backend", ["--only-binary=:all:", f"--python-version={version}", *backend]),
+    ]:  # fmt: skip
+        done = subprocess.run(
+            [*pip, "--dest", str(where / "wheels"), *args],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, (
+            f"pip download of {what} for Python {version}:\n{done.stderr[-3000:]}"
+        )
+    return where / "wheels"
 
 
 @pytest.fixture(scope="module")
