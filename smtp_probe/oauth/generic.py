@@ -81,7 +81,12 @@ def _fetched(token: Any, status: int | None) -> Fetched:
     if not isinstance(value, str) or not value:
         raise no_token(status)
     expires_in = token.get("expires_in")
-    if isinstance(expires_in, str) and expires_in.isdigit():
+    if (
+        isinstance(expires_in, str)
+        and expires_in.isascii()
+        and expires_in.isdigit()
+        and len(expires_in) <= 15
+    ):
         expires_in = int(expires_in)  # some endpoints send a string (Google once did)
     expires_at = time.time() + expires_in if isinstance(expires_in, int | float) else None
     return Fetched(Secret(value), expires_at)

@@ -61,6 +61,15 @@ def parse_tags(text: str) -> list[tuple[str, str]]:
     return tags
 
 
+def _shown(value: str) -> str:
+    """A record's value for an error message: as written, or escaped when it holds line breaks or controls.
+
+    The value is the domain owner's (or an attacker's) text and ends up in
+    transcripts: a newline in it must not start a line of its own there.
+    """
+    return value if value.isprintable() else repr(value)
+
+
 @dataclass(frozen=True, slots=True)
 class DmarcRecord:
     """What a DMARC record says about handling failing mail (RFC 7489 §6.3)."""
@@ -99,13 +108,15 @@ def parse_dmarc(text: str) -> DmarcRecord:
     if policy is None:
         raise RecordError("has no p= tag")
     if policy.lower() not in DMARC_POLICIES:
-        raise RecordError(f"p={policy} is not one of {', '.join(DMARC_POLICIES)}")
+        raise RecordError(f"p={_shown(policy)} is not one of {', '.join(DMARC_POLICIES)}")
     sub = values.get("sp")
     if sub is not None and sub.lower() not in DMARC_POLICIES:
-        raise RecordError(f"sp={sub} is not one of {', '.join(DMARC_POLICIES)}")
+        raise RecordError(f"sp={_shown(sub)} is not one of {', '.join(DMARC_POLICIES)}")
     pct_text = values.get("pct", "100")
-    if not pct_text.isdigit() or not 0 <= int(pct_text) <= 100:
-        raise RecordError(f"pct={pct_text} is not a number from 0 to 100")
+    # ASCII digits, few of them: int() refuses "²" (a digit to isdigit()) and 5,000 digits.
+    digits = pct_text.isascii() and pct_text.isdigit() and len(pct_text) <= 10
+    if not digits or not 0 <= int(pct_text) <= 100:
+        raise RecordError(f"pct={_shown(pct_text)} is not a number from 0 to 100")
     rua = tuple(uri.strip() for uri in values.get("rua", "").split(",") if uri.strip())
     return DmarcRecord(policy.lower(), sub.lower() if sub else None, int(pct_text), rua)
 

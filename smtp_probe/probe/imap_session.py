@@ -503,30 +503,7 @@ class ImapSession:
         """
         with _lost_on_failure():
             fetched = self._client.fetch(list(uids), ["INTERNALDATE", _FETCH_HEADERS])
-        messages = []
-        for uid in sorted(fetched):
-            data = fetched[uid]
-            headers = _HEADER_PARSER.parsebytes(_header_block(data))
-            received = tuple(" ".join(str(h).split()) for h in headers.get_all("Received", []))
-            internaldate = data.get(b"INTERNALDATE")
-            messages.append(
-                FetchedMessage(
-                    uid=uid,
-                    token=str(headers.get(PROBE_HEADER, "")).strip(),
-                    internaldate=internaldate if isinstance(internaldate, datetime) else None,
-                    received=received,
-                    subject=decode_subject(str(headers.get("Subject", ""))),
-                    date=header_date(str(headers.get("Date", ""))),
-                    content_type=headers.get_content_type() if "Content-Type" in headers else "",
-                    verdict_headers=tuple(
-                        (name, str(value))
-                        for name, value in headers.items()
-                        if name.lower() in _VERDICT_NAMES
-                    ),
-                    message_id=" ".join(str(headers.get("Message-ID", "")).split()),
-                )
-            )
-        return messages
+        return [parse_fetched(uid, fetched[uid]) for uid in sorted(fetched)]
 
     def fetch_message(self, uid: int) -> bytes:
         r"""The whole message ``uid`` (at most :data:`MAX_MESSAGE_BYTES`), without setting \Seen.
@@ -821,6 +798,29 @@ def _uid_set(text: str) -> list[int]:
             raise ValueError(text)
         uids.extend(range(low, high + step, step))
     return uids
+
+
+def parse_fetched(uid: int, data: dict[bytes, Any]) -> FetchedMessage:
+    """One message of a ``FETCH (INTERNALDATE BODY.PEEK[HEADER.FIELDS (...)])`` reply, read.
+
+    ``data`` is what the server sent for ``uid``: anyone's message, so
+    any bytes at all. Never raises: fields that do not parse are empty.
+    """
+    headers = _HEADER_PARSER.parsebytes(_header_block(data))
+    internaldate = data.get(b"INTERNALDATE")
+    return FetchedMessage(
+        uid=uid,
+        token=str(headers.get(PROBE_HEADER, "")).strip(),
+        internaldate=internaldate if isinstance(internaldate, datetime) else None,
+        received=tuple(" ".join(str(h).split()) for h in headers.get_all("Received", [])),
+        subject=decode_subject(str(headers.get("Subject", ""))),
+        date=header_date(str(headers.get("Date", ""))),
+        content_type=headers.get_content_type() if "Content-Type" in headers else "",
+        verdict_headers=tuple(
+            (name, str(value)) for name, value in headers.items() if name.lower() in _VERDICT_NAMES
+        ),
+        message_id=" ".join(str(headers.get("Message-ID", "")).split()),
+    )
 
 
 def _header_block(data: dict[bytes, Any]) -> bytes:

@@ -85,7 +85,8 @@ class TokenSigner:
     def verify(self, probe: str, text: str) -> Token | None:
         """Return the token if ``text`` is a token this key signed for ``probe``, else ``None``."""
         parts = text.strip().split("-")
-        if len(parts) != 3 or not parts[0].isdigit():
+        # ASCII digits only, at most the 16 a token has: int() refuses "²" and 5,000 digits.
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or len(parts[0]) > 16:
             return None
         sent_ms, run_id, signature = int(parts[0]), parts[1], parts[2]
         if len(signature) != _SIG_HEX or len(run_id) != 16:

@@ -218,7 +218,8 @@ def parse_policy(text: str, *, domain: str, policy_id: str) -> MtaStsPolicy:
             f"policy of {domain}: mode {mode or '(missing)'!r} is not one of {', '.join(MODES)}"
         )
     max_age_text = fields.get("max_age", "")
-    if not max_age_text.isdigit() or len(max_age_text) > 20:
+    # ASCII digits only: "²" is a digit to isdigit() and not to int().
+    if not (max_age_text.isascii() and max_age_text.isdigit()) or len(max_age_text) > 20:
         raise MtaStsError(
             f"policy of {domain}: max_age {max_age_text or '(missing)'!r} is not a number of seconds"
         )

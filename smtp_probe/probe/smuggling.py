@@ -231,7 +231,7 @@ class _Replies(asyncio.Protocol):
             line = bytes(self._buffer[offset:end]).rstrip(b"\r").decode("utf-8", "replace")
             offset = end + 1
             head = line[:3]
-            if not head.isdigit():
+            if not (head.isascii() and head.isdigit()):
                 # Not SMTP: shown as it came, under code 0, so nothing is lost.
                 del self._buffer[:offset]
                 return 0, line

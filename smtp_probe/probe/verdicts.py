@@ -246,9 +246,15 @@ def _aligned(domain: str | None, from_domain: str | None) -> bool:
 
 
 def _address_domain(value: str) -> str | None:
+    """The domain of the address in a ``From`` value; ``None`` when there is none or it won't parse."""
     import email.utils  # here: the module is cheap, but only verdict reading needs it
 
-    _, address = email.utils.parseaddr(value)
+    try:
+        _, address = email.utils.parseaddr(value)
+    # The stdlib reads nested comments recursively: a From of a few thousand
+    # "(" (anyone can send one) exhausts the stack, in the watcher thread.
+    except RecursionError:
+        return None
     domain = address.rpartition("@")[2]
     return domain.lower() if "@" in address and domain else None
 

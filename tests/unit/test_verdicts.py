@@ -239,3 +239,17 @@ def test_describe_shows_results_ignored_score_and_notes() -> None:
     assert "ignored 1 Authentication-Results header(s)" in text
     assert "spam score 1.2 of 5 (X-Spam-Status)" in text
     assert "unparseable X-Spamd-Result" in text
+
+
+def test_a_from_of_nested_comments_is_no_domain_not_a_crash() -> None:
+    # Found by tests/property: the stdlib's parseaddr recursed once per "(",
+    # and the RecursionError killed the watcher thread reading the verdicts.
+    verdicts = read_verdicts(
+        [
+            ("Authentication-Results", "mx.example.test; dkim=pass header.d=example.test"),
+            ("Authentication-Results", "mx.example.test; dkim=fail header.d=other.test"),
+            ("From", "(" * 50_000 + "x@example.test"),
+        ],
+        "mx.example.test",
+    )
+    assert [(v.method, v.result) for v in verdicts.results] == [("dkim", "pass")]
