@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -55,6 +56,15 @@ class BrokenImap:
         await self._server.wait_closed()
 
 
+async def until(condition: Callable[[], bool], *, within: float) -> None:
+    """Wait (polling) until ``condition`` holds; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"condition not met within {within:g}s")
+        await asyncio.sleep(0.05)
+
+
 async def down_watcher(port: int) -> MailboxWatcher:
     """A started persistent watcher whose first connection failed."""
     watcher = MailboxWatcher(mailbox(port), TokenSigner(), persistent=True)
@@ -81,7 +91,9 @@ def test_concurrent_runs_on_a_down_watcher_share_one_fresh_attempt_then_all_proc
         watcher = await down_watcher(port)
         try:
             # Attempts at 0, 0.5, 1.5 and 3.5 s: the next one is not due before 7.5 s.
-            await asyncio.sleep(4.0)
+            # Counted, not timed: on a loaded machine the 3.5 s attempt may come late.
+            await until(lambda: broken.connections >= 4, within=20.0)
+            await asyncio.sleep(0.2)
             before = broken.connections
             deadline = time.monotonic() + 5
             outage = await asyncio.gather(*(refused(watcher, deadline) for _ in range(5)))
