@@ -103,7 +103,10 @@ def test_a_run_without_a_connection_slot_by_its_deadline_ends_error_at_connect()
             slots.configure(10, [slow.smtp])
             signer = TokenSigner()
             first = asyncio.create_task(run_probe(slow, signer=signer, slots=slots))
-            await asyncio.sleep(0.1)  # the slow run holds the one connection
+            # Until the slow run holds the one connection (counted, not timed).
+            while slots.connection(slow.smtp).in_use < 1:
+                assert not first.done(), first
+                await asyncio.sleep(0.01)
             second = await run_probe(hurried, signer=signer, slots=slots)
             return await first, second
 
