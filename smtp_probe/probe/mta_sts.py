@@ -255,21 +255,15 @@ async def _addresses(host: str, resolver: Resolver, deadline: float, notes: list
     Raises:
         MtaStsError: the host has no address or the lookups failed.
     """
-    found: list[str] = []
-    failures: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await resolver.lookup(host, rdtype, deadline=deadline)
-        except DnsLookupError as exc:
-            failures.append(exc.reason)
-            notes.append(f"{host} {rdtype}: lookup failed: {exc.reason}")
-            continue
-        notes.append(answer.describe())
-        found.extend(answer.records)
-    if not found:
-        why = "; ".join(failures) if failures else "no A or AAAA record"
-        raise MtaStsError(f"policy host {host} has no address: {why}")
-    return found
+    result = await resolver.addresses(host, deadline=deadline)
+    for rdtype, step in result.steps:
+        if isinstance(step, DnsLookupError):
+            notes.append(f"{host} {rdtype}: lookup failed: {step.reason}")
+        else:
+            notes.append(step.describe())
+    if not result.found:
+        raise MtaStsError(f"policy host {host} has no address: {result.why_none()}")
+    return result.found
 
 
 async def _fetch(

@@ -39,7 +39,7 @@ from typing import Final
 from smtp_probe.probe import mta_sts, resolver
 from smtp_probe.probe.credentials import AccessToken
 from smtp_probe.probe.mta_sts import MtaStsError, MtaStsPolicy
-from smtp_probe.probe.resolver import DnsLookupError, Resolver
+from smtp_probe.probe.resolver import Answer, DnsLookupError, Resolver
 from smtp_probe.probe.result import SmtpReport, Stage
 from smtp_probe.probe.smtp import RawContent, SmtpSendError, send_message
 from smtp_probe.probe.spec import DnsSettings, SmtpServer, TlsMode, TlsSettings
@@ -245,21 +245,13 @@ async def _addresses(
     Raises:
         _Failed: at ``dns``: neither gave an address.
     """
-    found: list[str] = []
-    failures: list[str] = []
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await lookups.lookup(host, rdtype, deadline=deadline)
-        except DnsLookupError as exc:
-            failures.append(exc.reason)
-            continue
-        if answer.exists:
-            transcript.note(answer.describe())
-            found.extend(answer.records)
-    if not found:
-        why = "; ".join(failures) if failures else "no A or AAAA record"
-        raise _Failed(Stage.DNS, f"{host} has no address ({why})")
-    return found
+    result = await lookups.addresses(host, deadline=deadline)
+    for _rdtype, step in result.steps:
+        if isinstance(step, Answer) and step.exists:
+            transcript.note(step.describe())
+    if not result.found:
+        raise _Failed(Stage.DNS, f"{host} has no address ({result.why_none()})")
+    return result.found
 
 
 async def _policy(

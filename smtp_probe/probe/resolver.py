@@ -79,6 +79,30 @@ class Answer:
         return f"{self.name} {self.rdtype}: {shown} (ttl {self.ttl:g})"
 
 
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """A host's A then AAAA lookups: each answer or failure in the order asked, and the addresses."""
+
+    host: str
+    steps: tuple[tuple[str, Answer | DnsLookupError], ...]
+    """(record type, its answer or why the lookup failed), A first."""
+
+    @property
+    def found(self) -> list[str]:
+        """Every address the answers held, A before AAAA."""
+        return [
+            record
+            for _rdtype, step in self.steps
+            if isinstance(step, Answer)
+            for record in step.records
+        ]
+
+    def why_none(self) -> str:
+        """Why there is no address: the failed lookups, or that neither record exists."""
+        failures = [step.reason for _rdtype, step in self.steps if isinstance(step, DnsLookupError)]
+        return "; ".join(failures) if failures else "no A or AAAA record"
+
+
 class Resolver:
     """Lookups through one resolver configuration, with a TTL cache shared by its callers.
 
@@ -111,6 +135,16 @@ class Resolver:
         with self._lock:
             self._cache[key] = (time.monotonic() + answer.ttl, answer)
         return answer
+
+    async def addresses(self, host: str, *, deadline: float) -> Addresses:
+        """The A then AAAA records of ``host``; a failed lookup is kept, not raised."""
+        steps: list[tuple[str, Answer | DnsLookupError]] = []
+        for rdtype in ("A", "AAAA"):
+            try:
+                steps.append((rdtype, await self.lookup(host, rdtype, deadline=deadline)))
+            except DnsLookupError as exc:
+                steps.append((rdtype, exc))
+        return Addresses(host, tuple(steps))
 
     def clear(self) -> None:
         """Forget every cached answer."""
