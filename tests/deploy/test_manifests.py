@@ -298,7 +298,14 @@ def test_core_kinds_validate_strictly_against_kubernetes_schemas(
                 where = ".".join(map(str, exc.path))
                 pytest.fail(f"{kind}/{name} (Kubernetes {version}): {where}: {exc.message}")
         kinds.add(kind)
-    assert kinds == {"ConfigMap", "Secret", "Deployment", "Service", "StatefulSet"}
+    assert kinds == {
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "StatefulSet",
+        "PodDisruptionBudget",
+    }
     # The validation is real: an unknown field in the pod spec is an error.
     broken = copy.deepcopy(manifests[("Deployment", "smtp-probe")])
     broken["spec"]["template"]["spec"]["containers"][0]["livenessProbes"] = {}
@@ -541,9 +548,48 @@ def test_workloads_probe_health_and_readiness_on_the_container_port(
         assert len(matching) == 1, f"{name}: exactly one Service selects its pods"
         for port in matching[0]["spec"]["ports"]:
             assert _port_number(container, port["targetPort"]) == HTTP_PORT
+
+
+def test_deployment_runs_two_replicas_that_roll_one_at_a_time_on_different_nodes(
+    manifests: dict[tuple[str, str], Doc],
+) -> None:
+    """README "High availability": 2 replicas, never fewer than 2 ready during a rollout.
+
+    maxUnavailable 0 with maxSurge 1 starts a new pod and waits for it to be
+    ready before an old one stops; the anti-affinity spreads the replicas
+    over nodes (preferred, so a one-node cluster still runs both); the
+    PodDisruptionBudget lets a drain evict only one at a time.
+    """
     deployment = manifests[("Deployment", "smtp-probe")]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod_labels = spec["template"]["metadata"]["labels"]
+    (term,) = _pod_spec(deployment)["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == pod_labels
+
+    budget = manifests[("PodDisruptionBudget", "smtp-probe")]
+    assert budget["apiVersion"] == "policy/v1"
+    assert 1 <= budget["spec"]["minAvailable"] < spec["replicas"]
+    selector = budget["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    # Its selector is the Deployment's alone: the shards are no replicas of it.
+    for workload in _workloads(manifests):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        selected = selector.items() <= labels.items()
+        assert selected == (workload is deployment), workload["metadata"]["name"]
+
+    # Both replicas sign with one key: the token comes from the shared Secret,
+    # not from anything per pod.
+    volumes = {v["name"]: v for v in _pod_spec(deployment)["volumes"]}
+    secret_items = {i["key"] for i in volumes["secrets"]["secret"]["items"]}
+    assert "token" in secret_items
 
 
 def test_statefulset_runs_one_shard_per_pod_index(

@@ -201,6 +201,16 @@ def test_amtool_checks_the_example_alertmanager_config() -> None:
         (["severity=page", "alertname=SmtpProbeOAuthTokenFailing", "client=m365"], "pager"),
         (["severity=warning", "alertname=SmtpProbeThrottled", "probe=relay"], "mail-ops"),
         (
+            [
+                "severity=ticket",
+                "alertname=SmtpProbeReplicaDisagrees",
+                "probe=relay",
+                "instance=mon2:10587",
+                "disagreement=failing",
+            ],
+            "mail-ops",
+        ),
+        (
             ["severity=page", "alertname=SmtpProbeCertificateExpiringCritical", "probe=relay"],
             "pager",
         ),
