@@ -362,10 +362,12 @@ def _message_id_field(value: str) -> str:
     """``Message-ID: <...>`` folded as :mod:`email.policy.SMTP` folds it.
 
     A msg-id has no place to fold inside: when the line would pass 78
-    characters the policy moves the whole value to a continuation line.
+    characters the policy moves the whole value to a continuation line, if
+    it fits there (one space and the value); a value too long for any line
+    stays on the first one.
     """
     line = f"Message-ID: {value}"
-    if len(line) <= _LINE_MAX:
+    if len(line) <= _LINE_MAX or len(value) + 1 > _LINE_MAX:
         return f"{line}\r\n"
     return f"Message-ID:\r\n {value}\r\n"
 
