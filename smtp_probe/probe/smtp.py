@@ -748,6 +748,8 @@ async def _pipelined(session: _Session, client: aiosmtplib.SMTP, group: Sequence
                 if not settled:
                     raise
                 session.transcript.note(f"no reply to {command.text} ({exc.message})")
+                # A reply coming late would pair with QUIT: hang up instead.
+                reader.abandon()
                 break
             session.received(reply.code, reply.message)
             if settled:
@@ -841,6 +843,10 @@ class _PipelineReader(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Write ``data`` (the whole group) at once."""
         self._transport.write(data)
+
+    def abandon(self) -> None:
+        """Close the connection: the replies still owed will never be read."""
+        self._transport.close()
 
     def data_received(self, data: bytes) -> None:
         self._buffer.extend(data)

@@ -294,3 +294,20 @@ def test_non_ascii_addresses_fail_at_mail_from_where_smtputf8_is_not_offered() -
     assert result.stage is Stage.MAIL_FROM
     assert "SMTPUTF8" in (result.error or "")
     assert handler.mail_from == []
+
+
+def test_a_refusal_stays_the_verdict_when_a_later_reply_never_comes() -> None:
+    server = Pipelining(mail_reply="550 5.7.1 Sender rejected", answer_data=False)
+
+    async def scenario() -> RunResult:
+        async with pipelining_smtpd(server) as port:
+            return await run_here(loopback_probe(port, timeout=10.0, command_timeout=0.5))
+
+    result = asyncio.run(scenario())
+
+    assert result.outcome is Outcome.SEND_FAILED
+    assert result.stage is Stage.MAIL_FROM
+    assert result.smtp.reply_code == 550
+    assert any(note.startswith("no reply to DATA") for note in notes(result))
+    # The connection was hung up on, not reused for a QUIT whose reply could be DATA's.
+    assert "QUIT" not in server.commands
