@@ -772,7 +772,8 @@ async def _pipelined(session: _Session, client: aiosmtplib.SMTP, group: Sequence
         raise session.fail(f"server replied {code} {_first_line(text)}", stage)
     if retry is not None:
         _note_dsn_refused(session)
-        return retry
+        # The lone dot ended the transaction the server had: start it again.
+        return 0 if dangling_data else retry
     return len(group)
 
 
