@@ -60,6 +60,8 @@ def test_postfix_gets_the_group_in_one_write_and_delivers(stack: MailStack) -> N
         "< 354 ",
     ]
     assert lines[6].startswith("> [message: ")
+    # What Postfix logs for a client that sends ahead where RFC 2920 does not allow it.
+    assert "improper command pipelining" not in stack.postfix_log()
 
 
 def test_mail_refused_by_postfix_is_blamed_on_mail_from(stack: MailStack) -> None:
