@@ -6,8 +6,13 @@ seconds. Each piece runs ``--repeats`` times (after a warm-up) and is
 reported in microseconds of CPU per call (``time.process_time``, so the
 executor hop's worker thread counts too):
 
-* building the probe message and encoding it for DATA (``build_message``
-  + ``as_bytes(policy=SMTP)``, as ``probe/smtp.py`` does);
+* building the probe message and encoding it for DATA: before, with the
+  ``email`` package per run (``build_message`` + ``as_bytes(policy=SMTP)``),
+  and now, filling in the probe's template (``MessageTemplate.render``);
+* the client side of one whole SMTP session (connect, EHLO, MAIL, RCPT,
+  DATA, the message, QUIT; no TLS, no AUTH) through ``send_message``
+  against aiosmtpd in a child process (its CPU not counted), with the
+  server offering ``PIPELINING`` and without: CPU and wall time per session;
 * parsing the fetched ``X-Smtp-Probe`` + ``Received`` header block the way
   the watcher does (``email.policy.default``), and with ``compat32`` for
   comparison;
@@ -33,10 +38,13 @@ import argparse
 import asyncio
 import email.parser
 import email.policy
+import multiprocessing
 import os
 import random
+import shutil
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,10 +61,12 @@ from bench.benchkit import background_load, machine_info, print_table, write_jso
 from smtp_probe import log
 from smtp_probe.config import parse_config
 from smtp_probe.metrics import Metrics
-from smtp_probe.probe.message import PROBE_HEADER, TokenSigner, build_message
-from smtp_probe.probe.spec import TlsSettings
+from smtp_probe.probe.message import PROBE_HEADER, MessageTemplate, TokenSigner, build_message
+from smtp_probe.probe.smtp import send_message
+from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, tls_facts
 from smtp_probe.probe.transcript import Transcript
+from tests.support.loopback_smtpd import Behaviour, smtpd
 from tests.support.tls_certs import chain, handshake
 
 RECEIVED = (
@@ -81,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=2000, help="calls per piece")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--postfix",
+        action="store_true",
+        help="also time SMTP sessions against a private Postfix (root, Postfix + Dovecot)",
+    )
     return parser.parse_args(argv)
 
 
@@ -177,6 +192,95 @@ async def getaddrinfo_hop(repeats: int) -> tuple[float, float]:
     return spent / repeats, direct
 
 
+def _serve_smtp(pipelining: bool, port: Any, stop: Any) -> None:
+    """Child process: aiosmtpd (as the protocol tests run it) until ``stop`` is set."""
+    with smtpd(Behaviour(offer_pipelining=pipelining)) as bound:
+        port.value = bound
+        stop.wait()
+
+
+def smtp_sessions(sessions: int, *, pipelining: bool) -> tuple[float, float]:
+    """Client CPU and wall seconds per SMTP session against aiosmtpd in a child process."""
+    context = multiprocessing.get_context("spawn")
+    port, stop = context.Value("i", 0), context.Event()
+    child = context.Process(target=_serve_smtp, args=(pipelining, port, stop), daemon=True)
+    child.start()
+    try:
+        while port.value == 0:
+            if not child.is_alive():
+                raise RuntimeError("the aiosmtpd child process died")
+            time.sleep(0.01)
+        return client_sessions(port.value, sessions)
+    finally:
+        stop.set()
+        child.join(timeout=10)
+
+
+def postfix_sessions(sessions: int) -> dict[str, float]:
+    """Client CPU and wall seconds per session against the real Postfix, with and without PIPELINING.
+
+    A private Postfix + Dovecot (``tests/support/mailstack.py``, root);
+    its MX port, no TLS. PIPELINING is taken out of the EHLO reply with
+    ``smtpd_discard_ehlo_keywords`` and a reload for the second half.
+    """
+    from tests.support.mailstack import MailStack  # here: only --postfix needs it (and root)
+
+    found: dict[str, float] = {}
+    with MailStack() as stack:
+        conf = str(stack.layout.postfix_conf)
+        for pipelining in (True, False):
+            if not pipelining:
+                postconf = shutil.which("postconf") or "/usr/sbin/postconf"
+                postfix = shutil.which("postfix") or "/usr/sbin/postfix"
+                subprocess.run(  # noqa: S603 - our own stack's config
+                    [postconf, "-c", conf, "-e", "smtpd_discard_ehlo_keywords=pipelining"],
+                    check=True,
+                )
+                subprocess.run([postfix, "-c", conf, "reload"], check=True, capture_output=True)  # noqa: S603
+                time.sleep(2)  # smtpd processes of the old config finish their sessions
+            cpu, wall = client_sessions(stack.smtp_port, sessions, rcpt_to="sink@example.test")
+            kind = "PIPELINING" if pipelining else "one command per round trip"
+            found[f"Postfix SMTP session, client CPU ({kind})"] = cpu
+            found[f"Postfix SMTP session, wall time ({kind})"] = wall
+    return found
+
+
+def client_sessions(
+    port: int, sessions: int, *, rcpt_to: str = "sink@example.test"
+) -> tuple[float, float]:
+    """CPU and wall seconds per ``send_message`` session to 127.0.0.1:``port`` (20 warm-up first)."""
+    server = SmtpServer(
+        host="127.0.0.1", port=port, tls=TlsMode.NONE, helo="bench.test", timeout=10
+    )
+    signer = TokenSigner(b"bench-token-secret-of-enough-length")
+    template = MessageTemplate(
+        probe="probe-name", mail_from="probe@example.test", rcpt_to="sink@example.test"
+    )
+
+    async def one() -> None:
+        await send_message(
+            server,
+            template.render(signer.new("probe-name")),
+            mail_from="probe@example.test",
+            rcpt_to=rcpt_to,
+            transcript=Transcript(),
+            deadline=time.monotonic() + 10,
+        )
+
+    async def many() -> tuple[float, float]:
+        for _ in range(20):
+            await one()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for _ in range(sessions):
+            await one()
+        return (
+            (time.process_time() - cpu) / sessions,
+            (time.perf_counter() - wall) / sessions,
+        )
+
+    return asyncio.run(many())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every piece and print microseconds of CPU per call."""
     args = parse_args(argv)
@@ -195,8 +299,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         return message.as_bytes(policy=SMTP_POLICY)
 
+    template = MessageTemplate(
+        probe="probe-name", mail_from="probe@example.test", rcpt_to="sink@example.test"
+    )
+
     results: dict[str, float] = {}
-    results["build_message + as_bytes(SMTP)"] = cpu_per_call(message_bytes, n)
+    results["message: build_message + as_bytes(SMTP) (before)"] = cpu_per_call(message_bytes, n)
+    results["message: MessageTemplate.render (now)"] = cpu_per_call(
+        lambda: template.render(signer.new("probe-name")), n
+    )
+    sessions = max(50, min(n // 4, 500))
+    for pipelining in (True, False):
+        cpu, wall = smtp_sessions(sessions, pipelining=pipelining)
+        kind = "PIPELINING" if pipelining else "one command per round trip"
+        results[f"SMTP session, client CPU ({kind})"] = cpu
+        results[f"SMTP session, wall time ({kind})"] = wall
+    if args.postfix:
+        results.update(postfix_sessions(sessions))
     for name, call in header_parsers(block).items():
         results[f"header parse: {name}"] = cpu_per_call(call, n)
     results["TokenSigner.new"] = cpu_per_call(lambda: signer.new("probe-name"), n)

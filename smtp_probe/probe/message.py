@@ -15,6 +15,7 @@ finds the token there, whatever came before it.
 from __future__ import annotations
 
 import email.header
+import functools
 import hashlib
 import hmac
 import re
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.errors import HeaderParseError
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.policy import SMTPUTF8 as SMTPUTF8_POLICY
 from email.utils import format_datetime, localtime, make_msgid, parsedate_to_datetime
 from typing import Final
 
@@ -192,3 +195,184 @@ def build_message(
         "It is deleted automatically once it arrives; no action is needed.\n"
     )
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A probe message ready for DATA: its bytes and what the SMTP leg needs to know of them."""
+
+    data: bytes
+    """The whole message, ``CRLF`` line ends, not yet dot-stuffed."""
+    subject: str
+    """The Subject as built (for the transcript's one-line summary)."""
+    utf8: bool = False
+    """Headers carry UTF-8 (a non-ASCII address): the envelope needs ``SMTPUTF8`` (RFC 6531)."""
+
+    @property
+    def eight_bit(self) -> bool:
+        """Some byte is outside ASCII: ``BODY=8BITMIME`` where the server offers it (RFC 6152)."""
+        return not self.data.isascii()
+
+
+def outgoing(message: EmailMessage) -> OutgoingMessage:
+    """``message`` serialised as :mod:`email.policy.SMTP` does, or SMTPUTF8's if it must be.
+
+    A header that cannot be written in ASCII (an address with a non-ASCII
+    local part or domain: RFC 2047 cannot encode those) needs RFC 6532's
+    UTF-8 headers, and so ``SMTPUTF8`` on the envelope.
+    """
+    try:
+        return OutgoingMessage(message.as_bytes(policy=SMTP_POLICY), str(message["Subject"]))
+    except UnicodeEncodeError:
+        data = message.as_bytes(policy=SMTPUTF8_POLICY)
+        return OutgoingMessage(data, str(message["Subject"]), utf8=True)
+
+
+_PLACEHOLDER: Final = Token(9_999_999_999_999, "f" * 16, "e" * _SIG_HEX)
+"""The token a template is built with; replaced by each run's own (same length, so same folding)."""
+_PLACEHOLDER_BYTES: Final = str(_PLACEHOLDER).encode()
+_TOKEN_PLACES: Final = 3
+"""Where a token stands in the message: ``Subject``, ``X-Smtp-Probe`` and the body."""
+_LINE_MAX: Final = 78
+"""``email.policy.SMTP``'s ``max_line_length``: a longer header line is folded."""
+_DATE: Final = b"date"
+_MESSAGE_ID: Final = b"message-id"
+
+
+class MessageTemplate:
+    """One probe's message built once with :func:`build_message`; each run fills in its parts.
+
+    What changes per run is the token (in ``Subject``, ``X-Smtp-Probe`` and
+    the body), ``Date`` and ``Message-ID``; the rest (``From``, ``To``, the
+    robot-suppressing headers, the MIME headers, the body's text) is the
+    same bytes every time, so building the message costs a join instead
+    of the :mod:`email` package's header parsing and folding (see
+    ``bench/bench_parts.py``). The output is what :func:`build_message`
+    makes, byte for byte but for ``Date`` and ``Message-ID``, which differ
+    between any two runs anyway (``tests/unit/test_message_template.py``).
+
+    A template whose token did not come out as three whole copies (a
+    non-ASCII probe name gets an RFC 2047 Subject that may cut it, a body
+    the :mod:`email` package chose to base64) is not used: such a probe's
+    runs build the message with :func:`build_message` as before, and so
+    does a token of another length than the placeholder's.
+    """
+
+    __slots__ = ("_domain", "_parts", "_probe", "_recipe", "_subject", "_utf8")
+
+    def __init__(
+        self, *, probe: str, mail_from: str, rcpt_to: str, reflector: bool = False
+    ) -> None:
+        self._probe = probe
+        self._recipe = (mail_from, rcpt_to, reflector)
+        self._domain = mail_from.rpartition("@")[2] or "smtp-probe.invalid"
+        built = outgoing(
+            build_message(
+                token=_PLACEHOLDER,
+                probe=probe,
+                mail_from=mail_from,
+                rcpt_to=rcpt_to,
+                reflector=reflector,
+            )
+        )
+        self._utf8 = built.utf8
+        self._subject = built.subject.split(str(_PLACEHOLDER))
+        self._parts = _split(built.data)
+
+    @property
+    def usable(self) -> bool:
+        """Whether runs fill this template in (else they build the message themselves)."""
+        return self._parts is not None and len(self._subject) == 2
+
+    def render(self, token: Token) -> OutgoingMessage:
+        """The message of the run with ``token``, ``Date`` now and a new ``Message-ID``."""
+        text = str(token)
+        if self._parts is None or len(self._subject) != 2 or len(text) != len(str(_PLACEHOLDER)):
+            mail_from, rcpt_to, reflector = self._recipe
+            return outgoing(
+                build_message(
+                    token=token,
+                    probe=self._probe,
+                    mail_from=mail_from,
+                    rcpt_to=rcpt_to,
+                    reflector=reflector,
+                )
+            )
+        encoding = "utf-8" if self._utf8 else "ascii"
+        fill = {
+            _DATE: f"Date: {format_datetime(localtime())}\r\n".encode(),
+            _MESSAGE_ID: _message_id_field(
+                make_msgid(idstring=token.run_id, domain=self._domain)
+            ).encode(encoding),
+            None: text.encode(),
+        }
+        data = b"".join(
+            part if isinstance(part, bytes) else fill[part.name] for part in self._parts
+        )
+        return OutgoingMessage(data, text.join(self._subject), utf8=self._utf8)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hole:
+    """A place in a template filled in per run: a whole header field, or the token (``None``)."""
+
+    name: bytes | None
+
+
+def _split(data: bytes) -> tuple[bytes | _Hole, ...] | None:
+    """``data`` cut at its ``Date`` and ``Message-ID`` fields and at each copy of the placeholder.
+
+    ``None`` when the placeholder does not stand whole in exactly its
+    three places, or either field is missing.
+    """
+    head, _, body = data.partition(b"\r\n\r\n")
+    parts: list[bytes | _Hole] = []
+    fields = re.split(rb"\r\n(?![ \t])", head)
+    pending: list[bytes] = []
+    holes = 0
+    for field in fields:
+        name = field.partition(b":")[0].strip().lower()
+        if name in (_DATE, _MESSAGE_ID):
+            parts.append(b"".join(pending))
+            pending = []
+            parts.append(_Hole(name))
+            holes += 1
+        else:
+            pending.append(field + b"\r\n")
+    pending.append(b"\r\n" + body)
+    parts.append(b"".join(pending))
+    if holes != 2:
+        return None
+    cut: list[bytes | _Hole] = []
+    for part in parts:
+        if isinstance(part, _Hole):
+            cut.append(part)
+            continue
+        pieces = part.split(_PLACEHOLDER_BYTES)
+        for index, piece in enumerate(pieces):
+            if index:
+                cut.append(_Hole(None))
+            cut.append(piece)
+    if sum(1 for part in cut if isinstance(part, _Hole) and part.name is None) != _TOKEN_PLACES:
+        return None
+    return tuple(part for part in cut if part != b"")
+
+
+def _message_id_field(value: str) -> str:
+    """``Message-ID: <...>`` folded as :mod:`email.policy.SMTP` folds it.
+
+    A msg-id has no place to fold inside: when the line would pass 78
+    characters the policy moves the whole value to a continuation line, if
+    it fits there (one space and the value); a value too long for any line
+    stays on the first one.
+    """
+    line = f"Message-ID: {value}"
+    if len(line) <= _LINE_MAX or len(value) + 1 > _LINE_MAX:
+        return f"{line}\r\n"
+    return f"Message-ID:\r\n {value}\r\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def template(probe: str, mail_from: str, rcpt_to: str, reflector: bool = False) -> MessageTemplate:
+    """The template of one probe (per name, addresses and kind), built at its first run."""
+    return MessageTemplate(probe=probe, mail_from=mail_from, rcpt_to=rcpt_to, reflector=reflector)

@@ -38,6 +38,7 @@ from typing import Final
 
 from smtp_probe.probe import mta_sts, resolver
 from smtp_probe.probe.credentials import AccessToken
+from smtp_probe.probe.message import OutgoingMessage
 from smtp_probe.probe.mta_sts import MtaStsError, MtaStsPolicy
 from smtp_probe.probe.resolver import Answer, DnsLookupError, Resolver
 from smtp_probe.probe.result import SmtpReport, Stage
@@ -70,7 +71,7 @@ class _Failed(Exception):
 
 async def send_via_mx(
     server: SmtpServer,
-    message: EmailMessage,
+    message: EmailMessage | OutgoingMessage,
     *,
     mail_from: str,
     rcpt_to: str,

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 from smtp_probe.probe import expect as policy
 from smtp_probe.probe import verdicts as verdict_lines
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
-from smtp_probe.probe.message import Token, TokenSigner, build_message, header_date
+from smtp_probe.probe.message import Token, TokenSigner, header_date, template
 from smtp_probe.probe.result import (
     Arrival,
     AuthVerdict,
@@ -371,13 +371,8 @@ async def _send(run: _Run) -> None:
     """
     spec = run.spec
     run.stage = Stage.DNS
-    message = build_message(
-        token=run.token,
-        probe=spec.name,
-        mail_from=spec.mail_from,
-        rcpt_to=spec.rcpt_to,
-        reflector=spec.reflector,
-    )
+    # The probe's template, built at its first run: a run fills in only what is its own.
+    message = template(spec.name, spec.mail_from, spec.rcpt_to, spec.reflector).render(run.token)
     expecting = spec.expect is not None
     try:
         async with run.connecting():

@@ -7,6 +7,12 @@ included, is written to the transcript; any failure becomes one
 :class:`SmtpSendError` naming the stage. This module is the only place that
 knows aiosmtplib's exceptions.
 
+Where the EHLO reply offers ``PIPELINING`` (RFC 2920) ``MAIL FROM``,
+``RCPT TO`` and ``DATA`` go out in one write, as every MTA sends them, and
+their replies are read in order (:func:`_pipelined`); the transcript shows
+the three commands, then the three replies. A refusal is still the failure
+of its own stage. A server without it gets one command per round trip.
+
 The ``smtp_smuggling`` check reuses every stage up to DATA's ``354`` and
 then takes the connection over (``raw_content``, :class:`DataChannel`): its
 content must reach the server unrepaired, so :mod:`.smuggling` writes it.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
 import os
 import re
@@ -27,17 +34,18 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from typing import Any, Final
 
 import aiosmtplib
-from aiosmtplib.protocol import normalize_message_line_endings
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH, normalize_message_line_endings
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
+from smtp_probe.probe.message import OutgoingMessage, outgoing
 from smtp_probe.probe.result import SMTP_STAGES, SmtpReport, Stage, TlsFacts
 from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
@@ -59,6 +67,7 @@ DSN_NOTIFY: Final = "NOTIFY=FAILURE,DELAY"
 """What we ask a DSN for: a failure and a delay, never success (that we see ourselves)."""
 _START_INPUT: Final = 354
 _OK: Final = 250
+_WILL_FORWARD: Final = 251
 _AUTH_CONTINUE: Final = 334
 _AUTH_OK: Final = 235
 _AUTH_REFUSED: Final = 535
@@ -237,7 +246,7 @@ class _Session:
 
 async def send_message(
     server: SmtpServer,
-    message: EmailMessage,
+    message: EmailMessage | OutgoingMessage,
     *,
     mail_from: str,
     rcpt_to: str,
@@ -273,6 +282,14 @@ async def send_message(
     A server with ``oauth`` logs in with ``token`` (fetched from the source
     at AUTH time when not given). A token from the cache that the server
     refuses is rejected and AUTH tried once more with a fresh one.
+
+    An address that is not ASCII goes with ``SMTPUTF8`` (RFC 6531; a
+    server without it fails the run at ``mail_from`` before anything is
+    sent), a message with 8-bit bytes with ``BODY=8BITMIME`` where offered.
+    ``MAIL``, ``RCPT`` and ``DATA`` are pipelined where the server offers
+    ``PIPELINING``; with ``stop_after`` at ``mail_from`` or ``rcpt_to`` the
+    group ends there, so no ``DATA`` goes out that the session must not
+    reach.
 
     ``raw_content`` takes the connection over after DATA's ``354`` (the
     ``smtp_smuggling`` check; see :class:`DataChannel`).
@@ -505,7 +522,7 @@ async def _connect_any(
 async def _converse(
     session: _Session,
     client: aiosmtplib.SMTP,
-    message: EmailMessage,
+    message: EmailMessage | OutgoingMessage,
     mail_from: str,
     rcpt_to: str,
     envid: str | None = None,
@@ -546,49 +563,347 @@ async def _converse(
         if await _stopped(session, client, Stage.AUTH):
             return
 
-    dsn = envid is not None and client.supports_extension("dsn")
-    mail_options = ["RET=HDRS", f"ENVID={xtext(envid)}"] if dsn and envid is not None else []
+    await _transaction(session, client, message, mail_from, rcpt_to, envid, raw_content)
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """``MAIL``, ``RCPT`` or ``DATA`` of the transaction, with the parameters it carries."""
+
+    stage: Stage
+    text: str
+    """The command without parameters, as sent (``MAIL FROM:<a>``, ``DATA``)."""
+    params: tuple[str, ...] = ()
+    """Parameters it always carries (``SMTPUTF8``, ``BODY=8BITMIME``)."""
+    dsn: tuple[str, ...] = ()
+    """DSN parameters: a ``555`` refusing them means "once more without them"."""
+    utf8: bool = False
+    """The line goes out in UTF-8 (``SMTPUTF8``), else in ASCII."""
+
+    def line(self, *, dsn: bool) -> str:
+        """The command line as sent, without its ``CRLF``."""
+        return " ".join((self.text, *self.params, *(self.dsn if dsn else ())))
+
+    def wire(self, *, dsn: bool) -> bytes:
+        return self.line(dsn=dsn).encode("utf-8" if self.utf8 else "ascii")
+
+    def accepts(self, code: int) -> bool:
+        """Whether ``code`` lets the transaction go on (``251``: RFC 5321's "will forward")."""
+        if self.stage is Stage.DATA:
+            return code == _START_INPUT
+        if self.stage is Stage.RCPT_TO:
+            return code in (_OK, _WILL_FORWARD)
+        return code == _OK
+
+
+async def _transaction(
+    session: _Session,
+    client: aiosmtplib.SMTP,
+    message: EmailMessage | OutgoingMessage,
+    mail_from: str,
+    rcpt_to: str,
+    envid: str | None,
+    raw_content: RawContent | None,
+) -> None:
+    """``MAIL``, ``RCPT``, ``DATA`` and the message: pipelined where the server offers it.
+
+    With ``PIPELINING`` in the EHLO reply (RFC 2920) the three commands go
+    out in one write and their replies are read in order, as every MTA
+    sends; without it, one command per round trip. A session that is to
+    stop after ``MAIL FROM`` or ``RCPT TO`` (an expected refusal without a
+    mailbox) pipelines only up to that stage: no ``DATA`` is ever sent
+    where the session must not reach it, and the message itself never
+    goes out before every reply is read.
+
+    Raises:
+        SmtpSendError: at the stage whose command the server refused.
+    """
+    outgoing_message = message if isinstance(message, OutgoingMessage) else outgoing(message)
+    utf8 = outgoing_message.utf8 or not (mail_from.isascii() and rcpt_to.isascii())
     session.enter(Stage.MAIL_FROM)
-    await _with_options(
-        session,
-        f"MAIL FROM:<{mail_from}>",
-        mail_options,
-        lambda options: client.mail(mail_from, options=options, timeout=session.op_timeout()),
+    if utf8 and not client.supports_extension("smtputf8"):
+        raise session.fail(
+            "an address or header is not ASCII and the server does not offer SMTPUTF8 (RFC 6531)"
+        )
+    params: list[str] = []
+    if outgoing_message.eight_bit and client.supports_extension("8bitmime"):
+        params.append("BODY=8BITMIME")
+    if utf8:
+        params.append("SMTPUTF8")
+    dsn = envid is not None and client.supports_extension("dsn")
+    commands = (
+        _Command(
+            Stage.MAIL_FROM,
+            f"MAIL FROM:{quote_address(mail_from)}",
+            tuple(params),
+            ("RET=HDRS", f"ENVID={xtext(envid)}") if dsn and envid is not None else (),
+            utf8,
+        ),
+        _Command(
+            Stage.RCPT_TO,
+            f"RCPT TO:{quote_address(rcpt_to)}",
+            (),
+            (DSN_NOTIFY,) if dsn else (),
+            utf8,
+        ),
+        _Command(Stage.DATA, "DATA"),
     )
-    if await _stopped(session, client, Stage.MAIL_FROM):
-        return
-
-    session.enter(Stage.RCPT_TO)
-    await _with_options(
-        session,
-        f"RCPT TO:<{rcpt_to}>",
-        [DSN_NOTIFY] if dsn else [],
-        lambda options: client.rcpt(rcpt_to, options=options, timeout=session.op_timeout()),
-    )
-    if await _stopped(session, client, Stage.RCPT_TO):
-        return
-
-    session.enter(Stage.DATA)
-    payload = message.as_bytes(policy=SMTP_POLICY)
-    # aiosmtplib's data() swallows the 354; the telnet session shows it.
-    await _command(
-        session,
-        "DATA",
-        client.execute_command(b"DATA", timeout=session.op_timeout()),
-        expect=_START_INPUT,
-    )
-    if await _stopped(session, client, Stage.DATA):
-        return
+    group: tuple[_Command, ...] = commands
+    if session.stop_after in (Stage.MAIL_FROM, Stage.RCPT_TO):
+        group = tuple(c for c in commands if _order(c.stage) <= _order(session.stop_after))
+    done, retry = 0, False
+    if len(group) > 1 and client.supports_extension("pipelining"):
+        done = await _pipelined(session, client, group)
+        retry = done < len(group)
+        for command in group[:done]:
+            if await _stopped(session, client, command.stage):
+                return
+    for index in range(done, len(group)):
+        command = group[index]
+        await _one(session, client, command, dsn=not (retry and index == done))
+        if await _stopped(session, client, command.stage):
+            return
     if raw_content is not None:
         await _raw_transfer(session, client, raw_content)
         return
-    session.sent(f"[message: {len(payload)} bytes, Subject: {message['Subject']}]")
+    payload = outgoing_message.data
+    session.sent(f"[message: {len(payload)} bytes, Subject: {outgoing_message.subject}]")
     session.sent(".")
     reply = await _reply(
         session, _transfer(client, payload, timeout=session.op_timeout()), expect=_OK
     )
     session.accepted_at = time.monotonic()
     session.queue_id = parse_queue_id(reply.message)
+
+
+async def _one(
+    session: _Session, client: aiosmtplib.SMTP, command: _Command, *, dsn: bool
+) -> aiosmtplib.SMTPResponse:
+    """One command, one round trip; DSN parameters refused with ``555`` go once more without.
+
+    A server that advertises DSN but then rejects its parameters is
+    broken, but the probe is about delivery, not about DSN: the message
+    goes without them, and the transcript says so.
+
+    Raises:
+        SmtpSendError: the server refused the command (without DSN parameters too).
+    """
+    session.enter(command.stage)
+    with_dsn = dsn and bool(command.dsn)
+    while True:
+        session.sent(command.line(dsn=with_dsn))
+        reply = await client.execute_command(
+            command.wire(dsn=with_dsn), timeout=session.op_timeout()
+        )
+        session.received(reply.code, reply.message)
+        if command.accepts(reply.code):
+            return reply
+        if with_dsn and reply.code == _DSN_PARAMETERS_REFUSED:
+            _note_dsn_refused(session)
+            with_dsn = False
+            continue
+        raise session.fail(f"server replied {reply.code} {_first_line(reply.message)}")
+
+
+def _note_dsn_refused(session: _Session) -> None:
+    session.transcript.note(
+        "the server offers DSN but refused its parameters; once more without them "
+        "(no bounce report will name this run)"
+    )
+
+
+async def _pipelined(session: _Session, client: aiosmtplib.SMTP, group: Sequence[_Command]) -> int:
+    """Send ``group`` in one write (RFC 2920) and read every reply in order.
+
+    Returns how many commands of ``group`` went through: all of them, or
+    the index of one whose DSN parameters were refused with ``555`` (sent
+    again without them, one at a time, by the caller). Every reply is
+    read, each within the command timeout and the run deadline, and shown
+    where it came; a refusal is the failure of its own stage, and the
+    replies after it (``503``/``554`` "no valid recipients" to ``DATA``)
+    are noted, not blamed. A ``354`` after a refused command is ended with
+    a lone ``.`` as RFC 2920 §3.1 asks (there is no recipient: nothing is
+    delivered).
+
+    Raises:
+        SmtpSendError: at the stage whose command was refused.
+        aiosmtplib.SMTPReadTimeoutError: no reply in time (before any refusal).
+        aiosmtplib.SMTPServerDisconnected: the connection was lost (before any refusal).
+    """
+    for command in group:
+        session.sent(command.line(dsn=True))
+    data = b"".join(command.wire(dsn=True) + b"\r\n" for command in group)
+    refusal: tuple[Stage, int, str] | None = None
+    retry: int | None = None
+    dangling_data = False
+    async with _PipelineReader.over(client) as reader:
+        reader.write(data)
+        for index, command in enumerate(group):
+            settled = refusal is not None or retry is not None
+            if not settled:
+                session.enter(command.stage)
+            try:
+                reply = await reader.reply(session.op_timeout())
+            except (aiosmtplib.SMTPReadTimeoutError, aiosmtplib.SMTPServerDisconnected) as exc:
+                if not settled:
+                    raise
+                session.transcript.note(f"no reply to {command.text} ({exc.message})")
+                # A reply coming late would pair with QUIT: hang up instead.
+                reader.abandon()
+                break
+            session.received(reply.code, reply.message)
+            if settled:
+                if command.stage is Stage.DATA:
+                    dangling_data = reply.code == _START_INPUT
+                    earlier = refusal[0] if refusal is not None else group[retry or 0].stage
+                    session.transcript.note(f"the reply to DATA follows from the {earlier} reply")
+                continue
+            if command.accepts(reply.code):
+                continue
+            if command.dsn and reply.code == _DSN_PARAMETERS_REFUSED:
+                retry = index
+                continue
+            refusal = (command.stage, reply.code, reply.message)
+    if dangling_data:
+        await _end_empty_data(session, client)
+    if refusal is not None:
+        stage, code, text = refusal
+        session.reply_code, session.reply, session.reply_stage = code, text, stage
+        raise session.fail(f"server replied {code} {_first_line(text)}", stage)
+    if retry is not None:
+        _note_dsn_refused(session)
+        # The lone dot ended the transaction the server had: start it again.
+        return 0 if dangling_data else retry
+    return len(group)
+
+
+async def _end_empty_data(session: _Session, client: aiosmtplib.SMTP) -> None:
+    """End a ``DATA`` the server took after refusing the transaction: a lone ``.``, reply noted."""
+    session.transcript.note("the server took DATA all the same: ending it with a lone '.'")
+    session.sent(".")
+    try:
+        # A courtesy, like QUIT: the run's verdict is already the refusal.
+        reply = await _write_and_read(
+            client, b".\r\n", timeout=min(_QUIT_TIMEOUT, session.op_timeout())
+        )
+    except aiosmtplib.SMTPException:
+        session.transcript.note("no reply to the lone '.'")
+        return
+    session.transcript.received(f"{reply.code} {reply.message}", tls=session.in_tls)
+
+
+class _PipelineReader(asyncio.Protocol):
+    """Reads pipelined SMTP replies off aiosmtplib's connection, then gives the connection back.
+
+    aiosmtplib reads one reply per command it sent and drops bytes that
+    come while no command of its own waits, so a second and third reply
+    arriving in one segment (Postfix flushes its pipelined replies
+    together) would be lost. For the length of one pipelined group this
+    protocol takes the transport (:meth:`asyncio.Transport.set_protocol`,
+    as :mod:`.smuggling` does for its content) and hands it back to
+    aiosmtplib's protocol afterwards, with nothing pending on either side.
+    A lost connection is passed on to aiosmtplib, which then knows it too.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._buffer = bytearray()
+        self._closed = False
+        self._changed = asyncio.Event()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def over(cls, client: aiosmtplib.SMTP) -> AsyncIterator[_PipelineReader]:
+        """Own ``client``'s transport for the ``async with`` block.
+
+        Raises:
+            aiosmtplib.SMTPServerDisconnected: the client is not connected.
+        """
+        transport, protocol = client.transport, client.protocol
+        if (
+            not isinstance(transport, asyncio.Transport)
+            or protocol is None
+            or transport.is_closing()
+        ):
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        reader = cls(transport, protocol)
+        transport.set_protocol(reader)
+        try:
+            yield reader
+        except aiosmtplib.SMTPException:
+            # As aiosmtplib does: a reply given up on would pair with the next command.
+            transport.close()
+            raise
+        finally:
+            if transport.get_protocol() is reader:
+                transport.set_protocol(protocol)
+            if reader._closed:
+                client.close()
+
+    def write(self, data: bytes) -> None:
+        """Write ``data`` (the whole group) at once."""
+        self._transport.write(data)
+
+    def abandon(self) -> None:
+        """Close the connection: the replies still owed will never be read."""
+        self._transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer.extend(data)
+        if len(self._buffer) > MAX_RESPONSE_LENGTH * 3:
+            self._transport.close()
+        self._changed.set()
+
+    def eof_received(self) -> bool:
+        self._closed = True
+        self._changed.set()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._changed.set()
+        self._protocol.connection_lost(exc)
+
+    async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
+        """The next whole (possibly multi-line) reply.
+
+        Raises:
+            aiosmtplib.SMTPReadTimeoutError: none within ``timeout`` seconds.
+            aiosmtplib.SMTPServerDisconnected: the connection ended without one.
+            aiosmtplib.SMTPResponseException: a line that is not an SMTP reply.
+        """
+        try:
+            async with asyncio.timeout(max(0.0, timeout)):
+                while True:
+                    reply = self._take()
+                    if reply is not None:
+                        return reply
+                    if self._closed:
+                        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+
+    def _take(self) -> aiosmtplib.SMTPResponse | None:
+        lines: list[str] = []
+        offset = 0
+        while True:
+            end = self._buffer.find(b"\n", offset)
+            if end < 0:
+                return None
+            line = bytes(self._buffer[offset : end + 1])
+            offset = end + 1
+            head = line[:3]
+            if not head.isdigit() or len(line) > MAX_LINE_LENGTH:
+                raise aiosmtplib.SMTPResponseException(
+                    -1, f"Malformed SMTP response line: {line.decode('utf-8', 'replace')!r}"
+                )
+            lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
+            if line[3:4] != b"-":
+                del self._buffer[:offset]
+                return aiosmtplib.SMTPResponse(int(head), "\n".join(lines))
 
 
 class DataChannel:
@@ -700,39 +1015,6 @@ def xtext(text: str) -> str:
     )
 
 
-async def _with_options(
-    session: _Session,
-    command: str,
-    options: list[str],
-    call: Callable[[list[str]], Awaitable[aiosmtplib.SMTPResponse]],
-) -> aiosmtplib.SMTPResponse:
-    """``MAIL`` or ``RCPT`` with DSN ``options``; refused with ``555``, once more without them.
-
-    A server that advertises DSN but then rejects its parameters is
-    broken, but the probe is about delivery, not about DSN: the message
-    goes without them, and the transcript says so.
-
-    Raises:
-        SmtpSendError: the server refused the command (without options too).
-    """
-    if not options:
-        return await _command(session, command, call([]))
-    session.sent(f"{command} {' '.join(options)}")
-    try:
-        reply = await call(options)
-    except aiosmtplib.SMTPResponseException as exc:
-        session.received(exc.code, exc.message)
-        if exc.code != _DSN_PARAMETERS_REFUSED:
-            raise session.fail(f"server replied {exc.code} {_first_line(exc.message)}") from None
-        session.transcript.note(
-            "the server offers DSN but refused its parameters; once more without them "
-            "(no bounce report will name this run)"
-        )
-        return await _command(session, command, call([]))
-    session.received(reply.code, reply.message)
-    return reply
-
-
 async def _transfer(
     client: aiosmtplib.SMTP, payload: bytes, *, timeout: float
 ) -> aiosmtplib.SMTPResponse:
@@ -746,10 +1028,22 @@ async def _transfer(
         aiosmtplib.SMTPServerDisconnected: the connection was lost.
         aiosmtplib.SMTPTimeoutError: no reply within ``timeout``.
     """
+    data = _LEADING_DOT.sub(b"..", normalize_message_line_endings(payload)) + b".\r\n"
+    return await _write_and_read(client, data, timeout=timeout)
+
+
+async def _write_and_read(
+    client: aiosmtplib.SMTP, data: bytes, *, timeout: float
+) -> aiosmtplib.SMTPResponse:
+    """Write ``data`` as it is and read one reply on aiosmtplib's own protocol.
+
+    Raises:
+        aiosmtplib.SMTPServerDisconnected: the connection was lost.
+        aiosmtplib.SMTPTimeoutError: no reply within ``timeout``.
+    """
     protocol = client.protocol
     if protocol is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-    data = _LEADING_DOT.sub(b"..", normalize_message_line_endings(payload)) + b".\r\n"
     try:
         protocol.write(data)
         # read_response arms the reply before the loop can deliver a byte of it.
@@ -1048,6 +1342,10 @@ def _peer(sock: socket.socket) -> str:
 def _os_reason(exc: OSError) -> str:
     # asyncio's sock_connect says "Connect call failed (...)"; the errno says why.
     return os.strerror(exc.errno).lower() if exc.errno else str(exc)
+
+
+def _order(stage: Stage | None) -> int:
+    return SMTP_STAGES.index(stage) if stage in SMTP_STAGES else -1
 
 
 def _first_line(text: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 
 from smtp_probe.probe.credentials import AccessToken
+from smtp_probe.probe.message import OutgoingMessage
 from smtp_probe.probe.result import SmtpReport, Stage
 from smtp_probe.probe.smtp import RawContent, send_message
 from smtp_probe.probe.spec import DnsSettings, SmtpServer
@@ -21,7 +22,7 @@ from smtp_probe.probe.transcript import Transcript
 
 async def submit(
     server: SmtpServer,
-    message: EmailMessage,
+    message: EmailMessage | OutgoingMessage,
     *,
     mail_from: str,
     rcpt_to: str,

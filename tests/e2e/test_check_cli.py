@@ -40,12 +40,17 @@ def test_text_output_reads_like_the_telnet_session(stack: MailStack) -> None:
     assert any("-> STARTTLS" in line for line in lines)
     assert any("~> AUTH PLAIN ********" in line for line in lines)
     assert any("<~ 250 2.0.0 Ok: queued as" in line for line in lines)
-    # DATA, Postfix's 354, the message, the dot, the 250: in that order, nothing between.
+    # Postfix offers PIPELINING: MAIL, RCPT and DATA, then their three replies,
+    # the message, the dot, the 250: in that order, nothing between.
     data = next(i for i, line in enumerate(lines) if line.endswith("~> DATA"))
-    assert lines[data + 1].endswith("<~ 354 End data with <CR><LF>.<CR><LF>")
-    assert "~> [message: " in lines[data + 2]
-    assert lines[data + 3].endswith("~> .")
-    assert "<~ 250 2.0.0 Ok: queued as" in lines[data + 4]
+    assert "~> MAIL FROM:<" in lines[data - 2]
+    assert "~> RCPT TO:<" in lines[data - 1]
+    assert lines[data + 1].endswith("<~ 250 2.1.0 Ok")
+    assert lines[data + 2].endswith("<~ 250 2.1.5 Ok")
+    assert lines[data + 3].endswith("<~ 354 End data with <CR><LF>.<CR><LF>")
+    assert "~> [message: " in lines[data + 4]
+    assert lines[data + 5].endswith("~> .")
+    assert "<~ 250 2.0.0 Ok: queued as" in lines[data + 6]
     assert lines[-1].startswith("OK: delivered to INBOX ")
     assert "\x1b[" not in proc.stdout, "no colour when stdout is not a terminal"
     assert proc.stderr == ""

@@ -49,6 +49,11 @@ class Behaviour:
     refuse_dsn_parameters: bool = False
     """With ``offer_dsn``: advertise ``DSN`` but answer its parameters with aiosmtpd's
     own ``555 ... parameters not recognized`` (a server that lies about DSN)."""
+    offer_pipelining: bool = False
+    """Advertise ``PIPELINING`` (RFC 2920) as Postfix and every big MTA do; aiosmtpd reads
+    pipelined commands in order and answers each as it comes."""
+    data_commands: int = 0
+    """How many ``DATA`` commands reached the server (answered or refused)."""
     greetings: list[str] = field(default_factory=list)
     """Every ``EHLO``/``HELO`` received, as ``"EHLO name"``."""
     mail_from: list[str] = field(default_factory=list)
@@ -76,9 +81,12 @@ class Behaviour:
         if self.ehlo_reply is not None:
             return [self.ehlo_reply]
         session.host_name = hostname
-        if self.offer_dsn:
-            return [*responses[:-1], "250-DSN", responses[-1]]
-        return responses
+        extra = [
+            f"250-{name}"
+            for name, offered in (("PIPELINING", self.offer_pipelining), ("DSN", self.offer_dsn))
+            if offered
+        ]
+        return [*responses[:-1], *extra, responses[-1]]
 
     async def handle_HELO(
         self, server: SMTP, session: Session, envelope: Envelope, hostname: str
@@ -184,6 +192,8 @@ class _ScriptedSMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         handler = self.event_handler
+        if isinstance(handler, Behaviour):
+            handler.data_commands += 1
         refusal = handler.data_command_reply if isinstance(handler, Behaviour) else None
         if refusal is not None and self.envelope is not None and self.envelope.rcpt_tos:
             await self.push(refusal)
