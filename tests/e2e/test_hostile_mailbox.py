@@ -25,24 +25,30 @@ import asyncio
 import statistics
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
-from imapclient import IMAPClient
 
-from smtp_probe.probe.imap import MailboxWatcher
-from smtp_probe.probe.message import PROBE_HEADER, SUBJECT_MARK, TokenSigner
-from smtp_probe.probe.result import Bounce, Outcome, RunResult
+from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.result import Outcome, RunResult
 from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
-from smtp_probe.secret import Secret
-from tests.support.hostile_mail import Hostile, hostile_messages
-from tests.support.mailstack import REFLECTOR, TRASH_FOLDER, MailStack
-from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
+from tests.support.hostile_mail import (
+    PLAIN,
+    REFLECT,
+    TEN_MB,
+    box_of,
+    changed,
+    hostile_messages,
+    ordinary,
+    our_leftovers,
+    snapshot,
+    specs,
+    stuff,
+    watcher_for,
+)
+from tests.support.mailstack import TRASH_FOLDER, MailStack
+from tests.support.routes import SENDER, SINK
 
-PLAIN, REFLECT = "plain", "reflect"
-FOLDERS = ("INBOX", "Junk", TRASH_FOLDER)
 INBOX_HOSTILE, INBOX_ORDINARY = 1500, 400
 JUNK_HOSTILE, JUNK_ORDINARY = 300, 200
 PLAIN_RUNS, REFLECTOR_RUNS = 8, 2
@@ -54,127 +60,12 @@ whole stuffed folder on each poll costs far more than this per run."""
 FIRST_SWEEP_SECONDS = 15.0
 """The first sweep over ~2,000 foreign candidates (10 MB of them): ~1 s here."""
 
-Snapshot = dict[str, dict[int, tuple[frozenset[bytes], bytes]]]
-
 
 @pytest.fixture(scope="module")
 def private_stack() -> Iterator[MailStack]:
     """A mail stack of this module's own: its sink mailbox ends up stuffed."""
     with MailStack() as stack:
         yield stack
-
-
-def _client(stack: MailStack, user: str) -> IMAPClient:
-    client = IMAPClient(
-        stack.host, port=stack.imaps_port, ssl_context=stack.ssl_context(), timeout=60
-    )
-    client.login(user, stack.users[user])
-    return client
-
-
-def stuff(stack: MailStack, folder: str, messages: list[Hostile]) -> None:
-    """APPEND ``messages`` to sink's ``folder``, 200 per MULTIAPPEND (one by one takes 5x longer)."""
-    with _client(stack, SINK) as client:
-        for first in range(0, len(messages), 200):
-            client.multiappend(folder, [m.append_item() for m in messages[first : first + 200]])
-
-
-def snapshot(stack: MailStack) -> Snapshot:
-    r"""Every message of sink's folders: UID -> (flags but ``\Recent``, the whole message).
-
-    Read-only selects and ``BODY.PEEK``: taking the snapshot changes nothing.
-    """
-    found: Snapshot = {}
-    with _client(stack, SINK) as client:
-        for folder in FOLDERS:
-            client.select_folder(folder, readonly=True)
-            uids = client.search(["ALL"])
-            messages: dict[int, tuple[frozenset[bytes], bytes]] = {}
-            for first in range(0, len(uids), 500):
-                fetched = client.fetch(uids[first : first + 500], ["FLAGS", "BODY.PEEK[]"])
-                for uid, data in fetched.items():
-                    flags = frozenset(data[b"FLAGS"]) - {b"\\Recent"}
-                    messages[uid] = (flags, data[b"BODY[]"])
-            found[folder] = messages
-    return found
-
-
-def box_of(stack: MailStack, user: str) -> Mailbox:
-    """The mailbox of ``user`` over IMAPS, with a short command timeout."""
-    return replace(mailbox(stack), username=user, password=Secret(stack.users[user]))
-
-
-def specs(stack: MailStack, box: Mailbox) -> tuple[ProbeSpec, ProbeSpec]:
-    """A plain probe to ``box``'s user and a reflector probe answered to them, watched in ``box``."""
-    user = box.username
-    plain = replace(probe(stack, box=box, to=user, name=PLAIN), timeout=20.0)
-    reflect = replace(
-        probe(stack, smtp=smtp_server(stack, "mx"), box=box, to=REFLECTOR, name=REFLECT),
-        mail_from=user,
-        reflector=True,
-        timeout=20.0,
-    )
-    return plain, reflect
-
-
-def watcher_for(
-    box: Mailbox, signer: TokenSigner, late: list[tuple[str, str, float]]
-) -> MailboxWatcher:
-    """A persistent watcher as the daemon makes it, looking for replies and reports as well."""
-
-    def on_late(probe_name: str) -> None:
-        late.append(("message", probe_name, time.monotonic()))
-
-    def on_late_bounce(probe_name: str, bounce: Bounce) -> None:
-        late.append(("report", probe_name, time.monotonic()))
-
-    return MailboxWatcher(
-        box,
-        signer,
-        persistent=True,
-        probe_names=(PLAIN, REFLECT),
-        reflector_probes=(REFLECT,),
-        bounce_probes=(PLAIN,),
-        on_late=on_late,
-        on_late_bounce=on_late_bounce,
-    )
-
-
-def our_leftovers(signer: TokenSigner) -> tuple[bytes, bytes, bytes]:
-    """A probe message, a reflector's reply and a report of ours, from an earlier life."""
-    message = (
-        f"From: {SENDER}\r\nTo: {SINK}\r\n{PROBE_HEADER}: {signer.new(PLAIN)}\r\n"
-        "Subject: leftover\r\n\r\nours\r\n"
-    ).encode()
-    reply = (
-        f"From: {REFLECTOR}\r\nTo: {SINK}\r\n"
-        f"Subject: Auto: {SUBJECT_MARK} {REFLECT} {signer.new(REFLECT)}\r\n\r\nanswer\r\n"
-    ).encode()
-    report = (
-        "From: MAILER-DAEMON@example.test\r\nTo: sink@example.test\r\n"
-        "Message-ID: <leftover-report@example.test>\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n'
-        "MIME-Version: 1.0\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nbounced\r\n"
-        "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n"
-        "Final-Recipient: rfc822; nobody@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
-        f"--r\r\nContent-Type: text/rfc822-headers\r\n\r\n{PROBE_HEADER}: {signer.new(PLAIN)}\r\n"
-        "\r\n--r--\r\n"
-    ).encode()
-    return message, reply, report
-
-
-def ordinary(count: int, folder: str) -> list[Hostile]:
-    """Plain foreign mail: what most of a real mailbox is, after the hostile part."""
-    return [
-        Hostile(
-            "ordinary",
-            (
-                f"From: friend{n}@elsewhere.test\r\nTo: {SINK}\r\nSubject: lunch {folder} {n}\r\n"
-                f"Message-ID: <{folder}-{n}@elsewhere.test>\r\n\r\nsee you\r\n"
-            ).encode(),
-        )
-        for n in range(count)
-    ]
 
 
 def test_a_stuffed_mailbox_is_watched_at_normal_speed_and_no_foreign_message_is_touched(
@@ -255,13 +146,10 @@ def test_a_stuffed_mailbox_is_watched_at_normal_speed_and_no_foreign_message_is_
 
     # Every foreign message is still there: same folder, UID, flags and bytes; ours are gone.
     after = snapshot(stack)
-    for folder in FOLDERS:
-        changed = {
-            uid
-            for uid in before[folder].keys() | after[folder].keys()
-            if before[folder].get(uid) != after[folder].get(uid)
-        }
-        assert not changed, f"{folder}: {len(changed)} message(s) changed, e.g. UID {min(changed)}"
+    for folder, uids in changed(before, after).items():
+        assert not uids, f"{folder}: {len(uids)} message(s) changed, e.g. UID {min(uids)}"
     assert len(before["INBOX"]) == INBOX_HOSTILE + INBOX_ORDINARY
+    assert any(len(raw) > TEN_MB for _, raw in before["INBOX"].values())
+    assert sum(b"\\Seen" not in flags for flags, _ in before["INBOX"].values()) > 1000
     assert len(before["Junk"]) == JUNK_HOSTILE + JUNK_ORDINARY
     assert before[TRASH_FOLDER] == {}

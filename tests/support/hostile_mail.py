@@ -22,13 +22,29 @@ from __future__ import annotations
 
 import base64
 import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from imapclient import IMAPClient
+
+from smtp_probe.probe.imap import MailboxWatcher
 from smtp_probe.probe.message import PROBE_HEADER, SUBJECT_MARK, TokenSigner
+from smtp_probe.probe.result import Bounce
+from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.secret import Secret
+from tests.support.mailstack import REFLECTOR, TRASH_FOLDER, MailStack
+from tests.support.routes import SENDER, SINK, mailbox, probe, smtp_server
 
 TEN_MB = 10 * 1024 * 1024
+PLAIN, REFLECT = "plain", "reflect"
+"""The probes a stuffed mailbox is watched for: an ordinary one and a reflector one."""
+FOLDERS = ("INBOX", "Junk", TRASH_FOLDER)
+"""sink's folders a snapshot covers: where a message could be, or be moved to."""
+
+Snapshot = dict[str, dict[int, tuple[frozenset[bytes], bytes]]]
+"""Folder -> UID -> (flags but ``\\Recent``, the whole message)."""
 
 _PREFIXES = ("", "Re: ", "RE: AW: ", "Auto: ", "Automatic reply: ", "Fwd: ", "[EXTERNAL] Re: ")
 _FUTURE_DATE = "Fri, 31 Dec 2099 23:59:59 +0000"
@@ -232,7 +248,7 @@ def big_ones(rng: random.Random, signer: TokenSigner, probe: str) -> list[Hostil
                 rng,
                 f"{PROBE_HEADER}: {_forged_token(rng)}",
                 subject=f"Re: {SUBJECT_MARK} {probe} {_forged_token(rng)}",
-                body=("x" * 998 + "\r\n") * (TEN_MB // 1000),
+                body=("x" * 998 + "\r\n") * (TEN_MB // 1000 + 1),
             ),
         ),
     ]
@@ -260,3 +276,139 @@ def hostile_messages(
     while len(found) < count:
         found.append(next(stream))
     return [replace(one, flags=rng.choice(_FLAGS)) for one in found[:count]]
+
+
+# ----------------------------------------------------------------------- the mailbox
+
+
+def _client(stack: MailStack, user: str) -> IMAPClient:
+    client = IMAPClient(
+        stack.host, port=stack.imaps_port, ssl_context=stack.ssl_context(), timeout=60
+    )
+    client.login(user, stack.users[user])
+    return client
+
+
+def stuff(stack: MailStack, folder: str, messages: Sequence[Hostile], user: str = SINK) -> None:
+    """APPEND ``messages`` to ``user``'s ``folder``, 200 per MULTIAPPEND (one by one is 5x slower)."""
+    with _client(stack, user) as client:
+        for first in range(0, len(messages), 200):
+            client.multiappend(folder, [m.append_item() for m in messages[first : first + 200]])
+
+
+def snapshot(stack: MailStack, user: str = SINK) -> Snapshot:
+    r"""Every message of ``user``'s :data:`FOLDERS`: UID -> (flags but ``\Recent``, its bytes).
+
+    Read-only selects and ``BODY.PEEK``: taking the snapshot changes nothing.
+    """
+    found: Snapshot = {}
+    with _client(stack, user) as client:
+        for folder in FOLDERS:
+            client.select_folder(folder, readonly=True)
+            uids = client.search(["ALL"])
+            messages: dict[int, tuple[frozenset[bytes], bytes]] = {}
+            for first in range(0, len(uids), 500):
+                fetched = client.fetch(uids[first : first + 500], ["FLAGS", "BODY.PEEK[]"])
+                for uid, data in fetched.items():
+                    flags = frozenset(data[b"FLAGS"]) - {b"\\Recent"}
+                    messages[uid] = (flags, data[b"BODY[]"])
+            found[folder] = messages
+    return found
+
+
+def changed(before: Snapshot, after: Snapshot) -> dict[str, set[int]]:
+    """Per folder, the UIDs that appeared, went away, or differ in flags or bytes."""
+    return {
+        folder: {
+            uid
+            for uid in before[folder].keys() | after[folder].keys()
+            if before[folder].get(uid) != after[folder].get(uid)
+        }
+        for folder in FOLDERS
+    }
+
+
+def ordinary(count: int, folder: str) -> list[Hostile]:
+    """Plain foreign mail: what most of a real mailbox is, after the hostile part."""
+    return [
+        Hostile(
+            "ordinary",
+            (
+                f"From: friend{n}@elsewhere.test\r\nTo: {SINK}\r\nSubject: lunch {folder} {n}\r\n"
+                f"Message-ID: <{folder}-{n}@elsewhere.test>\r\n\r\nsee you\r\n"
+            ).encode(),
+        )
+        for n in range(count)
+    ]
+
+
+def our_leftovers(
+    signer: TokenSigner, plain: str = PLAIN, reflect: str = REFLECT
+) -> tuple[bytes, bytes, bytes]:
+    """Ours, from an earlier life: a message and a report of ``plain``, a reply to ``reflect``.
+
+    A persistent watcher's first sweep must find and delete all three.
+    """
+    message = (
+        f"From: {SENDER}\r\nTo: {SINK}\r\n{PROBE_HEADER}: {signer.new(plain)}\r\n"
+        "Subject: leftover\r\n\r\nours\r\n"
+    ).encode()
+    reply = (
+        f"From: {REFLECTOR}\r\nTo: {SINK}\r\n"
+        f"Subject: Auto: {SUBJECT_MARK} {reflect} {signer.new(reflect)}\r\n\r\nanswer\r\n"
+    ).encode()
+    report = (
+        "From: MAILER-DAEMON@example.test\r\nTo: sink@example.test\r\n"
+        "Message-ID: <leftover-report@example.test>\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n'
+        "MIME-Version: 1.0\r\n\r\n--r\r\nContent-Type: text/plain\r\n\r\nbounced\r\n"
+        "--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\n"
+        "Final-Recipient: rfc822; nobody@example.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        f"--r\r\nContent-Type: text/rfc822-headers\r\n\r\n{PROBE_HEADER}: {signer.new(plain)}\r\n"
+        "\r\n--r--\r\n"
+    ).encode()
+    return message, reply, report
+
+
+# ----------------------------------------------------------------------- watching it
+
+
+def box_of(stack: MailStack, user: str) -> Mailbox:
+    """The mailbox of ``user`` over IMAPS, with a short command timeout."""
+    return replace(mailbox(stack), username=user, password=Secret(stack.users[user]))
+
+
+def specs(stack: MailStack, box: Mailbox) -> tuple[ProbeSpec, ProbeSpec]:
+    """A plain probe to ``box``'s user and a reflector probe answered to them, watched in ``box``."""
+    user = box.username
+    plain = replace(probe(stack, box=box, to=user, name=PLAIN), timeout=20.0)
+    reflect = replace(
+        probe(stack, smtp=smtp_server(stack, "mx"), box=box, to=REFLECTOR, name=REFLECT),
+        mail_from=user,
+        reflector=True,
+        timeout=20.0,
+    )
+    return plain, reflect
+
+
+def watcher_for(
+    box: Mailbox, signer: TokenSigner, late: list[tuple[str, str, float]]
+) -> MailboxWatcher:
+    """A persistent watcher as the daemon makes it, looking for replies and reports as well."""
+
+    def on_late(probe_name: str) -> None:
+        late.append(("message", probe_name, time.monotonic()))
+
+    def on_late_bounce(probe_name: str, bounce: Bounce) -> None:
+        late.append(("report", probe_name, time.monotonic()))
+
+    return MailboxWatcher(
+        box,
+        signer,
+        persistent=True,
+        probe_names=(PLAIN, REFLECT),
+        reflector_probes=(REFLECT,),
+        bounce_probes=(PLAIN,),
+        on_late=on_late,
+        on_late_bounce=on_late_bounce,
+    )
