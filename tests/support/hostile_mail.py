@@ -21,6 +21,7 @@ Some are *almost* ours, which is what makes them worth having:
 from __future__ import annotations
 
 import base64
+import hashlib
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -44,7 +45,7 @@ FOLDERS = ("INBOX", "Junk", TRASH_FOLDER)
 """sink's folders a snapshot covers: where a message could be, or be moved to."""
 
 Snapshot = dict[str, dict[int, tuple[frozenset[bytes], bytes]]]
-"""Folder -> UID -> (flags but ``\\Recent``, the whole message)."""
+"""Folder -> UID -> (flags but ``\\Recent``, SHA-256 of the whole message)."""
 
 _PREFIXES = ("", "Re: ", "RE: AW: ", "Auto: ", "Automatic reply: ", "Fwd: ", "[EXTERNAL] Re: ")
 _FUTURE_DATE = "Fri, 31 Dec 2099 23:59:59 +0000"
@@ -297,7 +298,7 @@ def stuff(stack: MailStack, folder: str, messages: Sequence[Hostile], user: str 
 
 
 def snapshot(stack: MailStack, user: str = SINK) -> Snapshot:
-    r"""Every message of ``user``'s :data:`FOLDERS`: UID -> (flags but ``\Recent``, its bytes).
+    r"""Every message of ``user``'s :data:`FOLDERS`: UID -> (flags but ``\Recent``, its SHA-256).
 
     Read-only selects and ``BODY.PEEK``: taking the snapshot changes nothing.
     """
@@ -311,7 +312,7 @@ def snapshot(stack: MailStack, user: str = SINK) -> Snapshot:
                 fetched = client.fetch(uids[first : first + 500], ["FLAGS", "BODY.PEEK[]"])
                 for uid, data in fetched.items():
                     flags = frozenset(data[b"FLAGS"]) - {b"\\Recent"}
-                    messages[uid] = (flags, data[b"BODY[]"])
+                    messages[uid] = (flags, hashlib.sha256(data[b"BODY[]"]).digest())
             found[folder] = messages
     return found
 
