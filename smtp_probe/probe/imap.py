@@ -175,6 +175,9 @@ class _FolderState:
     name: str
     uidvalidity: int = 0
     next_uid: int = 1
+    uidnext: int = 0
+    """The folder's UIDNEXT when last selected or asked (STATUS): every UID
+    below it was taken by then, so a search made since has seen them all."""
 
 
 class MailboxWatcher:
@@ -751,6 +754,7 @@ class MailboxWatcher:
         folder the server renumbered (new UIDVALIDITY) is looked at whole:
         its old UIDs mean nothing now.
         """
+        state.uidnext = status.uidnext
         if status.uidvalidity == state.uidvalidity:
             return
         first_sight = state.uidvalidity == 0
@@ -873,9 +877,12 @@ class MailboxWatcher:
         uids = session.search_probe_uids(start, subjects=self._by_subject())
         reports = session.search_report_uids(start) if self._looks_for_reports() else []
         found_at = time.monotonic() if seen_at is None else seen_at
+        # Past what this search has seen: the UIDs found, and every UID below the
+        # UIDNEXT known before it. Without the latter a folder of strangers' mail
+        # (a spam folder) was searched whole, and Junk re-selected, on every poll.
+        state.next_uid = max(start, state.uidnext, *(uid + 1 for uid in (*uids, *reports)))
         if not uids and not reports:
             return
-        state.next_uid = max([*uids, *reports]) + 1
         if uids:
             for message in session.fetch_probe_headers(uids):
                 self._match(state, message, found_at)

@@ -351,8 +351,13 @@ class MailStack:
         oauth_timeout: float = 5.0,
         oauth_mechanisms: Sequence[str] | None = None,
         start_timeout: float = 20.0,
+        imap_max_line_length: int | None = None,
     ) -> None:
         """Prepare (but do not start) a stack; ``start_timeout`` bounds start-up.
+
+        ``imap_max_line_length`` (bytes) makes Dovecot refuse longer IMAP
+        command lines ("Too long argument"), as servers that keep RFC 7162's
+        recommended 8,192 octets do; Dovecot's own default is 64 KB.
 
         ``oauth``: an introspection URL, or an object with an
         ``introspection_url`` (the test authorization server), turns on the
@@ -371,6 +376,7 @@ class MailStack:
                 than ``xoauth2``/``oauthbearer``, or is given without ``oauth``.
         """
         self.start_timeout = start_timeout
+        self.imap_max_line_length = imap_max_line_length
         self.oauth = oauth
         self.oauth_timeout = oauth_timeout
         self.oauth_mechanisms = _token_mechanisms(oauth, oauth_mechanisms)
@@ -830,6 +836,8 @@ class MailStack:
                 ext = layout.dovecot_dir / "dovecot-oauth2.conf.ext"
                 ext.write_text(procs.render(_template("dovecot/oauth2-2.3.conf.ext"), values))
                 ext.chmod(0o644)
+        if self.imap_max_line_length is not None:
+            parts.append(f"imap_max_line_length = {self.imap_max_line_length}\n")
         layout.dovecot_conf.write_text("\n".join(parts))
 
     def _introspection_url(self) -> str | None:
