@@ -93,6 +93,21 @@ class SoakPlan:
     pin_core: int | None = None
     """Pin every thread of the daemon to this core (the caller pins itself elsewhere)."""
 
+    def __post_init__(self) -> None:
+        """Refuse a plan whose checks could not hold.
+
+        Raises:
+            ValueError: a fault name is unknown, the slow hop is not faster than the deadline, or the
+                timeout is above the interval (the daemon caps it there).
+        """
+        unknown = sorted(set(self.faults) - set(FAULT_NAMES))
+        if unknown or not self.faults:
+            raise ValueError(f"unknown or no faults {unknown}; known: {list(FAULT_NAMES)}")
+        if self.slow_seconds >= self.timeout:
+            raise ValueError("slow_seconds must be below timeout: a slow run must still deliver")
+        if self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval (the daemon caps it there)")
+
 
 @dataclass(frozen=True, slots=True)
 class Switch:
@@ -343,11 +358,6 @@ def run_soak(
         tests.support.faults.FaultError: a fault could not be switched.
         AssertionError: the daemon did not start.
     """
-    if plan.slow_seconds >= plan.timeout:
-        raise ValueError("slow_seconds must be below timeout: a slow run must still deliver")
-    if plan.timeout > plan.interval:
-        # the daemon caps a probe's timeout at its interval: the checks would use the wrong one
-        raise ValueError("timeout must not exceed interval (the config caps it there)")
     all_of_them, close_faults = all_faults(stack, slow_seconds=plan.slow_seconds)
     order = by_name(all_of_them, plan.faults)
     daemon = spawn_daemon(
