@@ -15,6 +15,7 @@ Checked (exit status 1 when one fails):
 
 * every run inside a fault window (starting ``--settle`` s after the fault
   took effect, ending before the heal) reports the fault's outcome and stage;
+* ``/metrics`` counts every run under the outcome and stage its log line says;
 * every run starting ``--heal-grace`` s after a heal is delivered;
 * no run lasts longer than its timeout (plus 0.5 s);
 * nothing is left in Postfix's queue or the mailbox at the end (messages
@@ -213,6 +214,10 @@ def _report(
             f"{max(durations, default=math.nan):.2f} s  (deadline {plan.timeout:g} s)",
         ),
         ("runs past deadline", str(len(report.past_deadline))),
+        (
+            "/metrics outcomes and stages vs. log",
+            "agree" if not report.miscounted else "; ".join(report.miscounted),
+        ),
         ("late messages deleted", f"{report.late_messages:g}"),
         ("left in queue / mailbox", f"{len(report.queue_left)} / {report.mailbox_left}"),
         (
@@ -262,6 +267,7 @@ def _report(
             "max": max(durations, default=math.nan),
         },
         "runs_past_deadline": len(report.past_deadline),
+        "metrics_disagreeing_with_log": report.miscounted,
         "late_messages_deleted": report.late_messages,
         "queue_left": len(report.queue_left),
         "mailbox_left": report.mailbox_left,

@@ -4,7 +4,8 @@ The long version is ``bench/bench_soak.py`` (minutes, thousands of runs,
 figures in the README); this one switches each fault of
 :mod:`tests.support.faults` on once for a few seconds, with short heal gaps
 between, and asserts the same checks (:mod:`tests.support.soak`): runs inside
-a window report the fault's outcome and stage, runs after a heal are
+a window report the fault's outcome and stage (and ``/metrics`` counts them
+so), runs after a heal are
 delivered, no run outlives its deadline, nothing is left in the queue or the
 mailbox (and the user's own mail is untouched), and the daemon ends with no
 more threads or file descriptors than it had before the first fault.
@@ -68,6 +69,12 @@ def test_every_fault_window_is_reported_at_its_stage_and_outcome(
         "imap_down": {"error@imap_connect"},
         "smtp_down": {"send_failed@connect"},
     }
+    # and /metrics counted every run under the outcome and stage the log gave it
+    assert report.miscounted == []
+    assert report.counted["outcome:send_failed"] >= sum(
+        window.runs for window in report.windows[2:5] + report.windows[6:]
+    )
+    assert report.counted["stage:imap_connect"] >= report.windows[5].runs
 
 
 @pytest.mark.timeout(180)

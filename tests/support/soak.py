@@ -64,6 +64,10 @@ FAULT_NAMES: Final = (
 _CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 _PAGE_SIZE: Final = os.sysconf("SC_PAGE_SIZE")
 _LATE: Final = re.compile(r"^smtp_probe_late_messages_total\{[^}]*\} ([0-9.e+]+)$", re.M)
+_COUNTED: Final = re.compile(
+    r'^smtp_probe_(outcomes|failures)_total\{[^}]*?(?:outcome|stage)="([a-z_]+)"[^}]*\} ([0-9.e+]+)$',
+    re.M,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +188,10 @@ class SoakReport:
     queue_left: list[dict[str, object]]
     mailbox_left: int
     daemon_exit: int | None
+    miscounted: list[str]
+    """Where ``/metrics`` (outcomes, failures by stage) disagreed with the logged runs."""
+    counted: dict[str, float]
+    """``/metrics`` at the end: ``outcome:NAME`` and ``stage:NAME`` counters, over all probes."""
     windows: list[WindowVerdict] = field(default_factory=list)
     warmup_runs: int = 0
     warmup_not_delivered: list[str] = field(default_factory=list)
@@ -243,6 +251,7 @@ class SoakReport:
                 f"RSS grew {(self.final.rss - self.baseline.rss) / 2**20:.1f} MiB "
                 f"(limit {self.plan.rss_growth_limit / 2**20:.1f} MiB)"
             )
+        failed += [f"metrics: {line}" for line in self.miscounted]
         if self.daemon_exit != 0:
             failed.append(f"daemon exit status {self.daemon_exit} after SIGTERM")
         return failed
@@ -333,12 +342,45 @@ def event_time(event: dict[str, Any]) -> float:
         return math.nan
 
 
-def _late_messages(daemon: Daemon) -> float:
-    with contextlib.suppress(OSError):
-        status, body = daemon.get("/metrics")
-        if status == 200:
-            return sum(float(value) for value in _LATE.findall(body))
-    return math.nan
+def _logged_counts(log: Path) -> dict[str, int]:
+    """Runs logged so far by ``outcome:NAME`` and, for failed ones, ``stage:NAME``."""
+    counts: dict[str, int] = {}
+    for event in events(log):
+        if event.get("event") != "run finished":
+            continue
+        keys = [f"outcome:{event.get('outcome')}"]
+        if event.get("stage"):
+            keys.append(f"stage:{event['stage']}")
+        for key in keys:
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _counted(daemon: Daemon) -> tuple[dict[str, float], list[str], float]:
+    """Compare ``/metrics`` with the log: (counters, disagreements, late messages deleted).
+
+    Counters are keyed like :func:`_logged_counts`, summed over the probes.
+
+    The daemon updates its metrics and then logs the run, in one step of its
+    event loop, so every counter lies between the log's count just before
+    the scrape and its count a moment after it.
+    """
+    before = _logged_counts(daemon.log)
+    status, body = daemon.get("/metrics")
+    time.sleep(1.0)
+    after = _logged_counts(daemon.log)
+    if status != 200:
+        return {}, [f"/metrics answered {status}"], math.nan
+    metrics: dict[str, float] = {}
+    for family, label, value in _COUNTED.findall(body):
+        key = f"{'outcome' if family == 'outcomes' else 'stage'}:{label}"
+        metrics[key] = metrics.get(key, 0.0) + float(value)
+    wrong = [
+        f"{key}: /metrics {metrics.get(key, 0.0):g}, log {before.get(key, 0)}..{after.get(key, 0)}"
+        for key in sorted(set(metrics) | set(after))
+        if not before.get(key, 0) <= metrics.get(key, 0.0) <= after.get(key, 0)
+    ]
+    return metrics, wrong, sum(float(value) for value in _LATE.findall(body))
 
 
 def run_soak(
@@ -395,7 +437,7 @@ def run_soak(
         # the last late arrivals: the watcher deletes them on its next look
         time.sleep(2.0)
         final = sample(pid)
-        late = _late_messages(daemon)
+        counted, miscounted, late = _counted(daemon)
     finally:
         if active is not None:
             with contextlib.suppress(Exception):
@@ -424,6 +466,8 @@ def run_soak(
         queue_left=queue_left or stack.queue(),
         mailbox_left=len(probe_messages(stack)),
         daemon_exit=daemon.proc.returncode,
+        miscounted=miscounted,
+        counted=counted,
     )
     _judge(report, {fault.name: fault for fault in order})
     return report
