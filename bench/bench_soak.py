@@ -159,6 +159,7 @@ def _by_fault(windows: Sequence[WindowVerdict]) -> dict[str, dict[str, Any]]:
                 "not_delivered_after_heal": [],
                 "seconds_to_take_effect": [],
                 "seconds_to_heal": [],
+                "last_failure_after_heal": None,
             },
         )
         entry["windows"] += 1
@@ -170,6 +171,9 @@ def _by_fault(windows: Sequence[WindowVerdict]) -> dict[str, dict[str, Any]]:
         entry["not_delivered_after_heal"] += window.not_delivered_after_heal
         entry["seconds_to_take_effect"].append(window.switch.on_done - window.switch.on_at)
         entry["seconds_to_heal"].append(window.switch.off_done - window.switch.off_at)
+        last = window.last_failure_after_heal
+        if last is not None:
+            entry["last_failure_after_heal"] = max(entry["last_failure_after_heal"] or 0.0, last)
     return merged
 
 
@@ -204,7 +208,8 @@ def _report(
                 f"{entry['runs_in_window']} runs, want {entry['expected']}: "
                 f"{'ok' if not wrong else f'{wrong} MISATTRIBUTED'}; "
                 f"{entry['runs_after_heal']} after heal, "
-                f"{'all delivered' if not late else f'{late} NOT DELIVERED'}",
+                f"{'all delivered' if not late else f'{late} NOT DELIVERED'}"
+                f" (last failure started {_seconds(entry['last_failure_after_heal'])} after)",
             )
         )
     rows += [
@@ -294,6 +299,10 @@ def _report(
         "failures": failures,
         "passed": not failures,
     }
+
+
+def _seconds(value: float | None) -> str:
+    return "none" if value is None else f"{value:.1f} s"
 
 
 def _counts(report: SoakReport) -> dict[str, int]:

@@ -167,6 +167,8 @@ class WindowVerdict:
     healed_runs: int
     """Runs that started ``heal_grace`` after this heal and ended before the next switch."""
     not_delivered_after_heal: list[str]
+    last_failure_after_heal: float | None
+    """Seconds after the heal that the latest failed run started (grace or not); None: none."""
 
 
 @dataclass
@@ -508,6 +510,11 @@ def _judge(report: SoakReport, faults: dict[str, Fault]) -> None:
         healed = [
             r for r in runs if r.start >= switch.off_done + plan.heal_grace and r.end <= next_on
         ]
+        failed_after = [
+            r.start - switch.off_done
+            for r in runs
+            if r.start >= switch.off_done and r.end <= next_on and HEALTHY.mismatch(r.event)
+        ]
         report.windows.append(
             WindowVerdict(
                 switch=switch,
@@ -521,6 +528,7 @@ def _judge(report: SoakReport, faults: dict[str, Fault]) -> None:
                     for r in healed
                     if HEALTHY.mismatch(r.event)
                 ],
+                last_failure_after_heal=max(failed_after, default=None),
             )
         )
 
