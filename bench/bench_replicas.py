@@ -52,18 +52,16 @@ def main() -> int:
     args = parser.parse_args()
     probes = [f"replicated-{number + 1}" for number in range(args.probes)]
     stack = start_stack(fine_delays=False)
+    workdir = tempfile.TemporaryDirectory(prefix="bench-replicas-")
     try:
-        with (
-            tempfile.TemporaryDirectory(prefix="bench-replicas-") as workdir,
-            running_replicas(
-                stack,
-                Path(workdir),
-                count=args.replicas,
-                probes=probes,
-                interval=args.interval,
-                delay=args.delay,
-            ) as (daemons, hop),
-        ):
+        with running_replicas(
+            stack,
+            Path(workdir.name),
+            count=args.replicas,
+            probes=probes,
+            interval=args.interval,
+            delay=args.delay,
+        ) as (daemons, hop):
             time.sleep(args.minutes * 60)
             scraped = [scrape(daemon) for daemon in daemons]
             # Leaving the block stops every replica (runs finish and clean up), then the hop.
@@ -91,6 +89,7 @@ def main() -> int:
         sessions = hop.sessions
     finally:
         stack.stop()
+        workdir.cleanup()
     for number, replica in enumerate(replicas, 1):
         print_table(
             f"replica {number} (instance {replica.instance})",
