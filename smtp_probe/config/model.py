@@ -1669,7 +1669,7 @@ class Limits(Section):
         "reply or bounce of another instance is deleted only once its send time is older "
         "than the longest probe timeout plus this; younger ones may still be awaited by "
         "their replica and are left alone. Also absorbs clock skew between the hosts.",
-        json_schema_extra=_seconds(DEFAULT_SWEEP_GRACE),
+        json_schema_extra=_default(f"{DEFAULT_SWEEP_GRACE / 60:g}m"),
     )
 
 
