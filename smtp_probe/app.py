@@ -151,6 +151,7 @@ class Daemon:
             _secret_bytes(config),
             on_late=self.metrics.late_message,
             on_late_bounce=self.metrics.late_bounce,
+            on_foreign=self._swept_foreign,
         )
         self._history = RunHistory()
         self.scheduler = ProbeScheduler(self._run_scheduled)
@@ -169,14 +170,19 @@ class Daemon:
         """Open the watchers, create every probe's series, start scheduling."""
         self._configure(self.config)
         self.metrics.reloaded(ok=True, at=time.time())
-        await self._watchers.sync(_specs(self.config), key=_secret_bytes(self.config))
+        await self._watchers.sync(
+            _specs(self.config),
+            key=_secret_bytes(self.config),
+            sweep_after=self.config.sweep_after,
+        )
         self.scheduler.apply(self.config.probes)
         self.dns_scheduler.apply(dns_jobs(self.config))
         self.scheduler.start()
         self.dns_scheduler.start()
         self.started = True
         _LOG.info("daemon started", probes=len(self.config.probes),
-                  mailboxes=len(self._watchers.states()))  # fmt: skip
+                  mailboxes=len(self._watchers.states()),
+                  instance=self._watchers.instance)  # fmt: skip
 
     async def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
         """Stop scheduling, let runs in progress finish and clean up, close the watchers."""
@@ -201,7 +207,9 @@ class Daemon:
             config = keep_unchanged_oauth_clients(self.config, config)
             self.config = config
             self._configure(config)
-            await self._watchers.sync(_specs(config), key=_secret_bytes(config))
+            await self._watchers.sync(
+                _specs(config), key=_secret_bytes(config), sweep_after=config.sweep_after
+            )
             self.scheduler.apply(config.probes)
             self.dns_scheduler.apply(dns_jobs(config))
             self.metrics.reloaded(ok=True, at=time.time())
@@ -220,6 +228,11 @@ class Daemon:
         self.metrics.configure_oauth(
             {name: cache.expires_at for name, cache in config.oauth_clients.items()}
         )
+
+    def _swept_foreign(self, probe: str, instance: str) -> None:
+        """A watcher swept an old leftover of another instance (called from its thread)."""
+        self.metrics.foreign_leftover(probe)
+        _LOG.info("swept another instance's leftover", probe=probe, instance=instance)
 
     # ----------------------------------------------------------------- runs
 
@@ -313,7 +326,9 @@ class Daemon:
             for p in self.config.probes
         )
         mailboxes = tuple(MailboxStatus(s.mailbox, s.up, s.reason) for s in self._watchers.states())
-        return Status(probes, mailboxes, history_size=self._history.size)
+        return Status(
+            probes, mailboxes, history_size=self._history.size, instance=self._watchers.instance
+        )
 
 
 def keep_unchanged_oauth_clients(running: Config, loaded: Config) -> Config:

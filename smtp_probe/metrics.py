@@ -153,6 +153,13 @@ LATE = _Family(
     "Probe messages that arrived after their run had given up (or were left from earlier "
     "runs), and were cleaned up",
 )
+FOREIGN = _Family(
+    "smtp_probe_foreign_leftovers",
+    "counter",
+    "Probe messages, replies and delivery reports of another instance (a replica, or an "
+    "earlier life of this daemon) found older than the longest timeout plus "
+    "limits.sweep_grace, and cleaned up; never counted as late",
+)
 IN_FLIGHT = _Family("smtp_probe_in_flight", "gauge", "Runs of this probe in progress now")
 REFLECTOR_LEG = _Family(
     "smtp_probe_reflector_leg_seconds",
@@ -275,7 +282,8 @@ MTA_STS_MODE = _Family(
 )
 PER_PROBE: Final = (
     SUCCESS, RUNS, FAILURES, OUTCOMES, DELIVERY, DURATION, STAGE_DURATION, REPLY_CODE,
-    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, IN_FLIGHT, REFLECTOR_LEG, TLS_EXPIRY,
+    LAST_RUN, LAST_SUCCESS, INTERVAL, TIMEOUT, LATE, FOREIGN, IN_FLIGHT, REFLECTOR_LEG,
+    TLS_EXPIRY,
     TLS_INFO, HOPS, HOP_DELAY, HOP_INFO, AUTH_RESULT, SPAM_SCORE, SPAM_THRESHOLD,
     BOUNCES, LAST_BOUNCE, POLICY_VIOLATION, SMUGGLING_ACCEPTED, DNS_SUCCESS, DNS_TIMESTAMP,
     DNSBL_LISTED, DMARC_POLICY, MTA_STS_MODE,
@@ -348,6 +356,7 @@ class _Probe:
     last_run: float = 0.0
     last_success: float = 0.0
     late: float = 0.0
+    foreign: float = 0.0
     in_flight: float = 0.0
     legs: dict[str, float] | None = None
     """Seconds per reflector leg; ``None`` for a probe that is not a reflector probe."""
@@ -641,6 +650,13 @@ class Metrics:
             state.late += 1
             self._text[probe][LATE] = _lines(LATE, probe, state)
 
+    def foreign_leftover(self, probe: str) -> None:
+        """Count another instance's old leftover (message, reply or report) that was swept."""
+        state = self._probes.get(probe)
+        if state is not None:
+            state.foreign += 1
+            self._text[probe][FOREIGN] = _lines(FOREIGN, probe, state)
+
     def late_bounce(self, probe: str, bounce: Bounce) -> None:
         """Count a delivery status notification that came after its run ended."""
         state = self._probes.get(probe)
@@ -797,6 +813,7 @@ def _samples(probe: str, state: _Probe) -> Iterator[tuple[_Family, list[str], fl
     yield INTERVAL, [probe], state.interval
     yield TIMEOUT, [probe], state.timeout
     yield LATE, [probe], state.late
+    yield FOREIGN, [probe], state.foreign
     yield IN_FLIGHT, [probe], state.in_flight
     for leg, seconds in (state.legs or {}).items():
         yield REFLECTOR_LEG, [probe, leg], seconds

@@ -10,7 +10,8 @@ to them, and retires the ones no probe uses any more. A run borrows its
 mailbox's watcher with ``async with pool.use(mailbox)``; a retired watcher
 stays open until the last run using it ends, then closes. The pool also
 owns the token signer its watchers verify with: a new token secret retires
-every watcher and opens new ones that verify with the new key.
+every watcher and opens new ones that verify with the new key (the instance
+id, made once per process, stays).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Final, NamedTuple
 
 from smtp_probe import log
 from smtp_probe.probe.imap import ImapError, MailboxWatcher
-from smtp_probe.probe.message import TokenSigner
+from smtp_probe.probe.message import INSTANCE_ID, TokenSigner
 from smtp_probe.probe.result import Bounce
-from smtp_probe.probe.spec import Mailbox, ProbeSpec
+from smtp_probe.probe.spec import DEFAULT_RUN_TIMEOUT, DEFAULT_SWEEP_GRACE, Mailbox, ProbeSpec
 from smtp_probe.probe.transcript import Transcript
 
 _LOG: Final = log.get(__name__)
@@ -60,19 +61,26 @@ class WatcherPool:
         *,
         on_late: Callable[[str], None] | None = None,
         on_late_bounce: Callable[[str, Bounce], None] | None = None,
+        on_foreign: Callable[[str, str], None] | None = None,
         start_wait: float = WATCHER_START_WAIT,
+        instance: str = INSTANCE_ID,
     ) -> None:
         """A pool whose watchers verify tokens signed with ``key`` (``None``: a random key).
 
         ``on_late`` is called with the probe name of every late probe message
         a watcher cleans up; ``on_late_bounce`` with the probe name and the
         report of every delivery status notification it deletes that no run
-        was waiting for (it came after its run ended).
+        was waiting for (it came after its run ended); ``on_foreign`` with
+        the probe name and instance id of every old leftover of another
+        instance it sweeps. Runs sign as ``instance`` (this process's, by
+        default: tests make two in one process).
         """
         self._key = key
-        self._signer = TokenSigner(key)
+        self._instance = instance
+        self._signer = TokenSigner(key, instance=instance)
         self._on_late = on_late
         self._on_late_bounce = on_late_bounce
+        self._on_foreign = on_foreign
         self._start_wait = start_wait
         self._active: dict[Mailbox, _Lease] = {}
         self._retired: set[_Lease] = set()
@@ -80,21 +88,35 @@ class WatcherPool:
         self._closing: set[asyncio.Task[None]] = set()
 
     @property
+    def instance(self) -> str:
+        """The instance id every run token signed here carries."""
+        return self._instance
+
+    @property
     def signer(self) -> TokenSigner:
         """The signer runs must sign with, so that the watchers recognise their messages."""
         return self._signer
 
-    async def sync(self, probes: Iterable[ProbeSpec], *, key: bytes | None) -> None:
-        """Make the watchers match ``probes`` and the token ``key``.
+    async def sync(
+        self,
+        probes: Iterable[ProbeSpec],
+        *,
+        key: bytes | None,
+        sweep_after: float = DEFAULT_RUN_TIMEOUT + DEFAULT_SWEEP_GRACE,
+    ) -> None:
+        """Make the watchers match ``probes``, the token ``key`` and ``sweep_after``.
 
-        Returns once every new watcher is connected or ``start_wait`` has
-        passed; an unreachable mailbox is logged and keeps being retried in
-        the background (its probes fail fast at ``imap_connect`` meanwhile).
+        ``sweep_after`` (seconds since its send time) is when another
+        instance's leftover may be swept (:meth:`Config.sweep_after
+        <smtp_probe.config.runtime.Config.sweep_after>`). Returns once every
+        new watcher is connected or ``start_wait`` has passed; an
+        unreachable mailbox is logged and keeps being retried in the
+        background (its probes fail fast at ``imap_connect`` meanwhile).
         """
         if key != self._key:
             # Watchers verify tokens with the signer they were made with: re-key them all.
             self._key = key
-            self._signer = TokenSigner(key)
+            self._signer = TokenSigner(key, instance=self._instance)
             for mailbox in list(self._active):
                 self._retire(mailbox)
         needed: dict[Mailbox, list[str]] = {}
@@ -117,7 +139,9 @@ class WatcherPool:
             replying = reflectors.get(mailbox, [])
             bouncing = bounces.get(mailbox, [])
             if lease is not None:
-                lease.watcher.set_probe_names(names, reflectors=replying, bounces=bouncing)
+                lease.watcher.set_probe_names(
+                    names, reflectors=replying, bounces=bouncing, sweep_after=sweep_after
+                )
                 continue
             watcher = MailboxWatcher(
                 mailbox,
@@ -128,6 +152,8 @@ class WatcherPool:
                 reflector_probes=replying,
                 bounce_probes=bouncing,
                 on_late_bounce=self._on_late_bounce,
+                sweep_after=sweep_after,
+                on_foreign=self._on_foreign,
             )
             self._active[mailbox] = _Lease(watcher)
             starting.append(watcher)

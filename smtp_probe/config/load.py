@@ -48,6 +48,7 @@ from smtp_probe.oauth.settings import (
 from smtp_probe.probe import expect as expectations
 from smtp_probe.probe.spec import (
     DEFAULT_MAX_CONCURRENT_RUNS,
+    DEFAULT_SWEEP_GRACE,
     DnsChecks,
     DnsSettings,
     Expectation,
@@ -256,6 +257,7 @@ def _build(model: ConfigFile, document: Document, source: Path | None) -> Config
             if model.limits is not None
             else DEFAULT_MAX_CONCURRENT_RUNS
         ),
+        sweep_grace=model.limits.sweep_grace if model.limits is not None else DEFAULT_SWEEP_GRACE,
         token_secret=model.token_secret_file,
         source=source,
         oauth_clients=MappingProxyType(sources),

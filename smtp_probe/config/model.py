@@ -57,6 +57,7 @@ from smtp_probe.probe.spec import (
     DEFAULT_DNS_TIMEOUT,
     DEFAULT_MAX_CONCURRENT_RUNS,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SWEEP_GRACE,
     DMARC_POLICIES,
     MTA_STS_MODES,
     Cleanup,
@@ -1661,6 +1662,14 @@ class Limits(Section):
         DEFAULT_MAX_CONCURRENT_RUNS,
         description="Runs in progress at once, across all probes. A run beyond it waits for a "
         "slot within its own timeout; one that gets none ends error.",
+    )
+    sweep_grace: Annotated[float, DURATION] = Field(
+        DEFAULT_SWEEP_GRACE,
+        description="Replicas sharing a mailbox (one token_secret_file): a probe message, "
+        "reply or bounce of another instance is deleted only once its send time is older "
+        "than the longest probe timeout plus this; younger ones may still be awaited by "
+        "their replica and are left alone. Also absorbs clock skew between the hosts.",
+        json_schema_extra=_default(f"{DEFAULT_SWEEP_GRACE / 60:g}m"),
     )
 
 

@@ -19,7 +19,13 @@ from types import MappingProxyType
 from smtp_probe.config import values
 from smtp_probe.oauth.cache import TokenCache
 from smtp_probe.oauth.settings import OAuthClient
-from smtp_probe.probe.spec import DEFAULT_MAX_CONCURRENT_RUNS, Mailbox, ProbeSpec
+from smtp_probe.probe.spec import (
+    DEFAULT_MAX_CONCURRENT_RUNS,
+    DEFAULT_RUN_TIMEOUT,
+    DEFAULT_SWEEP_GRACE,
+    Mailbox,
+    ProbeSpec,
+)
 from smtp_probe.secret import Secret
 
 
@@ -60,6 +66,9 @@ class Config:
     server: ServerSettings = field(default_factory=ServerSettings)
     max_concurrent_runs: int = DEFAULT_MAX_CONCURRENT_RUNS
     """Runs the daemon has in progress at once (``limits.max_concurrent_runs``)."""
+    sweep_grace: float = DEFAULT_SWEEP_GRACE
+    """How much older than the longest run timeout a replica's leftover must be to be
+    swept (``limits.sweep_grace``); see :attr:`sweep_after`."""
     token_secret: Secret | None = None
     """Key that signs run tokens; ``None`` means a random key per process."""
     source: Path | None = None
@@ -81,6 +90,16 @@ class Config:
     def __post_init__(self) -> None:
         # Looked up two or three times per run; a dict beats a scan of 1,000 probes.
         object.__setattr__(self, "_by_name", {p.spec.name: p for p in self.probes})
+
+    @property
+    def sweep_after(self) -> float:
+        """Seconds after its send time another instance's leftover may be swept.
+
+        The longest run timeout of any probe (no run waits longer for its
+        message), plus ``limits.sweep_grace``.
+        """
+        longest = max((p.spec.timeout for p in self.probes), default=DEFAULT_RUN_TIMEOUT)
+        return longest + self.sweep_grace
 
     def probe(self, name: str) -> ScheduledProbe | None:
         """The probe called ``name``, or ``None`` if there is none."""

@@ -14,6 +14,11 @@ one mailbox and serves every probe that delivers there. Its thread
   exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
   moving it to ``\Trash`` and deleting its copy there, found by UID and
   token again). Nothing else in the mailbox is ever touched;
+* shares the mailbox with replicas (other processes with the same token
+  key): a verified message of another instance (the token's instance id,
+  :mod:`.message`) is left alone while it may still be in flight for its
+  sender, and swept only once it is older than ``sweep_after``
+  (:func:`sweep_delay`); the watcher remembers its UID and looks again then;
 * reconnects with backoff when it is persistent (the daemon's), or gives up
   on the first failure when it is one-shot (``check``). The backoff only
   paces retries no run waits for: a run that finds the watcher down asks
@@ -37,7 +42,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from smtp_probe.probe.credentials import AccessToken
@@ -53,11 +58,11 @@ from smtp_probe.probe.imap_session import (
 )
 from smtp_probe.probe.message import PROBE_HEADER, Token, TokenSigner, parse_subject, token_key
 from smtp_probe.probe.result import Arrival, Bounce, Stage
-from smtp_probe.probe.spec import Cleanup, Mailbox
+from smtp_probe.probe.spec import DEFAULT_RUN_TIMEOUT, DEFAULT_SWEEP_GRACE, Cleanup, Mailbox
 from smtp_probe.probe.transcript import Transcript
 from smtp_probe.probe.verdicts import read_verdicts
 
-__all__ = ["Expected", "ImapError", "MailboxWatcher"]
+__all__ = ["Expected", "ImapError", "MailboxWatcher", "sweep_delay"]
 
 IDLE_RENEW_SECONDS: Final = 25 * 60
 """Re-issue IDLE before servers drop it (RFC 2177 allows them to after 29 minutes)."""
@@ -73,6 +78,28 @@ _MAX_EXPIRED: Final = 10_000
 _TOP_HEADERS: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _REPORT_BATCH: Final = 16
 """Reports fetched per FETCH (each up to ``REPORT_FETCH_BYTES``): memory stays bounded."""
+_MAX_DEFERRED: Final = 10_000
+"""How many young messages of other instances a folder remembers to look at again."""
+
+
+def sweep_delay(token: Token, *, instance: str, now: float, sweep_after: float) -> float:
+    """Seconds until a verified leftover with ``token`` may be swept by ``instance``; 0: now.
+
+    A leftover of ``instance`` itself is swept at once: no run of ours waits
+    for it. Another instance's may still be in flight for its sender (a
+    replica): it waits until ``sweep_after`` (the longest run timeout plus
+    the grace) has passed since its send time, read from the token against
+    ``now`` (wall clock, seconds), so the sender's run has surely ended.
+    The wait is never longer than ``sweep_after`` from now: a send time in
+    the future (a sender whose clock runs ahead) cannot pin a message for
+    longer, because its sender sent it before we saw it. A sender whose
+    clock runs behind makes its messages look older: the grace absorbs that
+    skew.
+    """
+    if token.instance == instance:
+        return 0.0
+    age = now - token.sent_ms / 1000
+    return min(max(0.0, sweep_after - age), sweep_after)
 
 
 class Expected:
@@ -166,11 +193,18 @@ class _Claim:
     """Found in the Subject (a reflector's reply), not in our header."""
     prefix: str = ""
     """The reply or forward prefixes before the Subject's mark."""
+    foreign: str | None = None
+    """The instance id of another instance whose old leftover this is; ``None``: ours."""
 
 
 @dataclass
 class _FolderState:
-    """Where we are in one folder: the next UID we have not looked at yet."""
+    """Where we are in one folder: the next UID we have not looked at yet.
+
+    And the UIDs below it to look at again: young messages of other
+    instances, with when they may be swept (monotonic), probe messages and
+    reports apart (they are fetched differently).
+    """
 
     name: str
     uidvalidity: int = 0
@@ -178,6 +212,15 @@ class _FolderState:
     uidnext: int = 0
     """The folder's UIDNEXT when last selected or asked (STATUS): every UID
     below it was taken by then, so a search made since has seen them all."""
+    deferred: dict[int, float] = field(default_factory=dict)
+    deferred_reports: dict[int, float] = field(default_factory=dict)
+
+    def due(self, now: float) -> tuple[list[int], list[int]]:
+        """The deferred probe messages and reports whose time has come, by UID."""
+        return (
+            sorted(uid for uid, at in self.deferred.items() if at <= now),
+            sorted(uid for uid, at in self.deferred_reports.items() if at <= now),
+        )
 
 
 class MailboxWatcher:
@@ -199,15 +242,23 @@ class MailboxWatcher:
         reflector_probes: Iterable[str] = (),
         bounce_probes: Iterable[str] = (),
         on_late_bounce: Callable[[str, Bounce], None] | None = None,
+        sweep_after: float = DEFAULT_RUN_TIMEOUT + DEFAULT_SWEEP_GRACE,
+        on_foreign: Callable[[str, str], None] | None = None,
     ) -> None:
         """Prepare a watcher; nothing connects before :meth:`start`.
 
         ``persistent`` watchers (the daemon's) reconnect with backoff forever,
         sweep the folder for leftover probe messages when they first connect,
         and delete any message whose token verifies for one of
-        ``probe_names``; one-shot watchers (``check``) give up on the first
+        ``probe_names`` and is their signer's instance's, or another
+        instance's sent more than ``sweep_after`` seconds ago (see
+        :func:`sweep_delay`; a younger one is looked at again when it is
+        old enough); one-shot watchers (``check``) give up on the first
         failure. ``on_late`` is called (from the watcher thread) with the
-        probe name of every late arrival or leftover it deletes.
+        probe name of every late arrival or leftover of ours it deletes;
+        ``on_foreign`` with the probe name and the instance id of every
+        leftover of another instance it deletes (never a late arrival of
+        this one).
         ``reflector_probes`` (of ``probe_names``) are answered by a
         reflector: their replies are looked for by Subject as well, from
         the first sweep on. ``bounce_probes`` have this mailbox as their
@@ -218,6 +269,8 @@ class MailboxWatcher:
         self.mailbox = mailbox
         self._signer = signer
         self._on_late = on_late
+        self._on_foreign = on_foreign
+        self._sweep_after = sweep_after
         self._persistent = persistent
         self._probe_names: frozenset[str] = frozenset(probe_names)
         self._reflector_probes: frozenset[str] = frozenset(reflector_probes)
@@ -292,14 +345,19 @@ class MailboxWatcher:
         *,
         reflectors: Iterable[str] = (),
         bounces: Iterable[str] = (),
+        sweep_after: float | None = None,
     ) -> None:
         """Say which probes deliver here (and which of them by a reflector's reply).
 
         Their leftovers can then be recognised and removed; so can the
         delivery status notifications of ``bounces``, the probes whose
-        ``bounce_mailbox`` this is.
+        ``bounce_mailbox`` this is. ``sweep_after``, if given, is the new
+        age at which other instances' leftovers are swept (for UIDs seen
+        from now on).
         """
         with self._lock:
+            if sweep_after is not None:
+                self._sweep_after = sweep_after
             self._probe_names = frozenset(names)
             self._reflector_probes = frozenset(reflectors)
             self._bounce_probes = frozenset(bounces)
@@ -759,6 +817,8 @@ class MailboxWatcher:
             return
         first_sight = state.uidvalidity == 0
         state.uidvalidity = status.uidvalidity
+        state.deferred.clear()
+        state.deferred_reports.clear()
         state.next_uid = status.uidnext if first_sight and not self._persistent else 1
 
     def _watch(self) -> None:
@@ -859,14 +919,16 @@ class MailboxWatcher:
                 expected.polls += 1
         session.noop()
         self._scan(self._folder, seen_at=None)
+        self._revisit(self._folder)
         for state in self._junk:
             status = session.status(state.name)
             self._track(state, status)
-            if status.uidnext > state.next_uid:
+            if status.uidnext > state.next_uid or any(state.due(time.monotonic())):
                 seen_at = time.monotonic()
                 self._track(state, session.select(state.name))
                 try:
                     self._scan(state, seen_at=seen_at)
+                    self._revisit(state)
                 finally:
                     self._track(self._folder, session.select(self._folder.name))
 
@@ -892,6 +954,54 @@ class MailboxWatcher:
             for uid, raw in session.fetch_reports(fresh[first : first + _REPORT_BATCH]):
                 self._match_report(state, uid, raw, found_at)
 
+    def _revisit(self, state: _FolderState) -> None:
+        """Look again at other instances' young messages in ``state``'s folder that are old now.
+
+        Each is fetched and verified again (another replica may have taken it
+        meanwhile: then it is simply gone) and swept if it still is a
+        verified leftover. Runs at every poll; without runs in flight polls
+        come at least every :data:`QUIET_POLL_SECONDS`.
+
+        Raises:
+            ConnectionLost: the connection broke (what was not looked at yet stays remembered).
+        """
+        now = time.monotonic()
+        messages, reports = state.due(now)
+        if messages:
+            for message in self._live.fetch_probe_headers(messages):
+                state.deferred.pop(message.uid, None)
+                self._match(state, message, now, overdue=True)
+            for uid in messages:
+                state.deferred.pop(uid, None)  # gone: deleted by its owner or by hand
+        for first in range(0, len(reports), _REPORT_BATCH):
+            batch = reports[first : first + _REPORT_BATCH]
+            for uid, raw in self._live.fetch_reports(batch):
+                state.deferred_reports.pop(uid, None)
+                self._match_report(state, uid, raw, now, overdue=True)
+            for uid in batch:
+                state.deferred_reports.pop(uid, None)
+
+    def _sweep_now(
+        self, pending: dict[int, float], uid: int, token: Token, *, overdue: bool
+    ) -> bool:
+        """Whether another instance's verified leftover ``uid`` may be swept now.
+
+        If not, its UID is remembered in ``pending`` with the time to look
+        again; nothing is done to the message. ``overdue``: it was
+        remembered, and that time has come.
+        """
+        if overdue:
+            return True
+        wait = sweep_delay(
+            token, instance=self._signer.instance, now=time.time(), sweep_after=self._sweep_after
+        )
+        if wait <= 0:
+            return True
+        if len(pending) < _MAX_DEFERRED:
+            # Past the bound it is found again by the sweep of the next start.
+            pending.setdefault(uid, time.monotonic() + wait)
+        return False
+
     def _looks_for_reports(self) -> bool:
         """Whether delivery status notifications are looked for in this mailbox."""
         with self._lock:
@@ -902,11 +1012,15 @@ class MailboxWatcher:
         with self._lock:
             return self._reflector_seen or bool(self._reflector_probes)
 
-    def _claim(self, state: _FolderState, message: FetchedMessage) -> _Claim | None:
+    def _claim(
+        self, state: _FolderState, message: FetchedMessage, *, overdue: bool = False
+    ) -> _Claim | None:
         """Whose ``message`` is, by our header's token, else (reflector runs) its Subject's.
 
-        ``None`` for a stranger's message, a forgery, or a reply to a run
-        that is not a reflector run: those are never touched.
+        ``None`` for a stranger's message, a forgery, a reply to a run that
+        is not a reflector run, or another instance's leftover that may still
+        be in flight (remembered to look at again, :meth:`_sweep_now`;
+        ``overdue``: this is that look): those are never touched.
         """
         candidates = [(message.token, False, "")] if message.token else []
         if self._by_subject():
@@ -920,10 +1034,11 @@ class MailboxWatcher:
                 late_probe = self._expired.get(key) if expected is None else None
                 names = self._probe_names
             probe = expected.probe if expected else late_probe
+            leftover: Token | None = None
             if probe is None:
-                # A leftover of an earlier run (or an earlier life of this daemon with
-                # the same token secret)? Only if it verifies for a probe of ours.
-                probe = next((n for n in sorted(names) if self._signer.verify(n, text)), None)
+                # A leftover of an earlier run (of this process, an earlier life of it, or a
+                # replica: the same token secret)? Only if it verifies for a probe of ours.
+                probe, leftover = self._verify_any(names, text)
             if probe is None:
                 continue  # someone else's, or a stranger's
             where = f"UID {message.uid} in {state.name}"
@@ -943,11 +1058,26 @@ class MailboxWatcher:
                     "is not a reflector run; ignored, left untouched"
                 )
                 return None
-            return _Claim(probe, expected, key, text, by_subject, prefix)
+            foreign: str | None = None
+            if leftover is not None and not self._signer.is_own(leftover):
+                if not self._sweep_now(state.deferred, message.uid, leftover, overdue=overdue):
+                    return None  # may be in flight for its replica: not ours to touch yet
+                foreign = leftover.instance
+            return _Claim(probe, expected, key, text, by_subject, prefix, foreign)
         return None
 
-    def _match(self, state: _FolderState, message: FetchedMessage, seen_at: float) -> None:
-        claim = self._claim(state, message)
+    def _verify_any(self, names: Iterable[str], text: str) -> tuple[str | None, Token | None]:
+        """The first of ``names`` that ``text`` is a valid token for, and the token."""
+        for name in sorted(names):
+            token = self._signer.verify(name, text)
+            if token is not None:
+                return name, token
+        return None, None
+
+    def _match(
+        self, state: _FolderState, message: FetchedMessage, seen_at: float, *, overdue: bool = False
+    ) -> None:
+        claim = self._claim(state, message, overdue=overdue)
         if claim is None:
             return
         expected, key = claim.expected, claim.key
@@ -1010,6 +1140,10 @@ class MailboxWatcher:
                 self._expired.pop(key, None)
         if owner is not None:
             owner._wake()
+        elif claim.foreign is not None:
+            # Another replica's old leftover: not a late arrival of ours.
+            if self._on_foreign is not None:
+                self._on_foreign(claim.probe, claim.foreign)
         elif self._on_late is not None:
             self._on_late(claim.probe)
         if lost is not None:
@@ -1080,7 +1214,9 @@ class MailboxWatcher:
 
     # ----------------------------------------------------------------- bounces
 
-    def _match_report(self, state: _FolderState, uid: int, raw: bytes, seen_at: float) -> None:
+    def _match_report(
+        self, state: _FolderState, uid: int, raw: bytes, seen_at: float, *, overdue: bool = False
+    ) -> None:
         """Deal with a possible delivery status notification: ours only if its token verifies.
 
         Ours means: the token in its returned headers verifies for the run
@@ -1088,6 +1224,8 @@ class MailboxWatcher:
         for), and its ``Original-Envelope-Id``, if any, is that run's id.
         Only then is it believed and deleted; anything else, a stranger's
         report, a forgery, a report without our headers, is never touched.
+        A report about another instance's run is left alone like that
+        run's message (:meth:`_sweep_now`) until it is old enough to sweep.
         """
         where = f"UID {uid} in {state.name}"
         report = parse_report(raw)
@@ -1107,8 +1245,9 @@ class MailboxWatcher:
             expected = self._bounce_expectations.get(key)
             probe = expected.probe if expected else self._bounce_expired.get(key)
             names = self._bounce_probes
+        leftover = probe is None
         if probe is None:
-            probe = next((n for n in sorted(names) if self._signer.verify(n, token)), None)
+            probe, _ = self._verify_any(names, token)
         if probe is None:
             return  # another daemon's, or a stranger's
         verified = self._signer.verify(probe, token)
@@ -1127,6 +1266,9 @@ class MailboxWatcher:
                     f"({envid}); not believed, left untouched"
                 )
             return
+        foreign = leftover and not self._signer.is_own(verified)
+        if foreign and not self._sweep_now(state.deferred_reports, uid, verified, overdue=overdue):
+            return  # about a run that may still be going on in its replica: not ours yet
         bounce = _bounce(report, seen_at)
         transcript = expected.transcript if expected is not None else Transcript()
         if expected is not None:
@@ -1148,6 +1290,9 @@ class MailboxWatcher:
         if owner is not None:
             if bounce.action == "delayed":
                 transcript.note("delivery delayed, not failed: still waiting for the message")
+        elif foreign:
+            if self._on_foreign is not None:
+                self._on_foreign(probe, verified.instance)
         elif self._on_late_bounce is not None:
             self._on_late_bounce(probe, bounce)
         if lost is not None:

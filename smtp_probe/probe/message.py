@@ -1,9 +1,19 @@
 """The probe message and its token: unique per run, signed so a forgery never counts.
 
 A token looks like ``1764322545123-9f2c4e1ab07d5c33-<32 hex>``: send time in
-milliseconds, a random run id, and an HMAC-SHA256 (truncated to 128 bits)
-over both and the probe name. It uses only digits, letters and ``-`` so it
-survives IMAP SEARCH and Subject folding everywhere.
+milliseconds, a run id, and an HMAC-SHA256 (truncated to 128 bits) over both
+and the probe name. It uses only digits, letters and ``-`` so it survives
+IMAP SEARCH and Subject folding everywhere.
+
+The run id's first 8 hex digits are the *instance* that sent it (a random
+id made once per process, :data:`INSTANCE_ID`), the last 8 are random per
+run. Replicas sharing one ``token_secret_file`` verify each other's tokens;
+the instance tells a replica which verified messages are its own and which
+may still be in flight for another (the watcher leaves those alone until
+they are old). The signature covers the whole run id, so the instance
+cannot be forged, and the token keeps its old shape: tokens made before
+the instance existed still parse (their first 8 digits name no live
+instance).
 
 The token travels twice: in the ``X-Smtp-Probe`` header and in the Subject,
 ``smtp-probe <probe> <token>``. A reflector's reply (an auto-reply, a
@@ -34,6 +44,10 @@ PROBE_HEADER: Final = "X-Smtp-Probe"
 SUBJECT_MARK: Final = "smtp-probe"
 """How every probe Subject starts (before any reply prefix): what a reflector run searches for."""
 _SIG_HEX: Final = 32
+INSTANCE_HEX: Final = 8
+"""Hex digits of an instance id: the first half of a run id."""
+INSTANCE_ID: Final = secrets.token_hex(INSTANCE_HEX // 2)
+"""This process's instance id, made at start: every run id it makes begins with it."""
 _SUBJECT_TOKEN: Final = re.compile(
     rf"(?P<prefix>.*?)\b{SUBJECT_MARK}\s+(?P<probe>\S+)\s+"
     r"(?P<token>\d{1,16}-[0-9a-f]{16}-[0-9a-f]{32})(?![0-9a-z])",
@@ -57,6 +71,11 @@ class Token:
         """The token without its signature: what identifies the run."""
         return f"{self.sent_ms}-{self.run_id}"
 
+    @property
+    def instance(self) -> str:
+        """The instance id of the process that made the token (the run id's first half)."""
+        return self.run_id[:INSTANCE_HEX]
+
 
 def token_key(text: str) -> str:
     """The run-identifying part of a header value (everything before the signature)."""
@@ -69,21 +88,37 @@ class TokenSigner:
     With no key given a random one is made, so tokens verify only within this
     process: a restarted daemon then cannot claim (or delete) messages of its
     previous life. Configure ``token_secret_file`` to keep them verifiable.
+
+    Every token made carries ``instance`` (by default this process's
+    :data:`INSTANCE_ID`, kept across reloads and re-keys) in its run id.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "instance")
 
-    def __init__(self, key: bytes | None = None) -> None:
+    def __init__(self, key: bytes | None = None, *, instance: str = INSTANCE_ID) -> None:
+        """A signer with ``key`` (``None`` or empty: a random one) for ``instance``.
+
+        Raises:
+            ValueError: ``instance`` is not 8 lower-case hex digits.
+        """
+        if len(instance) != INSTANCE_HEX or instance.strip("0123456789abcdef"):
+            raise ValueError(f"instance id must be {INSTANCE_HEX} lower-case hex digits")
         self._key = key if key else secrets.token_bytes(32)
+        self.instance: Final = instance
+        """The instance id every token this signer makes carries."""
 
     def __repr__(self) -> str:
-        return "TokenSigner(<secret>)"
+        return f"TokenSigner(<secret>, instance={self.instance!r})"
 
     def new(self, probe: str, *, now: float | None = None) -> Token:
-        """Return a fresh signed token for one run of ``probe``."""
+        """Return a fresh signed token for one run of ``probe``, carrying our instance id."""
         sent_ms = int((time.time() if now is None else now) * 1000)
-        run_id = secrets.token_hex(8)
+        run_id = self.instance + secrets.token_hex(INSTANCE_HEX // 2)
         return Token(sent_ms, run_id, self._sign(probe, sent_ms, run_id))
+
+    def is_own(self, token: Token) -> bool:
+        """Whether ``token`` (verified) was made by this signer's instance."""
+        return token.instance == self.instance
 
     def verify(self, probe: str, text: str) -> Token | None:
         """Return the token if ``text`` is a token this key signed for ``probe``, else ``None``."""

@@ -50,6 +50,9 @@ class TlsMode(enum.StrEnum):
 
 DEFAULT_RUN_TIMEOUT: Final = 60.0
 """The deadline of a run nothing else sets one for (``check --timeout``)."""
+DEFAULT_SWEEP_GRACE: Final = 300.0
+"""``limits.sweep_grace``: how much older than the longest run timeout another replica's
+leftover must be before a watcher sweeps it (it also absorbs clock skew between hosts)."""
 DEFAULT_COMMAND_TIMEOUT: Final = 30.0
 """The longest wait for one SMTP or IMAP reply."""
 DEFAULT_POLL_INTERVAL: Final = 1.0

@@ -68,6 +68,8 @@ class Status:
     mailboxes: tuple[MailboxStatus, ...]
     history_size: int
     """How many runs per probe :attr:`ProbeStatus.recent` holds at most."""
+    instance: str = ""
+    """This process's instance id (the first half of its run ids), to tell replicas apart."""
 
 
 class Monitor(Protocol):

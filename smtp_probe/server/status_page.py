@@ -313,6 +313,7 @@ def render_status_page(status: Status, *, now: float) -> str:
         refresh=REFRESH_SECONDS,
         generated=_clock(now),
         history_size=status.history_size,
+        instance=status.instance,
         probes=probes,
         counts=counts,
         mailboxes=status.mailboxes,

@@ -109,6 +109,7 @@ __all__ = [
     "OUTAGE",
     "REFLECTOR",
     "REJECT_550",
+    "SLOW",
     "TRASH_FOLDER",
     "USERS",
     "IntrospectionEndpoint",
@@ -158,6 +159,11 @@ BOUNCE = "bounce@example.test"
 OUTAGE = "outage@example.test"
 #: Accepted with 250, then silently discarded by Postfix.
 DISCARD = "discard@example.test"
+#: Accepted with 250, then delivered to sink's INBOX over LMTP through the
+#: socket ``private/slow-lmtp`` in Postfix's queue directory instead of
+#: Dovecot's own: :class:`tests.support.slow_hop.SlowHop` listens there and
+#: passes each session on after a delay.  While nothing listens, deferred.
+SLOW = "sink+slow@example.test"
 
 _HOST = procs.HOST
 _TMP_PREFIX = "mailstack-"

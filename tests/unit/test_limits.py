@@ -83,7 +83,23 @@ def test_the_keys_are_read() -> None:
         (
             "limits: {max_runs: 3}\n",
             "",
-            "<config>:8:10: limits.max_runs: unknown key; allowed keys: max_concurrent_runs",
+            "<config>:8:10: limits.max_runs: unknown key; allowed keys: max_concurrent_runs, "
+            "sweep_grace",
+        ),
+        (
+            "limits: {sweep_grace: 300}\n",
+            "",
+            "<config>:8:23: limits.sweep_grace: a duration needs a unit: 500ms, 30s, 5m or 1h",
+        ),
+        (
+            "limits: {sweep_grace: 0s}\n",
+            "",
+            "<config>:8:23: limits.sweep_grace: a duration must be longer than zero",
+        ),
+        (
+            "limits: {sweep_grace: -5m}\n",
+            "",
+            "<config>:8:23: limits.sweep_grace: expected a duration like 500ms, 30s, 5m or 1h",
         ),
     ],
 )

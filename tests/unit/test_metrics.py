@@ -407,6 +407,7 @@ CONTRACT_TYPES: Mapping[str, str] = {
     "smtp_probe_interval_seconds": "gauge",
     "smtp_probe_timeout_seconds": "gauge",
     "smtp_probe_late_messages_total": "counter",
+    "smtp_probe_foreign_leftovers_total": "counter",  # issue 11, README's table
     "smtp_probe_in_flight": "gauge",
     "smtp_probe_reflector_leg_seconds": "gauge",  # issue 8, listed in the README's table
     "smtp_probe_tls_cert_expiry_timestamp_seconds": "gauge",  # issue 9, README's table
