@@ -30,10 +30,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from tests.support.daemon_proc import event_time, log_events
 from tests.support.mailstack import MailStack
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -528,21 +528,7 @@ class DaemonProcess:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every JSON log line of the daemon so far (non-JSON lines are skipped)."""
-        with self.log.open("rb") as fh:
-            for raw in fh:
-                with contextlib.suppress(ValueError):
-                    event = json.loads(raw)
-                    if isinstance(event, dict):
-                        yield event
-
-
-def event_time(event: dict[str, Any]) -> float:
-    """The Unix time of a log event (structlog's ISO timestamp)."""
-    stamp = str(event.get("timestamp", ""))
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return math.nan
+        return log_events(self.log)
 
 
 def runs_between(

@@ -36,7 +36,6 @@ from bench.benchkit import (
     background_load,
     close_window,
     daemon_config,
-    event_time,
     finish_py_spy,
     foreign_load,
     free_port,
@@ -49,6 +48,7 @@ from bench.benchkit import (
     start_stack,
     write_secrets,
 )
+from tests.support.daemon_proc import event_time
 
 IDLE_INTERVAL: Final = "24h"
 """Interval of the idle phase: first runs are spread over a day, so none fall in it."""

@@ -46,6 +46,7 @@ from aiosmtplib.protocol import MAX_LINE_LENGTH, MAX_RESPONSE_LENGTH, normalize_
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe, obtain
 from smtp_probe.probe.message import OutgoingMessage, outgoing
+from smtp_probe.probe.reply_reader import ReplyReader
 from smtp_probe.probe.result import SMTP_STAGES, SmtpReport, Stage, TlsFacts
 from smtp_probe.probe.spec import SmtpServer, TlsMode, TlsSettings
 from smtp_probe.probe.tls import client_context, describe_facts, describe_verify_error, tls_facts
@@ -792,7 +793,7 @@ async def _end_empty_data(session: _Session, client: aiosmtplib.SMTP) -> None:
     session.transcript.received(f"{reply.code} {reply.message}", tls=session.in_tls)
 
 
-class _PipelineReader(asyncio.Protocol):
+class _PipelineReader(ReplyReader[aiosmtplib.SMTPResponse]):
     """Reads pipelined SMTP replies off aiosmtplib's connection, then gives the connection back.
 
     aiosmtplib reads one reply per command it sent and drops bytes that
@@ -806,11 +807,9 @@ class _PipelineReader(asyncio.Protocol):
     """
 
     def __init__(self, transport: asyncio.Transport, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
         self._transport = transport
         self._protocol = protocol
-        self._buffer = bytearray()
-        self._closed = False
-        self._changed = asyncio.Event()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -850,19 +849,12 @@ class _PipelineReader(asyncio.Protocol):
         self._transport.close()
 
     def data_received(self, data: bytes) -> None:
-        self._buffer.extend(data)
+        super().data_received(data)
         if len(self._buffer) > MAX_RESPONSE_LENGTH * 3:
             self._transport.close()
-        self._changed.set()
-
-    def eof_received(self) -> bool:
-        self._closed = True
-        self._changed.set()
-        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._changed.set()
+        super().connection_lost(exc)
         self._protocol.connection_lost(exc)
 
     async def reply(self, timeout: float) -> aiosmtplib.SMTPResponse:
@@ -875,26 +867,16 @@ class _PipelineReader(asyncio.Protocol):
         """
         try:
             async with asyncio.timeout(max(0.0, timeout)):
-                while True:
-                    reply = self._take()
-                    if reply is not None:
-                        return reply
-                    if self._closed:
-                        raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-                    self._changed.clear()
-                    await self._changed.wait()
+                reply = await self._next()
         except TimeoutError:
             raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from None
+        if reply is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        return reply
 
     def _take(self) -> aiosmtplib.SMTPResponse | None:
         lines: list[str] = []
-        offset = 0
-        while True:
-            end = self._buffer.find(b"\n", offset)
-            if end < 0:
-                return None
-            line = bytes(self._buffer[offset : end + 1])
-            offset = end + 1
+        for line, offset in self._lines():
             head = line[:3]
             if not head.isdigit() or len(line) > MAX_LINE_LENGTH:
                 raise aiosmtplib.SMTPResponseException(
@@ -904,6 +886,7 @@ class _PipelineReader(asyncio.Protocol):
             if line[3:4] != b"-":
                 del self._buffer[:offset]
                 return aiosmtplib.SMTPResponse(int(head), "\n".join(lines))
+        return None
 
 
 class DataChannel:

@@ -47,6 +47,7 @@ from types import MappingProxyType
 from typing import Final
 
 from smtp_probe.probe.credentials import AccessToken
+from smtp_probe.probe.reply_reader import ReplyReader
 from smtp_probe.probe.result import SmtpReport
 from smtp_probe.probe.smtp import DataChannel, SmtpSendError
 from smtp_probe.probe.spec import DnsSettings, SmtpServer
@@ -183,26 +184,8 @@ class Attempt:
         return ", ".join(str(code) for code, _text in self.replies) or "no reply"
 
 
-class _Replies(asyncio.Protocol):
+class _Replies(ReplyReader[tuple[int, str]]):
     """Reads SMTP replies off a transport taken from aiosmtplib; any number, pipelined."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-        self._closed = False
-        self._changed = asyncio.Event()
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer.extend(data)
-        self._changed.set()
-
-    def eof_received(self) -> bool:
-        self._closed = True
-        self._changed.set()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
-        self._changed.set()
 
     async def reply(self, timeout: float) -> tuple[int, str] | None:
         """The next whole reply; ``None`` once the server closed the connection without one.
@@ -211,25 +194,13 @@ class _Replies(asyncio.Protocol):
             TimeoutError: no whole reply within ``timeout`` seconds.
         """
         async with asyncio.timeout(max(0.0, timeout)):
-            while True:
-                reply = self._take()
-                if reply is not None:
-                    return reply
-                if self._closed:
-                    return None
-                self._changed.clear()
-                await self._changed.wait()
+            return await self._next()
 
     def _take(self) -> tuple[int, str] | None:
         """One whole (possibly multi-line) reply off the buffer, if there is one."""
         lines: list[str] = []
-        offset = 0
-        while True:
-            end = self._buffer.find(b"\n", offset)
-            if end < 0:
-                return None
-            line = bytes(self._buffer[offset:end]).rstrip(b"\r").decode("utf-8", "replace")
-            offset = end + 1
+        for raw, offset in self._lines():
+            line = raw[:-1].rstrip(b"\r").decode("utf-8", "replace")
             head = line[:3]
             if not (head.isascii() and head.isdigit()):
                 # Not SMTP: shown as it came, under code 0, so nothing is lost.
@@ -239,6 +210,7 @@ class _Replies(asyncio.Protocol):
             if line[3:4] != "-":
                 del self._buffer[:offset]
                 return int(head), "\n".join(lines)
+        return None
 
 
 @dataclass

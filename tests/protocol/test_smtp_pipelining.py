@@ -17,7 +17,7 @@ import time
 from smtp_probe.probe.message import TokenSigner
 from smtp_probe.probe.result import Outcome, RunResult, Stage
 from smtp_probe.probe.run import run_probe
-from smtp_probe.probe.spec import Expectation, ProbeSpec
+from smtp_probe.probe.spec import Expectation
 from smtp_probe.probe.transcript import Direction
 from tests.support.loopback_routes import RECIPIENT, SENDER, loopback_probe, run
 from tests.support.loopback_smtpd import Behaviour, smtpd
@@ -47,8 +47,19 @@ def after_ehlo(result: RunResult) -> list[str]:
     return lines[next(i for i, line in enumerate(lines) if line.startswith("> MAIL FROM:")) :]
 
 
-async def run_here(probe: ProbeSpec) -> RunResult:
-    return await run_probe(probe, signer=TokenSigner())
+def run_against(
+    server: Pipelining, *, timeout: float = 5.0, command_timeout: float = 5.0
+) -> tuple[RunResult, float]:
+    """One probe through ``server`` with these deadlines; its result and the seconds it took."""
+
+    async def scenario() -> tuple[RunResult, float]:
+        async with pipelining_smtpd(server) as port:
+            probe = loopback_probe(port, timeout=timeout, command_timeout=command_timeout)
+            started = time.monotonic()
+            result = await run_probe(probe, signer=TokenSigner())
+            return result, time.monotonic() - started
+
+    return asyncio.run(scenario())
 
 
 def test_the_three_commands_go_out_before_any_reply_and_the_message_after_354() -> None:
@@ -89,11 +100,7 @@ def test_a_server_that_answers_only_the_whole_group_gets_it_in_one_write() -> No
     """
     server = Pipelining()
 
-    async def scenario() -> RunResult:
-        async with pipelining_smtpd(server) as port:
-            return await run_here(loopback_probe(port, command_timeout=2.0))
-
-    result = asyncio.run(scenario())
+    result, _ = run_against(server, command_timeout=2.0)
 
     assert result.outcome is Outcome.SENT, result.error
     assert result.smtp.queue_id == "PIPE1"
@@ -160,11 +167,7 @@ def test_a_throttling_rcpt_reply_in_a_group_is_throttled_at_rcpt_to() -> None:
 def test_a_354_after_a_refused_rcpt_is_ended_with_a_lone_dot_and_nothing_is_delivered() -> None:
     server = Pipelining(rcpt_reply="550 5.1.1 unknown user")
 
-    async def scenario() -> RunResult:
-        async with pipelining_smtpd(server) as port:
-            return await run_here(loopback_probe(port))
-
-    result = asyncio.run(scenario())
+    result, _ = run_against(server)
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.RCPT_TO
@@ -176,13 +179,7 @@ def test_a_354_after_a_refused_rcpt_is_ended_with_a_lone_dot_and_nothing_is_deli
 def test_no_reply_to_data_fails_at_data_within_the_command_timeout() -> None:
     server = Pipelining(answer_data=False)
 
-    async def scenario() -> tuple[RunResult, float]:
-        async with pipelining_smtpd(server) as port:
-            started = time.monotonic()
-            result = await run_here(loopback_probe(port, timeout=10.0, command_timeout=0.5))
-            return result, time.monotonic() - started
-
-    result, took = asyncio.run(scenario())
+    result, took = run_against(server, timeout=10.0, command_timeout=0.5)
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.DATA
@@ -194,13 +191,7 @@ def test_no_reply_to_data_fails_at_data_within_the_command_timeout() -> None:
 def test_no_reply_to_data_ends_at_the_run_deadline() -> None:
     server = Pipelining(answer_data=False)
 
-    async def scenario() -> tuple[RunResult, float]:
-        async with pipelining_smtpd(server) as port:
-            started = time.monotonic()
-            result = await run_here(loopback_probe(port, timeout=1.0, command_timeout=30.0))
-            return result, time.monotonic() - started
-
-    result, took = asyncio.run(scenario())
+    result, took = run_against(server, timeout=1.0, command_timeout=30.0)
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.DATA
@@ -299,11 +290,7 @@ def test_non_ascii_addresses_fail_at_mail_from_where_smtputf8_is_not_offered() -
 def test_a_refusal_stays_the_verdict_when_a_later_reply_never_comes() -> None:
     server = Pipelining(mail_reply="550 5.7.1 Sender rejected", answer_data=False)
 
-    async def scenario() -> RunResult:
-        async with pipelining_smtpd(server) as port:
-            return await run_here(loopback_probe(port, timeout=10.0, command_timeout=0.5))
-
-    result = asyncio.run(scenario())
+    result, _ = run_against(server, timeout=10.0, command_timeout=0.5)
 
     assert result.outcome is Outcome.SEND_FAILED
     assert result.stage is Stage.MAIL_FROM

@@ -2,12 +2,16 @@
 
 Shared by the end-to-end tests that need a running exporter: it writes a
 config for the stack's routes, starts the daemon on a free port and waits
-until it is ready.
+until it is ready; and by them and the benchmarks that read its JSON log
+(:func:`log_events`, :func:`event_time`).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import json
+import math
 import os
 import signal
 import ssl
@@ -16,9 +20,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tests.support.mailstack import REJECT_550, MailStack
 from tests.support.prom import free_port
@@ -177,3 +183,25 @@ def stop_daemon(daemon: Daemon) -> None:
         except subprocess.TimeoutExpired:
             daemon.proc.kill()
             daemon.proc.wait(10)
+
+
+def log_events(log: Path) -> Iterator[dict[str, Any]]:
+    """Every JSON line of the daemon's log ``log`` so far (non-JSON lines are skipped).
+
+    Raises:
+        OSError: the log cannot be read.
+    """
+    with log.open("rb") as fh:
+        for raw in fh:
+            with contextlib.suppress(ValueError):
+                event = json.loads(raw)
+                if isinstance(event, dict):
+                    yield event
+
+
+def event_time(event: dict[str, Any]) -> float:
+    """The Unix time of a log event (structlog's ISO UTC timestamp); NaN without one."""
+    try:
+        return datetime.fromisoformat(str(event.get("timestamp", ""))).timestamp()
+    except ValueError:
+        return math.nan

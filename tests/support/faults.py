@@ -14,8 +14,8 @@ fault                     how                                                   
 ========================  ======================================================  ==========================
 ``deferred_delivery``     ``defer_transports = lmtp`` + ``postfix reload``: the   ``not_delivered`` at
                           250 comes, the queue manager holds every delivery       ``delivery``
-``slow_delivery``         ``virtual_transport`` through :class:`DelayingProxy`    ``delivered``, at least
-                          (a slow next hop in front of Dovecot's LMTP)            the delay later
+``slow_delivery``         ``virtual_transport`` through the slow hop in front of  ``delivered``, at least
+                          Dovecot's LMTP (:mod:`tests.support.slow_hop`)          the delay later
 ``rejected_recipient``    ``sink`` in a ``check_recipient_access`` map: ``550``   ``send_failed`` at
                                                                                   ``rcpt_to`` (5xx)
 ``tempfail``              the same map: ``451 4.3.0`` (not worded as a rate       ``send_failed`` at
@@ -46,8 +46,6 @@ from __future__ import annotations
 import contextlib
 import os
 import smtplib
-import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,9 +55,9 @@ from typing import Final
 from smtp_probe.probe.result import Outcome, Stage
 from tests.support import procs
 from tests.support.mailstack import MailStack, MailStackError
+from tests.support.slow_hop import TRANSPORT, SlowHop
 
 __all__ = [
-    "DelayingProxy",
     "Expect",
     "Fault",
     "FaultError",
@@ -133,79 +131,6 @@ class Fault:
     """Switch the fault on; returns once new sessions see it (where that can be checked)."""
     off: Callable[[], None]
     """Heal; returns once the route works again for new sessions."""
-
-
-class DelayingProxy:
-    """A TCP listener in front of Dovecot's LMTP socket that holds each connection ``delay`` s.
-
-    It stands for a slow next hop (a busy mailbox server, a congested link):
-    Postfix's ``lmtp`` client connects, and only after ``delay`` seconds is the
-    connection joined to Dovecot's real LMTP unix socket, so Dovecot's
-    greeting - and the whole delivery - comes that much later. Bytes are
-    passed unchanged both ways; one thread pair per connection (Postfix opens
-    a few at a time).
-    """
-
-    def __init__(self, upstream: Path, delay: float) -> None:
-        """Prepare a proxy to the unix socket ``upstream``; :meth:`start` binds it."""
-        self.upstream = upstream
-        self.delay = delay
-        self._listener: socket.socket | None = None
-        self._closed = threading.Event()
-        self.port = 0
-
-    def start(self) -> None:
-        """Listen on a free 127.0.0.1 port (:attr:`port`) and serve in a daemon thread."""
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((procs.HOST, 0))
-        listener.listen(64)
-        self._listener = listener
-        self.port = int(listener.getsockname()[1])
-        threading.Thread(target=self._accept, name="delaying-proxy", daemon=True).start()
-
-    def close(self) -> None:
-        """Stop accepting; connections in flight finish on their own."""
-        self._closed.set()
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-
-    def _accept(self) -> None:
-        assert self._listener is not None
-        while not self._closed.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        with client:
-            if self._closed.wait(self.delay):
-                return
-            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            with upstream:
-                upstream.settimeout(30)
-                try:
-                    upstream.connect(str(self.upstream))
-                except OSError:
-                    return  # Dovecot is down: Postfix sees a dropped connection and defers
-                upstream.settimeout(None)
-                back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
-                back.start()
-                _pipe(client, upstream)
-                back.join(60)
-
-
-def _pipe(source: socket.socket, sink: socket.socket) -> None:
-    """Copy ``source`` to ``sink`` until EOF, then half-close ``sink``."""
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            sink.sendall(data)
-    with contextlib.suppress(OSError):
-        sink.shutdown(socket.SHUT_WR)
 
 
 class _Postfix:
@@ -315,15 +240,16 @@ def _expect_rcpt(
 def all_faults(
     stack: MailStack, *, slow_seconds: float = 2.0
 ) -> tuple[list[Fault], Callable[[], None]]:
-    """Every fault of the module table for ``stack`` (started), and a ``close`` for the proxy.
+    """Every fault of the module table for ``stack`` (started), and a ``close`` for the slow hop.
 
     Prepares what the faults share once: a ``soak_access`` recipient map in
     front of the stack's own restrictions (empty: no effect) and the
-    :class:`DelayingProxy` of ``slow_seconds``. Call ``close`` after the last
-    fault was healed.
+    :class:`~tests.support.slow_hop.SlowHop` of ``slow_seconds``. Call
+    ``close`` after the last fault was healed.
 
     Raises:
         FaultError: a Postfix command failed.
+        OSError: the slow hop's socket could not be made.
     """
     postfix = _Postfix(stack)
     conf = postfix.conf
@@ -335,8 +261,8 @@ def all_faults(
     )
     postfix.reload()
     transport = postfix.get("virtual_transport")
-    proxy = DelayingProxy(stack.layout.queue_dir / "private" / "dovecot-lmtp", slow_seconds)
-    proxy.start()
+    hop = SlowHop(stack, slow_seconds)
+    hop.start()
     password = stack.users[SENDER]
     users_file = stack.layout.dovecot_dir / "users"
     healthy = _expect_rcpt(stack, password, 250, "rcpt_to")
@@ -374,7 +300,7 @@ def all_faults(
         postfix.flush()
 
     def slow_on() -> None:
-        postfix.set(virtual_transport=f"lmtp:inet:{procs.HOST}:{proxy.port}")
+        postfix.set(virtual_transport=TRANSPORT)
         postfix.reload()
         time.sleep(1.0)
 
@@ -447,7 +373,7 @@ def all_faults(
         Fault("imap_down", Expect(Outcome.ERROR, Stage.IMAP_CONNECT), imap_down_on, imap_down_off),
         Fault("smtp_down", Expect(Outcome.SEND_FAILED, Stage.CONNECT), smtp_down_on, smtp_down_off),
     ]
-    return faults, proxy.close
+    return faults, hop.close
 
 
 def by_name(faults: Sequence[Fault], names: Sequence[str]) -> list[Fault]:

@@ -1,13 +1,20 @@
-"""A slow next hop: Postfix's LMTP sessions for ``SLOW`` reach Dovecot only after a delay.
+"""A slow next hop: Postfix's LMTP sessions through it reach Dovecot only after a delay.
 
 It stands for the hop that makes real delivery take seconds (a content
-filter, an MX far away that greets late), which is when replicas' messages
-are in flight at the same time. Postfix routes :data:`~tests.support.
-mailstack.SLOW` to the socket ``private/slow-lmtp`` in its queue directory
-(the stack's transport map); :class:`SlowHop` listens there, waits
-``delay`` seconds after each connection, then connects to Dovecot's own
-LMTP socket and passes the bytes both ways unchanged: Dovecot does the
-delivery, to sink's INBOX. Postfix only waits longer for the greeting.
+filter, a busy mailbox server, a congested link, an MX far away that greets
+late), which is when replicas' messages are in flight at the same time and
+when the fault soak's ``slow_delivery`` runs report a late delivery.
+:class:`SlowHop` listens on the socket ``private/slow-lmtp`` in Postfix's
+queue directory, waits ``delay`` seconds after each connection, then
+connects to Dovecot's own LMTP socket and passes the bytes both ways
+unchanged: Dovecot does the delivery, to sink's INBOX. Postfix only waits
+longer for the greeting; while Dovecot is down, Postfix sees a dropped
+connection and defers.
+
+Two ways in: the stack's transport map routes :data:`~tests.support.
+mailstack.SLOW` there (the replica tests), and :data:`TRANSPORT` as
+``virtual_transport`` routes every delivery there (the soak's fault
+``slow_delivery``, :mod:`tests.support.faults`).
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ from tests.support.mailstack import MailStack
 
 SOCKET = "slow-lmtp"
 """The socket's name in Postfix's ``private`` directory (the transport map names it)."""
+TRANSPORT = f"lmtp:unix:private/{SOCKET}"
+"""The Postfix transport that delivers through the hop."""
 
 
 class SlowHop:
     """The delaying relay, in a thread of its own; ``with SlowHop(stack, 3.0): ...``.
 
+    (Or :meth:`start` ... :meth:`close`, for a hop that outlives one block.)
     ``sessions`` counts the LMTP sessions passed on (read it after the block).
     """
 
@@ -42,6 +52,24 @@ class SlowHop:
         self._server: asyncio.Server | None = None
 
     def __enter__(self) -> SlowHop:
+        """:meth:`start`.
+
+        Raises:
+            OSError: the socket could not be made.
+        """
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        """:meth:`close`."""
+        self.close()
+
+    def start(self) -> None:
         """Listen (the socket is open to Postfix's unprivileged ``lmtp`` process).
 
         Raises:
@@ -54,14 +82,8 @@ class SlowHop:
             asyncio.start_unix_server(self._relay, path=str(self.path)), self._loop
         ).result(10)
         os.chmod(self.path, 0o666)  # noqa: S103 - in the stack's private dir; Postfix runs as postfix
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         """Stop listening and the thread; sessions in progress are cut."""
         server = self._server
         if server is not None:

@@ -34,7 +34,6 @@ CI with the same checks as asserts.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import re
@@ -42,11 +41,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
-from tests.support.daemon_proc import Daemon, spawn_daemon, stop_daemon
+from tests.support.daemon_proc import Daemon, event_time, log_events, spawn_daemon, stop_daemon
 from tests.support.faults import HEALTHY, RECIPIENT, SENDER, Fault, all_faults, by_name, drain
 from tests.support.mailstack import MailStack
 from tests.support.routes import probe_messages
@@ -326,28 +324,10 @@ def _pin(pid: int, core: int) -> None:
             os.sched_setaffinity(int(task), {core})
 
 
-def events(log: Path) -> Iterator[dict[str, Any]]:
-    """Every JSON line of the daemon's log."""
-    with log.open("rb") as fh:
-        for raw in fh:
-            with contextlib.suppress(ValueError):
-                event = json.loads(raw)
-                if isinstance(event, dict):
-                    yield event
-
-
-def event_time(event: dict[str, Any]) -> float:
-    """The Unix time of a log event (structlog's ISO UTC timestamp); NaN without one."""
-    try:
-        return datetime.fromisoformat(str(event.get("timestamp", ""))).timestamp()
-    except ValueError:
-        return math.nan
-
-
 def _logged_counts(log: Path) -> dict[str, int]:
     """Runs logged so far by ``outcome:NAME`` and, for failed ones, ``stage:NAME``."""
     counts: dict[str, int] = {}
-    for event in events(log):
+    for event in log_events(log):
         if event.get("event") != "run finished":
             continue
         keys = [f"outcome:{event.get('outcome')}"]
@@ -448,7 +428,7 @@ def run_soak(
         samples = sampler.stop()
         close_faults()
     ended = time.time()
-    logged = list(events(daemon.log))
+    logged = list(log_events(daemon.log))
     runs = [
         Run(event_time(e) - float(e.get("duration_seconds") or 0.0), event_time(e), e)
         for e in logged
