@@ -313,11 +313,13 @@ def prometheus(daemon: Daemon) -> Iterator[Prometheus]:
 
 
 @pytest.fixture(scope="module")
-def warmed(prometheus: Prometheus) -> Prometheus:
+def warmed(prometheus: Prometheus, oauth_scraped: OAuthScraped) -> Prometheus:
     """Prometheus once it has itself watched every probe finish three more scheduled runs.
 
     Counting from the first scrape, not from zero: Prometheus may start after the
     daemon's first runs, and rate()/increase() need samples from before and after.
+    (``oauth_scraped`` is only started here, so that the OAuth row's Prometheus
+    warms up during this wait rather than after it.)
     """
     wait_for_runs(prometheus, PROBES, first_timeout=20)
     return prometheus
@@ -643,9 +645,17 @@ def oauth_daemon() -> Iterator[OAuthDaemon]:
             asker.join(10)
 
 
+@dataclass
+class OAuthScraped:
+    """The Prometheus scraping the OAuth daemon, and the token requests of its first scrape."""
+
+    server: Prometheus
+    first: dict[str, float]
+
+
 @pytest.fixture(scope="module")
-def oauth_prometheus(oauth_daemon: OAuthDaemon) -> Iterator[Prometheus]:
-    """A real Prometheus scraping the OAuth daemon, once it has seen tokens come and go."""
+def oauth_scraped(oauth_daemon: OAuthDaemon) -> Iterator[OAuthScraped]:
+    """A real Prometheus scraping the OAuth daemon, once it has scraped both clients."""
     server = Prometheus([f"127.0.0.1:{oauth_daemon.port}"], job=JOB)
     server.start()
     try:
@@ -654,16 +664,23 @@ def oauth_prometheus(oauth_daemon: OAuthDaemon) -> Iterator[Prometheus]:
             '"$1", "client", "(.+)"))'
         )
         first = server.wait_for(by_client, lambda r: set(r) == {"m365", "workspace"}, timeout=20)
-        # Two more renewals of m365's token seen by Prometheus itself: rate() has data.
-        server.wait_for(
-            'sum by (probe) (label_replace(smtp_probe_oauth_token_requests_total{result="success"}'
-            ', "probe", "$1", "client", "(.+)"))',
-            lambda r: r.get("m365", 0) >= first["m365"] + 2,
-            timeout=40,
-        )
-        yield server
+        yield OAuthScraped(server, first)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def oauth_prometheus(oauth_scraped: OAuthScraped) -> Prometheus:
+    """That Prometheus once it has seen tokens come and go."""
+    server, first = oauth_scraped.server, oauth_scraped.first
+    # Two more renewals of m365's token seen by Prometheus itself: rate() has data.
+    server.wait_for(
+        'sum by (probe) (label_replace(smtp_probe_oauth_token_requests_total{result="success"}'
+        ', "probe", "$1", "client", "(.+)"))',
+        lambda r: r.get("m365", 0) >= first["m365"] + 2,
+        timeout=40,
+    )
+    return server
 
 
 def test_oauth_row_queries_show_what_the_token_caches_did(

@@ -18,7 +18,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,30 +152,43 @@ def scrape_options(certs: Certs, *, auth: bool, client_cert: bool) -> str:
     return "\n".join(lines)
 
 
-def scraped(daemon: Daemon, options: str, expect_up: float) -> Prometheus:
-    """Start a Prometheus scraping ``daemon`` with ``options``; wait until ``up`` is ``expect_up``."""
-    server = Prometheus([f"127.0.0.1:{daemon.port}"], scrape_options=options)
-    server.start()
+def up_is(want: float) -> Callable[[dict[str, float]], bool]:
+    return lambda result: result.get("") == want
+
+
+@contextmanager
+def scraped(daemon: Daemon, *scrapes: tuple[str, float]) -> Iterator[list[Prometheus]]:
+    """One Prometheus per ``(options, expected up)``, scraping ``daemon``; each ``up`` awaited.
+
+    They start together and are then waited for one by one: each one's first
+    scrape comes only after Prometheus' service discovery sends its targets,
+    on a fixed 5 s tick, so servers started one after another wait that long
+    each. They are stopped on leaving.
+    """
+    servers: list[Prometheus] = []
     try:
-        server.wait_for("up", lambda r: r.get("") == expect_up, timeout=30)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+        for options, _ in scrapes:
+            servers.append(Prometheus([f"127.0.0.1:{daemon.port}"], scrape_options=options))
+            servers[-1].start()
+        for server, (_, expect_up) in zip(servers, scrapes, strict=True):
+            server.wait_for("up", up_is(expect_up), timeout=30)
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_prometheus_scrapes_over_https_with_basic_auth(
     auth_daemon: tuple[Daemon, Path], certs: Certs
 ) -> None:
     daemon, _ = auth_daemon
-    server = scraped(daemon, scrape_options(certs, auth=True, client_cert=False), 1.0)
-    try:
+    with scraped(
+        daemon,
+        (scrape_options(certs, auth=True, client_cert=False), 1.0),
+        (scrape_options(certs, auth=False, client_cert=False), 0.0),
+    ) as (server, _):
         # What it scraped is the daemon's own metrics, the probe's success included.
         server.wait_for("smtp_probe_success", lambda r: r.get("submission") == 1.0, timeout=30)
-    finally:
-        server.stop()
-    server = scraped(daemon, scrape_options(certs, auth=False, client_cert=False), 0.0)
-    server.stop()
 
 
 def test_every_endpoint_refuses_requests_without_valid_credentials(
@@ -246,10 +260,12 @@ def test_prometheus_scrapes_with_mutual_tls(
         tls=certs.client(with_cert=True),
     )
     try:
-        server = scraped(daemon, scrape_options(certs, auth=False, client_cert=True), 1.0)
-        server.stop()
-        server = scraped(daemon, scrape_options(certs, auth=False, client_cert=False), 0.0)
-        server.stop()
+        with scraped(
+            daemon,
+            (scrape_options(certs, auth=False, client_cert=True), 1.0),
+            (scrape_options(certs, auth=False, client_cert=False), 0.0),
+        ):
+            pass  # up == 1 with the client certificate, 0 without: awaited on entering
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             request(daemon, "GET", "/-/healthy", tls=certs.client(with_cert=False))
         assert request(daemon, "GET", "/-/healthy")[0] == 200
