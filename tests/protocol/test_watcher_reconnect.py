@@ -121,7 +121,11 @@ def test_concurrent_runs_on_a_down_watcher_share_one_fresh_attempt_then_all_proc
 
     attempts, outage, healed = run(scenario)
 
-    assert attempts == 1  # five waiting runs, one reconnect attempt: no thundering herd
+    # Five runs asking at once share the attempt: no thundering herd. A run that asks
+    # only after the watcher thread took the shared request gets a fresh attempt of its
+    # own (an attempt that *starts* after the call, by design); on a loaded machine the
+    # thread may take the request between two of the five, so two attempts, never five.
+    assert 1 <= attempts <= 2
     for error, transcript in outage:
         assert error.stage is Stage.IMAP_CONNECT
         texts = [line.text for line in transcript.lines]
