@@ -63,6 +63,9 @@ IDLE_RENEW_SECONDS: Final = 25 * 60
 """Re-issue IDLE before servers drop it (RFC 2177 allows them to after 29 minutes)."""
 IDLE_BETWEEN_POLLS: Final = 0.25
 """In flight, wait in IDLE rather than silently when the next poll is this far off."""
+FAST_POLLS: Final = 4
+"""After a ``250``, polls this many times ``poll_min`` apart before the delay doubles:
+a local delivery takes about one ``poll_min``, and a poll without news costs one ``NOOP``."""
 QUIET_POLL_SECONDS: Final = 60.0
 """Without IDLE and nothing in flight, look for late arrivals this often."""
 RECONNECT_MIN: Final = 0.5
@@ -251,6 +254,10 @@ class MailboxWatcher:
         self._first_token: AccessToken | None = None
         self._delay = mailbox.poll_min
         self._restart_polling = False
+        self._fast_left = 0
+        """Polls still due at ``poll_min`` before the delay starts doubling (after a 250)."""
+        self._searched_at = 0.0
+        """When the folder was last searched (monotonic)."""
         self._attempt_wanted: concurrent.futures.Future[tuple[Stage, str] | None] | None = None
         """Runs waiting for a reconnect attempt that has not started yet (shared by all of them)."""
 
@@ -766,10 +773,14 @@ class MailboxWatcher:
                     # A message was just accepted: no delivery takes no time, so
                     # the first look is poll_min after the 250, not at once.
                     self._restart_polling, self._delay = False, self.mailbox.poll_min
+                    self._fast_left = FAST_POLLS
                     self._pause(self._delay, in_flight=True)
                 self._poll()
                 self._pause(self._delay, in_flight=True)
-                self._delay = min(self._delay * 2, self.mailbox.poll_interval)
+                if self._fast_left > 0:
+                    self._fast_left -= 1
+                else:
+                    self._delay = min(self._delay * 2, self.mailbox.poll_interval)
             elif was_in_flight:
                 # The last run just gave up. What landed during the last pause
                 # was announced there (and that news is spent): look once more,
@@ -848,15 +859,25 @@ class MailboxWatcher:
     # ----------------------------------------------------------------- polling
 
     def _poll(self) -> None:
-        """One round: ``NOOP`` + ``UID SEARCH`` in the folder, then a look into junk."""
+        """One round for every run in flight here: ``NOOP`` and the junk folders' ``STATUS``.
+
+        Pipelined, one round trip. The folder is searched only when that
+        (or any reply since the last search) announced new mail, or the last
+        search is ``poll_interval`` old (a server that does not announce): a
+        poll before the message lands costs one ``NOOP``. A junk folder is
+        looked into when its ``UIDNEXT`` moved.
+        """
         session = self._live
         with self._lock:
             for expected in {*self._expectations.values(), *self._bounce_expectations.values()}:
                 expected.polls += 1
-        session.noop()
-        self._scan(self._folder, seen_at=None)
-        for state in self._junk:
-            status = session.status(state.name)
+        junk = list(self._junk)
+        news, statuses = session.poll([state.name for state in junk])
+        now = time.monotonic()
+        if news or now - self._searched_at >= self.mailbox.poll_interval:
+            self._searched_at = now
+            self._scan(self._folder, seen_at=None)
+        for state, status in zip(junk, statuses, strict=True):
             self._track(state, status)
             if status.uidnext > state.next_uid:
                 seen_at = time.monotonic()

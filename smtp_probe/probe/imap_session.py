@@ -24,6 +24,7 @@ import base64
 import contextlib
 import email.parser
 import email.policy
+import imaplib
 import socket
 import ssl
 import time
@@ -33,8 +34,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, LoginError, ProtocolError
+from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.imapclient import DELETED, JUNK, TRASH
+from imapclient.response_parser import parse_response
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
@@ -133,6 +136,8 @@ class ImapSession:
         self.uidplus = False
         self.selected: str | None = None
         """The folder selected last; deletes happen there."""
+        self._news = True
+        """The selected folder may hold messages no poll has announced yet (just selected)."""
 
     @classmethod
     def open(
@@ -362,6 +367,8 @@ class ImapSession:
         with _lost_on_failure():
             info = self._client.select_folder(folder)
         self.selected = folder
+        # SELECT flushes imaplib's pending EXISTS: the next poll must look, whatever it hears.
+        self._news = True
         status = FolderStatus(
             uidvalidity=int(info.get(b"UIDVALIDITY", 0)),
             uidnext=int(info.get(b"UIDNEXT", 0)),
@@ -434,6 +441,74 @@ class ImapSession:
         """
         with _lost_on_failure():
             self._client.noop()
+
+    def poll(self, folders: Sequence[str] = ()) -> tuple[bool, list[FolderStatus]]:
+        """``NOOP`` and a ``STATUS`` of each of ``folders``, pipelined: one round trip.
+
+        Returns whether the selected folder may have new messages, and the
+        folders' status in the order asked. New mail is what the server
+        announced with ``EXISTS`` (RFC 3501 §7.3.1: it must, at the latest in
+        the reply to a ``NOOP``) since the last poll, in the reply to any
+        command; or the folder was selected since (SELECT starts afresh). A
+        poll without news needs no ``SEARCH``.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        client = self._client
+        imap = client._imap
+        commands = [b"NOOP"]
+        commands += [
+            b"STATUS " + _to_bytes(client._normalise_folder(name)) + b" (UIDNEXT UIDVALIDITY)"
+            for name in folders
+        ]
+        with _lost_on_failure():
+            replies = self._exchange(commands)
+            found = imap.untagged_responses.pop("STATUS", [])
+        for (typ, data), command in zip(replies, commands, strict=True):
+            if typ != "OK":
+                raise ConnectionLost(f"{command.decode()}: {typ} {_text(data[-1] if data else '')}")
+        responses = imap.untagged_responses
+        news = bool(responses.pop("EXISTS", None)) or self._news
+        self._news = False
+        # Only the count is of use, and only here: do not let these pile up.
+        responses.pop("RECENT", None)
+        responses.pop("EXPUNGE", None)
+        return news, _statuses(folders, found)
+
+    def _exchange(self, commands: Sequence[bytes]) -> list[tuple[str, list[Any]]]:
+        """Send ``commands`` in one write (RFC 3501 §5.5) and read every tagged reply, in order.
+
+        Each reply is imaplib's ``(type, data)``; untagged responses are
+        filed by imaplib as for any command. All replies are read before
+        anything is judged, so the session stays in step.
+
+        Raises:
+            OSError, IMAPClientError: the connection broke or a reply was BAD.
+        """
+        imap = self._client._imap
+        for typ in ("OK", "NO", "BAD"):
+            imap.untagged_responses.pop(typ, None)
+        tags = [imap._new_tag() for _ in commands]
+        imap.send(
+            b"".join(
+                tag + b" " + command + b"\r\n" for tag, command in zip(tags, commands, strict=True)
+            )
+        )
+        replies = []
+        failure: BaseException | None = None
+        for tag, command in zip(tags, commands, strict=True):
+            name = command.split(b" ", 2)[1 if command.startswith(b"UID ") else 0].decode()
+            try:
+                replies.append(imap._command_complete(name, tag))
+            except imaplib.IMAP4.abort:
+                raise  # the connection broke: nothing more to read
+            except IMAPClientError as exc:  # BAD, its reply read: read the others first
+                failure = failure or exc
+                replies.append(("BAD", [str(exc).encode()]))
+        if failure is not None:
+            raise failure
+        return replies
 
     def search_probe_uids(self, from_uid: int, *, subjects: bool = False) -> list[int]:
         """UIDs from ``from_uid`` on of messages that carry the probe header, ascending.
@@ -533,11 +608,25 @@ class ImapSession:
         where = f"UID {uid} in {self.selected}"
         try:
             self._sent(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", transcript)
-            client.add_flags([uid], [DELETED], silent=True)
             if self.uidplus:
+                # Pipelined: UID EXPUNGE removes only UIDs it names that are flagged
+                # \Deleted, so it is safe whether or not the STORE worked.
                 self._sent(f"UID EXPUNGE {uid}", transcript)
-                client.uid_expunge([uid])
+                replies = self._exchange(
+                    [
+                        f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)".encode(),
+                        f"UID EXPUNGE {uid}".encode(),
+                    ]
+                )
+                refused = [
+                    f"{typ} {_text(data[-1] if data else '')}"
+                    for typ, data in replies
+                    if typ != "OK"
+                ]
+                if refused:
+                    raise ImapError(Stage.CLEANUP, f"delete of {where} failed: {refused[0]}")
             else:
+                client.add_flags([uid], [DELETED], silent=True)
                 flagged = set(client.search(["DELETED"]))
                 if flagged - {uid}:
                     raise ImapError(
@@ -833,6 +922,47 @@ def _header_block(data: dict[bytes, Any]) -> bytes:
         if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
             return value
     return b""
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("ascii")
+
+
+def _statuses(folders: Sequence[str], found: list[Any]) -> list[FolderStatus]:
+    """Each of ``folders``' status from ``found``, imaplib's untagged ``STATUS`` data.
+
+    Matched by the folder name the server echoes, else in the order asked
+    (a server that spells the name otherwise).
+
+    Raises:
+        ConnectionLost: a folder got no usable reply.
+    """
+    try:
+        parsed = parse_response(found) if found else ()
+    except ProtocolError as exc:
+        raise ConnectionLost(f"STATUS: unreadable reply: {exc}") from None
+    by_name: dict[str, FolderStatus] = {}
+    in_order: list[FolderStatus] = []
+    for name, items in zip(parsed[0::2], parsed[1::2], strict=False):
+        try:
+            values = dict(zip(items[0::2], items[1::2], strict=False))
+            status = FolderStatus(
+                uidvalidity=int(values[b"UIDVALIDITY"]), uidnext=int(values[b"UIDNEXT"])
+            )
+        except (KeyError, ValueError, TypeError):
+            continue
+        text = decode_utf7(name) if isinstance(name, bytes) else str(name)
+        by_name[text] = status
+        in_order.append(status)
+    out = []
+    for index, folder in enumerate(folders):
+        match = by_name.get(folder)
+        if match is None and len(in_order) == len(folders):
+            match = in_order[index]
+        if match is None:
+            raise ConnectionLost(f"STATUS {folder}: no usable reply")
+        out.append(match)
+    return out
 
 
 def _text(value: Any) -> str:
