@@ -872,12 +872,12 @@ class MailboxWatcher:
             for expected in {*self._expectations.values(), *self._bounce_expectations.values()}:
                 expected.polls += 1
         junk = list(self._junk)
-        news, statuses = session.poll([state.name for state in junk])
+        polled = session.poll([state.name for state in junk])
         now = time.monotonic()
-        if news or now - self._searched_at >= self.mailbox.poll_interval:
+        if polled.news or now - self._searched_at >= self.mailbox.poll_interval:
             self._searched_at = now
-            self._scan(self._folder, seen_at=None)
-        for state, status in zip(junk, statuses, strict=True):
+            self._scan(self._folder, seen_at=None, exists=polled.exists)
+        for state, status in zip(junk, polled.statuses, strict=True):
             self._track(state, status)
             if status.uidnext > state.next_uid:
                 seen_at = time.monotonic()
@@ -887,10 +887,29 @@ class MailboxWatcher:
                 finally:
                     self._track(self._folder, session.select(self._folder.name))
 
-    def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
-        """Find probe messages with UIDs we have not looked at yet and deal with each."""
+    def _scan(
+        self, state: _FolderState, *, seen_at: float | None, exists: int | None = None
+    ) -> None:
+        """Find probe messages with UIDs we have not looked at yet and deal with each.
+
+        Knowing the folder's size (``exists``, just announced), a few new
+        messages are searched and fetched in one exchange
+        (:meth:`ImapSession.fetch_tail`), unless replies or reports are
+        looked for here (their server-side searches stay); else, or when
+        more are new, ``UID SEARCH`` then ``UID FETCH`` of what it found.
+        """
         session = self._live
         start = state.next_uid
+        if exists is not None and not self._by_subject() and not self._looks_for_reports():
+            tail = session.fetch_tail(start, exists)
+            if tail is not None:
+                found_at = time.monotonic() if seen_at is None else seen_at
+                if tail:
+                    state.next_uid = max(message.uid for message in tail) + 1
+                for message in tail:
+                    if message.token:  # what SEARCH HEADER X-Smtp-Probe "" would have found
+                        self._match(state, message, found_at)
+                return
         uids = session.search_probe_uids(start, subjects=self._by_subject())
         reports = session.search_report_uids(start) if self._looks_for_reports() else []
         found_at = time.monotonic() if seen_at is None else seen_at

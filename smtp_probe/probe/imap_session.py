@@ -37,7 +37,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError, ProtocolError
 from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.imapclient import DELETED, JUNK, TRASH
-from imapclient.response_parser import parse_response
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
@@ -53,6 +53,11 @@ _FETCH_HEADERS: Final = (
     f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE "
     f"MESSAGE-ID FROM {_VERDICT_FIELDS})]"
 )
+TAIL_FETCH: Final = 4
+"""How many of a folder's last messages :meth:`ImapSession.fetch_tail` fetches."""
+TAIL_HEADER_BYTES: Final = 64 * 1024
+"""The most of one message's header fields :meth:`ImapSession.fetch_tail` reads."""
+_TAIL_HEADERS: Final = f"{_FETCH_HEADERS}<0.{TAIL_HEADER_BYTES}>"
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """The most of one message :meth:`ImapSession.fetch_message` reads (ours are a few KB)."""
 _VERDICT_NAMES: Final = frozenset(name.lower() for name in VERDICT_HEADERS)
@@ -94,6 +99,18 @@ class FolderStatus:
     uidvalidity: int
     uidnext: int
     exists: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one :meth:`ImapSession.poll` learnt."""
+
+    news: bool
+    """The selected folder may hold messages not looked at yet."""
+    exists: int | None
+    """The folder's size as last announced (``EXISTS``), if this poll heard one."""
+    statuses: list[FolderStatus]
+    """The status of each folder asked about, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +459,7 @@ class ImapSession:
         with _lost_on_failure():
             self._client.noop()
 
-    def poll(self, folders: Sequence[str] = ()) -> tuple[bool, list[FolderStatus]]:
+    def poll(self, folders: Sequence[str] = ()) -> Polled:
         """``NOOP`` and a ``STATUS`` of each of ``folders``, pipelined: one round trip.
 
         Returns whether the selected folder may have new messages, and the
@@ -469,12 +486,19 @@ class ImapSession:
             if typ != "OK":
                 raise ConnectionLost(f"{command.decode()}: {typ} {_text(data[-1] if data else '')}")
         responses = imap.untagged_responses
-        news = bool(responses.pop("EXISTS", None)) or self._news
-        self._news = False
+        announced = responses.pop("EXISTS", None)
+        news, self._news = bool(announced) or self._news, False
         # Only the count is of use, and only here: do not let these pile up.
         responses.pop("RECENT", None)
         responses.pop("EXPUNGE", None)
-        return news, _statuses(folders, found)
+        exists: int | None = None
+        if announced:
+            # The last count announced. An EXPUNGE since makes it too high, never
+            # too low: fetch_tail then fetches fewer of the last messages, still
+            # a run that ends at the last one.
+            with contextlib.suppress(ValueError, TypeError):
+                exists = int(announced[-1])
+        return Polled(news, exists, _statuses(folders, found))
 
     def _exchange(self, commands: Sequence[bytes]) -> list[tuple[str, list[Any]]]:
         """Send ``commands`` in one write (RFC 3501 §5.5) and read every tagged reply, in order.
@@ -569,6 +593,49 @@ class ImapSession:
             )
             out.append((uid, body))
         return out
+
+    def fetch_tail(self, from_uid: int, exists: int) -> list[FetchedMessage] | None:
+        """Every message from ``from_uid`` on, headers and all, in one ``FETCH`` of the last few.
+
+        Search and fetch in one exchange: the folder's last
+        :data:`TAIL_FETCH` messages (by sequence number, the folder holding
+        ``exists``), each message's header fields capped at
+        :data:`TAIL_HEADER_BYTES`. Their UIDs ascend, so if the oldest of
+        them is below ``from_uid`` (or they are the whole folder), every new
+        message is among them: those
+        are returned, ours or not (the caller keeps those with the probe
+        header). ``None`` when that is not sure (as many new messages as
+        fetched, or one's header fields larger than the cap): search
+        instead. A stranger's message is only read (``BODY.PEEK``), never
+        marked.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        if exists < 1:
+            return []
+        first = max(1, exists - TAIL_FETCH + 1)
+        imap = self._client._imap
+        imap.untagged_responses.pop("FETCH", None)  # unsolicited flag news of no use here
+        command = f"FETCH {first}:* (UID INTERNALDATE {_TAIL_HEADERS})".encode()
+        with _lost_on_failure():
+            ((typ, data),) = self._exchange([command])
+            if typ != "OK":
+                raise ConnectionLost(f"FETCH: {typ} {_text(data[-1] if data else '')}")
+            raw = imap.untagged_responses.pop("FETCH", [])
+            try:
+                fetched = parse_fetch_response(raw, False, False)
+            except ProtocolError as exc:
+                raise ConnectionLost(f"FETCH: unreadable reply: {exc}") from None
+        tail = sorted(
+            (item[b"UID"], item) for item in fetched.values() if isinstance(item.get(b"UID"), int)
+        )
+        if first > 1 and (not tail or tail[0][0] >= from_uid):
+            return None  # perhaps more new messages than we fetched
+        new = [(uid, item) for uid, item in tail if uid >= from_uid]
+        if any(len(_header_block(item)) >= TAIL_HEADER_BYTES for _, item in new):
+            return None  # cut short: a search and a whole fetch read it right
+        return [parse_fetched(uid, item) for uid, item in new]
 
     def fetch_probe_headers(self, uids: Sequence[int]) -> list[FetchedMessage]:
         """The probe header, ``Received`` chain and INTERNALDATE of ``uids``, by UID.
