@@ -5,10 +5,14 @@ one mailbox and serves every probe that delivers there. Its thread
 
 * connects, logs in and selects the folder *before* any message is sent, so
   a fast delivery cannot slip by and login time never counts as delivery;
-* while a run's message is in flight, polls ``NOOP`` + ``UID SEARCH`` from
-  ``poll_min`` doubling to ``poll_interval`` (a bare SEARCH on Dovecot sees
-  new mail one command late; the NOOP fixes that), idling between slower
-  polls so a server that pushes new mail wakes it at once;
+* while a run's message is in flight, polls for every run at once: after a
+  ``250``, :data:`FAST_POLLS` times ``poll_min`` apart, then doubling to
+  ``poll_interval``, idling between slower polls so a server that pushes
+  new mail wakes it at once. A poll is ``NOOP`` (a bare SEARCH on Dovecot
+  sees new mail one command late) pipelined with each junk folder's
+  ``STATUS``: one round trip. Only when the server announced new mail
+  (``EXISTS``) is it looked at: the folder's last few messages fetched in
+  one ``FETCH`` (``UID SEARCH`` and ``UID FETCH`` when more are new);
 * while nothing is in flight, sits in IDLE (or polls slowly without it);
 * matches arrivals by the probe header *and* a valid signature, and deletes
   exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
