@@ -880,7 +880,9 @@ class MailboxWatcher:
         now = time.monotonic()
         if polled.news or now - self._searched_at >= self.mailbox.poll_interval:
             self._searched_at = now
-            self._scan(self._folder, seen_at=None, exists=polled.exists)
+            # Seen when the server announced it: the reply to this poll (or an
+            # earlier one), not one round trip later when its headers are in.
+            self._scan(self._folder, seen_at=now if polled.news else None, exists=polled.exists)
         for state, status in zip(junk, polled.statuses, strict=True):
             self._track(state, status)
             if status.uidnext > state.next_uid:
