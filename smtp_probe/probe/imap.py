@@ -6,7 +6,7 @@ one mailbox and serves every probe that delivers there. Its thread
 * connects, logs in and selects the folder *before* any message is sent, so
   a fast delivery cannot slip by and login time never counts as delivery;
 * while a run's message is in flight, polls for every run at once: after a
-  ``250``, :data:`FAST_POLLS` times ``poll_min`` apart, then doubling to
+  ``250`` six times ``poll_min`` apart (:data:`FAST_POLLS`), then doubling to
   ``poll_interval``, idling between slower polls so a server that pushes
   new mail wakes it at once. A poll is ``NOOP`` (a bare SEARCH on Dovecot
   sees new mail one command late) pipelined with each junk folder's
@@ -68,8 +68,9 @@ IDLE_RENEW_SECONDS: Final = 25 * 60
 IDLE_BETWEEN_POLLS: Final = 0.25
 """In flight, wait in IDLE rather than silently when the next poll is this far off."""
 FAST_POLLS: Final = 4
-"""After a ``250``, polls this many times ``poll_min`` apart before the delay doubles:
-a local delivery takes about one ``poll_min``, and a poll without news costs one ``NOOP``."""
+"""After a ``250``, the delay stays ``poll_min`` for this many more polls before it doubles:
+with 10 ms, polls at 10, 20 ... 60 ms, then 80, 120, 200 ms ... A local delivery takes
+10-40 ms, and a poll without news costs one ``NOOP`` (with junk folders' ``STATUS``)."""
 QUIET_POLL_SECONDS: Final = 60.0
 """Without IDLE and nothing in flight, look for late arrivals this often."""
 RECONNECT_MIN: Final = 0.5
