@@ -115,6 +115,8 @@ class Expected:
         self._watcher = watcher
         self._loop = loop
         self._woken = asyncio.Event()
+        self._waiting = False
+        """:meth:`arrival` was called: the message is in flight (written under the watcher's lock)."""
         self._arrived: Arrival | None = None
         self._lost: str | None = None
         self._settled = False
@@ -533,6 +535,8 @@ class MailboxWatcher:
 
     async def _wait(self, expected: Expected, deadline: float) -> Arrival | None:
         """:meth:`Expected.arrival`: wait, then settle the registration."""
+        with self._lock:
+            expected._waiting = True
         self._restart_polling = True
         self._wake()
         with contextlib.suppress(TimeoutError):
@@ -799,8 +803,15 @@ class MailboxWatcher:
                     self._poll()
 
     def _in_flight(self) -> bool:
+        """Whether a run waits for its message (past its ``250``), or for reports.
+
+        A run registered before its send is not waited for yet: no message
+        of it can land before the ``250``, so polling for it would be wasted.
+        """
         with self._lock:
-            return bool(self._expectations or self._bounce_expectations)
+            return bool(self._bounce_expectations) or any(
+                expected._waiting for expected in self._expectations.values()
+            )
 
     def _pause(self, seconds: float, *, in_flight: bool) -> bool:
         """Wait up to ``seconds``; return True if the mailbox may have news.
