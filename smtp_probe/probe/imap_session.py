@@ -155,6 +155,8 @@ class ImapSession:
         """The folder selected last; deletes happen there."""
         self._news = True
         """The selected folder may hold messages no poll has announced yet (just selected)."""
+        self._tail_refused = False
+        """The server refused :meth:`fetch_tail`'s FETCH once: search instead on this session."""
 
     @classmethod
     def open(
@@ -606,12 +608,14 @@ class ImapSession:
         are returned, ours or not (the caller keeps those with the probe
         header). ``None`` when that is not sure (as many new messages as
         fetched, or one's header fields larger than the cap): search
-        instead. A stranger's message is only read (``BODY.PEEK``), never
-        marked.
+        instead, as also after the server refused this FETCH once. A
+        stranger's message is only read (``BODY.PEEK``), never marked.
 
         Raises:
             ConnectionLost: the server refused or the connection broke.
         """
+        if self._tail_refused:
+            return None
         if exists < 1:
             return []
         first = max(1, exists - TAIL_FETCH + 1)
@@ -619,10 +623,18 @@ class ImapSession:
         imap.untagged_responses.pop("FETCH", None)  # unsolicited flag news of no use here
         command = f"FETCH {first}:* (UID INTERNALDATE {_TAIL_HEADERS})".encode()
         with _lost_on_failure():
-            ((typ, data),) = self._exchange([command])
-            if typ != "OK":
-                raise ConnectionLost(f"FETCH: {typ} {_text(data[-1] if data else '')}")
+            try:
+                ((typ, _),) = self._exchange([command])
+            except imaplib.IMAP4.abort:
+                raise
+            except IMAPClientError:
+                typ = "BAD"
             raw = imap.untagged_responses.pop("FETCH", [])
+            if typ != "OK":
+                # A server that will not do it (a partial HEADER.FIELDS, say) is
+                # searched from now on, as servers were before.
+                self._tail_refused = True
+                return None
             try:
                 fetched = parse_fetch_response(raw, False, False)
             except ProtocolError as exc:
