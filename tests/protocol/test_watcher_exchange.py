@@ -95,3 +95,38 @@ def test_new_mail_is_fetched_in_one_exchange_and_only_ours_is_deleted(
         assert [store, f"UID EXPUNGE {uid}"] in chunks
     assert sum("STORE" in line for line in commands) == 1
     assert left == {"old stranger": (), "new stranger": ()}
+
+
+def test_a_server_that_refuses_the_tail_fetch_is_searched_instead() -> None:
+    signer = TokenSigner()
+    token = signer.new(PROBE)
+
+    def mangle(data: bytes) -> bytes:
+        # pymap answers BAD to a FETCH of an item it does not know.
+        return data.replace(b" FETCH 1:* (UID ", b" FETCH 1:* (NO-SUCH-ITEM UID ")
+
+    async def scenario() -> tuple[Arrival | None, list[str], dict[str, tuple[bytes, ...]]]:
+        async with sandbox() as address:
+            await asyncio.to_thread(append, address, "INBOX", mail("old stranger"))
+            tap = WireTap(address.host, address.imap_port, rewrite=mangle)
+            watcher = MailboxWatcher(sandbox_mailbox(address, port=tap.port), signer)
+            await watcher.start(Transcript(), time.monotonic() + 5)
+            try:
+                async with watcher.expecting(PROBE, token, Transcript()) as expected:
+                    await asyncio.to_thread(append, address, "INBOX", mail("ours", str(token)))
+                    arrival = await expected.arrival(time.monotonic() + 5)
+                up = watcher.is_up
+            finally:
+                await watcher.close()
+                tap.close()
+            assert up, "a refused FETCH must not cost the connection"
+            return arrival, tap.commands(), await asyncio.to_thread(inbox_flags, address)
+
+    arrival, commands, left = run(scenario)
+
+    assert arrival is not None
+    assert arrival.deleted, arrival.cleanup_error
+    tails = [line for line in commands if line.startswith("FETCH 1:* (UID ")]
+    assert len(tails) == 1, "tried once; searched from then on"
+    assert any(line.startswith("UID SEARCH") and "HEADER" in line for line in commands)
+    assert left == {"old stranger": ()}

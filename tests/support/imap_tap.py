@@ -14,13 +14,23 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Callable
 
 
 class WireTap:
     """Relay 127.0.0.1:``port`` (ours) to ``host``:``target`` (the server); record the client's writes."""
 
-    def __init__(self, host: str, target: int) -> None:
+    def __init__(
+        self, host: str, target: int, rewrite: Callable[[bytes], bytes] | None = None
+    ) -> None:
+        """Listen on a free port (:attr:`port`); ``rewrite`` changes what the client writes.
+
+        The recorded chunks are what the client wrote, before ``rewrite``:
+        with it, a test makes the real server answer a command it was
+        not sent (a ``BAD`` for a mangled one, say).
+        """
         self._target = (host, target)
+        self._rewrite = rewrite
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()
@@ -75,6 +85,8 @@ class WireTap:
                 if record:
                     with self._lock:
                         self._chunks.append(data)
+                    if self._rewrite is not None:
+                        data = self._rewrite(data)
                 sink.sendall(data)
         for sock in (source, sink):
             with contextlib.suppress(OSError):
