@@ -13,7 +13,9 @@ one mailbox and serves every probe that delivers there. Its thread
   ``STATUS``: one round trip. Only when the server announced new mail
   (``EXISTS``) is it looked at: the folder's last few messages fetched in
   one ``FETCH`` (``UID SEARCH`` and ``UID FETCH`` when more are new);
-* while nothing is in flight, sits in IDLE (or polls slowly without it);
+* while nothing is in flight, sits in IDLE (or polls slowly without it),
+  from :data:`IDLE_LINGER` after the last run on: runs that come in a
+  stream do not pay an IDLE and a DONE each;
 * matches arrivals by the probe header *and* a valid signature, and deletes
   exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
   moving it to ``\Trash`` and deleting its copy there, found by UID and
@@ -71,6 +73,8 @@ FAST_POLLS: Final = 4
 """After a ``250``, the delay stays ``poll_min`` for this many more polls before it doubles:
 with 10 ms, polls at 10, 20 ... 60 ms, then 80, 120, 200 ms ... A local delivery takes
 10-40 ms, and a poll without news costs one ``NOOP`` (with junk folders' ``STATUS``)."""
+IDLE_LINGER: Final = 1.0
+"""After the last run in flight ended, wait this long for the next before entering IDLE."""
 QUIET_POLL_SECONDS: Final = 60.0
 """Without IDLE and nothing in flight, look for late arrivals this often."""
 RECONNECT_MIN: Final = 0.5
@@ -264,6 +268,8 @@ class MailboxWatcher:
         self._fast_left = 0
         """Polls still due at ``poll_min`` before the delay starts doubling (after a 250)."""
         self._searched_at = 0.0
+        self._linger_until = 0.0
+        """Until when (monotonic) the watcher waits without IDLE after the last run ended."""
         """When the folder was last searched (monotonic)."""
         self._attempt_wanted: concurrent.futures.Future[tuple[Stage, str] | None] | None = None
         """Runs waiting for a reconnect attempt that has not started yet (shared by all of them)."""
@@ -796,6 +802,11 @@ class MailboxWatcher:
                 # or a late arrival waits for the next quiet poll.
                 was_in_flight = False
                 self._poll()
+                self._linger_until = time.monotonic() + IDLE_LINGER
+            elif (linger := self._linger_until - time.monotonic()) > 0:
+                # Runs come in a stream: while the next is likely near, wait without
+                # IDLE, which would cost an IDLE and a DONE round trip per run.
+                self._wait_readable([], linger)
             else:
                 self._delay = self.mailbox.poll_min
                 # Woken for a new expectation: the in-flight branch polls next.

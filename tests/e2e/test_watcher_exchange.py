@@ -206,3 +206,30 @@ def test_more_new_messages_than_the_tail_holds_are_searched_for_and_only_ours_is
     assert all("HEADER X-Smtp-Probe" in line for line in searches)
     expected = {f"{mark} old": ()} | {f"{mark} {i}": () for i in range(TAIL_FETCH + 2)}
     assert strangers == expected
+
+
+def test_runs_in_a_stream_do_not_each_pay_an_idle_and_a_done(stack: MailStack) -> None:
+    signer = TokenSigner()
+
+    async def scenario() -> list[str]:
+        tap = WireTap(stack.host, stack.imap_port)
+        watcher = watched(stack, tap, signer)
+        await watcher.start(Transcript(), time.monotonic() + 10)
+        try:
+            for index in range(5):
+                token = signer.new(f"s{index}")
+                async with watcher.expecting(f"s{index}", token, Transcript()) as expected:
+                    await asyncio.to_thread(stack.append, SINK, "INBOX", mail("ours", str(token)))
+                    arrival = await expected.arrival(time.monotonic() + 5)
+                    assert arrival is not None
+                await asyncio.sleep(0.1)  # the next run comes soon
+            return tap.commands()
+        finally:
+            await watcher.close()
+            tap.close()
+
+    commands = asyncio.run(scenario())
+
+    # Five runs 0.1 s apart: at most the IDLE entered before the first one.
+    assert commands.count("IDLE") <= 1, commands
+    assert sum(line.startswith("UID EXPUNGE") for line in commands) == 5
