@@ -182,9 +182,10 @@ def test_more_new_messages_than_the_tail_holds_are_searched_for_and_only_ours_is
         await watcher.start(Transcript(), time.monotonic() + 10)
         try:
             async with watcher.expecting("many", token, Transcript()) as expected:
+                waiting = asyncio.create_task(expected.arrival(time.monotonic() + 5))
                 await asyncio.sleep(0.1)  # a poll or two without news first
                 await asyncio.to_thread(move_all_at_once)
-                arrival = await expected.arrival(time.monotonic() + 5)
+                arrival = await waiting
             return arrival, tap.chunks()
         finally:
             await watcher.close()

@@ -66,10 +66,11 @@ def test_new_mail_is_fetched_in_one_exchange_and_only_ours_is_deleted(
             await watcher.start(Transcript(), time.monotonic() + 5)
             try:
                 async with watcher.expecting(PROBE, token, Transcript()) as expected:
+                    waiting = asyncio.create_task(expected.arrival(time.monotonic() + 5))
                     await asyncio.sleep(0.05)  # polls without news first
                     await asyncio.to_thread(append, address, "INBOX", mail("new stranger"))
                     await asyncio.to_thread(append, address, "INBOX", mail("ours", str(token)))
-                    arrival = await expected.arrival(time.monotonic() + 5)
+                    arrival = await waiting
             finally:
                 await watcher.close()
                 tap.close()
