@@ -806,7 +806,9 @@ class MailboxWatcher:
             elif (linger := self._linger_until - time.monotonic()) > 0:
                 # Runs come in a stream: while the next is likely near, wait without
                 # IDLE, which would cost an IDLE and a DONE round trip per run.
-                self._wait_readable([], linger)
+                if not self._wait_readable([], linger) and not self._in_flight():
+                    # IDLE announces only what lands after it starts: look first.
+                    self._poll()
             else:
                 self._delay = self.mailbox.poll_min
                 # Woken for a new expectation: the in-flight branch polls next.
