@@ -53,11 +53,6 @@ _FETCH_HEADERS: Final = (
     f"BODY.PEEK[HEADER.FIELDS ({PROBE_HEADER.upper()} RECEIVED SUBJECT DATE CONTENT-TYPE "
     f"MESSAGE-ID FROM {_VERDICT_FIELDS})]"
 )
-TAIL_FETCH: Final = 4
-"""How many of a folder's last messages :meth:`ImapSession.fetch_tail` fetches."""
-TAIL_HEADER_BYTES: Final = 64 * 1024
-"""The most of one message's header fields :meth:`ImapSession.fetch_tail` reads."""
-_TAIL_HEADERS: Final = f"{_FETCH_HEADERS}<0.{TAIL_HEADER_BYTES}>"
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """The most of one message :meth:`ImapSession.fetch_message` reads (ours are a few KB)."""
 _VERDICT_NAMES: Final = frozenset(name.lower() for name in VERDICT_HEADERS)
@@ -66,6 +61,11 @@ REPORT_FETCH_BYTES: Final = 256 * 1024
 returned message, and ``RET=HDRS`` returns only headers; a huge returned
 message must not be read whole."""
 _FETCH_REPORT: Final = f"BODY.PEEK[]<0.{REPORT_FETCH_BYTES}>"
+TAIL_FETCH: Final = 4
+"""How many of a folder's last messages :meth:`ImapSession.fetch_tail` fetches."""
+TAIL_HEADER_BYTES: Final = 64 * 1024
+"""The most of one message's header fields :meth:`ImapSession.fetch_tail` reads."""
+_TAIL_HEADERS: Final = f"{_FETCH_HEADERS}<0.{TAIL_HEADER_BYTES}>"
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
