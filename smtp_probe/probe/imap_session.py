@@ -604,12 +604,12 @@ class ImapSession:
         ``exists``), each message's header fields capped at
         :data:`TAIL_HEADER_BYTES`. Their UIDs ascend, so if the oldest of
         them is below ``from_uid`` (or they are the whole folder), every new
-        message is among them: those
-        are returned, ours or not (the caller keeps those with the probe
-        header). ``None`` when that is not sure (as many new messages as
-        fetched, or one's header fields larger than the cap): search
-        instead, as also after the server refused this FETCH once. A
-        stranger's message is only read (``BODY.PEEK``), never marked.
+        message is among them: those are returned, ours or not (the caller
+        keeps those with the probe header). ``None`` when that is not sure
+        (as many new messages as fetched, or one's header fields larger than
+        the cap): search instead, as also after the server refused this
+        FETCH once. A stranger's message is only read (``BODY.PEEK``),
+        never marked.
 
         Raises:
             ConnectionLost: the server refused or the connection broke.
