@@ -268,9 +268,9 @@ class MailboxWatcher:
         self._fast_left = 0
         """Polls still due at ``poll_min`` before the delay starts doubling (after a 250)."""
         self._searched_at = 0.0
+        """When the folder was last searched (monotonic)."""
         self._linger_until = 0.0
         """Until when (monotonic) the watcher waits without IDLE after the last run ended."""
-        """When the folder was last searched (monotonic)."""
         self._attempt_wanted: concurrent.futures.Future[tuple[Stage, str] | None] | None = None
         """Runs waiting for a reconnect attempt that has not started yet (shared by all of them)."""
 
