@@ -805,9 +805,12 @@ class MailboxWatcher:
                 self._linger_until = time.monotonic() + IDLE_LINGER
             elif (linger := self._linger_until - time.monotonic()) > 0:
                 # Runs come in a stream: while the next is likely near, wait without
-                # IDLE, which would cost an IDLE and a DONE round trip per run.
-                if not self._wait_readable([], linger) and not self._in_flight():
-                    # IDLE announces only what lands after it starts: look first.
+                # IDLE, which would cost an IDLE and a DONE round trip per run. The
+                # socket is watched all the same: a server going away (EOF, BYE) is
+                # noticed at once, as in IDLE, so no run registers with a dead watcher.
+                if not self._wait_readable([self._live.socket()], linger) and not self._in_flight():
+                    # Over, or the server spoke: look (IDLE announces only what
+                    # lands after it starts); a lost connection fails here.
                     self._poll()
             else:
                 self._delay = self.mailbox.poll_min
