@@ -117,7 +117,7 @@ def _report(args: argparse.Namespace, measured: Measured[None]) -> dict[str, Any
         ("  user / system", f"{cpu - window.system:.2f} s / {window.system:.2f} s"),
         ("context switches per run", f"{window.context_switches / max(completed, 1):.0f}"),
         ("idle CPU (no runs due)", f"{1000 * idle_cpu_per_s:.2f} ms/s"),
-        ("CPU per run", f"{1000 * per_run:.2f} ms  (target <= 3 ms)"),
+        ("CPU per run", f"{1000 * per_run:.2f} ms  (target <= 5 ms)"),
         ("CPU per run, idle removed", f"{1000 * per_run_net:.2f} ms"),
         (
             "RSS end / max sampled / peak",
@@ -187,8 +187,8 @@ def _report(args: argparse.Namespace, measured: Measured[None]) -> dict[str, Any
         },
         "postfix_total_delay_seconds_median": median(total_delay),
         "targets": {
-            "cpu_ms_per_run_max": 3.0,
-            "met_cpu": per_run * 1000 <= 3.0,
+            "cpu_ms_per_run_max": 5.0,
+            "met_cpu": per_run * 1000 <= 5.0,
             "reported_median_ms_max": 30.0,
             "met_delivery": median(reported) * 1000 <= 30.0,
         },

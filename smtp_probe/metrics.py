@@ -689,8 +689,7 @@ class Metrics:
             self._text[probe][IN_FLIGHT] = _lines(IN_FLIGHT, probe, state)
 
     def _render(self, probe: str) -> None:
-        state = self._probes[probe]
-        self._text[probe] = {family: _lines(family, probe, state) for family in PER_PROBE}
+        self._text[probe] = _probe_lines(probe, self._probes[probe])
 
     # ----------------------------------------------------------------- reads
 
@@ -897,9 +896,35 @@ _LABEL_NAMES: Final = {FAILURES: ("probe", "stage"), OUTCOMES: ("probe", "outcom
                        MTA_STS_MODE: ("probe", "mode")}  # fmt: skip
 
 
+def _probe_lines(probe: str, state: _Probe) -> dict[_Family, str]:
+    """The sample lines of every :data:`PER_PROBE` family of one probe, in one pass.
+
+    Done after every run: one walk over the probe's samples, not one per family.
+    """
+    label = f'probe="{_escape(probe)}"'
+    grouped: dict[_Family, list[str]] = {family: [] for family in PER_PROBE}
+    for family, labels, value in _samples(probe, state):
+        lines = grouped.get(family)
+        if lines is not None and family is not DELIVERY:
+            lines.append(_sample_line(family, label, labels, value))
+    text = {family: "".join(lines) for family, lines in grouped.items()}
+    text[DELIVERY] = _lines(DELIVERY, probe, state)
+    return text
+
+
+def _sample_line(family: _Family, label: str, labels: list[str], value: float) -> str:
+    """One sample line of ``family``; ``label`` is the escaped ``probe="..."`` pair."""
+    sample = family.name + ("_total" if family.kind == "counter" else "")
+    other = _LABEL_NAMES.get(family, ("probe",))[1:]
+    pairs = [label]
+    pairs.extend(f'{name}="{_escape(text)}"' for name, text in zip(other, labels[1:], strict=True))
+    # Label names in alphabetical order, as prometheus_client writes them.
+    pairs.sort()
+    return f"{sample}{{{','.join(pairs)}}} {_number(value)}\n"
+
+
 def _lines(family: _Family, probe: str, state: _Probe) -> str:
     """The sample lines of one family for one probe, in the text format."""
-    # Label names in alphabetical order, as prometheus_client writes them.
     label = f'probe="{_escape(probe)}"'
     if family is DELIVERY:
         name = family.name
@@ -910,19 +935,11 @@ def _lines(family: _Family, probe: str, state: _Probe) -> str:
         lines.append(f"{name}_count{{{label}}} {_number(state.delivery_count)}\n")
         lines.append(f"{name}_sum{{{label}}} {_number(state.delivery_sum)}\n")
         return "".join(lines)
-    sample = family.name + ("_total" if family.kind == "counter" else "")
-    other = _LABEL_NAMES.get(family, ("probe",))[1:]
-    out = []
-    for fam, labels, value in _samples(probe, state):
-        if fam is not family:
-            continue
-        pairs = [label]
-        pairs.extend(
-            f'{name}="{_escape(value)}"' for name, value in zip(other, labels[1:], strict=True)
-        )
-        pairs.sort()
-        out.append(f"{sample}{{{','.join(pairs)}}} {_number(value)}\n")
-    return "".join(out)
+    return "".join(
+        _sample_line(family, label, labels, value)
+        for fam, labels, value in _samples(probe, state)
+        if fam is family
+    )
 
 
 def _client_lines(client: str, state: _Client) -> tuple[str, ...]:

@@ -1026,8 +1026,9 @@ class Mailbox(Section):
     )
     poll_interval: Annotated[float, POLL_INTERVAL] = Field(
         values.DEFAULT_POLL_INTERVAL,
-        description="While a message is in flight the mailbox is polled (NOOP + SEARCH), "
-        "starting at 10ms and doubling up to this interval. At least 10ms.",
+        description="While a message is in flight the mailbox is polled (NOOP; a search "
+        "only when the server announces new mail, and at least this often): every 10ms "
+        "for 60ms after the 250, then doubling up to this interval. At least 10ms.",
         json_schema_extra=_seconds(values.DEFAULT_POLL_INTERVAL),
     )
     idle: Annotated[bool, BOOL] = Field(

@@ -5,11 +5,17 @@ one mailbox and serves every probe that delivers there. Its thread
 
 * connects, logs in and selects the folder *before* any message is sent, so
   a fast delivery cannot slip by and login time never counts as delivery;
-* while a run's message is in flight, polls ``NOOP`` + ``UID SEARCH`` from
-  ``poll_min`` doubling to ``poll_interval`` (a bare SEARCH on Dovecot sees
-  new mail one command late; the NOOP fixes that), idling between slower
-  polls so a server that pushes new mail wakes it at once;
-* while nothing is in flight, sits in IDLE (or polls slowly without it);
+* while a run's message is in flight, polls for every run at once: after a
+  ``250`` six times ``poll_min`` apart (:data:`FAST_POLLS`), then doubling to
+  ``poll_interval``, idling between slower polls so a server that pushes
+  new mail wakes it at once. A poll is ``NOOP`` (a bare SEARCH on Dovecot
+  sees new mail one command late) pipelined with each junk folder's
+  ``STATUS``: one round trip. Only when the server announced new mail
+  (``EXISTS``) is it looked at: the folder's last few messages fetched in
+  one ``FETCH`` (``UID SEARCH`` and ``UID FETCH`` when more are new);
+* while nothing is in flight, sits in IDLE (or polls slowly without it),
+  from :data:`IDLE_LINGER` after the last run on: runs that come in a
+  stream do not pay an IDLE and a DONE each;
 * matches arrivals by the probe header *and* a valid signature, and deletes
   exactly that message by UID (on Gmail, or with ``cleanup: trash``, by
   moving it to ``\Trash`` and deleting its copy there, found by UID and
@@ -68,6 +74,12 @@ IDLE_RENEW_SECONDS: Final = 25 * 60
 """Re-issue IDLE before servers drop it (RFC 2177 allows them to after 29 minutes)."""
 IDLE_BETWEEN_POLLS: Final = 0.25
 """In flight, wait in IDLE rather than silently when the next poll is this far off."""
+FAST_POLLS: Final = 4
+"""After a ``250``, the delay stays ``poll_min`` for this many more polls before it doubles:
+with 10 ms, polls at 10, 20 ... 60 ms, then 80, 120, 200 ms ... A local delivery takes
+10-40 ms, and a poll without news costs one ``NOOP`` (with junk folders' ``STATUS``)."""
+IDLE_LINGER: Final = 1.0
+"""After the last run in flight ended, wait this long for the next before entering IDLE."""
 QUIET_POLL_SECONDS: Final = 60.0
 """Without IDLE and nothing in flight, look for late arrivals this often."""
 RECONNECT_MIN: Final = 0.5
@@ -134,6 +146,8 @@ class Expected:
         self._watcher = watcher
         self._loop = loop
         self._woken = asyncio.Event()
+        self._waiting = False
+        """:meth:`arrival` was called: the message is in flight (written under the watcher's lock)."""
         self._arrived: Arrival | None = None
         self._lost: str | None = None
         self._settled = False
@@ -307,6 +321,12 @@ class MailboxWatcher:
         self._first_token: AccessToken | None = None
         self._delay = mailbox.poll_min
         self._restart_polling = False
+        self._fast_left = 0
+        """Polls still due at ``poll_min`` before the delay starts doubling (after a 250)."""
+        self._searched_at = 0.0
+        """When the folder was last searched (monotonic)."""
+        self._linger_until = 0.0
+        """Until when (monotonic) the watcher waits without IDLE after the last run ended."""
         self._attempt_wanted: concurrent.futures.Future[tuple[Stage, str] | None] | None = None
         """Runs waiting for a reconnect attempt that has not started yet (shared by all of them)."""
 
@@ -582,6 +602,8 @@ class MailboxWatcher:
 
     async def _wait(self, expected: Expected, deadline: float) -> Arrival | None:
         """:meth:`Expected.arrival`: wait, then settle the registration."""
+        with self._lock:
+            expected._waiting = True
         self._restart_polling = True
         self._wake()
         with contextlib.suppress(TimeoutError):
@@ -830,16 +852,30 @@ class MailboxWatcher:
                     # A message was just accepted: no delivery takes no time, so
                     # the first look is poll_min after the 250, not at once.
                     self._restart_polling, self._delay = False, self.mailbox.poll_min
+                    self._fast_left = FAST_POLLS
                     self._pause(self._delay, in_flight=True)
                 self._poll()
                 self._pause(self._delay, in_flight=True)
-                self._delay = min(self._delay * 2, self.mailbox.poll_interval)
+                if self._fast_left > 0:
+                    self._fast_left -= 1
+                else:
+                    self._delay = min(self._delay * 2, self.mailbox.poll_interval)
             elif was_in_flight:
                 # The last run just gave up. What landed during the last pause
                 # was announced there (and that news is spent): look once more,
                 # or a late arrival waits for the next quiet poll.
                 was_in_flight = False
                 self._poll()
+                self._linger_until = time.monotonic() + IDLE_LINGER
+            elif (linger := self._linger_until - time.monotonic()) > 0:
+                # Runs come in a stream: while the next is likely near, wait without
+                # IDLE, which would cost an IDLE and a DONE round trip per run. The
+                # socket is watched all the same: a server going away (EOF, BYE) is
+                # noticed at once, as in IDLE, so no run registers with a dead watcher.
+                if not self._wait_readable([self._live.socket()], linger) and not self._in_flight():
+                    # Over, or the server spoke: look (IDLE announces only what
+                    # lands after it starts); a lost connection fails here.
+                    self._poll()
             else:
                 self._delay = self.mailbox.poll_min
                 # Woken for a new expectation: the in-flight branch polls next.
@@ -847,8 +883,15 @@ class MailboxWatcher:
                     self._poll()
 
     def _in_flight(self) -> bool:
+        """Whether a run waits for its message (past its ``250``), or for reports.
+
+        A run registered before its send is not waited for yet: no message
+        of it can land before the ``250``, so polling for it would be wasted.
+        """
         with self._lock:
-            return bool(self._expectations or self._bounce_expectations)
+            return bool(self._bounce_expectations) or any(
+                expected._waiting for expected in self._expectations.values()
+            )
 
     def _pause(self, seconds: float, *, in_flight: bool) -> bool:
         """Wait up to ``seconds``; return True if the mailbox may have news.
@@ -912,16 +955,28 @@ class MailboxWatcher:
     # ----------------------------------------------------------------- polling
 
     def _poll(self) -> None:
-        """One round: ``NOOP`` + ``UID SEARCH`` in the folder, then a look into junk."""
+        """One round for every run in flight here: ``NOOP`` and the junk folders' ``STATUS``.
+
+        Pipelined, one round trip. The folder is searched only when that
+        (or any reply since the last search) announced new mail, or the last
+        search is ``poll_interval`` old (a server that does not announce): a
+        poll before the message lands costs one ``NOOP``. A junk folder is
+        looked into when its ``UIDNEXT`` moved.
+        """
         session = self._live
         with self._lock:
             for expected in {*self._expectations.values(), *self._bounce_expectations.values()}:
                 expected.polls += 1
-        session.noop()
-        self._scan(self._folder, seen_at=None)
+        junk = list(self._junk)
+        polled = session.poll([state.name for state in junk])
+        now = time.monotonic()
+        if polled.news or now - self._searched_at >= self.mailbox.poll_interval:
+            self._searched_at = now
+            # Seen when the server announced it: the reply to this poll (or an
+            # earlier one), not one round trip later when its headers are in.
+            self._scan(self._folder, seen_at=now if polled.news else None, exists=polled.exists)
         self._revisit(self._folder)
-        for state in self._junk:
-            status = session.status(state.name)
+        for state, status in zip(junk, polled.statuses, strict=True):
             self._track(state, status)
             if status.uidnext > state.next_uid or any(state.due(time.monotonic())):
                 seen_at = time.monotonic()
@@ -932,10 +987,29 @@ class MailboxWatcher:
                 finally:
                     self._track(self._folder, session.select(self._folder.name))
 
-    def _scan(self, state: _FolderState, *, seen_at: float | None) -> None:
-        """Find probe messages with UIDs we have not looked at yet and deal with each."""
+    def _scan(
+        self, state: _FolderState, *, seen_at: float | None, exists: int | None = None
+    ) -> None:
+        """Find probe messages with UIDs we have not looked at yet and deal with each.
+
+        Knowing the folder's size (``exists``, just announced), a few new
+        messages are searched and fetched in one exchange
+        (:meth:`ImapSession.fetch_tail`), unless replies or reports are
+        looked for here (their server-side searches stay); else, or when
+        more are new, ``UID SEARCH`` then ``UID FETCH`` of what it found.
+        """
         session = self._live
         start = state.next_uid
+        if exists is not None and not self._by_subject() and not self._looks_for_reports():
+            tail = session.fetch_tail(start, exists)
+            if tail is not None:
+                found_at = time.monotonic() if seen_at is None else seen_at
+                if tail:
+                    state.next_uid = max(message.uid for message in tail) + 1
+                for message in tail:
+                    if message.token:  # what SEARCH HEADER X-Smtp-Probe "" would have found
+                        self._match(state, message, found_at)
+                return
         uids = session.search_probe_uids(start, subjects=self._by_subject())
         reports = session.search_report_uids(start) if self._looks_for_reports() else []
         found_at = time.monotonic() if seen_at is None else seen_at

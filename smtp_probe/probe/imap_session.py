@@ -24,6 +24,7 @@ import base64
 import contextlib
 import email.parser
 import email.policy
+import imaplib
 import socket
 import ssl
 import time
@@ -33,8 +34,10 @@ from datetime import datetime
 from typing import Any, Final
 
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientError, LoginError, ProtocolError
+from imapclient.imap_utf7 import decode as decode_utf7
 from imapclient.imapclient import DELETED, JUNK, TRASH
+from imapclient.response_parser import parse_fetch_response, parse_response
 
 from smtp_probe.probe import sasl
 from smtp_probe.probe.credentials import AccessToken, TokenError, TokenSource, describe
@@ -63,6 +66,11 @@ REPORT_FETCH_BYTES: Final = 256 * 1024
 returned message, and ``RET=HDRS`` returns only headers; a huge returned
 message must not be read whole."""
 _FETCH_REPORT: Final = f"BODY.PEEK[]<0.{REPORT_FETCH_BYTES}>"
+TAIL_FETCH: Final = 4
+"""How many of a folder's last messages :meth:`ImapSession.fetch_tail` fetches."""
+TAIL_HEADER_BYTES: Final = 64 * 1024
+"""The most of one message's header fields :meth:`ImapSession.fetch_tail` reads."""
+_TAIL_HEADERS: Final = f"{_FETCH_HEADERS}<0.{TAIL_HEADER_BYTES}>"
 # compat32: ten times cheaper than the default policy, and we only want strings.
 _HEADER_PARSER: Final = email.parser.BytesHeaderParser(policy=email.policy.compat32)
 _FAILURES: Final = (OSError, IMAPClientError)
@@ -96,6 +104,18 @@ class FolderStatus:
     uidvalidity: int
     uidnext: int
     exists: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Polled:
+    """What one :meth:`ImapSession.poll` learnt."""
+
+    news: bool
+    """The selected folder may hold messages not looked at yet."""
+    exists: int | None
+    """The folder's size as last announced (``EXISTS``), if this poll heard one."""
+    statuses: list[FolderStatus]
+    """The status of each folder asked about, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +158,10 @@ class ImapSession:
         self.uidplus = False
         self.selected: str | None = None
         """The folder selected last; deletes happen there."""
+        self._news = True
+        """The selected folder may hold messages no poll has announced yet (just selected)."""
+        self._tail_refused = False
+        """The server refused :meth:`fetch_tail`'s FETCH once: search instead on this session."""
 
     @classmethod
     def open(
@@ -367,6 +391,8 @@ class ImapSession:
         with _lost_on_failure():
             info = self._client.select_folder(folder)
         self.selected = folder
+        # SELECT flushes imaplib's pending EXISTS: the next poll must look, whatever it hears.
+        self._news = True
         status = FolderStatus(
             uidvalidity=int(info.get(b"UIDVALIDITY", 0)),
             uidnext=int(info.get(b"UIDNEXT", 0)),
@@ -440,6 +466,81 @@ class ImapSession:
         with _lost_on_failure():
             self._client.noop()
 
+    def poll(self, folders: Sequence[str] = ()) -> Polled:
+        """``NOOP`` and a ``STATUS`` of each of ``folders``, pipelined: one round trip.
+
+        Returns whether the selected folder may have new messages, and the
+        folders' status in the order asked. New mail is what the server
+        announced with ``EXISTS`` (RFC 3501 §7.3.1: it must, at the latest in
+        the reply to a ``NOOP``) since the last poll, in the reply to any
+        command; or the folder was selected since (SELECT starts afresh). A
+        poll without news needs no ``SEARCH``.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        client = self._client
+        imap = client._imap
+        commands = [b"NOOP"]
+        commands += [
+            b"STATUS " + _to_bytes(client._normalise_folder(name)) + b" (UIDNEXT UIDVALIDITY)"
+            for name in folders
+        ]
+        with _lost_on_failure():
+            replies = self._exchange(commands)
+            found = imap.untagged_responses.pop("STATUS", [])
+        for (typ, data), command in zip(replies, commands, strict=True):
+            if typ != "OK":
+                raise ConnectionLost(f"{command.decode()}: {typ} {_text(data[-1] if data else '')}")
+        responses = imap.untagged_responses
+        announced = responses.pop("EXISTS", None)
+        news, self._news = bool(announced) or self._news, False
+        # Only the count is of use, and only here: do not let these pile up.
+        responses.pop("RECENT", None)
+        responses.pop("EXPUNGE", None)
+        exists: int | None = None
+        if announced:
+            # The last count announced. An EXPUNGE since makes it too high, never
+            # too low: fetch_tail then fetches fewer of the last messages, still
+            # a run that ends at the last one.
+            with contextlib.suppress(ValueError, TypeError):
+                exists = int(announced[-1])
+        return Polled(news, exists, _statuses(folders, found))
+
+    def _exchange(self, commands: Sequence[bytes]) -> list[tuple[str, list[Any]]]:
+        """Send ``commands`` in one write (RFC 3501 §5.5) and read every tagged reply, in order.
+
+        Each reply is imaplib's ``(type, data)``; untagged responses are
+        filed by imaplib as for any command. All replies are read before
+        anything is judged, so the session stays in step.
+
+        Raises:
+            OSError, IMAPClientError: the connection broke or a reply was BAD.
+        """
+        imap = self._client._imap
+        for typ in ("OK", "NO", "BAD"):
+            imap.untagged_responses.pop(typ, None)
+        tags = [imap._new_tag() for _ in commands]
+        imap.send(
+            b"".join(
+                tag + b" " + command + b"\r\n" for tag, command in zip(tags, commands, strict=True)
+            )
+        )
+        replies = []
+        failure: BaseException | None = None
+        for tag, command in zip(tags, commands, strict=True):
+            name = command.split(b" ", 2)[1 if command.startswith(b"UID ") else 0].decode()
+            try:
+                replies.append(imap._command_complete(name, tag))
+            except imaplib.IMAP4.abort:
+                raise  # the connection broke: nothing more to read
+            except IMAPClientError as exc:  # BAD, its reply read: read the others first
+                failure = failure or exc
+                replies.append(("BAD", [str(exc).encode()]))
+        if failure is not None:
+            raise failure
+        return replies
+
     def search_probe_uids(self, from_uid: int, *, subjects: bool = False) -> list[int]:
         """UIDs from ``from_uid`` on of messages that carry the probe header, ascending.
 
@@ -500,6 +601,59 @@ class ImapSession:
             out.append((uid, body))
         return out
 
+    def fetch_tail(self, from_uid: int, exists: int) -> list[FetchedMessage] | None:
+        """Every message from ``from_uid`` on, headers and all, in one ``FETCH`` of the last few.
+
+        Search and fetch in one exchange: the folder's last
+        :data:`TAIL_FETCH` messages (by sequence number, the folder holding
+        ``exists``), each message's header fields capped at
+        :data:`TAIL_HEADER_BYTES`. Their UIDs ascend, so if the oldest of
+        them is below ``from_uid`` (or they are the whole folder), every new
+        message is among them: those are returned, ours or not (the caller
+        keeps those with the probe header). ``None`` when that is not sure
+        (as many new messages as fetched, or one's header fields larger than
+        the cap): search instead, as also after the server refused this
+        FETCH once. A stranger's message is only read (``BODY.PEEK``),
+        never marked.
+
+        Raises:
+            ConnectionLost: the server refused or the connection broke.
+        """
+        if self._tail_refused:
+            return None
+        if exists < 1:
+            return []
+        first = max(1, exists - TAIL_FETCH + 1)
+        imap = self._client._imap
+        imap.untagged_responses.pop("FETCH", None)  # unsolicited flag news of no use here
+        command = f"FETCH {first}:* (UID INTERNALDATE {_TAIL_HEADERS})".encode()
+        with _lost_on_failure():
+            try:
+                ((typ, _),) = self._exchange([command])
+            except imaplib.IMAP4.abort:
+                raise
+            except IMAPClientError:
+                typ = "BAD"
+            raw = imap.untagged_responses.pop("FETCH", [])
+            if typ != "OK":
+                # A server that will not do it (a partial HEADER.FIELDS, say) is
+                # searched from now on, as servers were before.
+                self._tail_refused = True
+                return None
+            try:
+                fetched = parse_fetch_response(raw, False, False)
+            except ProtocolError as exc:
+                raise ConnectionLost(f"FETCH: unreadable reply: {exc}") from None
+        tail = sorted(
+            (item[b"UID"], item) for item in fetched.values() if isinstance(item.get(b"UID"), int)
+        )
+        if first > 1 and (not tail or tail[0][0] >= from_uid):
+            return None  # perhaps more new messages than we fetched
+        new = [(uid, item) for uid, item in tail if uid >= from_uid]
+        if any(len(_header_block(item)) >= TAIL_HEADER_BYTES for _, item in new):
+            return None  # cut short: a search and a whole fetch read it right
+        return [parse_fetched(uid, item) for uid, item in new]
+
     def fetch_probe_headers(self, uids: Sequence[int]) -> list[FetchedMessage]:
         """The probe header, ``Received`` chain and INTERNALDATE of ``uids`` (ascending), by UID.
 
@@ -545,11 +699,25 @@ class ImapSession:
         where = f"UID {uid} in {self.selected}"
         try:
             self._sent(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", transcript)
-            client.add_flags([uid], [DELETED], silent=True)
             if self.uidplus:
+                # Pipelined: UID EXPUNGE removes only UIDs it names that are flagged
+                # \Deleted, so it is safe whether or not the STORE worked.
                 self._sent(f"UID EXPUNGE {uid}", transcript)
-                client.uid_expunge([uid])
+                replies = self._exchange(
+                    [
+                        f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)".encode(),
+                        f"UID EXPUNGE {uid}".encode(),
+                    ]
+                )
+                refused = [
+                    f"{typ} {_text(data[-1] if data else '')}"
+                    for typ, data in replies
+                    if typ != "OK"
+                ]
+                if refused:
+                    raise ImapError(Stage.CLEANUP, f"delete of {where} failed: {refused[0]}")
             else:
+                client.add_flags([uid], [DELETED], silent=True)
                 flagged = set(client.search(["DELETED"]))
                 if flagged - {uid}:
                     raise ImapError(
@@ -845,6 +1013,47 @@ def _header_block(data: dict[bytes, Any]) -> bytes:
         if key.startswith(b"BODY[HEADER.FIELDS") and isinstance(value, bytes):
             return value
     return b""
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("ascii")
+
+
+def _statuses(folders: Sequence[str], found: list[Any]) -> list[FolderStatus]:
+    """Each of ``folders``' status from ``found``, imaplib's untagged ``STATUS`` data.
+
+    Matched by the folder name the server echoes, else in the order asked
+    (a server that spells the name otherwise).
+
+    Raises:
+        ConnectionLost: a folder got no usable reply.
+    """
+    try:
+        parsed = parse_response(found) if found else ()
+    except ProtocolError as exc:
+        raise ConnectionLost(f"STATUS: unreadable reply: {exc}") from None
+    by_name: dict[str, FolderStatus] = {}
+    in_order: list[FolderStatus] = []
+    for name, items in zip(parsed[0::2], parsed[1::2], strict=False):
+        try:
+            values = dict(zip(items[0::2], items[1::2], strict=False))
+            status = FolderStatus(
+                uidvalidity=int(values[b"UIDVALIDITY"]), uidnext=int(values[b"UIDNEXT"])
+            )
+        except (KeyError, ValueError, TypeError):
+            continue
+        text = decode_utf7(name) if isinstance(name, bytes) else str(name)
+        by_name[text] = status
+        in_order.append(status)
+    out = []
+    for index, folder in enumerate(folders):
+        match = by_name.get(folder)
+        if match is None and len(in_order) == len(folders):
+            match = in_order[index]
+        if match is None:
+            raise ConnectionLost(f"STATUS {folder}: no usable reply")
+        out.append(match)
+    return out
 
 
 def _text(value: Any) -> str:
