@@ -698,17 +698,14 @@ class ImapSession:
         client = self._client
         where = f"UID {uid} in {self.selected}"
         try:
-            self._sent(f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)", transcript)
+            store = f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)"
+            self._sent(store, transcript)
             if self.uidplus:
                 # Pipelined: UID EXPUNGE removes only UIDs it names that are flagged
                 # \Deleted, so it is safe whether or not the STORE worked.
-                self._sent(f"UID EXPUNGE {uid}", transcript)
-                replies = self._exchange(
-                    [
-                        f"UID STORE {uid} +FLAGS.SILENT (\\Deleted)".encode(),
-                        f"UID EXPUNGE {uid}".encode(),
-                    ]
-                )
+                expunge = f"UID EXPUNGE {uid}"
+                self._sent(expunge, transcript)
+                replies = self._exchange([store.encode(), expunge.encode()])
                 refused = [
                     f"{typ} {_text(data[-1] if data else '')}"
                     for typ, data in replies

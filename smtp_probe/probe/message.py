@@ -322,7 +322,7 @@ class MessageTemplate:
     def render(self, token: Token) -> OutgoingMessage:
         """The message of the run with ``token``, ``Date`` now and a new ``Message-ID``."""
         text = str(token)
-        if self._parts is None or len(self._subject) != 2 or len(text) != len(str(_PLACEHOLDER)):
+        if self._parts is None or not self.usable or len(text) != len(str(_PLACEHOLDER)):
             mail_from, rcpt_to, reflector = self._recipe
             return outgoing(
                 build_message(
